@@ -1,0 +1,218 @@
+//! The write API's one error type and its one mapping to HTTP: an
+//! `application/problem+json` document (RFC 9457) that names the field at fault.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use commandcenter_domain::job::JobError;
+use commandcenter_domain::technology::TechnologyError;
+use commandcenter_domain::ValidationError;
+use commandcenter_event_store::StoreError;
+use serde_json::json;
+
+/// Everything a command or event-store request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A field value breaks a rule.
+    #[error("{0}")]
+    Validation(ValidationError),
+    /// The body is not JSON at all.
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// The body is not declared as JSON.
+    #[error("request body must be application/json")]
+    UnsupportedMediaType,
+    /// The body exceeds the configured limit.
+    #[error("request body exceeds {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A header or query parameter is malformed.
+    #[error("{name}: {message}")]
+    BadParameter {
+        /// The header or parameter name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The resource does not exist (or no longer does).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The command conflicts with the resource's current state or with a concurrent write.
+    #[error("{detail}")]
+    Conflict {
+        /// What conflicts.
+        detail: String,
+        /// The field at fault, if one is.
+        field: Option<String>,
+    },
+    /// `If-Match` named another version than the current one.
+    #[error("version {expected} was expected but the current version is {actual}")]
+    PreconditionFailed {
+        /// From `If-Match`.
+        expected: i64,
+        /// The aggregate's version.
+        actual: i64,
+    },
+    /// The same Idempotency-Key came with another request.
+    #[error("Idempotency-Key was already used with a different request")]
+    IdempotencyKeyReused,
+    /// A dependency (the database) is unavailable; retry later.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure; details are logged, not returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 409 naming no field.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::Conflict {
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::MalformedJson(_) | Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Validation(_) => "validation",
+            Self::MalformedJson(_) => "malformed-json",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::PayloadTooLarge { .. } => "payload-too-large",
+            Self::BadParameter { .. } => "bad-parameter",
+            Self::NotFound(_) => "not-found",
+            Self::Conflict { .. } => "conflict",
+            Self::PreconditionFailed { .. } => "precondition-failed",
+            Self::IdempotencyKeyReused => "idempotency-key-reused",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            Self::Validation(e) => Some(&e.field),
+            Self::MalformedJson(_) | Self::PayloadTooLarge { .. } | Self::UnsupportedMediaType => {
+                Some("body")
+            }
+            Self::BadParameter { name, .. } => Some(name),
+            Self::Conflict { field, .. } => field.as_deref(),
+            Self::PreconditionFailed { .. } => Some("If-Match"),
+            Self::IdempotencyKeyReused => Some("Idempotency-Key"),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = match &self {
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "request failed");
+                "an unexpected error occurred; it has been logged".to_string()
+            }
+            Self::Validation(e) => e.message.clone(),
+            other => other.to_string(),
+        };
+        let mut body = json!({
+            "type": format!("urn:commandcenter:problem:{}", self.kind()),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        if let Some(field) = self.field() {
+            body["field"] = json!(field);
+            body["errors"] = json!([{ "field": field, "message": detail }]);
+        }
+        if let Self::PreconditionFailed { actual, .. } = &self {
+            body["current_version"] = json!(actual);
+        }
+        let mut response = (status, body.to_string()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(err: ValidationError) -> Self {
+        Self::Validation(err)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict { .. } => {
+                Self::conflict("the resource was changed concurrently; reload it and retry")
+            }
+            StoreError::ClaimTaken { scope, key } => {
+                // Scopes read `<field>:<aggregate>:<project>`.
+                let mut parts = scope.split(':');
+                let field = parts.next().unwrap_or("body").to_string();
+                let owner = parts.next().unwrap_or("resource");
+                Self::Conflict {
+                    detail: format!("another {owner} in this project already has {field} {key:?}"),
+                    field: Some(field),
+                }
+            }
+            err if err.is_unavailable() => Self::Unavailable(err.to_string()),
+            err => Self::Internal(err.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::from(err).into()
+    }
+}
+
+impl From<TechnologyError> for ApiError {
+    fn from(err: TechnologyError) -> Self {
+        match err {
+            TechnologyError::NotFound | TechnologyError::Deleted => Self::NotFound("technology"),
+            TechnologyError::Invalid(e) => Self::Validation(e),
+            err @ (TechnologyError::AlreadyExists | TechnologyError::Archived) => {
+                Self::conflict(err.to_string())
+            }
+        }
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(err: JobError) -> Self {
+        match err {
+            JobError::NotFound | JobError::Deleted => Self::NotFound("job"),
+            JobError::Invalid(e) => Self::Validation(e),
+            err @ JobError::ProgressWentBackwards { .. } => Self::Conflict {
+                detail: err.to_string(),
+                field: Some("progress".into()),
+            },
+            err => Self::conflict(err.to_string()),
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Runs one command against one aggregate: load, decide, and commit the events together
+//! with uniqueness claims and the idempotency record, in one short transaction.
+//!
+//! This is `cqrs-es`'s `CqrsFramework::execute` made transactional: the aggregate's
+//! `handle` decides exactly as there, but the append, the claims and the saved response
+//! commit or roll back together, and the caller learns the new version and position.
+//! A lost optimistic-concurrency race is retried a few times when the client gave no
+//! `If-Match`; with `If-Match` it is a 409 at once.
+
+use std::time::Duration;
+
+use commandcenter_domain::values::ProjectId;
+use commandcenter_event_store::{
+    claim, release, Claim, Committed, EventStore, NewEvent, Position, StoreError,
+};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::extract::RequestMeta;
+use crate::idempotency::{self, IdempotentRequest, Lookup};
+use crate::reply::Reply;
+
+/// How many times a command without `If-Match` is tried against concurrent writers.
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// What the write side needs to know of an aggregate beyond `cqrs-es`'s trait.
+pub trait WriteModel: Aggregate<Services = ()> + Clone
+where
+    Self::Command: Clone,
+    ApiError: From<Self::Error>,
+{
+    /// The project the aggregate belongs to, once created.
+    fn project_id(&self) -> Option<ProjectId>;
+
+    /// The uniqueness claims this state holds (released when it no longer does).
+    fn claims(&self) -> Vec<Claim>;
+}
+
+/// The state after a command and where its last event stands.
+pub struct Outcome<A> {
+    /// The aggregate after the command's events.
+    pub state: A,
+    /// Version and position of the aggregate's last event.
+    pub committed: Committed,
+    /// How many events the command appended (0 for a no-op).
+    pub appended: usize,
+}
+
+/// One command to run.
+pub struct Execution<'a, A: Aggregate> {
+    /// Target aggregate.
+    pub aggregate_id: &'a str,
+    /// The command (cloned for each attempt).
+    pub command: A::Command,
+    /// The version the client requires (`If-Match`).
+    pub if_match: Option<i64>,
+    /// Tracing ids and actor for the metadata.
+    pub meta: &'a RequestMeta,
+    /// The Idempotency-Key, if any.
+    pub idempotency: Option<IdempotentRequest>,
+}
+
+enum Failure {
+    Conflict,
+    IdempotencyRace,
+    Api(ApiError),
+}
+
+impl From<ApiError> for Failure {
+    fn from(err: ApiError) -> Self {
+        Self::Api(err)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(err: StoreError) -> Self {
+        Self::Api(err.into())
+    }
+}
+
+/// Runs `execution`, building the answer with `respond` inside the transaction so an
+/// idempotent replay returns exactly the same bytes.
+pub async fn execute<A>(
+    store: &EventStore,
+    execution: Execution<'_, A>,
+    respond: impl Fn(&Outcome<A>) -> Result<Reply, ApiError>,
+) -> Result<Reply, ApiError>
+where
+    A: WriteModel,
+    A::Command: Clone,
+    ApiError: From<A::Error>,
+{
+    if let Some(request) = &execution.idempotency {
+        match idempotency::lookup(store.pool(), request).await? {
+            Lookup::Fresh => {}
+            Lookup::Replay(reply) => return Ok(reply),
+            Lookup::Mismatch => return Err(ApiError::IdempotencyKeyReused),
+        }
+    }
+    let mut attempt = 1;
+    loop {
+        match try_once(store, &execution, &respond).await {
+            Ok(reply) => return Ok(reply),
+            Err(Failure::Api(err)) => return Err(err),
+            Err(Failure::Conflict) if execution.if_match.is_none() && attempt < MAX_ATTEMPTS => {
+                tracing::debug!(
+                    attempt,
+                    aggregate_id = execution.aggregate_id,
+                    "retrying after a concurrent write"
+                );
+                tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 3)).await;
+                attempt += 1;
+            }
+            Err(Failure::Conflict) => {
+                return Err(ApiError::conflict(
+                    "the resource was changed concurrently; reload it and retry",
+                ))
+            }
+            Err(Failure::IdempotencyRace) => {
+                let request = execution
+                    .idempotency
+                    .as_ref()
+                    .ok_or_else(|| ApiError::Internal("idempotency race without a key".into()))?;
+                return match idempotency::lookup(store.pool(), request).await? {
+                    Lookup::Replay(reply) => Ok(reply),
+                    Lookup::Mismatch => Err(ApiError::IdempotencyKeyReused),
+                    Lookup::Fresh => Err(ApiError::conflict(
+                        "a request with this Idempotency-Key is in progress; retry",
+                    )),
+                };
+            }
+        }
+    }
+}
+
+async fn try_once<A>(
+    store: &EventStore,
+    execution: &Execution<'_, A>,
+    respond: &impl Fn(&Outcome<A>) -> Result<Reply, ApiError>,
+) -> Result<Reply, Failure>
+where
+    A: WriteModel,
+    A::Command: Clone,
+    ApiError: From<A::Error>,
+{
+    let id = execution.aggregate_id;
+    let loaded = store.load::<A>(id).await?;
+    if let Some(expected) = execution.if_match {
+        if expected != loaded.version {
+            return Err(ApiError::PreconditionFailed {
+                expected,
+                actual: loaded.version,
+            }
+            .into());
+        }
+    }
+    let claims_before = loaded.aggregate.claims();
+    let mut state = loaded.aggregate;
+    let sink = EventSink::default();
+    state
+        .handle(execution.command.clone(), &(), &sink)
+        .await
+        .map_err(ApiError::from)?;
+    let events = sink.collect().await;
+    let unchanged = Committed {
+        version: loaded.version,
+        position: loaded.position.unwrap_or(Position::ZERO),
+    };
+    if events.is_empty() && execution.idempotency.is_none() {
+        return Ok(respond(&Outcome {
+            state,
+            committed: unchanged,
+            appended: 0,
+        })?);
+    }
+
+    let mut tx = store.begin().await?;
+    if let Some(request) = &execution.idempotency {
+        if !idempotency::reserve(&mut tx, request).await? {
+            return Err(Failure::IdempotencyRace);
+        }
+    }
+    let committed = if events.is_empty() {
+        unchanged
+    } else {
+        let new_events = events
+            .iter()
+            .map(NewEvent::from_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        let metadata = metadata(execution, state.project_id());
+        match store
+            .append(&mut tx, A::TYPE, id, loaded.version, &new_events, &metadata)
+            .await
+        {
+            Ok(committed) => committed,
+            Err(StoreError::Conflict { .. }) => return Err(Failure::Conflict),
+            Err(err) => return Err(err.into()),
+        }
+    };
+    let claims_after = state.claims();
+    for gone in claims_before.iter().filter(|c| !claims_after.contains(c)) {
+        release(&mut tx, gone, id).await?;
+    }
+    for new in claims_after.iter().filter(|c| !claims_before.contains(c)) {
+        claim(&mut tx, new, id).await?;
+    }
+    let outcome = Outcome {
+        state,
+        committed,
+        appended: events.len(),
+    };
+    let reply = respond(&outcome)?;
+    if let Some(request) = &execution.idempotency {
+        idempotency::save(&mut tx, request, &reply).await?;
+    }
+    store.commit(tx).await?;
+    Ok(reply)
+}
+
+fn metadata<A: Aggregate>(execution: &Execution<'_, A>, project_id: Option<ProjectId>) -> Value {
+    let meta = execution.meta;
+    let mut value = json!({
+        "request_id": meta.request_id,
+        "correlation_id": meta.correlation_id,
+        "actor": meta.actor,
+    });
+    if let Some(causation) = &meta.causation_id {
+        value["causation_id"] = json!(causation);
+    }
+    if let Some(project) = project_id {
+        value["project_id"] = json!(project.to_string());
+    }
+    if let Some(request) = &execution.idempotency {
+        value["idempotency_key"] = json!(request.key());
+    }
+    value
+}

@@ -1,0 +1,287 @@
+//! `POST/PATCH/DELETE /api/v1/jobs[/{id}]`, `POST /api/v1/jobs/{id}/dispatch` and
+//! `POST /api/v1/jobs/{id}/cancel`: request bodies parsed into validated domain values,
+//! then run as job commands.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use commandcenter_domain::job::{
+    parse_parameters, Job, JobCommand, JobPatch, JobRecord, JobStatus, JobType,
+    DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_DISPATCH_DELAY_SECONDS,
+};
+use commandcenter_domain::values::{
+    bounded_text, Progress, ProjectId, Tags, MAX_LABEL_LEN, MAX_TEXT_LEN,
+};
+use commandcenter_domain::ValidationError;
+use commandcenter_event_store::Claim;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::executor::{execute, Execution, Outcome, WriteModel};
+use crate::extract::{CommandContext, JsonBody};
+use crate::reply::Reply;
+use crate::technologies::MAX_ID_LEN;
+use crate::CommandState;
+
+impl WriteModel for Job {
+    fn project_id(&self) -> Option<ProjectId> {
+        self.record().map(|r| r.project_id)
+    }
+
+    fn claims(&self) -> Vec<Claim> {
+        Vec::new()
+    }
+}
+
+/// A job as the write API returns it.
+#[derive(Serialize)]
+struct JobBody<'a> {
+    #[serde(flatten)]
+    record: &'a JobRecord,
+    is_terminal: bool,
+    version: i64,
+    position: String,
+}
+
+fn job_reply(status: StatusCode, outcome: &Outcome<Job>) -> Result<Reply, ApiError> {
+    let record = outcome
+        .state
+        .record()
+        .ok_or_else(|| ApiError::Internal("job has no record after a command".into()))?;
+    let body = JobBody {
+        record,
+        is_terminal: record.status.is_terminal(),
+        version: outcome.committed.version,
+        position: outcome.committed.position.to_string(),
+    };
+    Reply::json(status, &outcome.committed, &body)
+}
+
+/// The body of `POST /api/v1/jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJobBody {
+    project_id: i64,
+    job_type: String,
+    #[serde(default)]
+    parameters: Value,
+    tags: Option<Vec<String>>,
+    created_by: Option<String>,
+    max_attempts: Option<i64>,
+}
+
+/// The body of `PATCH /api/v1/jobs/{id}` (external workers).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchJobBody {
+    status: Option<String>,
+    progress: Option<i64>,
+    current_step: Option<String>,
+    result: Option<Value>,
+    error: Option<String>,
+    traceback: Option<String>,
+}
+
+/// The optional body of `POST /api/v1/jobs/{id}/cancel`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelJobBody {
+    reason: Option<String>,
+}
+
+/// The query of `POST /api/v1/jobs/{id}/dispatch`.
+#[derive(Debug, Deserialize)]
+pub struct DispatchQuery {
+    delay_seconds: Option<String>,
+}
+
+fn label(field: &str, value: &str) -> Result<String, ValidationError> {
+    bounded_text(field, value, 1, MAX_LABEL_LEN)
+}
+
+fn text(field: &str, value: &str) -> Result<String, ValidationError> {
+    bounded_text(field, value, 0, MAX_TEXT_LEN)
+}
+
+impl CreateJobBody {
+    fn parse(self, id: String) -> Result<JobCommand, ValidationError> {
+        let project_id = ProjectId::parse("project_id", self.project_id)?;
+        let job_type = JobType::parse("job_type", &self.job_type)?;
+        let max_attempts = match self.max_attempts {
+            None => DEFAULT_MAX_ATTEMPTS,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_ATTEMPTS_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    ValidationError::new(
+                        "max_attempts",
+                        format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
+                    )
+                })?,
+        };
+        Ok(JobCommand::CreateJob {
+            id,
+            project_id,
+            job_type,
+            parameters: parse_parameters(job_type, self.parameters)?,
+            tags: Tags::parse("tags", &self.tags.unwrap_or_default())?,
+            created_by: self
+                .created_by
+                .map(|v| label("created_by", &v))
+                .transpose()?,
+            max_attempts,
+            at: Utc::now(),
+        })
+    }
+}
+
+impl PatchJobBody {
+    fn parse(self) -> Result<JobPatch, ValidationError> {
+        Ok(JobPatch {
+            status: self
+                .status
+                .map(|v| JobStatus::parse("status", &v))
+                .transpose()?,
+            progress: self
+                .progress
+                .map(|v| Progress::parse("progress", v))
+                .transpose()?,
+            current_step: self
+                .current_step
+                .map(|v| label("current_step", &v))
+                .transpose()?,
+            result: self.result,
+            error: self.error.map(|v| text("error", &v)).transpose()?,
+            traceback: self.traceback.map(|v| text("traceback", &v)).transpose()?,
+        })
+    }
+}
+
+/// Runs a command on job `id`, answering with `respond`.
+async fn run(
+    state: &CommandState,
+    id: &str,
+    command: JobCommand,
+    context: &CommandContext,
+    body: &[u8],
+    respond: impl Fn(&Outcome<Job>) -> Result<Reply, ApiError>,
+) -> Result<Response, ApiError> {
+    if id.len() > MAX_ID_LEN {
+        return Err(ApiError::NotFound("job"));
+    }
+    let execution = Execution::<Job> {
+        aggregate_id: id,
+        command,
+        if_match: context.if_match,
+        meta: &context.meta,
+        idempotency: context.idempotent(body),
+    };
+    Ok(execute(&state.store, execution, respond)
+        .await?
+        .into_response())
+}
+
+fn ok(outcome: &Outcome<Job>) -> Result<Reply, ApiError> {
+    job_reply(StatusCode::OK, outcome)
+}
+
+/// `POST /api/v1/jobs` → 201 with the pending job.
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id))]
+pub async fn create_job(
+    State(state): State<CommandState>,
+    context: CommandContext,
+    body: JsonBody<CreateJobBody>,
+) -> Result<Response, ApiError> {
+    let id = Uuid::now_v7().to_string();
+    let command = body.value.parse(id.clone())?;
+    let location = format!("/api/v1/jobs/{id}");
+    run(&state, &id, command, &context, &body.raw, |outcome| {
+        Ok(job_reply(StatusCode::CREATED, outcome)?.with_header("location", location.clone()))
+    })
+    .await
+}
+
+/// `PATCH /api/v1/jobs/{id}` → 200: status, progress, step, result or error from an
+/// external worker, applied all or nothing.
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, job_id = %id))]
+pub async fn patch_job(
+    State(state): State<CommandState>,
+    Path(id): Path<String>,
+    context: CommandContext,
+    body: JsonBody<PatchJobBody>,
+) -> Result<Response, ApiError> {
+    let patch = body.value.parse()?;
+    let command = JobCommand::PatchJob {
+        patch,
+        at: Utc::now(),
+    };
+    run(&state, &id, command, &context, &body.raw, ok).await
+}
+
+/// `POST /api/v1/jobs/{id}/dispatch?delay_seconds=N` → 200: hands the job to the workers.
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, job_id = %id))]
+pub async fn dispatch_job(
+    State(state): State<CommandState>,
+    Path(id): Path<String>,
+    query: Result<Query<DispatchQuery>, axum::extract::rejection::QueryRejection>,
+    context: CommandContext,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadParameter {
+        name: "query".into(),
+        message: e.body_text(),
+    })?;
+    let delay_seconds = match query.delay_seconds.as_deref() {
+        None | Some("") => 0,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|d| *d <= MAX_DISPATCH_DELAY_SECONDS)
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "delay_seconds",
+                    format!(
+                        "must be a whole number of seconds from 0 to {MAX_DISPATCH_DELAY_SECONDS}"
+                    ),
+                )
+            })?,
+    };
+    let command = JobCommand::DispatchJob {
+        delay_seconds,
+        at: Utc::now(),
+    };
+    run(&state, &id, command, &context, b"", ok).await
+}
+
+/// `POST /api/v1/jobs/{id}/cancel` → 200: a pending job is cancelled at once, a running
+/// one is asked to stop (its worker records `cancelled`). Never waits for the worker.
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, job_id = %id))]
+pub async fn cancel_job(
+    State(state): State<CommandState>,
+    Path(id): Path<String>,
+    context: CommandContext,
+    body: JsonBody<CancelJobBody>,
+) -> Result<Response, ApiError> {
+    let reason = body.value.reason.map(|v| text("reason", &v)).transpose()?;
+    let command = JobCommand::RequestJobCancel {
+        reason,
+        at: Utc::now(),
+    };
+    run(&state, &id, command, &context, &body.raw, ok).await
+}
+
+/// `DELETE /api/v1/jobs/{id}` → 204 (refused while the job runs).
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, job_id = %id))]
+pub async fn delete_job(
+    State(state): State<CommandState>,
+    Path(id): Path<String>,
+    context: CommandContext,
+) -> Result<Response, ApiError> {
+    let command = JobCommand::DeleteJob { at: Utc::now() };
+    run(&state, &id, command, &context, b"", |outcome| {
+        Ok(Reply::empty(StatusCode::NO_CONTENT, &outcome.committed))
+    })
+    .await
+}

@@ -1,0 +1,456 @@
+//! `POST/PATCH/DELETE /api/v1/technologies[/{id}]`: request bodies parsed into validated
+//! domain values, then run as technology commands.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use chrono::Utc;
+use commandcenter_domain::serde_helpers::double_option;
+use commandcenter_domain::technology::{
+    CostTier, IntegrationDifficulty, MaturityLevel, StatusChange, Technology, TechnologyChanges,
+    TechnologyCommand, TechnologyDomain, TechnologyFields, TechnologyRecord, TechnologyStatus,
+    DEFAULT_PRIORITY, DEFAULT_RELEVANCE,
+};
+use commandcenter_domain::values::{
+    bounded_text, HttpUrl, NonNegative, Priority, ProjectId, Score, Tags, Title, MAX_LABEL_LEN,
+    MAX_TEXT_LEN,
+};
+use commandcenter_domain::ValidationError;
+use commandcenter_event_store::Claim;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::executor::{execute, Execution, Outcome, WriteModel};
+use crate::extract::{CommandContext, JsonBody};
+use crate::reply::Reply;
+use crate::CommandState;
+
+/// Most entries in `dependencies` or `alternatives`.
+pub const MAX_LINKS: usize = 100;
+
+impl WriteModel for Technology {
+    fn project_id(&self) -> Option<ProjectId> {
+        self.record().map(|r| r.project_id)
+    }
+
+    fn claims(&self) -> Vec<Claim> {
+        match self {
+            Technology::Live(record) => vec![title_claim(record)],
+            Technology::NotCreated | Technology::Deleted(_) => Vec::new(),
+        }
+    }
+}
+
+/// Titles are unique per project, ignoring case and inner spacing.
+fn title_claim(record: &TechnologyRecord) -> Claim {
+    Claim {
+        scope: format!("title:technology:{}", record.project_id),
+        key: record.fields.title.uniqueness_key(),
+    }
+}
+
+/// A technology as the write API returns it.
+#[derive(Serialize)]
+struct TechnologyBody<'a> {
+    #[serde(flatten)]
+    record: &'a TechnologyRecord,
+    version: i64,
+    position: String,
+}
+
+fn technology_reply(status: StatusCode, outcome: &Outcome<Technology>) -> Result<Reply, ApiError> {
+    let record = outcome
+        .state
+        .record()
+        .ok_or_else(|| ApiError::Internal("technology has no record after a command".into()))?;
+    let body = TechnologyBody {
+        record,
+        version: outcome.committed.version,
+        position: outcome.committed.position.to_string(),
+    };
+    Reply::json(status, &outcome.committed, &body)
+}
+
+/// The body of `POST /api/v1/technologies`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTechnologyBody {
+    project_id: i64,
+    title: String,
+    vendor: Option<String>,
+    domain: Option<String>,
+    status: Option<String>,
+    relevance_score: Option<i64>,
+    priority: Option<i64>,
+    description: Option<String>,
+    notes: Option<String>,
+    use_cases: Option<String>,
+    documentation_url: Option<String>,
+    repository_url: Option<String>,
+    website_url: Option<String>,
+    tags: Option<Vec<String>>,
+    latency_ms: Option<f64>,
+    throughput_qps: Option<f64>,
+    integration_difficulty: Option<String>,
+    integration_time_estimate_days: Option<i64>,
+    maturity_level: Option<String>,
+    stability_score: Option<i64>,
+    cost_tier: Option<String>,
+    cost_monthly_usd: Option<f64>,
+    dependencies: Option<BTreeMap<String, String>>,
+    alternatives: Option<Vec<String>>,
+}
+
+fn label(field: &str, value: &str) -> Result<String, ValidationError> {
+    bounded_text(field, value, 1, MAX_LABEL_LEN)
+}
+
+fn text(field: &str, value: &str) -> Result<String, ValidationError> {
+    bounded_text(field, value, 0, MAX_TEXT_LEN)
+}
+
+fn days(field: &str, value: i64) -> Result<u32, ValidationError> {
+    u32::try_from(value)
+        .ok()
+        .filter(|d| *d <= 36_500)
+        .ok_or_else(|| {
+            ValidationError::new(field, "must be a whole number of days from 0 to 36500")
+        })
+}
+
+fn dependencies(
+    value: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ValidationError> {
+    if value.len() > MAX_LINKS {
+        return Err(ValidationError::new(
+            "dependencies",
+            format!("must have at most {MAX_LINKS} entries"),
+        ));
+    }
+    value
+        .into_iter()
+        .map(|(id, relationship)| {
+            let field = format!("dependencies.{id}");
+            let id = technology_id(&field, &id)?;
+            Ok((id, label(&field, &relationship)?))
+        })
+        .collect()
+}
+
+fn alternatives(value: Vec<String>) -> Result<Vec<String>, ValidationError> {
+    if value.len() > MAX_LINKS {
+        return Err(ValidationError::new(
+            "alternatives",
+            format!("must have at most {MAX_LINKS} entries"),
+        ));
+    }
+    let mut ids: Vec<String> = Vec::with_capacity(value.len());
+    for (i, id) in value.iter().enumerate() {
+        let id = technology_id(&format!("alternatives[{i}]"), id)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// A technology id as written in links: a UUID, normalized to lower-case hyphenated form.
+fn technology_id(field: &str, value: &str) -> Result<String, ValidationError> {
+    Uuid::parse_str(value.trim())
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| ValidationError::new(field, "must be a technology id (a UUID)"))
+}
+
+fn opt<T, U>(
+    value: Option<T>,
+    parse: impl FnOnce(T) -> Result<U, ValidationError>,
+) -> Result<Option<U>, ValidationError> {
+    value.map(parse).transpose()
+}
+
+impl CreateTechnologyBody {
+    fn parse(self) -> Result<(ProjectId, TechnologyFields), ValidationError> {
+        let project_id = ProjectId::parse("project_id", self.project_id)?;
+        let fields = TechnologyFields {
+            title: Title::parse("title", &self.title)?,
+            vendor: opt(self.vendor, |v| label("vendor", &v))?,
+            domain: opt(self.domain, |v| TechnologyDomain::parse("domain", &v))?
+                .unwrap_or_default(),
+            status: opt(self.status, |v| TechnologyStatus::parse("status", &v))?
+                .unwrap_or_default(),
+            relevance_score: Score::parse(
+                "relevance_score",
+                self.relevance_score.unwrap_or(i64::from(DEFAULT_RELEVANCE)),
+            )?,
+            priority: Priority::parse(
+                "priority",
+                self.priority.unwrap_or(i64::from(DEFAULT_PRIORITY)),
+            )?,
+            description: opt(self.description, |v| text("description", &v))?,
+            notes: opt(self.notes, |v| text("notes", &v))?,
+            use_cases: opt(self.use_cases, |v| text("use_cases", &v))?,
+            documentation_url: opt(self.documentation_url, |v| {
+                HttpUrl::parse("documentation_url", &v)
+            })?,
+            repository_url: opt(self.repository_url, |v| {
+                HttpUrl::parse("repository_url", &v)
+            })?,
+            website_url: opt(self.website_url, |v| HttpUrl::parse("website_url", &v))?,
+            tags: Tags::parse("tags", &self.tags.unwrap_or_default())?,
+            latency_ms: opt(self.latency_ms, |v| NonNegative::parse("latency_ms", v))?,
+            throughput_qps: opt(self.throughput_qps, |v| {
+                NonNegative::parse("throughput_qps", v)
+            })?,
+            integration_difficulty: opt(self.integration_difficulty, |v| {
+                IntegrationDifficulty::parse("integration_difficulty", &v)
+            })?,
+            integration_time_estimate_days: opt(self.integration_time_estimate_days, |v| {
+                days("integration_time_estimate_days", v)
+            })?,
+            maturity_level: opt(self.maturity_level, |v| {
+                MaturityLevel::parse("maturity_level", &v)
+            })?,
+            stability_score: opt(self.stability_score, |v| Score::parse("stability_score", v))?,
+            cost_tier: opt(self.cost_tier, |v| CostTier::parse("cost_tier", &v))?,
+            cost_monthly_usd: opt(self.cost_monthly_usd, |v| {
+                NonNegative::parse("cost_monthly_usd", v)
+            })?,
+            dependencies: dependencies(self.dependencies.unwrap_or_default())?,
+            alternatives: alternatives(self.alternatives.unwrap_or_default())?,
+        };
+        Ok((project_id, fields))
+    }
+}
+
+/// The body of `PATCH /api/v1/technologies/{id}`: any subset of fields. Nullable fields
+/// accept `null` to clear them; the others refuse `null`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTechnologyBody {
+    #[serde(default, deserialize_with = "double_option")]
+    title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    vendor: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    domain: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    status: Option<Option<String>>,
+    #[serde(default)]
+    status_reason: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    relevance_score: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    priority: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    notes: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    use_cases: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    documentation_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    repository_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    website_url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    tags: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    latency_ms: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    throughput_qps: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    integration_difficulty: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    integration_time_estimate_days: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    maturity_level: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    stability_score: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    cost_tier: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    cost_monthly_usd: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    dependencies: Option<Option<BTreeMap<String, String>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    alternatives: Option<Option<Vec<String>>>,
+}
+
+/// A field that must hold a value when present: `null` is refused.
+fn required<T, U>(
+    field: &str,
+    value: Option<Option<T>>,
+    parse: impl FnOnce(T) -> Result<U, ValidationError>,
+) -> Result<Option<U>, ValidationError> {
+    match value {
+        None => Ok(None),
+        Some(None) => Err(ValidationError::new(field, "cannot be null")),
+        Some(Some(v)) => parse(v).map(Some),
+    }
+}
+
+/// A field that may be cleared with `null`.
+fn nullable<T, U>(
+    value: Option<Option<T>>,
+    parse: impl FnOnce(T) -> Result<U, ValidationError>,
+) -> Result<Option<Option<U>>, ValidationError> {
+    match value {
+        None => Ok(None),
+        Some(None) => Ok(Some(None)),
+        Some(Some(v)) => parse(v).map(|u| Some(Some(u))),
+    }
+}
+
+impl UpdateTechnologyBody {
+    fn parse(self) -> Result<(TechnologyChanges, Option<StatusChange>), ValidationError> {
+        let status = required("status", self.status, |v| {
+            TechnologyStatus::parse("status", &v)
+        })?;
+        let reason = opt(self.status_reason, |v| text("status_reason", &v))?;
+        if reason.is_some() && status.is_none() {
+            return Err(ValidationError::new(
+                "status_reason",
+                "is only accepted with status",
+            ));
+        }
+        let changes = TechnologyChanges {
+            title: required("title", self.title, |v| Title::parse("title", &v))?,
+            domain: required("domain", self.domain, |v| {
+                TechnologyDomain::parse("domain", &v)
+            })?,
+            relevance_score: required("relevance_score", self.relevance_score, |v| {
+                Score::parse("relevance_score", v)
+            })?,
+            priority: required("priority", self.priority, |v| {
+                Priority::parse("priority", v)
+            })?,
+            tags: required("tags", self.tags, |v| Tags::parse("tags", &v))?,
+            dependencies: required("dependencies", self.dependencies, dependencies)?,
+            alternatives: required("alternatives", self.alternatives, alternatives)?,
+            vendor: nullable(self.vendor, |v| label("vendor", &v))?,
+            description: nullable(self.description, |v| text("description", &v))?,
+            notes: nullable(self.notes, |v| text("notes", &v))?,
+            use_cases: nullable(self.use_cases, |v| text("use_cases", &v))?,
+            documentation_url: nullable(self.documentation_url, |v| {
+                HttpUrl::parse("documentation_url", &v)
+            })?,
+            repository_url: nullable(self.repository_url, |v| {
+                HttpUrl::parse("repository_url", &v)
+            })?,
+            website_url: nullable(self.website_url, |v| HttpUrl::parse("website_url", &v))?,
+            latency_ms: nullable(self.latency_ms, |v| NonNegative::parse("latency_ms", v))?,
+            throughput_qps: nullable(self.throughput_qps, |v| {
+                NonNegative::parse("throughput_qps", v)
+            })?,
+            integration_difficulty: nullable(self.integration_difficulty, |v| {
+                IntegrationDifficulty::parse("integration_difficulty", &v)
+            })?,
+            integration_time_estimate_days: nullable(self.integration_time_estimate_days, |v| {
+                days("integration_time_estimate_days", v)
+            })?,
+            maturity_level: nullable(self.maturity_level, |v| {
+                MaturityLevel::parse("maturity_level", &v)
+            })?,
+            stability_score: nullable(self.stability_score, |v| {
+                Score::parse("stability_score", v)
+            })?,
+            cost_tier: nullable(self.cost_tier, |v| CostTier::parse("cost_tier", &v))?,
+            cost_monthly_usd: nullable(self.cost_monthly_usd, |v| {
+                NonNegative::parse("cost_monthly_usd", v)
+            })?,
+        };
+        Ok((
+            changes,
+            status.map(|status| StatusChange { status, reason }),
+        ))
+    }
+}
+
+/// Ids in paths are at most this long; longer ones cannot exist.
+pub(crate) const MAX_ID_LEN: usize = 64;
+
+/// Runs a command on technology `id`, answering with `respond`.
+async fn run(
+    state: &CommandState,
+    id: &str,
+    command: TechnologyCommand,
+    context: &CommandContext,
+    body: &[u8],
+    respond: impl Fn(&Outcome<Technology>) -> Result<Reply, ApiError>,
+) -> Result<Response, ApiError> {
+    if id.len() > MAX_ID_LEN {
+        return Err(ApiError::NotFound("technology"));
+    }
+    let execution = Execution::<Technology> {
+        aggregate_id: id,
+        command,
+        if_match: context.if_match,
+        meta: &context.meta,
+        idempotency: context.idempotent(body),
+    };
+    Ok(execute(&state.store, execution, respond)
+        .await?
+        .into_response())
+}
+
+/// `POST /api/v1/technologies` → 201 with the technology as written.
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id))]
+pub async fn create_technology(
+    State(state): State<CommandState>,
+    context: CommandContext,
+    body: JsonBody<CreateTechnologyBody>,
+) -> Result<Response, ApiError> {
+    let (project_id, fields) = body.value.parse()?;
+    let id = Uuid::now_v7().to_string();
+    let command = TechnologyCommand::CreateTechnology {
+        id: id.clone(),
+        project_id,
+        fields: Box::new(fields),
+        at: Utc::now(),
+    };
+    let location = format!("/api/v1/technologies/{id}");
+    run(&state, &id, command, &context, &body.raw, |outcome| {
+        Ok(technology_reply(StatusCode::CREATED, outcome)?
+            .with_header("location", location.clone()))
+    })
+    .await
+}
+
+/// `PATCH /api/v1/technologies/{id}` → 200 with the technology as written.
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, technology_id = %id))]
+pub async fn update_technology(
+    State(state): State<CommandState>,
+    Path(id): Path<String>,
+    context: CommandContext,
+    body: JsonBody<UpdateTechnologyBody>,
+) -> Result<Response, ApiError> {
+    let (changes, status) = body.value.parse()?;
+    let command = TechnologyCommand::UpdateTechnology {
+        changes: Box::new(changes),
+        status,
+        at: Utc::now(),
+    };
+    run(&state, &id, command, &context, &body.raw, |outcome| {
+        technology_reply(StatusCode::OK, outcome)
+    })
+    .await
+}
+
+/// `DELETE /api/v1/technologies/{id}` → 204.
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, technology_id = %id))]
+pub async fn delete_technology(
+    State(state): State<CommandState>,
+    Path(id): Path<String>,
+    context: CommandContext,
+) -> Result<Response, ApiError> {
+    let command = TechnologyCommand::DeleteTechnology { at: Utc::now() };
+    run(&state, &id, command, &context, b"", |outcome| {
+        Ok(Reply::empty(StatusCode::NO_CONTENT, &outcome.committed))
+    })
+    .await
+}

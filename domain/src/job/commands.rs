@@ -1,0 +1,115 @@
+//! Intents addressed to a job. Values are already validated; `at` is when the write side
+//! accepted the request.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::{JobStatus, JobType};
+use crate::values::{Progress, ProjectId, Tags};
+
+/// A partial update from an external worker (`PATCH /api/v1/jobs/{id}`), decided as the
+/// sequence of lifecycle events it implies, all or nothing.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobPatch {
+    /// Target status, if it changes.
+    pub status: Option<JobStatus>,
+    /// New progress.
+    pub progress: Option<Progress>,
+    /// New step description.
+    pub current_step: Option<String>,
+    /// Result, with `status: completed`.
+    pub result: Option<Value>,
+    /// Error, with `status: failed`.
+    pub error: Option<String>,
+    /// Traceback, with `status: failed`.
+    pub traceback: Option<String>,
+}
+
+/// A command on the job aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobCommand {
+    /// Create a pending job.
+    CreateJob {
+        /// The new aggregate's id (a UUIDv7 string).
+        id: String,
+        /// Owning project.
+        project_id: ProjectId,
+        /// Kind of work.
+        job_type: JobType,
+        /// Validated parameters for that kind.
+        parameters: Map<String, Value>,
+        /// Labels.
+        tags: Tags,
+        /// Who asked for it.
+        created_by: Option<String>,
+        /// Attempts before giving up.
+        max_attempts: u32,
+        /// When the request was accepted.
+        at: DateTime<Utc>,
+    },
+    /// Hand the job to the workers, now or after a delay.
+    DispatchJob {
+        /// Seconds to wait (0–3600).
+        delay_seconds: u32,
+        /// When the request was accepted.
+        at: DateTime<Utc>,
+    },
+    /// Claim the job for one worker, with a lease.
+    StartJob {
+        /// The claiming worker.
+        worker_id: String,
+        /// How long the claim holds without a heartbeat.
+        lease_seconds: u32,
+        /// When the request was accepted.
+        at: DateTime<Utc>,
+    },
+    /// Report how far the running job is.
+    ReportJobProgress {
+        /// New progress (never below the current one).
+        progress: Progress,
+        /// What it is doing now.
+        current_step: Option<String>,
+        /// When the request was accepted.
+        at: DateTime<Utc>,
+    },
+    /// Record success.
+    CompleteJob {
+        /// What the job produced.
+        result: Option<Value>,
+        /// When the request was accepted.
+        at: DateTime<Utc>,
+    },
+    /// Record a failure (re-queued while attempts remain).
+    FailJob {
+        /// What went wrong.
+        error: String,
+        /// Where.
+        traceback: Option<String>,
+        /// When the request was accepted.
+        at: DateTime<Utc>,
+    },
+    /// Ask for the job to be cancelled.
+    RequestJobCancel {
+        /// Why, for the history.
+        reason: Option<String>,
+        /// When the request was accepted.
+        at: DateTime<Utc>,
+    },
+    /// The worker confirms it stopped after a cancel request.
+    ConfirmJobCancelled {
+        /// When the request was accepted.
+        at: DateTime<Utc>,
+    },
+    /// Apply an external worker's patch.
+    PatchJob {
+        /// The requested changes.
+        patch: JobPatch,
+        /// When the request was accepted.
+        at: DateTime<Utc>,
+    },
+    /// Remove the job (not while it runs).
+    DeleteJob {
+        /// When the request was accepted.
+        at: DateTime<Utc>,
+    },
+}

@@ -1,0 +1,137 @@
+//! Facts about a job, in the past tense.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::JobType;
+use crate::values::{Progress, ProjectId, Tags};
+
+/// Something that happened to a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobEvent {
+    /// The job was created, pending.
+    JobCreated {
+        /// Aggregate id.
+        id: String,
+        /// Owning project.
+        project_id: ProjectId,
+        /// Kind of work.
+        job_type: JobType,
+        /// Parameters.
+        parameters: Map<String, Value>,
+        /// Labels.
+        tags: Tags,
+        /// Who asked for it.
+        created_by: Option<String>,
+        /// Attempts before giving up.
+        max_attempts: u32,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The job was handed to the workers, to start no earlier than `scheduled_for`.
+    JobDispatched {
+        /// Earliest start.
+        scheduled_for: DateTime<Utc>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A worker claimed the job.
+    JobStarted {
+        /// The worker.
+        worker_id: String,
+        /// Which attempt this is (1-based).
+        attempt: u32,
+        /// The claim lapses at this time without a heartbeat.
+        lease_until: DateTime<Utc>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The running job reported progress.
+    JobProgressReported {
+        /// Progress now.
+        progress: Progress,
+        /// What it is doing.
+        current_step: Option<String>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The job succeeded.
+    JobCompleted {
+        /// What it produced.
+        result: Option<Value>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// An attempt failed; `retry_at` is set when the job was re-queued.
+    JobFailed {
+        /// What went wrong.
+        error: String,
+        /// Where.
+        traceback: Option<String>,
+        /// The attempt that failed.
+        attempt: u32,
+        /// When the next attempt may start, or `None` when the job is given up.
+        retry_at: Option<DateTime<Utc>>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Cancellation of the running job was requested.
+    JobCancelRequested {
+        /// Why.
+        reason: Option<String>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The job was cancelled.
+    JobCancelled {
+        /// Why.
+        reason: Option<String>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The job was removed.
+    JobDeleted {
+        /// When.
+        at: DateTime<Utc>,
+    },
+}
+
+impl JobEvent {
+    /// When the event happened.
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Self::JobCreated { at, .. }
+            | Self::JobDispatched { at, .. }
+            | Self::JobStarted { at, .. }
+            | Self::JobProgressReported { at, .. }
+            | Self::JobCompleted { at, .. }
+            | Self::JobFailed { at, .. }
+            | Self::JobCancelRequested { at, .. }
+            | Self::JobCancelled { at, .. }
+            | Self::JobDeleted { at } => *at,
+        }
+    }
+}
+
+impl DomainEvent for JobEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::JobCreated { .. } => "JobCreated",
+            Self::JobDispatched { .. } => "JobDispatched",
+            Self::JobStarted { .. } => "JobStarted",
+            Self::JobProgressReported { .. } => "JobProgressReported",
+            Self::JobCompleted { .. } => "JobCompleted",
+            Self::JobFailed { .. } => "JobFailed",
+            Self::JobCancelRequested { .. } => "JobCancelRequested",
+            Self::JobCancelled { .. } => "JobCancelled",
+            Self::JobDeleted { .. } => "JobDeleted",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_string()
+    }
+}

@@ -1,0 +1,71 @@
+//! The *job* aggregate: a unit of background work for a project.
+//!
+//! Lifecycle: `pending` → (dispatched, possibly for later) → `running` (claimed by one
+//! worker, with a lease) → progress… → `completed` | `failed` | `cancelled`.
+//! Rules (tested in `aggregate.rs`):
+//! - a job must be dispatched, and its `scheduled_for` time reached, before it can start;
+//! - only a running job reports progress, completes or fails; progress never goes back;
+//! - a failure re-queues the job (pending, dispatched for after an exponential backoff)
+//!   while `attempts < max_attempts`, and ends it as `failed` after that;
+//! - cancelling a pending job cancels it at once; cancelling a running job records the
+//!   request, after which its worker may only confirm the cancellation (or fail, which is
+//!   recorded as cancelled): progress and completion are refused;
+//! - a finished job cannot be cancelled; a running job cannot be deleted;
+//! - a deleted job accepts nothing; every illegal transition is an error, never ignored.
+
+mod aggregate;
+mod commands;
+mod error;
+mod events;
+mod parameters;
+
+pub use aggregate::{Job, JobRecord};
+pub use commands::{JobCommand, JobPatch};
+pub use error::JobError;
+pub use events::JobEvent;
+pub use parameters::parse_parameters;
+
+use crate::values::closed_set;
+use serde::{Deserialize, Serialize};
+
+closed_set! {
+    /// What kind of work a job does.
+    JobType {
+        Analysis => "analysis",
+        Export => "export",
+        BatchAnalysis => "batch_analysis",
+        BatchExport => "batch_export",
+        WebhookDelivery => "webhook_delivery",
+        ScheduledAnalysis => "scheduled_analysis",
+        Noop => "noop",
+    }
+}
+
+closed_set! {
+    /// Where a job is in its lifecycle.
+    JobStatus {
+        Pending => "pending",
+        Running => "running",
+        Completed => "completed",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+}
+
+impl JobStatus {
+    /// True once nothing more will happen to the job.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// Default number of attempts before a failing job is given up.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// The most attempts a job may ask for.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 20;
+/// The longest dispatch delay, in seconds.
+pub const MAX_DISPATCH_DELAY_SECONDS: u32 = 3600;
+/// Backoff before the first retry; it doubles with each further attempt.
+pub const RETRY_BASE_SECONDS: i64 = 5;
+/// The longest backoff between two attempts.
+pub const RETRY_MAX_SECONDS: i64 = 3600;

@@ -1,0 +1,363 @@
+//! Validated value types shared by both aggregates.
+//!
+//! Every type here is *parsed* once at the edge (`parse` returns a [`ValidationError`]
+//! naming the field) and is trusted afterwards. Serialization is transparent, and
+//! deserialization does **not** re-validate: stored events are facts, and a rule
+//! tightened later must never make history unreadable.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ValidationError;
+
+/// The longest free-text field we accept (description, notes, use cases, errors).
+pub const MAX_TEXT_LEN: usize = 20_000;
+/// The longest short label (vendor, worker id, current step, ...).
+pub const MAX_LABEL_LEN: usize = 255;
+/// The most tags one technology or job may carry.
+pub const MAX_TAGS: usize = 50;
+/// The longest tag.
+pub const MAX_TAG_LEN: usize = 64;
+
+/// The project a technology or job belongs to: a positive integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ProjectId(i64);
+
+impl ProjectId {
+    /// Accepts any integer from 1 to `i64::MAX`.
+    pub fn parse(field: &str, value: i64) -> Result<Self, ValidationError> {
+        if value >= 1 {
+            Ok(Self(value))
+        } else {
+            Err(ValidationError::new(field, "must be a positive integer"))
+        }
+    }
+
+    /// The raw integer.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ProjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Trims `value` and checks it holds between `min` and `max` characters.
+pub fn bounded_text(
+    field: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+) -> Result<String, ValidationError> {
+    let trimmed = value.trim();
+    let len = trimmed.chars().count();
+    if len < min {
+        return Err(ValidationError::new(
+            field,
+            if min == 1 {
+                "must not be empty".to_string()
+            } else {
+                format!("must have at least {min} characters")
+            },
+        ));
+    }
+    if len > max {
+        return Err(ValidationError::new(
+            field,
+            format!("must have at most {max} characters (got {len})"),
+        ));
+    }
+    if trimmed
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
+        return Err(ValidationError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// A technology's title: 1 to 255 characters, unique per project ignoring case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Title(String);
+
+impl Title {
+    /// Trims and checks the length.
+    pub fn parse(field: &str, value: &str) -> Result<Self, ValidationError> {
+        bounded_text(field, value, 1, 255).map(Self)
+    }
+
+    /// The title as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The key under which uniqueness is enforced: lower case, inner white space folded.
+    pub fn uniqueness_key(&self) -> String {
+        self.0
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    }
+}
+
+/// A score from 0 to 100 (relevance, stability).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Score(u8);
+
+impl Score {
+    /// Accepts 0 to 100.
+    pub fn parse(field: &str, value: i64) -> Result<Self, ValidationError> {
+        u8::try_from(value)
+            .ok()
+            .filter(|v| *v <= 100)
+            .map(Self)
+            .ok_or_else(|| ValidationError::new(field, "must be between 0 and 100"))
+    }
+
+    /// The raw score.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// A priority from 1 (lowest) to 5 (highest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Priority(u8);
+
+impl Priority {
+    /// Accepts 1 to 5.
+    pub fn parse(field: &str, value: i64) -> Result<Self, ValidationError> {
+        u8::try_from(value)
+            .ok()
+            .filter(|v| (1..=5).contains(v))
+            .map(Self)
+            .ok_or_else(|| ValidationError::new(field, "must be between 1 and 5"))
+    }
+
+    /// The raw priority.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// A job's progress in percent, 0 to 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Progress(u8);
+
+impl Progress {
+    /// Complete.
+    pub const DONE: Progress = Progress(100);
+
+    /// Accepts 0 to 100.
+    pub fn parse(field: &str, value: i64) -> Result<Self, ValidationError> {
+        u8::try_from(value)
+            .ok()
+            .filter(|v| *v <= 100)
+            .map(Self)
+            .ok_or_else(|| ValidationError::new(field, "must be between 0 and 100"))
+    }
+
+    /// The raw percentage.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// A finite number that is zero or more (latency, throughput, cost).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NonNegative(f64);
+
+impl NonNegative {
+    /// Accepts finite values `>= 0`.
+    pub fn parse(field: &str, value: f64) -> Result<Self, ValidationError> {
+        if value.is_finite() && value >= 0.0 {
+            Ok(Self(value))
+        } else {
+            Err(ValidationError::new(
+                field,
+                "must be a finite number greater than or equal to 0",
+            ))
+        }
+    }
+
+    /// The raw number.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+/// An absolute `http://` or `https://` URL of at most 512 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HttpUrl(String);
+
+impl HttpUrl {
+    /// Checks the scheme, a non-empty host, the length and the absence of white space.
+    pub fn parse(field: &str, value: &str) -> Result<Self, ValidationError> {
+        let value = value.trim();
+        if value.chars().count() > 512 {
+            return Err(ValidationError::new(
+                field,
+                "must have at most 512 characters",
+            ));
+        }
+        let rest = value
+            .strip_prefix("https://")
+            .or_else(|| value.strip_prefix("http://"))
+            .ok_or_else(|| ValidationError::new(field, "must be an http:// or https:// URL"))?;
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if host.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ValidationError::new(
+                field,
+                "must be an absolute http(s) URL with a host and no white space",
+            ));
+        }
+        Ok(Self(value.to_string()))
+    }
+
+    /// The URL as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A list of distinct tags, each 1 to 64 characters, at most 50.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Tags(Vec<String>);
+
+impl Tags {
+    /// Trims each tag, drops exact duplicates (keeping the first) and checks the bounds.
+    pub fn parse(field: &str, values: &[String]) -> Result<Self, ValidationError> {
+        if values.len() > MAX_TAGS {
+            return Err(ValidationError::new(
+                field,
+                format!("must have at most {MAX_TAGS} tags"),
+            ));
+        }
+        let mut tags: Vec<String> = Vec::with_capacity(values.len());
+        for (i, value) in values.iter().enumerate() {
+            let tag = bounded_text(&format!("{field}[{i}]"), value, 1, MAX_TAG_LEN)?;
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        Ok(Self(tags))
+    }
+
+    /// The tags in order.
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// Declares a closed set of snake-case names with parsing and listing.
+macro_rules! closed_set {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $(
+                #[doc = concat!("`", $text, "`")]
+                #[serde(rename = $text)]
+                $variant,
+            )+
+        }
+
+        impl $name {
+            /// Every accepted name, in declaration order.
+            pub const ALL: &'static [&'static str] = &[$($text),+];
+
+            /// The wire name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+
+            /// Parses a wire name, or names the accepted ones in the error.
+            pub fn parse(field: &str, value: &str) -> Result<Self, $crate::error::ValidationError> {
+                match value {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err($crate::error::ValidationError::new(
+                        field,
+                        format!("must be one of: {}", Self::ALL.join(", ")),
+                    )),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+pub(crate) use closed_set;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn title_is_trimmed_and_bounded() {
+        assert_eq!(Title::parse("title", "  JUCE  ").unwrap().as_str(), "JUCE");
+        assert_eq!(
+            Title::parse("title", "   ").unwrap_err().field,
+            "title".to_string()
+        );
+        assert!(Title::parse("title", &"x".repeat(255)).is_ok());
+        assert!(Title::parse("title", &"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn title_uniqueness_ignores_case_and_spacing() {
+        let a = Title::parse("title", "Web  Audio API").unwrap();
+        let b = Title::parse("title", "web audio api").unwrap();
+        assert_eq!(a.uniqueness_key(), b.uniqueness_key());
+    }
+
+    #[test]
+    fn numeric_bounds_are_enforced() {
+        assert!(Score::parse("s", 0).is_ok());
+        assert!(Score::parse("s", 100).is_ok());
+        assert!(Score::parse("s", 101).is_err());
+        assert!(Score::parse("s", -1).is_err());
+        assert!(Priority::parse("p", 0).is_err());
+        assert!(Priority::parse("p", 6).is_err());
+        assert!(Priority::parse("p", 5).is_ok());
+        assert!(NonNegative::parse("n", -0.5).is_err());
+        assert!(NonNegative::parse("n", f64::NAN).is_err());
+        assert!(ProjectId::parse("project_id", 0).is_err());
+    }
+
+    #[test]
+    fn urls_must_be_http_with_a_host() {
+        assert!(HttpUrl::parse("u", "https://juce.com/docs").is_ok());
+        assert!(HttpUrl::parse("u", "ftp://juce.com").is_err());
+        assert!(HttpUrl::parse("u", "https:///nohost").is_err());
+        assert!(HttpUrl::parse("u", "https://a b").is_err());
+        assert!(HttpUrl::parse("u", &format!("https://a.com/{}", "x".repeat(600))).is_err());
+    }
+
+    #[test]
+    fn tags_are_deduplicated_and_bounded() {
+        let tags = Tags::parse("tags", &["a".into(), " a ".into(), "b".into()]).unwrap();
+        assert_eq!(tags.as_slice(), ["a", "b"]);
+        let err = Tags::parse("tags", &["ok".into(), "".into()]).unwrap_err();
+        assert_eq!(err.field, "tags[1]");
+        assert!(Tags::parse("tags", &vec!["t".to_string(); 51]).is_err());
+    }
+}

@@ -1,0 +1,60 @@
+//! Errors of the event store boundary.
+
+/// What can go wrong reading or appending events.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to the aggregate first (optimistic concurrency).
+    #[error("aggregate {aggregate_type}/{aggregate_id} was changed concurrently")]
+    Conflict {
+        /// Aggregate type.
+        aggregate_type: String,
+        /// Aggregate id.
+        aggregate_id: String,
+    },
+    /// A uniqueness claim is held by another aggregate.
+    #[error("{scope} {key:?} is already taken")]
+    ClaimTaken {
+        /// The claim's scope.
+        scope: String,
+        /// The claimed key.
+        key: String,
+    },
+    /// A stored payload no longer deserializes into its event type.
+    #[error("event {sequence} of {aggregate_type}/{aggregate_id} cannot be read: {source}")]
+    Corrupt {
+        /// Aggregate type.
+        aggregate_type: String,
+        /// Aggregate id.
+        aggregate_id: String,
+        /// Sequence of the unreadable event.
+        sequence: i64,
+        /// The deserialization error.
+        source: serde_json::Error,
+    },
+    /// An event could not be serialized.
+    #[error("event cannot be serialized: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The database failed or is unreachable.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// True when the error is the database's and retrying later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+            )
+        )
+    }
+}
+
+/// The name of the unique constraint a database error violated, if any.
+pub(crate) fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => db.constraint(),
+        _ => None,
+    }
+}

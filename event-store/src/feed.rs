@@ -1,0 +1,87 @@
+//! The gap-safe global feed: every event exactly once, in an order no later commit can
+//! insert into.
+//!
+//! The rule (see `position.rs`): read rows whose `(tx_id, global_position)` is after the
+//! reader's position **and** whose `tx_id` is below `pg_snapshot_xmin` of a fresh
+//! snapshot, ordered by the pair. Ordering by `global_position` alone is not enough even
+//! with the xmin filter: a transaction can get its id first, draw the larger position,
+//! commit, and let a reader pass a smaller position still in flight. Each call is its
+//! own statement, so each sees a fresh snapshot. The price: a long-open write
+//! transaction anywhere in the database holds the feed back (it delays, never loses).
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::time::Instant;
+
+use crate::stored_event::STORED_EVENT_COLUMNS;
+use crate::{AppendSignal, Position, StoreError, StoredEvent};
+
+/// How often a waiting reader re-reads when no wake-up arrives.
+pub const FALLBACK_POLL: Duration = Duration::from_millis(100);
+
+/// Up to `limit` events after `after`, in feed order.
+pub async fn read_feed(
+    pool: &PgPool,
+    after: Position,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {STORED_EVENT_COLUMNS} FROM events \
+          WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+            AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+          ORDER BY tx_id, global_position \
+          LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.tx_id_text())
+        .bind(after.global_position)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(StoredEvent::from_row)
+        .collect::<Result<_, _>>()?)
+}
+
+/// Like [`read_feed`], but when nothing is there yet, waits up to `wait` for events,
+/// woken by `signal` after commits and re-reading every [`FALLBACK_POLL`] otherwise.
+pub async fn wait_for_feed(
+    pool: &PgPool,
+    signal: &AppendSignal,
+    after: Position,
+    limit: i64,
+    wait: Duration,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let deadline = Instant::now() + wait;
+    let mut wakeups = signal.subscribe();
+    loop {
+        wakeups.mark_unchanged();
+        let events = read_feed(pool, after, limit).await?;
+        let now = Instant::now();
+        if !events.is_empty() || now >= deadline {
+            return Ok(events);
+        }
+        let nap = FALLBACK_POLL.min(deadline - now);
+        // A closed channel cannot happen while `signal` is alive; fall back to the nap.
+        let _ = tokio::time::timeout(nap, wakeups.changed()).await;
+    }
+}
+
+/// The position of the newest event a feed reader can see now, if any.
+pub async fn head(pool: &PgPool) -> Result<Option<Position>, StoreError> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT tx_id::text, global_position FROM events \
+          WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+          ORDER BY tx_id DESC, global_position DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    row.map(|(tx, pos)| {
+        tx.parse::<u64>()
+            .map(|tx| Position::new(tx, pos))
+            .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+    })
+    .transpose()
+}

@@ -1,0 +1,27 @@
+//! One aggregate's events in sequence order, straight from the event store.
+
+use sqlx::PgPool;
+
+use crate::stored_event::STORED_EVENT_COLUMNS;
+use crate::{StoreError, StoredEvent};
+
+/// Every event of `aggregate_type/aggregate_id`, oldest first (empty when unknown).
+pub async fn read_history(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {STORED_EVENT_COLUMNS} FROM events \
+          WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(StoredEvent::from_row)
+        .collect::<Result<_, _>>()?)
+}

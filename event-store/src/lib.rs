@@ -1,0 +1,33 @@
+//! The PostgreSQL event store: appends with optimistic concurrency and a database-computed
+//! hash chain, aggregate loading, cross-aggregate uniqueness claims, the gap-safe global
+//! feed, and post-commit wake-ups for tailing readers.
+//!
+//! Invariants:
+//! - an aggregate's events have sequences 1, 2, 3, … with no gap; a lost race is a
+//!   [`StoreError::Conflict`], never an overwrite;
+//! - the global feed is ordered by the [`Position`] pair `(tx_id, global_position)` and
+//!   returns only rows whose transaction id is below the oldest running one, so no event
+//!   can later appear *before* a position a reader has passed;
+//! - readers are woken only after a commit ([`AppendSignal`]); nothing calls `NOTIFY`
+//!   inside an append, which would serialise every append on a global lock.
+
+mod claims;
+mod error;
+mod feed;
+mod history;
+mod position;
+mod signal;
+mod store;
+mod stored_event;
+
+pub use claims::{claim, release, Claim};
+pub use error::StoreError;
+pub use feed::{head, read_feed, wait_for_feed, FALLBACK_POLL};
+pub use history::read_history;
+pub use position::{Position, PositionParseError};
+pub use signal::AppendSignal;
+pub use store::{connect, Committed, EventStore, Loaded, NewEvent};
+pub use stored_event::StoredEvent;
+
+/// The migrations of the event store and the read models, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -1,0 +1,247 @@
+//! Loading aggregates and appending their events.
+//!
+//! An append is one multi-row `INSERT` inside a transaction the caller owns, so the
+//! caller can put uniqueness claims and idempotency records in the same commit. The
+//! events table's trigger computes each hash and pins `tx_id`; the primary key
+//! `(aggregate_type, aggregate_id, sequence)` turns a lost race into
+//! [`StoreError::Conflict`].
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use cqrs_es::{Aggregate, DomainEvent};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
+
+use crate::error::violated_constraint;
+use crate::{AppendSignal, Position, StoreError};
+
+/// Opens a pool whose sessions end any transaction left idle for more than
+/// `idle_tx_timeout`: an idle open transaction would hold back every feed reader.
+pub async fn connect(
+    database_url: &str,
+    max_connections: u32,
+    idle_tx_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
+    let timeout_ms = idle_tx_timeout.as_millis().to_string();
+    let options = PgConnectOptions::from_str(database_url)?
+        .application_name("commandcenter")
+        .options([("idle_in_transaction_session_timeout", timeout_ms.as_str())]);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+}
+
+/// An aggregate rebuilt from its events.
+#[derive(Debug)]
+pub struct Loaded<A> {
+    /// The state after every stored event.
+    pub aggregate: A,
+    /// The sequence of the last event (0 when there is none).
+    pub version: i64,
+    /// Position of the last event, if any.
+    pub position: Option<Position>,
+}
+
+/// The outcome of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The aggregate's version after the append.
+    pub version: i64,
+    /// Position of the last appended event.
+    pub position: Position,
+}
+
+/// One event to append, already serialized.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// `DomainEvent::event_type`.
+    pub event_type: String,
+    /// `DomainEvent::event_version`.
+    pub event_version: String,
+    /// The serialized event.
+    pub payload: Value,
+}
+
+impl NewEvent {
+    /// Serializes a domain event.
+    pub fn from_domain<E: DomainEvent>(event: &E) -> Result<Self, StoreError> {
+        Ok(Self {
+            event_type: event.event_type(),
+            event_version: event.event_version(),
+            payload: serde_json::to_value(event)?,
+        })
+    }
+}
+
+/// The event store: a pool, the upcasters applied on load, and the post-commit signal.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    signal: AppendSignal,
+    upcasters: std::sync::Arc<Vec<Box<dyn EventUpcaster>>>,
+}
+
+impl EventStore {
+    /// A store over `pool` that wakes readers through `signal`.
+    pub fn new(pool: PgPool, signal: AppendSignal) -> Self {
+        Self {
+            pool,
+            signal,
+            upcasters: Default::default(),
+        }
+    }
+
+    /// The same store, upcasting old payloads with `upcasters` on load.
+    pub fn with_upcasters(mut self, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
+        self.upcasters = std::sync::Arc::new(upcasters);
+        self
+    }
+
+    /// The primary pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The post-commit signal.
+    pub fn signal(&self) -> &AppendSignal {
+        &self.signal
+    }
+
+    /// Rebuilds aggregate `id` of type `A` from all its events.
+    pub async fn load<A: Aggregate>(&self, id: &str) -> Result<Loaded<A>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sequence, event_type, event_version, payload, metadata, \
+                    tx_id::text AS tx_id, global_position \
+               FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut loaded = Loaded {
+            aggregate: A::default(),
+            version: 0,
+            position: None,
+        };
+        for row in rows {
+            let sequence: i64 = row.try_get("sequence")?;
+            let serialized = SerializedEvent::new(
+                id.to_string(),
+                usize::try_from(sequence).unwrap_or_default(),
+                A::TYPE.to_string(),
+                row.try_get("event_type")?,
+                row.try_get("event_version")?,
+                row.try_get("payload")?,
+                row.try_get("metadata")?,
+            );
+            let upcasted = self.upcast(serialized);
+            let event: A::Event =
+                serde_json::from_value(upcasted.payload).map_err(|source| StoreError::Corrupt {
+                    aggregate_type: A::TYPE.to_string(),
+                    aggregate_id: id.to_string(),
+                    sequence,
+                    source,
+                })?;
+            loaded.aggregate.apply(event);
+            loaded.version = sequence;
+            loaded.position = Some(position_from_row(&row)?);
+        }
+        Ok(loaded)
+    }
+
+    fn upcast(&self, event: SerializedEvent) -> SerializedEvent {
+        self.upcasters.iter().fold(event, |event, upcaster| {
+            if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                upcaster.upcast(event)
+            } else {
+                event
+            }
+        })
+    }
+
+    /// Starts a write transaction. Keep it short: while it is open, feed readers wait.
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Commits `tx`, then wakes tailing readers.
+    pub async fn commit(&self, tx: Transaction<'static, Postgres>) -> Result<(), StoreError> {
+        tx.commit().await?;
+        self.signal.fire().await;
+        Ok(())
+    }
+
+    /// Appends `events` to aggregate `aggregate_type/aggregate_id`, whose current version
+    /// must be `expected_version`, with the same `metadata` on each. `events` must not be
+    /// empty.
+    pub async fn append(
+        &self,
+        conn: &mut PgConnection,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        expected_version: i64,
+        events: &[NewEvent],
+        metadata: &Value,
+    ) -> Result<Committed, StoreError> {
+        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let sequences: Vec<i64> = (1..=count).map(|i| expected_version + i).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
+        let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
+        let result = sqlx::query(
+            "INSERT INTO events \
+                 (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, $7 \
+               FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
+                    WITH ORDINALITY AS e(sequence, event_type, event_version, payload, n) \
+              ORDER BY e.n \
+             RETURNING sequence, tx_id::text AS tx_id, global_position",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(&sequences)
+        .bind(&types)
+        .bind(&versions)
+        .bind(&payloads)
+        .bind(metadata)
+        .fetch_all(&mut *conn)
+        .await;
+        let rows = match result {
+            Ok(rows) => rows,
+            Err(err) if violated_constraint(&err) == Some("events_pkey") => {
+                return Err(StoreError::Conflict {
+                    aggregate_type: aggregate_type.to_string(),
+                    aggregate_id: aggregate_id.to_string(),
+                })
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let mut last: Option<(i64, Position)> = None;
+        for row in &rows {
+            let sequence: i64 = row.try_get("sequence")?;
+            let position = position_from_row(row)?;
+            if last.is_none_or(|(s, _)| sequence > s) {
+                last = Some((sequence, position));
+            }
+        }
+        let (version, position) = last.ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
+        Ok(Committed { version, position })
+    }
+}
+
+/// Reads the `tx_id` (as text) and `global_position` columns of a row.
+pub(crate) fn position_from_row(row: &sqlx::postgres::PgRow) -> Result<Position, sqlx::Error> {
+    let tx_text: String = row.try_get("tx_id")?;
+    let tx_id = tx_text
+        .parse::<u64>()
+        .map_err(|e| sqlx::Error::ColumnDecode {
+            index: "tx_id".into(),
+            source: Box::new(e),
+        })?;
+    Ok(Position::new(tx_id, row.try_get("global_position")?))
+}

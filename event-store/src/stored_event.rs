@@ -1,0 +1,61 @@
+//! An event as stored, with everything an auditor or a feed consumer needs.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+
+use crate::store::position_from_row;
+use crate::Position;
+
+/// The columns every reader of [`StoredEvent`] selects.
+pub(crate) const STORED_EVENT_COLUMNS: &str =
+    "aggregate_type, aggregate_id, sequence, event_type, \
+     event_version, payload, metadata, tx_id::text AS tx_id, global_position, recorded_at, hash";
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    /// `technology` or `job`.
+    pub aggregate_type: String,
+    /// Aggregate id.
+    pub aggregate_id: String,
+    /// The aggregate's version after this event (1-based).
+    pub sequence: i64,
+    /// Event type name.
+    pub event_type: String,
+    /// Payload schema version.
+    pub event_version: String,
+    /// The event.
+    pub payload: Value,
+    /// Correlation, causation, actor, project, request and idempotency ids.
+    pub metadata: Value,
+    /// Opaque position token in the global order.
+    pub position: Position,
+    /// The identity value drawn at insert (informative; order by `position`).
+    pub global_position: i64,
+    /// Server time of the append.
+    pub recorded_at: DateTime<Utc>,
+    /// Hex of sha256(previous hash || canonical event).
+    pub hash: String,
+}
+
+impl StoredEvent {
+    pub(crate) fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        let hash: Vec<u8> = row.try_get("hash")?;
+        Ok(Self {
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload: row.try_get("payload")?,
+            metadata: row.try_get("metadata")?,
+            position: position_from_row(row)?,
+            global_position: row.try_get("global_position")?,
+            recorded_at: row.try_get("recorded_at")?,
+            hash: hex::encode(hash),
+        })
+    }
+}

@@ -1,0 +1,95 @@
+//! Configuration: one struct per command, parsed once by clap from flags or the
+//! environment, and passed down. Nothing else reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// CommandCenter: an event-sourced CQRS backend that tracks technologies on a radar and
+/// runs background jobs for them.
+#[derive(Debug, Parser)]
+#[command(name = "commandcenter", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, env = "CC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The operator verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending database migrations (creating the database if it does not exist), then exit.
+    Migrate(DatabaseArgs),
+    /// Run the service: the command API, the event-store read endpoints and health checks.
+    /// Applies pending migrations first.
+    Serve(ServeArgs),
+}
+
+/// Where the event store lives.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection string of the primary (event store and read models). The
+    /// database is created if it does not exist.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/commandcenter"
+    )]
+    pub database_url: String,
+}
+
+/// Settings of `commandcenter serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// NATS server URL (core NATS carries post-commit wake-ups; JetStream carries events).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Prefix of every NATS subject this deployment uses (lets several deployments or
+    /// test runs share one NATS server).
+    #[arg(long, env = "CC_NATS_PREFIX", default_value = "cc")]
+    pub nats_prefix: String,
+    /// Address the HTTP API listens on (port 0 picks a free port).
+    #[arg(long, env = "CC_LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
+    /// Directory for files the service writes (job artifacts); created if missing.
+    #[arg(long, env = "CC_DATA_DIR", default_value = ".data")]
+    pub data_dir: PathBuf,
+    /// Largest accepted request body, in bytes (larger ones get 413).
+    #[arg(long, env = "CC_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most connections in the database pool.
+    #[arg(long, env = "CC_DB_MAX_CONNECTIONS", default_value_t = 32)]
+    pub db_max_connections: u32,
+    /// A database session idle inside a transaction longer than this (milliseconds) is
+    /// ended: an open transaction holds back every reader of the global feed.
+    #[arg(long, env = "CC_IDLE_TX_TIMEOUT_MS", default_value_t = 10_000)]
+    pub idle_tx_timeout_ms: u64,
+    /// Seed a small demo dataset (two projects, a dozen technologies, a few jobs) when
+    /// the event store is empty.
+    #[arg(long, env = "CC_DEMO")]
+    pub demo: bool,
+}
+
+impl ServeArgs {
+    /// The idle-in-transaction timeout as a duration.
+    pub fn idle_tx_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_tx_timeout_ms)
+    }
+}

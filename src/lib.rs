@@ -1,0 +1,9 @@
+//! The `commandcenter` binary's library: configuration, start-up and the operator
+//! commands, kept out of `main.rs` so the integration tests start the very same service.
+
+pub mod config;
+pub mod database;
+pub mod demo;
+pub mod health;
+pub mod startup;
+pub mod telemetry;

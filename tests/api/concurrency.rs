@@ -1,0 +1,154 @@
+//! Optimistic concurrency: racing writers on one aggregate, and title uniqueness under
+//! concurrent creates.
+
+use std::collections::BTreeSet;
+
+use commandcenter_event_store::{AppendSignal, EventStore, NewEvent};
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_problem, spawn_app};
+
+#[tokio::test]
+async fn conflicting_writes_yield_one_winner_per_version() {
+    let app = spawn_app().await;
+    let created = app.create_technology("Tone.js").await;
+    let path = format!("/api/v1/technologies/{}", created["id"].as_str().unwrap());
+
+    let writers = (0..24).map(|i| {
+        app.client
+            .patch(app.url(&path))
+            .json(&json!({ "notes": format!("writer {i}") }))
+            .send()
+    });
+    let responses = futures::future::join_all(writers).await;
+    let mut versions = BTreeSet::new();
+    for response in responses {
+        let response = response.unwrap();
+        match response.status().as_u16() {
+            200 => {
+                let body: Value = response.json().await.unwrap();
+                assert!(
+                    versions.insert(body["version"].as_i64().unwrap()),
+                    "one success per version"
+                );
+            }
+            409 => {
+                assert_problem(response, 409, "").await;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let events = app.stored_events().await;
+    // No lost and no duplicated events: exactly one per successful write, numbered 1..=n.
+    assert_eq!(events.len(), versions.len() + 1);
+    let sequences: Vec<i64> = events.iter().map(|(_, s)| *s).collect();
+    let expected: Vec<i64> = (1..=events.len() as i64).collect();
+    assert_eq!(sequences, expected);
+    assert_eq!(versions, (2..=events.len() as i64).collect());
+}
+
+#[tokio::test]
+async fn racing_writers_with_if_match_get_409_or_412_never_both_succeed() {
+    let app = spawn_app().await;
+    let created = app.create_technology("Csound").await;
+    let path = format!("/api/v1/technologies/{}", created["id"].as_str().unwrap());
+    let writers = (0..12).map(|i| {
+        app.client
+            .patch(app.url(&path))
+            .header("if-match", "\"1\"")
+            .json(&json!({ "notes": format!("writer {i}") }))
+            .send()
+    });
+    let statuses: Vec<u16> = futures::future::join_all(writers)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [200, 409, 412].contains(s)),
+        "{statuses:?}"
+    );
+    assert_eq!(app.stored_events().await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_write_that_loses_the_race_after_loading_gets_409() {
+    let app = spawn_app().await;
+    let created = app.create_technology("Faust").await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local());
+
+    // Another writer holds version 2 in an open transaction...
+    let mut tx = store.begin().await.unwrap();
+    let competing = NewEvent {
+        event_type: "TechnologyUpdated".into(),
+        event_version: "1.0".into(),
+        payload: json!({"TechnologyUpdated": {"changes": {"notes": "other"}, "at": "2026-11-29T00:00:00Z"}}),
+    };
+    store
+        .append(
+            &mut tx,
+            "technology",
+            &id,
+            1,
+            &[competing],
+            &json!({"actor": "test"}),
+        )
+        .await
+        .unwrap();
+    // ...while a client that saw version 1 writes: it loads version 1 and blocks on the key.
+    let client = app.client.clone();
+    let url = app.url(&format!("/api/v1/technologies/{id}"));
+    let request = tokio::spawn(async move {
+        client
+            .patch(url)
+            .header("if-match", "1")
+            .json(&json!({"notes": "mine"}))
+            .send()
+            .await
+            .unwrap()
+    });
+    crate::feed_ordering::wait_for_lock_waiters(&app.pool, 1).await;
+    store.commit(tx).await.unwrap();
+    assert_problem(request.await.unwrap(), 409, "").await;
+    assert_eq!(app.stored_events().await.len(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_creates_with_one_title_yield_one_technology() {
+    let app = spawn_app().await;
+    let titles = [
+        "Ableton Link",
+        "ableton link",
+        "ABLETON  LINK",
+        "Ableton link",
+    ];
+    let creates = (0..16).map(|i| {
+        app.client
+            .post(app.url("/api/v1/technologies"))
+            .json(&json!({"project_id": 3, "title": titles[i % titles.len()]}))
+            .send()
+    });
+    let mut created = 0;
+    for response in futures::future::join_all(creates).await {
+        let response = response.unwrap();
+        match response.status().as_u16() {
+            201 => created += 1,
+            _ => {
+                assert_problem(response, 409, "title").await;
+            }
+        }
+    }
+    assert_eq!(created, 1);
+    assert_eq!(app.stored_events().await.len(), 1);
+    let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM unique_claims")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(claims, 1);
+}

@@ -1,0 +1,207 @@
+//! The ordering trap, both ways round: the gap-safe feed never returns an event before
+//! one that precedes it in `(tx_id, global_position)` order can still commit, and never
+//! skips one.
+
+use std::time::Duration;
+
+use commandcenter_event_store::{AppendSignal, EventStore, NewEvent};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::helpers::{spawn_app, TestApp};
+
+fn event(n: u32) -> NewEvent {
+    NewEvent {
+        event_type: "TechnologyDeleted".into(),
+        event_version: "1.0".into(),
+        payload: json!({"TechnologyDeleted": {"at": format!("2026-11-29T00:00:{n:02}Z")}}),
+    }
+}
+
+async fn feed_after(app: &TestApp, after: &str) -> Vec<Value> {
+    let page: Value = app
+        .get(&format!("/api/v1/events?after={after}&limit=100"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    page["events"].as_array().unwrap().clone()
+}
+
+fn ids(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["aggregate_id"].as_str().unwrap())
+        .collect()
+}
+
+/// Waits until `n` sessions of this database wait on a lock.
+pub async fn wait_for_lock_waiters(pool: &PgPool, n: i64) {
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no session started waiting on a lock");
+}
+
+#[tokio::test]
+async fn a_later_position_that_commits_first_waits_for_the_earlier_one() {
+    let app = spawn_app().await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local());
+    let zero = "0".repeat(32);
+
+    // A draws position p and stays open.
+    let mut a = store.begin().await.unwrap();
+    let pa = store
+        .append(&mut a, "technology", "a", 0, &[event(1)], &json!({}))
+        .await
+        .unwrap();
+    // B draws p+1 and commits first.
+    let mut b = store.begin().await.unwrap();
+    let pb = store
+        .append(&mut b, "technology", "b", 0, &[event(2)], &json!({}))
+        .await
+        .unwrap();
+    assert!(pb.position.global_position > pa.position.global_position);
+    store.commit(b).await.unwrap();
+
+    assert!(
+        feed_after(&app, &zero).await.is_empty(),
+        "B must wait while A can still commit before it"
+    );
+
+    store.commit(a).await.unwrap();
+    let feed = app.feed_until(&zero, 2).await;
+    assert_eq!(ids(&feed), ["a", "b"], "each once, A first");
+}
+
+#[tokio::test]
+async fn an_earlier_position_still_in_flight_is_never_skipped() {
+    let app = spawn_app().await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local());
+    let zero = "0".repeat(32);
+
+    // A gets its transaction id first, by writing elsewhere.
+    let mut a = store.begin().await.unwrap();
+    sqlx::query("INSERT INTO unique_claims (scope, key, owner_id) VALUES ('test', 'a', 'a')")
+        .execute(&mut *a)
+        .await
+        .unwrap();
+    // B then draws position p, A draws p+1.
+    let mut b = store.begin().await.unwrap();
+    let pb = store
+        .append(&mut b, "technology", "b", 0, &[event(1)], &json!({}))
+        .await
+        .unwrap();
+    let pa = store
+        .append(&mut a, "technology", "a", 0, &[event(2)], &json!({}))
+        .await
+        .unwrap();
+    assert!(pa.position.global_position > pb.position.global_position);
+    assert!(pa.position.tx_id < pb.position.tx_id);
+
+    // A commits while B is open: A may be read, B not yet.
+    store.commit(a).await.unwrap();
+    let first = app.feed_until(&zero, 1).await;
+    assert_eq!(ids(&first), ["a"]);
+    let reader_position = first[0]["position"].as_str().unwrap().to_string();
+    assert!(feed_after(&app, &reader_position).await.is_empty());
+
+    // When B commits, a reader already past A still receives B: nothing is skipped.
+    store.commit(b).await.unwrap();
+    let rest = app.feed_until(&reader_position, 1).await;
+    assert_eq!(ids(&rest), ["b"]);
+    let whole = app.feed_until(&zero, 2).await;
+    assert_eq!(ids(&whole), ["a", "b"], "each event once, in feed order");
+}
+
+#[tokio::test]
+async fn many_concurrent_writers_with_held_transactions_lose_nothing() {
+    let app = spawn_app().await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local());
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..16u32 {
+        let store = store.clone();
+        writers.spawn(async move {
+            for i in 0..10u32 {
+                let mut tx = store.begin().await.unwrap();
+                let id = format!("w{w}-{i}");
+                store
+                    .append(&mut tx, "technology", &id, 0, &[event(i)], &json!({}))
+                    .await
+                    .unwrap();
+                // Every few appends, hold the transaction open for a while.
+                if (w + i) % 4 == 0 {
+                    tokio::time::sleep(Duration::from_millis(u64::from(w % 5) * 7)).await;
+                }
+                store.commit(tx).await.unwrap();
+            }
+        });
+    }
+    // Tail the feed while the writers run, as a relay would.
+    let mut seen: Vec<String> = Vec::new();
+    let mut after = "0".repeat(32);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < 160 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "feed stalled at {}",
+            seen.len()
+        );
+        let page = feed_after(&app, &after).await;
+        if let Some(last) = page.last() {
+            after = last["position"].as_str().unwrap().to_string();
+        }
+        seen.extend(ids(&page).into_iter().map(str::to_string));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    assert!(
+        feed_after(&app, &after).await.is_empty(),
+        "nothing beyond the 160 events"
+    );
+    let unique: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), 160, "every event exactly once");
+    let zero = "0".repeat(32);
+    let whole: Vec<String> = ids(&app.feed_until(&zero, 160).await)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(seen, whole, "the tailing reader saw the final feed order");
+}
+
+#[tokio::test]
+async fn a_waiting_reader_is_woken_by_a_commit() {
+    let app = spawn_app().await;
+    let head = "0".repeat(32);
+    let client = app.client.clone();
+    let url = app.url(&format!("/api/v1/events?after={head}&wait_ms=20000"));
+    let waiting = tokio::spawn(async move {
+        client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.create_technology("Woken").await;
+    let page = tokio::time::timeout(Duration::from_secs(15), waiting)
+        .await
+        .expect("the long poll returns once the event commits")
+        .unwrap();
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+}

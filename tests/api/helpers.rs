@@ -1,0 +1,269 @@
+//! Test harness: every test gets its own PostgreSQL database (named by a UUID, dropped
+//! when the test ends, pass or fail) and its own NATS subject prefix, and talks to a real
+//! service started on port 0.
+
+use std::time::Duration;
+
+use commandcenter::config::{DatabaseArgs, ServeArgs};
+use commandcenter::startup::Application;
+use reqwest::{Client, Response};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// The PostgreSQL server tests create their databases on.
+pub fn server_url() -> String {
+    std::env::var("CC_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// The NATS server tests use.
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// A database that is dropped, with every connection to it, when this value is dropped.
+pub struct TestDb {
+    name: String,
+    /// Connection string of the test database.
+    pub url: String,
+}
+
+impl TestDb {
+    /// Names a fresh database (created by the service on start).
+    pub fn new() -> Self {
+        let name = format!("cc_test_{}", Uuid::now_v7().simple());
+        let url = format!("{}/{}", server_url(), name);
+        Self { name, url }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = format!("{}/postgres", server_url());
+        // Drop runs inside the test's runtime, so the cleanup gets a thread and runtime of its own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let pool = PgPool::connect(&admin).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&pool)
+                    .await?;
+                pool.close().await;
+                Ok::<_, sqlx::Error>(())
+            })?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        });
+        if let Ok(Err(err)) = cleanup.join() {
+            eprintln!("could not drop test database {}: {err}", self.name);
+        }
+    }
+}
+
+/// A running service with its own database.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// HTTP client.
+    pub client: Client,
+    /// A pool on the test database, for assertions and for holding transactions open.
+    pub pool: PgPool,
+    shutdown: Option<oneshot::Sender<()>>,
+    // Declared last: dropped after the pool and server are gone.
+    _db: TestDb,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts the service on a fresh database and a fresh NATS prefix.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with a chance to adjust the configuration.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
+    let db = TestDb::new();
+    let nats_prefix = format!("cctest_{}", Uuid::now_v7().simple());
+    let data_dir = std::env::temp_dir().join(&nats_prefix);
+    let mut args = ServeArgs {
+        database: DatabaseArgs {
+            database_url: db.url.clone(),
+        },
+        nats_url: nats_url(),
+        nats_prefix,
+        listen_addr: "127.0.0.1:0".parse().expect("valid address"),
+        data_dir,
+        max_body_bytes: 64 * 1024,
+        db_max_connections: 20,
+        idle_tx_timeout_ms: 30_000,
+        demo: false,
+    };
+    adjust(&mut args);
+    let app = Application::build(&args).await.expect("service starts");
+    let base = format!("http://{}", app.local_addr().expect("bound"));
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run(async move {
+        let _ = stopped.await;
+    }));
+    let pool = PgPool::connect(&db.url).await.expect("test pool");
+    TestApp {
+        base,
+        client: Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        pool,
+        shutdown: Some(shutdown),
+        _db: db,
+    }
+}
+
+impl TestApp {
+    /// `base + path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// POSTs JSON.
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// PATCHes JSON.
+    pub async fn patch(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .patch(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// GETs.
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// DELETEs.
+    pub async fn delete(&self, path: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Creates a technology in project 1 and returns its body.
+    pub async fn create_technology(&self, title: &str) -> Value {
+        let response = self
+            .post(
+                "/api/v1/technologies",
+                &json!({ "project_id": 1, "title": title }),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "create {title}");
+        response.json().await.expect("json body")
+    }
+
+    /// Creates a `noop` job in project 1 and returns its body.
+    pub async fn create_job(&self) -> Value {
+        let response = self
+            .post(
+                "/api/v1/jobs",
+                &json!({ "project_id": 1, "job_type": "noop" }),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+        response.json().await.expect("json body")
+    }
+
+    /// Every event in the store, as `(aggregate_id, sequence)` in global-position order.
+    pub async fn stored_events(&self) -> Vec<(String, i64)> {
+        sqlx::query_as("SELECT aggregate_id, sequence FROM events ORDER BY global_position")
+            .fetch_all(&self.pool)
+            .await
+            .expect("events readable")
+    }
+
+    /// The gap-safe feed after `after`, read page by page through the API until it holds
+    /// at least `expected` events (other tests' open transactions anywhere in the cluster
+    /// hold the feed back for a moment: it delays, never loses).
+    pub async fn feed_until(&self, after: &str, expected: usize) -> Vec<Value> {
+        let mut after = after.to_string();
+        let mut all = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while all.len() < expected {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "feed stalled at {} of {expected}",
+                all.len()
+            );
+            let page: Value = self
+                .get(&format!("/api/v1/events?after={after}&limit=7"))
+                .await
+                .json()
+                .await
+                .expect("feed page");
+            let events = page["events"].as_array().expect("events").clone();
+            if events.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            after = page["next_after"].as_str().expect("next_after").to_string();
+            all.extend(events);
+        }
+        // Nothing beyond what was expected.
+        let rest: Value = self
+            .get(&format!("/api/v1/events?after={after}"))
+            .await
+            .json()
+            .await
+            .expect("feed page");
+        all.extend(rest["events"].as_array().expect("events").iter().cloned());
+        all
+    }
+}
+
+/// Asserts `response` is a problem document with `status` naming `field` (`""`: naming
+/// none); returns it.
+pub async fn assert_problem(response: Response, status: u16, field: &str) -> Value {
+    assert_eq!(response.status(), status, "status for field {field}");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status);
+    if field.is_empty() {
+        assert!(
+            body.get("field").is_none(),
+            "problem names no field: {body}"
+        );
+    } else {
+        assert_eq!(body["field"], field, "problem: {body}");
+    }
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    body
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests against the real PostgreSQL and NATS, one crate for fast linking.
+//! Each test starts the service on its own database and NATS prefix.
+
+mod concurrency;
+mod demo;
+mod feed_ordering;
+mod hash_chain;
+mod health;
+mod helpers;
+mod idempotency;
+mod jobs;
+mod technologies;
+mod validation;
