@@ -168,15 +168,16 @@ async fn run<A>(
     command: A::Command,
 ) -> anyhow::Result<()>
 where
-    A: WriteModel,
-    A::Command: Clone,
+    A: WriteModel + 'static,
+    A::Command: Clone + Send + Sync + 'static,
+    A::Error: Send,
     ApiError: From<A::Error>,
 {
     let execution = Execution::<A> {
-        aggregate_id: id,
+        aggregate_id: id.to_string(),
         command,
         if_match: None,
-        meta,
+        meta: meta.clone(),
         idempotency: None,
     };
     execute(store, execution, ok)

@@ -49,15 +49,15 @@ pub struct Outcome<A> {
 }
 
 /// One command to run.
-pub struct Execution<'a, A: Aggregate> {
+pub struct Execution<A: Aggregate> {
     /// Target aggregate.
-    pub aggregate_id: &'a str,
+    pub aggregate_id: String,
     /// The command (cloned for each attempt).
     pub command: A::Command,
     /// The version the client requires (`If-Match`).
     pub if_match: Option<i64>,
     /// Tracing ids and actor for the metadata.
-    pub meta: &'a RequestMeta,
+    pub meta: RequestMeta,
     /// The Idempotency-Key, if any.
     pub idempotency: Option<IdempotentRequest>,
 }
@@ -82,14 +82,36 @@ impl From<StoreError> for Failure {
 
 /// Runs `execution`, building the answer with `respond` inside the transaction so an
 /// idempotent replay returns exactly the same bytes.
-pub async fn execute<A>(
+///
+/// The command runs on a task of its own: a client that disconnects drops the request's
+/// future, and a transaction abandoned half-way would go back to the pool still open.
+/// Detached, the command always ends in a commit or a rollback.
+pub async fn execute<A, F>(
     store: &EventStore,
-    execution: Execution<'_, A>,
-    respond: impl Fn(&Outcome<A>) -> Result<Reply, ApiError>,
+    execution: Execution<A>,
+    respond: F,
+) -> Result<Reply, ApiError>
+where
+    A: WriteModel + 'static,
+    A::Command: Clone + Send + Sync + 'static,
+    A::Error: Send,
+    ApiError: From<A::Error>,
+    F: Fn(&Outcome<A>) -> Result<Reply, ApiError> + Send + Sync + 'static,
+{
+    let store = store.clone();
+    tokio::spawn(async move { run_to_end(&store, &execution, &respond).await })
+        .await
+        .map_err(|err| ApiError::Internal(format!("command task failed: {err}")))?
+}
+
+async fn run_to_end<A>(
+    store: &EventStore,
+    execution: &Execution<A>,
+    respond: &(impl Fn(&Outcome<A>) -> Result<Reply, ApiError> + Sync),
 ) -> Result<Reply, ApiError>
 where
     A: WriteModel,
-    A::Command: Clone,
+    A::Command: Clone + Sync,
     ApiError: From<A::Error>,
 {
     if let Some(request) = &execution.idempotency {
@@ -101,7 +123,7 @@ where
     }
     let mut attempt = 1;
     loop {
-        match try_once(store, &execution, &respond).await {
+        match try_once(store, execution, respond).await {
             Ok(reply) => return Ok(reply),
             Err(Failure::Api(err)) => return Err(err),
             Err(Failure::Conflict) if execution.if_match.is_none() && attempt < MAX_ATTEMPTS => {
@@ -137,15 +159,15 @@ where
 
 async fn try_once<A>(
     store: &EventStore,
-    execution: &Execution<'_, A>,
-    respond: &impl Fn(&Outcome<A>) -> Result<Reply, ApiError>,
+    execution: &Execution<A>,
+    respond: &(impl Fn(&Outcome<A>) -> Result<Reply, ApiError> + Sync),
 ) -> Result<Reply, Failure>
 where
     A: WriteModel,
     A::Command: Clone,
     ApiError: From<A::Error>,
 {
-    let id = execution.aggregate_id;
+    let id = execution.aggregate_id.as_str();
     let loaded = store.load::<A>(id).await?;
     if let Some(expected) = execution.if_match {
         if expected != loaded.version {
@@ -219,8 +241,8 @@ where
     Ok(reply)
 }
 
-fn metadata<A: Aggregate>(execution: &Execution<'_, A>, project_id: Option<ProjectId>) -> Value {
-    let meta = execution.meta;
+fn metadata<A: Aggregate>(execution: &Execution<A>, project_id: Option<ProjectId>) -> Value {
+    let meta = &execution.meta;
     let mut value = json!({
         "request_id": meta.request_id,
         "correlation_id": meta.correlation_id,

@@ -165,19 +165,20 @@ async fn run(
     state: &CommandState,
     id: &str,
     command: JobCommand,
-    context: &CommandContext,
+    context: CommandContext,
     body: &[u8],
-    respond: impl Fn(&Outcome<Job>) -> Result<Reply, ApiError>,
+    respond: impl Fn(&Outcome<Job>) -> Result<Reply, ApiError> + Send + Sync + 'static,
 ) -> Result<Response, ApiError> {
     if id.len() > MAX_ID_LEN {
         return Err(ApiError::NotFound("job"));
     }
+    let idempotency = context.idempotent(body);
     let execution = Execution::<Job> {
-        aggregate_id: id,
+        aggregate_id: id.to_string(),
         command,
         if_match: context.if_match,
-        meta: &context.meta,
-        idempotency: context.idempotent(body),
+        meta: context.meta,
+        idempotency,
     };
     Ok(execute(&state.store, execution, respond)
         .await?
@@ -198,7 +199,7 @@ pub async fn create_job(
     let id = Uuid::now_v7().to_string();
     let command = body.value.parse(id.clone())?;
     let location = format!("/api/v1/jobs/{id}");
-    run(&state, &id, command, &context, &body.raw, |outcome| {
+    run(&state, &id, command, context, &body.raw, move |outcome| {
         Ok(job_reply(StatusCode::CREATED, outcome)?.with_header("location", location.clone()))
     })
     .await
@@ -218,7 +219,7 @@ pub async fn patch_job(
         patch,
         at: Utc::now(),
     };
-    run(&state, &id, command, &context, &body.raw, ok).await
+    run(&state, &id, command, context, &body.raw, ok).await
 }
 
 /// `POST /api/v1/jobs/{id}/dispatch?delay_seconds=N` → 200: hands the job to the workers.
@@ -252,7 +253,7 @@ pub async fn dispatch_job(
         delay_seconds,
         at: Utc::now(),
     };
-    run(&state, &id, command, &context, b"", ok).await
+    run(&state, &id, command, context, b"", ok).await
 }
 
 /// `POST /api/v1/jobs/{id}/cancel` → 200: a pending job is cancelled at once, a running
@@ -269,7 +270,7 @@ pub async fn cancel_job(
         reason,
         at: Utc::now(),
     };
-    run(&state, &id, command, &context, &body.raw, ok).await
+    run(&state, &id, command, context, &body.raw, ok).await
 }
 
 /// `DELETE /api/v1/jobs/{id}` → 204 (refused while the job runs).
@@ -280,7 +281,7 @@ pub async fn delete_job(
     context: CommandContext,
 ) -> Result<Response, ApiError> {
     let command = JobCommand::DeleteJob { at: Utc::now() };
-    run(&state, &id, command, &context, b"", |outcome| {
+    run(&state, &id, command, context, b"", |outcome| {
         Ok(Reply::empty(StatusCode::NO_CONTENT, &outcome.committed))
     })
     .await

@@ -379,19 +379,20 @@ async fn run(
     state: &CommandState,
     id: &str,
     command: TechnologyCommand,
-    context: &CommandContext,
+    context: CommandContext,
     body: &[u8],
-    respond: impl Fn(&Outcome<Technology>) -> Result<Reply, ApiError>,
+    respond: impl Fn(&Outcome<Technology>) -> Result<Reply, ApiError> + Send + Sync + 'static,
 ) -> Result<Response, ApiError> {
     if id.len() > MAX_ID_LEN {
         return Err(ApiError::NotFound("technology"));
     }
+    let idempotency = context.idempotent(body);
     let execution = Execution::<Technology> {
-        aggregate_id: id,
+        aggregate_id: id.to_string(),
         command,
         if_match: context.if_match,
-        meta: &context.meta,
-        idempotency: context.idempotent(body),
+        meta: context.meta,
+        idempotency,
     };
     Ok(execute(&state.store, execution, respond)
         .await?
@@ -414,7 +415,7 @@ pub async fn create_technology(
         at: Utc::now(),
     };
     let location = format!("/api/v1/technologies/{id}");
-    run(&state, &id, command, &context, &body.raw, |outcome| {
+    run(&state, &id, command, context, &body.raw, move |outcome| {
         Ok(technology_reply(StatusCode::CREATED, outcome)?
             .with_header("location", location.clone()))
     })
@@ -435,7 +436,7 @@ pub async fn update_technology(
         status,
         at: Utc::now(),
     };
-    run(&state, &id, command, &context, &body.raw, |outcome| {
+    run(&state, &id, command, context, &body.raw, move |outcome| {
         technology_reply(StatusCode::OK, outcome)
     })
     .await
@@ -449,7 +450,7 @@ pub async fn delete_technology(
     context: CommandContext,
 ) -> Result<Response, ApiError> {
     let command = TechnologyCommand::DeleteTechnology { at: Utc::now() };
-    run(&state, &id, command, &context, b"", |outcome| {
+    run(&state, &id, command, context, b"", |outcome| {
         Ok(Reply::empty(StatusCode::NO_CONTENT, &outcome.committed))
     })
     .await

@@ -152,3 +152,60 @@ async fn concurrent_creates_with_one_title_yield_one_technology() {
         .unwrap();
     assert_eq!(claims, 1);
 }
+
+#[tokio::test]
+async fn abandoned_requests_never_leave_half_written_changes() {
+    let app = spawn_app().await;
+    // Clients that give up mid-request, at every point of the command's transaction:
+    // the server must still end each transaction with a commit or a rollback.
+    let abandoned = (0..400u64).map(|i| {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_micros(300 + (i * 37) % 9000))
+            .build()
+            .unwrap();
+        let url = app.url("/api/v1/technologies");
+        async move {
+            let _ = client
+                .post(url)
+                .header("idempotency-key", format!("abandoned-{i}"))
+                .json(&json!({"project_id": 1, "title": format!("abandoned {i}")}))
+                .send()
+                .await;
+        }
+    });
+    futures::future::join_all(abandoned).await;
+    // Then patient clients, on the same pooled connections.
+    for i in 0..40 {
+        app.create_technology(&format!("after {i}")).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (technologies, claims, unanswered): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events WHERE event_type = 'TechnologyCreated'), \
+                (SELECT count(*) FROM unique_claims), \
+                (SELECT count(*) FROM idempotency_keys WHERE response_status IS NULL)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        technologies, claims,
+        "every created technology holds its title claim"
+    );
+    assert_eq!(
+        unanswered, 0,
+        "no idempotency key is committed without its response"
+    );
+    let keyed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE metadata ? 'idempotency_key'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let saved: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        keyed, saved,
+        "each keyed command committed with its saved response"
+    );
+}
