@@ -34,9 +34,101 @@ pub enum LogFormat {
 pub enum Command {
     /// Apply pending database migrations (creating the database if it does not exist), then exit.
     Migrate(DatabaseArgs),
-    /// Run the service: the command API, the event-store read endpoints and health checks.
-    /// Applies pending migrations first.
+    /// Run the service, all in one process: the command API, the event-store read
+    /// endpoints, health checks, the relay to NATS and the projectors. Applies pending
+    /// migrations first.
     Serve(ServeArgs),
+    /// Run only the relay: publish committed events to JetStream, in order (one is
+    /// active per stream; more stand by).
+    Relay(BackgroundArgs),
+    /// Run only the projectors that keep the read models (one per read model is active;
+    /// more stand by).
+    Projector(BackgroundArgs),
+    /// Inspect or rebuild the read models.
+    Projections {
+        /// What to do.
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+/// `commandcenter projections …`.
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Show each read model's checkpoint, the head of the event store and the lag (events
+    /// and seconds) of the relay and of each read model.
+    Status(StatusArgs),
+    /// Rebuild a read model from the event store into shadow tables, then swap them in
+    /// (the API keeps serving the old tables until the swap).
+    Rebuild(RebuildArgs),
+}
+
+/// Settings of `projections status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Subject prefix, to name the relay's stream.
+    #[arg(long, env = "CC_NATS_PREFIX", default_value = "cc")]
+    pub nats_prefix: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Settings of `projections rebuild`.
+#[derive(Debug, Clone, Args)]
+pub struct RebuildArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The read model to rebuild: technology_view or job_view.
+    pub name: String,
+    /// Events read and applied per transaction.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub batch_size: i64,
+}
+
+/// Where NATS is, and the subject prefix of this deployment.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URL: JetStream carries the events, core NATS the wake-ups and view
+    /// change announcements.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Prefix of every NATS subject this deployment uses, and of its stream's name
+    /// (`cc` → stream `CC_EVENTS` over `cc.events.>`): lets several deployments or test
+    /// runs share one NATS server.
+    #[arg(long, env = "CC_NATS_PREFIX", default_value = "cc", value_parser = parse_prefix)]
+    pub nats_prefix: String,
+}
+
+fn parse_prefix(value: &str) -> Result<String, String> {
+    if !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        Ok(value.to_string())
+    } else {
+        Err("use 1 to 64 letters, digits, '_' or '-'".into())
+    }
+}
+
+/// Settings of `relay` and `projector`.
+#[derive(Debug, Clone, Args)]
+pub struct BackgroundArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// NATS settings.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Most connections in the database pool.
+    #[arg(long, env = "CC_DB_MAX_CONNECTIONS", default_value_t = 8)]
+    pub db_max_connections: u32,
 }
 
 /// Where the event store lives.
@@ -58,13 +150,9 @@ pub struct ServeArgs {
     /// Database settings.
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// NATS server URL (core NATS carries post-commit wake-ups; JetStream carries events).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// Prefix of every NATS subject this deployment uses (lets several deployments or
-    /// test runs share one NATS server).
-    #[arg(long, env = "CC_NATS_PREFIX", default_value = "cc")]
-    pub nats_prefix: String,
+    /// NATS settings.
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// Address the HTTP API listens on (port 0 picks a free port).
     #[arg(long, env = "CC_LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
@@ -81,6 +169,12 @@ pub struct ServeArgs {
     /// ended: an open transaction holds back every reader of the global feed.
     #[arg(long, env = "CC_IDLE_TX_TIMEOUT_MS", default_value_t = 10_000)]
     pub idle_tx_timeout_ms: u64,
+    /// Do not run the relay in this process (run `commandcenter relay` elsewhere).
+    #[arg(long, env = "CC_NO_RELAY")]
+    pub no_relay: bool,
+    /// Do not run the projectors in this process (run `commandcenter projector` elsewhere).
+    #[arg(long, env = "CC_NO_PROJECTORS")]
+    pub no_projectors: bool,
     /// Seed a small demo dataset (two projects, a dozen technologies, a few jobs) when
     /// the event store is empty.
     #[arg(long, env = "CC_DEMO")]

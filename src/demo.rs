@@ -3,7 +3,7 @@
 //! Seeds only an empty event store, so restarting with `--demo` never duplicates data.
 
 use anyhow::Context;
-use chrono::Utc;
+use commandcenter_commands::clock;
 use commandcenter_commands::executor::{execute, Execution, Outcome, WriteModel};
 use commandcenter_commands::extract::RequestMeta;
 use commandcenter_commands::reply::Reply;
@@ -239,7 +239,7 @@ pub async fn seed_if_empty(store: &EventStore) -> anyhow::Result<bool> {
             id: id.clone(),
             project_id: project,
             fields: Box::new(fields),
-            at: Utc::now(),
+            at: clock::now(),
         };
         run::<Technology>(store, &meta, &id, create).await?;
         let change = TechnologyCommand::ChangeTechnologyStatus {
@@ -247,7 +247,7 @@ pub async fn seed_if_empty(store: &EventStore) -> anyhow::Result<bool> {
                 status: *status,
                 reason: Some("demo history".into()),
             },
-            at: Utc::now(),
+            at: clock::now(),
         };
         run::<Technology>(store, &meta, &id, change).await?;
     }
@@ -266,7 +266,7 @@ pub async fn seed_if_empty(store: &EventStore) -> anyhow::Result<bool> {
             tags: Tags::default(),
             created_by: Some("demo".into()),
             max_attempts: 3,
-            at: Utc::now(),
+            at: clock::now(),
         };
         run::<Job>(store, &meta, &id, create).await?;
         if i < 6 {
@@ -276,7 +276,7 @@ pub async fn seed_if_empty(store: &EventStore) -> anyhow::Result<bool> {
                 &id,
                 JobCommand::DispatchJob {
                     delay_seconds: 0,
-                    at: Utc::now(),
+                    at: clock::now(),
                 },
             )
             .await?;
@@ -285,20 +285,20 @@ pub async fn seed_if_empty(store: &EventStore) -> anyhow::Result<bool> {
             let start = JobCommand::StartJob {
                 worker_id: "demo-worker".into(),
                 lease_seconds: 60,
-                at: Utc::now(),
+                at: clock::now(),
             };
             run::<Job>(store, &meta, &id, start).await?;
             let progress = JobCommand::ReportJobProgress {
                 progress: Progress::parse("progress", 40)?,
                 current_step: Some("crunching".into()),
-                at: Utc::now(),
+                at: clock::now(),
             };
             run::<Job>(store, &meta, &id, progress).await?;
         }
         if i < 2 {
             let complete = JobCommand::CompleteJob {
                 result: Some(json!({"demo": true})),
-                at: Utc::now(),
+                at: clock::now(),
             };
             run::<Job>(store, &meta, &id, complete).await?;
         }

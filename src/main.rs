@@ -1,11 +1,23 @@
 //! `commandcenter`: one binary, one subcommand per role. See `--help`.
 
+use std::io::Write;
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::Parser;
-use commandcenter::config::{Cli, Command};
+use commandcenter::config::{
+    BackgroundArgs, Cli, Command, ProjectionsCommand, RebuildArgs, StatusArgs,
+};
 use commandcenter::database::{ensure_database, migrate, redact};
-use commandcenter::startup::Application;
+use commandcenter::startup::{stop, Application, Services};
 use commandcenter::telemetry;
+use commandcenter_event_store::EventStream;
+use commandcenter_projections::{rebuild, status, JobView, ProjectionError, TechnologyView};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Transactions idle this long are ended on the pools of the background roles.
+const BACKGROUND_IDLE_TX_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -13,10 +25,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
     match cli.command {
         Command::Migrate(db) => {
-            ensure_database(&db.database_url).await?;
-            let pool = sqlx::PgPool::connect(&db.database_url)
-                .await
-                .with_context(|| format!("cannot connect to {}", redact(&db.database_url)))?;
+            let pool = open(&db.database_url).await?;
             migrate(&pool).await?;
             tracing::info!(database = %redact(&db.database_url), "migrations applied");
         }
@@ -26,7 +35,100 @@ async fn main() -> anyhow::Result<()> {
             app.run(shutdown_signal()).await?;
             tracing::info!("commandcenter stopped");
         }
+        Command::Relay(args) => run_background(&args, true).await?,
+        Command::Projector(args) => run_background(&args, false).await?,
+        Command::Projections { command } => match command {
+            ProjectionsCommand::Status(args) => print_status(&args).await?,
+            ProjectionsCommand::Rebuild(args) => run_rebuild(&args).await?,
+        },
     }
+    Ok(())
+}
+
+async fn open(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    ensure_database(url).await?;
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .with_context(|| format!("cannot connect to {}", redact(url)))?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// `relay` (when `relay`) or `projector`, until Ctrl-C or SIGTERM.
+async fn run_background(args: &BackgroundArgs, relay: bool) -> anyhow::Result<()> {
+    let services = Services::connect(
+        &args.database,
+        &args.nats,
+        args.db_max_connections,
+        BACKGROUND_IDLE_TX_TIMEOUT,
+    )
+    .await?;
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    services.spawn_wakeup_bridge(&mut tasks, &shutdown).await?;
+    if relay {
+        services.spawn_relay(&mut tasks, &shutdown);
+    } else {
+        services.spawn_projectors(&mut tasks, &shutdown);
+    }
+    shutdown_signal().await;
+    stop(tasks, &shutdown).await;
+    Ok(())
+}
+
+async fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
+    let pool = open(&args.database.database_url).await?;
+    let report = status(&pool, &EventStream::new(&args.nats_prefix)).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let position = |p: Option<commandcenter_event_store::Position>| {
+        p.map_or("-".to_string(), |p| p.to_string())
+    };
+    writeln!(
+        out,
+        "head: {}   events: {}",
+        position(report.head),
+        report.events
+    )?;
+    writeln!(
+        out,
+        "{:<18} {:<34} {:>12} {:>12}",
+        "consumer", "checkpoint", "lag events", "lag seconds"
+    )?;
+    for lag in std::iter::once(&report.relay).chain(&report.projections) {
+        writeln!(
+            out,
+            "{:<18} {:<34} {:>12} {:>12.3}",
+            lag.name,
+            position(lag.checkpoint),
+            lag.lag_events,
+            lag.lag_seconds
+        )?;
+    }
+    Ok(())
+}
+
+async fn run_rebuild(args: &RebuildArgs) -> anyhow::Result<()> {
+    let pool = open(&args.database.database_url).await?;
+    let report = match args.name.as_str() {
+        TechnologyView::NAME => rebuild(&pool, &TechnologyView, args.batch_size).await?,
+        JobView::NAME => rebuild(&pool, &JobView, args.batch_size).await?,
+        other => return Err(ProjectionError::UnknownReadModel(other.to_string()).into()),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: {} events in {:.1} s ({:.0} events/s), checkpoint {}",
+        report.name,
+        report.events,
+        report.elapsed.as_secs_f64(),
+        report.events_per_second(),
+        report.position
+    )?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! Builds the application from its configuration: database (created and migrated),
-//! NATS connection, event store, routes and background tasks. `main` and the tests both
-//! start the service through [`Application::build`].
+//! NATS connection, event store, routes and background tasks (relay, projectors,
+//! housekeeping). `main` and the tests both start the service through
+//! [`Application::build`]; `relay` and `projector` run the same components alone.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,61 +10,179 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use commandcenter_commands::{idempotency, CommandState};
-use commandcenter_event_store::{connect, AppendSignal, EventStore};
+use commandcenter_event_store::{
+    connect, AppendSignal, EventStore, EventStream, Relay, RelayConfig,
+};
+use commandcenter_projections::{JobView, Projector, ProjectorConfig, TechnologyView};
+use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-use crate::config::ServeArgs;
+use crate::config::{DatabaseArgs, NatsArgs, ServeArgs};
 use crate::database::{ensure_database, migrate, redact};
 use crate::health::{self, HealthState};
 
 /// How often expired idempotency keys are deleted.
 const IDEMPOTENCY_PURGE_EVERY: Duration = Duration::from_secs(15 * 60);
+/// How long background tasks get to finish after a shutdown request.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The connections every role needs.
+pub struct Services {
+    /// Primary database pool.
+    pub pool: PgPool,
+    /// NATS client (connected, or retrying in the background).
+    pub nats: async_nats::Client,
+    /// Post-commit wake-ups.
+    pub signal: AppendSignal,
+    /// The event stream's names.
+    pub stream: EventStream,
+}
+
+impl Services {
+    /// Creates and migrates the database, connects the pool and NATS.
+    pub async fn connect(
+        database: &DatabaseArgs,
+        nats: &NatsArgs,
+        max_connections: u32,
+        idle_tx_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let url = &database.database_url;
+        ensure_database(url).await?;
+        let pool = connect(url, max_connections, idle_tx_timeout)
+            .await
+            .with_context(|| format!("cannot connect to {}", redact(url)))?;
+        migrate(&pool).await?;
+        // Retrying the first connect lets the service start (not ready) while NATS is down.
+        let client = async_nats::ConnectOptions::new()
+            .name("commandcenter")
+            .retry_on_initial_connect()
+            .connect(nats.nats_url.as_str())
+            .await
+            .with_context(|| format!("invalid NATS URL {}", nats.nats_url))?;
+        Ok(Self {
+            pool,
+            signal: AppendSignal::with_nats(client.clone(), &nats.nats_prefix),
+            nats: client,
+            stream: EventStream::new(&nats.nats_prefix),
+        })
+    }
+
+    /// Starts the post-commit wake-up bridge from other processes.
+    pub async fn spawn_wakeup_bridge(
+        &self,
+        tasks: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        if let Some(bridge) = self
+            .signal
+            .bridge_from_nats()
+            .await
+            .context("cannot subscribe to append wake-ups")?
+        {
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = bridge => {}
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts the relay.
+    pub fn spawn_relay(&self, tasks: &mut JoinSet<()>, shutdown: &CancellationToken) {
+        let relay = Relay::new(
+            self.pool.clone(),
+            self.signal.clone(),
+            self.nats.clone(),
+            self.stream.clone(),
+            RelayConfig::default(),
+        );
+        tasks.spawn(relay.run(shutdown.clone()));
+    }
+
+    /// Starts one projector per read model.
+    pub fn spawn_projectors(&self, tasks: &mut JoinSet<()>, shutdown: &CancellationToken) {
+        let technologies = Projector::new(
+            TechnologyView,
+            self.pool.clone(),
+            self.nats.clone(),
+            self.stream.clone(),
+            ProjectorConfig::default(),
+        );
+        tasks.spawn(technologies.run(shutdown.clone()));
+        let jobs = Projector::new(
+            JobView,
+            self.pool.clone(),
+            self.nats.clone(),
+            self.stream.clone(),
+            ProjectorConfig::default(),
+        );
+        tasks.spawn(jobs.run(shutdown.clone()));
+    }
+}
+
+/// Cancels `shutdown`, then waits for `tasks` (aborting what outlives the grace period).
+pub async fn stop(mut tasks: JoinSet<()>, shutdown: &CancellationToken) {
+    shutdown.cancel();
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("background tasks did not stop in time; aborting them");
+        tasks.shutdown().await;
+    }
+}
 
 /// A built service, bound to its address, not yet serving.
 pub struct Application {
     listener: TcpListener,
     router: Router,
     tasks: JoinSet<()>,
+    shutdown: CancellationToken,
 }
 
 impl Application {
-    /// Connects to everything, applies migrations and binds the listener.
+    /// Connects to everything, applies migrations, binds the listener and starts the
+    /// background tasks.
     pub async fn build(args: &ServeArgs) -> anyhow::Result<Self> {
-        let url = &args.database.database_url;
-        ensure_database(url).await?;
-        let pool = connect(url, args.db_max_connections, args.idle_tx_timeout())
-            .await
-            .with_context(|| format!("cannot connect to {}", redact(url)))?;
-        migrate(&pool).await?;
+        let services = Services::connect(
+            &args.database,
+            &args.nats,
+            args.db_max_connections,
+            args.idle_tx_timeout(),
+        )
+        .await?;
         std::fs::create_dir_all(&args.data_dir)
             .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
-
-        // Retrying the first connect lets the service start (not ready) while NATS is down.
-        let nats = async_nats::ConnectOptions::new()
-            .name("commandcenter")
-            .retry_on_initial_connect()
-            .connect(args.nats_url.as_str())
-            .await
-            .with_context(|| format!("invalid NATS URL {}", args.nats_url))?;
-        let signal = AppendSignal::with_nats(nats.clone(), &args.nats_prefix);
+        let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        if let Some(bridge) = signal
-            .bridge_from_nats()
-            .await
-            .context("cannot subscribe to append wake-ups")?
-        {
-            tasks.spawn(bridge);
-        }
-        let store = EventStore::new(pool.clone(), signal);
+        services.spawn_wakeup_bridge(&mut tasks, &shutdown).await?;
+        let store = EventStore::new(services.pool.clone(), services.signal.clone());
         if args.demo && crate::demo::seed_if_empty(&store).await? {
             tracing::info!("demo dataset seeded");
         }
-        tasks.spawn(purge_idempotency_keys(pool.clone()));
+        if !args.no_relay {
+            services.spawn_relay(&mut tasks, &shutdown);
+        }
+        if !args.no_projectors {
+            services.spawn_projectors(&mut tasks, &shutdown);
+        }
+        tasks.spawn(purge_idempotency_keys(
+            services.pool.clone(),
+            shutdown.clone(),
+        ));
 
         let router = commandcenter_commands::router(CommandState { store }, args.max_body_bytes)
-            .merge(health::router(HealthState { pool, nats }))
+            .merge(health::router(HealthState {
+                pool: services.pool.clone(),
+                nats: services.nats.clone(),
+            }))
             .layer(TraceLayer::new_for_http());
         let listener = TcpListener::bind(args.listen_addr)
             .await
@@ -72,6 +191,7 @@ impl Application {
             listener,
             router,
             tasks,
+            shutdown,
         })
     }
 
@@ -89,21 +209,25 @@ impl Application {
         let Self {
             listener,
             router,
-            mut tasks,
+            tasks,
+            shutdown: token,
         } = self;
-        axum::serve(listener, router)
+        let served = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("HTTP server failed")?;
-        tasks.shutdown().await;
-        Ok(())
+            .context("HTTP server failed");
+        stop(tasks, &token).await;
+        served
     }
 }
 
-async fn purge_idempotency_keys(pool: sqlx::PgPool) {
+async fn purge_idempotency_keys(pool: PgPool, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(IDEMPOTENCY_PURGE_EVERY);
     loop {
-        every.tick().await;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
         match idempotency::purge_expired(&pool).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "expired idempotency keys purged"),

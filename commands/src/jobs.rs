@@ -2,10 +2,10 @@
 //! `POST /api/v1/jobs/{id}/cancel`: request bodies parsed into validated domain values,
 //! then run as job commands.
 
+use crate::clock;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use commandcenter_domain::job::{
     parse_parameters, Job, JobCommand, JobPatch, JobRecord, JobStatus, JobType,
     DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_DISPATCH_DELAY_SECONDS,
@@ -133,7 +133,7 @@ impl CreateJobBody {
                 .map(|v| label("created_by", &v))
                 .transpose()?,
             max_attempts,
-            at: Utc::now(),
+            at: clock::now(),
         })
     }
 }
@@ -217,7 +217,7 @@ pub async fn patch_job(
     let patch = body.value.parse()?;
     let command = JobCommand::PatchJob {
         patch,
-        at: Utc::now(),
+        at: clock::now(),
     };
     run(&state, &id, command, context, &body.raw, ok).await
 }
@@ -251,7 +251,7 @@ pub async fn dispatch_job(
     };
     let command = JobCommand::DispatchJob {
         delay_seconds,
-        at: Utc::now(),
+        at: clock::now(),
     };
     run(&state, &id, command, context, b"", ok).await
 }
@@ -268,7 +268,7 @@ pub async fn cancel_job(
     let reason = body.value.reason.map(|v| text("reason", &v)).transpose()?;
     let command = JobCommand::RequestJobCancel {
         reason,
-        at: Utc::now(),
+        at: clock::now(),
     };
     run(&state, &id, command, context, &body.raw, ok).await
 }
@@ -280,7 +280,7 @@ pub async fn delete_job(
     Path(id): Path<String>,
     context: CommandContext,
 ) -> Result<Response, ApiError> {
-    let command = JobCommand::DeleteJob { at: Utc::now() };
+    let command = JobCommand::DeleteJob { at: clock::now() };
     run(&state, &id, command, context, b"", |outcome| {
         Ok(Reply::empty(StatusCode::NO_CONTENT, &outcome.committed))
     })

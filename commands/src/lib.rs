@@ -5,6 +5,7 @@
 //! Guarantees: a 2xx means the command's events are committed; a 4xx means nothing was
 //! written; every error is an `application/problem+json` document naming the field.
 
+pub mod clock;
 pub mod error;
 pub mod executor;
 pub mod extract;

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::clock;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::response::Response;
-use chrono::Utc;
 use commandcenter_domain::serde_helpers::double_option;
 use commandcenter_domain::technology::{
     CostTier, IntegrationDifficulty, MaturityLevel, StatusChange, Technology, TechnologyChanges,
@@ -412,7 +412,7 @@ pub async fn create_technology(
         id: id.clone(),
         project_id,
         fields: Box::new(fields),
-        at: Utc::now(),
+        at: clock::now(),
     };
     let location = format!("/api/v1/technologies/{id}");
     run(&state, &id, command, context, &body.raw, move |outcome| {
@@ -434,7 +434,7 @@ pub async fn update_technology(
     let command = TechnologyCommand::UpdateTechnology {
         changes: Box::new(changes),
         status,
-        at: Utc::now(),
+        at: clock::now(),
     };
     run(&state, &id, command, context, &body.raw, move |outcome| {
         technology_reply(StatusCode::OK, outcome)
@@ -449,7 +449,7 @@ pub async fn delete_technology(
     Path(id): Path<String>,
     context: CommandContext,
 ) -> Result<Response, ApiError> {
-    let command = TechnologyCommand::DeleteTechnology { at: Utc::now() };
+    let command = TechnologyCommand::DeleteTechnology { at: clock::now() };
     run(&state, &id, command, context, b"", |outcome| {
         Ok(Reply::empty(StatusCode::NO_CONTENT, &outcome.committed))
     })

@@ -45,6 +45,65 @@ pub async fn read_feed(
         .collect::<Result<_, _>>()?)
 }
 
+/// Up to `limit` events of `aggregate_type` after `after`, in feed order (gap-safe, as
+/// [`read_feed`]).
+pub async fn read_feed_of(
+    pool: &PgPool,
+    aggregate_type: &str,
+    after: Position,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {STORED_EVENT_COLUMNS} FROM events \
+          WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+            AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+            AND aggregate_type = $4 \
+          ORDER BY tx_id, global_position \
+          LIMIT $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.tx_id_text())
+        .bind(after.global_position)
+        .bind(limit)
+        .bind(aggregate_type)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(StoredEvent::from_row)
+        .collect::<Result<_, _>>()?)
+}
+
+/// Every event of `aggregate_type` after `after` up to and including `upto`, in feed
+/// order. Only for an `upto` some feed reader has already reached: those events are
+/// final, so no xmin filter is needed, and the read can run inside any transaction.
+pub async fn read_range(
+    conn: &mut sqlx::PgConnection,
+    aggregate_type: &str,
+    after: Position,
+    upto: Position,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {STORED_EVENT_COLUMNS} FROM events \
+          WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+            AND (tx_id, global_position) <= ($3::text::xid8, $4) \
+            AND aggregate_type = $5 \
+          ORDER BY tx_id, global_position"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.tx_id_text())
+        .bind(after.global_position)
+        .bind(upto.tx_id_text())
+        .bind(upto.global_position)
+        .bind(aggregate_type)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(StoredEvent::from_row)
+        .collect::<Result<_, _>>()?)
+}
+
 /// Like [`read_feed`], but when nothing is there yet, waits up to `wait` for events,
 /// woken by `signal` after commits and re-reading every [`FALLBACK_POLL`] otherwise.
 pub async fn wait_for_feed(

@@ -15,19 +15,25 @@ mod claims;
 mod error;
 mod feed;
 mod history;
+mod leadership;
 mod position;
+mod relay;
 mod signal;
 mod store;
 mod stored_event;
+mod stream;
 
 pub use claims::{claim, release, Claim};
 pub use error::StoreError;
-pub use feed::{head, read_feed, wait_for_feed, FALLBACK_POLL};
+pub use feed::{head, read_feed, read_feed_of, read_range, wait_for_feed, FALLBACK_POLL};
 pub use history::read_history;
+pub use leadership::{lock_key, Leadership};
 pub use position::{Position, PositionParseError};
+pub use relay::{load_checkpoint as load_relay_checkpoint, Relay, RelayConfig, RelayError};
 pub use signal::AppendSignal;
 pub use store::{connect, Committed, EventStore, Loaded, NewEvent};
 pub use stored_event::StoredEvent;
+pub use stream::{EventStream, DUPLICATE_WINDOW, HEADER_CORRELATION_ID, HEADER_POSITION};
 
 /// The migrations of the event store and the read models, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -1,7 +1,7 @@
 //! An event as stored, with everything an auditor or a feed consumer needs.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
@@ -15,7 +15,7 @@ pub(crate) const STORED_EVENT_COLUMNS: &str =
      event_version, payload, metadata, tx_id::text AS tx_id, global_position, recorded_at, hash";
 
 /// One stored event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEvent {
     /// `technology` or `job`.
     pub aggregate_type: String,

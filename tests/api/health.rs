@@ -19,7 +19,7 @@ async fn ready_when_postgres_nats_and_migrations_are() {
 #[tokio::test]
 async fn not_ready_without_nats_and_says_so() {
     // Nothing listens on this port: the service starts, but is not ready.
-    let app = spawn_app_with(|args| args.nats_url = "nats://127.0.0.1:1".into()).await;
+    let app = spawn_app_with(|args| args.nats.nats_url = "nats://127.0.0.1:1".into()).await;
     assert_eq!(app.get("/health/live").await.status(), 200);
     let ready = app.get("/health/ready").await;
     assert_eq!(ready.status(), 503);

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use commandcenter::config::{DatabaseArgs, ServeArgs};
+use commandcenter::config::{DatabaseArgs, NatsArgs, ServeArgs};
 use commandcenter::startup::Application;
+use commandcenter_event_store::EventStream;
 use reqwest::{Client, Response};
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -64,6 +65,47 @@ impl Drop for TestDb {
     }
 }
 
+/// A NATS subject prefix whose stream (with its consumers) is deleted when this value is
+/// dropped.
+pub struct TestNats {
+    /// The prefix.
+    pub prefix: String,
+}
+
+impl TestNats {
+    fn new() -> Self {
+        Self {
+            prefix: format!("cctest_{}", Uuid::now_v7().simple()),
+        }
+    }
+
+    /// The stream of this prefix.
+    pub fn stream(&self) -> EventStream {
+        EventStream::new(&self.prefix)
+    }
+}
+
+impl Drop for TestNats {
+    fn drop(&mut self) {
+        let name = self.stream().name();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let client = async_nats::connect(nats_url()).await?;
+                let js = async_nats::jetstream::new(client);
+                // Absent when the test never started a relay or projector.
+                let _ = js.delete_stream(&name).await;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        });
+        if let Ok(Err(err)) = cleanup.join() {
+            eprintln!("could not delete test stream: {err}");
+        }
+    }
+}
+
 /// A running service with its own database.
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`.
@@ -72,7 +114,11 @@ pub struct TestApp {
     pub client: Client,
     /// A pool on the test database, for assertions and for holding transactions open.
     pub pool: PgPool,
+    /// This test's NATS prefix and stream.
+    pub nats: TestNats,
+    data_dir: std::path::PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     // Declared last: dropped after the pool and server are gone.
     _db: TestDb,
 }
@@ -82,6 +128,7 @@ impl Drop for TestApp {
         if let Some(stop) = self.shutdown.take() {
             let _ = stop.send(());
         }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
@@ -93,26 +140,30 @@ pub async fn spawn_app() -> TestApp {
 /// Like [`spawn_app`], with a chance to adjust the configuration.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
     let db = TestDb::new();
-    let nats_prefix = format!("cctest_{}", Uuid::now_v7().simple());
-    let data_dir = std::env::temp_dir().join(&nats_prefix);
+    let nats = TestNats::new();
+    let data_dir = std::env::temp_dir().join(&nats.prefix);
     let mut args = ServeArgs {
         database: DatabaseArgs {
             database_url: db.url.clone(),
         },
-        nats_url: nats_url(),
-        nats_prefix,
+        nats: NatsArgs {
+            nats_url: nats_url(),
+            nats_prefix: nats.prefix.clone(),
+        },
         listen_addr: "127.0.0.1:0".parse().expect("valid address"),
-        data_dir,
+        data_dir: data_dir.clone(),
         max_body_bytes: 64 * 1024,
         db_max_connections: 20,
         idle_tx_timeout_ms: 30_000,
+        no_relay: false,
+        no_projectors: false,
         demo: false,
     };
     adjust(&mut args);
     let app = Application::build(&args).await.expect("service starts");
     let base = format!("http://{}", app.local_addr().expect("bound"));
     let (shutdown, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run(async move {
+    let server = tokio::spawn(app.run(async move {
         let _ = stopped.await;
     }));
     let pool = PgPool::connect(&db.url).await.expect("test pool");
@@ -123,12 +174,27 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
             .build()
             .expect("client"),
         pool,
+        nats,
+        data_dir,
         shutdown: Some(shutdown),
+        server: Some(server),
         _db: db,
     }
 }
 
 impl TestApp {
+    /// Stops the service and waits for its background tasks, so nothing recreates the
+    /// test's stream while it is being deleted. Tests on a multi-threaded runtime call
+    /// this; on the default single-threaded one, dropping the app is enough.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.shutdown.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server ran");
+        }
+    }
+
     /// `base + path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
@@ -240,6 +306,51 @@ impl TestApp {
             .expect("feed page");
         all.extend(rest["events"].as_array().expect("events").iter().cloned());
         all
+    }
+}
+
+impl TestApp {
+    /// Waits until the relay and every projection have processed every committed event.
+    pub async fn wait_caught_up(&self) -> commandcenter_projections::StatusReport {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let report = commandcenter_projections::status(&self.pool, &self.nats.stream())
+                .await
+                .expect("status readable");
+            let behind = std::iter::once(&report.relay)
+                .chain(&report.projections)
+                .any(|lag| lag.lag_events > 0);
+            if !behind {
+                return report;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not caught up: {report:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every message of this test's stream, decoded, in stream order.
+    pub async fn stream_events(&self) -> Vec<commandcenter_event_store::StoredEvent> {
+        let client = async_nats::connect(nats_url()).await.expect("nats");
+        let js = async_nats::jetstream::new(client);
+        let stream = js
+            .get_stream(self.nats.stream().name())
+            .await
+            .expect("stream exists");
+        let last = stream
+            .get_info()
+            .await
+            .expect("stream info")
+            .state
+            .last_sequence;
+        let mut events = Vec::new();
+        for sequence in 1..=last {
+            let message = stream.get_raw_message(sequence).await.expect("message");
+            events.push(serde_json::from_slice(&message.payload).expect("event payload"));
+        }
+        events
     }
 }
 

@@ -9,5 +9,7 @@ mod health;
 mod helpers;
 mod idempotency;
 mod jobs;
+mod projections;
+mod properties;
 mod technologies;
 mod validation;

@@ -1,0 +1,75 @@
+//! "Exactly one active instance": a PostgreSQL session-level advisory lock held on a
+//! connection of its own. A second instance waits (stands by) and takes over within a
+//! poll interval of the first one's connection closing — on a clean stop, a crash or a
+//! network cut alike, since PostgreSQL releases session locks with the session.
+
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+/// How often a standing-by instance tries to take the lock.
+pub const STANDBY_POLL: Duration = Duration::from_millis(250);
+
+/// A held advisory lock; dropping it closes the connection and releases the lock.
+pub struct Leadership {
+    conn: PgConnection,
+    name: String,
+}
+
+/// The advisory lock key of `name` (64-bit FNV-1a: stable across builds and processes).
+pub fn lock_key(name: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+impl Leadership {
+    /// Waits until this instance holds the lock called `name`, or `None` if `shutdown`
+    /// fires first.
+    pub async fn acquire(
+        pool: &PgPool,
+        name: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Self>, sqlx::Error> {
+        let key = lock_key(name);
+        let mut logged = false;
+        loop {
+            let mut conn = pool.acquire().await?.detach();
+            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut conn)
+                .await?;
+            if held {
+                tracing::info!(lock = name, "active");
+                return Ok(Some(Self {
+                    conn,
+                    name: name.to_string(),
+                }));
+            }
+            drop(conn);
+            if !logged {
+                tracing::info!(lock = name, "another instance is active; standing by");
+                logged = true;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(None),
+                () = tokio::time::sleep(STANDBY_POLL) => {}
+            }
+        }
+    }
+
+    /// True while the lock's session is alive (and so the lock held).
+    pub async fn still_held(&mut self) -> bool {
+        match self.conn.ping().await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(lock = %self.name, %err, "lost the lock's session; stepping down");
+                false
+            }
+        }
+    }
+}

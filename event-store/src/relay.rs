@@ -1,0 +1,297 @@
+//! The relay: publishes every committed event to JetStream, in feed order, none skipped,
+//! none doubled in effect.
+//!
+//! Invariants:
+//! - exactly one relay is active per stream ([`Leadership`]); others stand by;
+//! - events are read from the gap-safe feed and published in its order, many in flight,
+//!   acknowledgements awaited in order; the position advances only over acknowledged
+//!   events;
+//! - each publish names the previous event's message id as the stream's expected last
+//!   message id, so a lost or failed publish can never let a later event into the stream
+//!   ahead of it: the stream's order is the feed's order;
+//! - on start and after any failure the relay reads the stream's last message back and
+//!   resumes after it, so a crash between publish and checkpoint republishes nothing;
+//!   `Nats-Msg-Id` de-duplication covers the rest;
+//! - the checkpoint in `relay_checkpoints` is informative (status and lag), written after
+//!   acknowledged batches; the stream is the authority.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use async_nats::HeaderMap;
+use sqlx::PgPool;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::leadership::Leadership;
+use crate::stream::{
+    EventStream, HEADER_CORRELATION_ID, HEADER_EVENT_TYPE, HEADER_EVENT_VERSION,
+    HEADER_GLOBAL_POSITION, HEADER_POSITION, HEADER_PROJECT_ID, HEADER_SEQUENCE,
+};
+use crate::{read_feed, AppendSignal, Position, StoreError, StoredEvent};
+
+/// How the relay batches and polls.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Most events read and published per round.
+    pub batch_size: i64,
+    /// Re-read the feed this often when no wake-up arrives (at most 100 ms).
+    pub poll_interval: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Why the relay stepped down (it retries; these are logged).
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Reading the feed or writing the checkpoint failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// NATS refused or did not acknowledge.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// The advisory lock's session ended.
+    #[error("lost leadership")]
+    LostLeadership,
+}
+
+impl From<sqlx::Error> for RelayError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Store(err.into())
+    }
+}
+
+fn nats(err: impl std::fmt::Display) -> RelayError {
+    RelayError::Nats(err.to_string())
+}
+
+/// Publishes the event store to JetStream.
+pub struct Relay {
+    pool: PgPool,
+    signal: AppendSignal,
+    js: jetstream::Context,
+    stream: EventStream,
+    config: RelayConfig,
+}
+
+impl Relay {
+    /// A relay from `pool` to `stream` through `client`, woken by `signal`.
+    pub fn new(
+        pool: PgPool,
+        signal: AppendSignal,
+        client: async_nats::Client,
+        stream: EventStream,
+        config: RelayConfig,
+    ) -> Self {
+        Self {
+            pool,
+            signal,
+            js: jetstream::new(client),
+            stream,
+            config,
+        }
+    }
+
+    /// The advisory lock name of the relay of `stream`.
+    pub fn lock_name(stream: &EventStream) -> String {
+        format!("relay:{}", stream.name())
+    }
+
+    /// Runs until `shutdown`: stands by while another relay is active, publishes while
+    /// this one is, and after a failure steps down, waits a moment and tries again.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let lock = Self::lock_name(&self.stream);
+        while !shutdown.is_cancelled() {
+            let leader = match Leadership::acquire(&self.pool, &lock, &shutdown).await {
+                Ok(Some(leader)) => leader,
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::warn!(%err, "relay cannot reach PostgreSQL; retrying");
+                    pause(&shutdown, Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            match self.lead(leader, &shutdown).await {
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::warn!(%err, "relay stepped down; retrying");
+                    pause(&shutdown, Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn lead(
+        &self,
+        mut leader: Leadership,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RelayError> {
+        let stream = self.stream.ensure(&self.js).await.map_err(nats)?;
+        let (mut position, mut last_id) = self.resume_point(&stream).await?;
+        tracing::info!(stream = %self.stream.name(), %position, "relay publishing");
+        let mut wakeups = self.signal.subscribe();
+        let mut lock_checked = Instant::now();
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            if lock_checked.elapsed() >= Duration::from_secs(1) {
+                if !leader.still_held().await {
+                    return Err(RelayError::LostLeadership);
+                }
+                lock_checked = Instant::now();
+            }
+            wakeups.mark_unchanged();
+            let events = read_feed(&self.pool, position, self.config.batch_size).await?;
+            if events.is_empty() {
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    _ = wakeups.changed() => {}
+                    () = tokio::time::sleep(self.config.poll_interval) => {}
+                }
+                continue;
+            }
+            let before = position;
+            let outcome = self.publish(&events, &mut position, &mut last_id).await;
+            if position != before {
+                save_checkpoint(&self.pool, &self.stream.name(), position).await?;
+            }
+            if let Err(err) = outcome {
+                tracing::warn!(%err, %position, "publish failed; re-reading the stream's last message");
+                pause(shutdown, Duration::from_millis(200)).await;
+                (position, last_id) = self.resume_point(&stream).await?;
+            }
+        }
+    }
+
+    /// Publishes `events` in order, many in flight; advances `position` and `last_id`
+    /// over each acknowledged event, stopping at the first failure.
+    async fn publish(
+        &self,
+        events: &[StoredEvent],
+        position: &mut Position,
+        last_id: &mut Option<String>,
+    ) -> Result<(), RelayError> {
+        let mut in_flight = Vec::with_capacity(events.len());
+        let mut expected = last_id.clone();
+        let mut send_error = None;
+        for event in events {
+            let id = EventStream::message_id(event);
+            let payload = serde_json::to_vec(event).map_err(StoreError::from)?;
+            let mut message = PublishMessage::build()
+                .payload(payload.into())
+                .headers(headers(event))
+                .message_id(&id);
+            if let Some(previous) = &expected {
+                message = message.expected_last_message_id(previous);
+            }
+            match self
+                .js
+                .send_publish(self.stream.subject(event), message)
+                .await
+            {
+                Ok(ack) => in_flight.push((event.position, id.clone(), ack)),
+                Err(err) => {
+                    send_error = Some(nats(err));
+                    break;
+                }
+            }
+            expected = Some(id);
+        }
+        for (event_position, id, ack) in in_flight {
+            ack.await.map_err(nats)?;
+            *position = event_position;
+            *last_id = Some(id);
+        }
+        send_error.map_or(Ok(()), Err)
+    }
+
+    /// Where to resume: after the stream's last message (the authority), or after the
+    /// stored checkpoint when the stream has none.
+    async fn resume_point(
+        &self,
+        stream: &jetstream::stream::Stream,
+    ) -> Result<(Position, Option<String>), RelayError> {
+        let checkpoint = load_checkpoint(&self.pool, &self.stream.name()).await?;
+        let info = stream.get_info().await.map_err(nats)?;
+        let last_sequence = info.state.last_sequence;
+        if last_sequence == 0 {
+            return Ok((checkpoint.unwrap_or(Position::ZERO), None));
+        }
+        let last = stream.get_raw_message(last_sequence).await.map_err(nats)?;
+        let header = |name: &str| last.headers.get(name).map(|v| v.as_str().to_string());
+        let position = header(HEADER_POSITION)
+            .and_then(|p| p.parse::<Position>().ok())
+            .ok_or_else(|| {
+                nats(format!(
+                    "stream message {last_sequence} has no {HEADER_POSITION} header"
+                ))
+            })?;
+        let last_id = header("Nats-Msg-Id");
+        Ok((position.max(checkpoint.unwrap_or(Position::ZERO)), last_id))
+    }
+}
+
+fn headers(event: &StoredEvent) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_POSITION, event.position.to_string().as_str());
+    headers.insert(
+        HEADER_GLOBAL_POSITION,
+        event.global_position.to_string().as_str(),
+    );
+    headers.insert(HEADER_SEQUENCE, event.sequence.to_string().as_str());
+    headers.insert(HEADER_EVENT_TYPE, event.event_type.as_str());
+    headers.insert(HEADER_EVENT_VERSION, event.event_version.as_str());
+    for (header, key) in [
+        (HEADER_CORRELATION_ID, "correlation_id"),
+        (HEADER_PROJECT_ID, "project_id"),
+    ] {
+        if let Some(value) = event.metadata.get(key).and_then(|v| v.as_str()) {
+            headers.insert(header, value);
+        }
+    }
+    headers
+}
+
+async fn pause(shutdown: &CancellationToken, duration: Duration) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(duration) => {}
+    }
+}
+
+/// The relay's last acknowledged position for `stream`, if it ever published.
+pub async fn load_checkpoint(pool: &PgPool, stream: &str) -> Result<Option<Position>, StoreError> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT tx_id, global_position FROM relay_checkpoints WHERE stream = $1")
+            .bind(stream)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(tx, pos)| Position::new(tx as u64, pos)))
+}
+
+async fn save_checkpoint(
+    pool: &PgPool,
+    stream: &str,
+    position: Position,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO relay_checkpoints (stream, tx_id, global_position, updated_at) \
+         VALUES ($1, $2, $3, now()) \
+         ON CONFLICT (stream) DO UPDATE \
+            SET tx_id = EXCLUDED.tx_id, global_position = EXCLUDED.global_position, updated_at = now()",
+    )
+    .bind(stream)
+    .bind(position.tx_id as i64)
+    .bind(position.global_position)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! Errors of the projections boundary.
+
+use commandcenter_event_store::StoreError;
+
+/// What can stop a projection batch or a rebuild.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The event store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An event or a stored row does not deserialize.
+    #[error("cannot read {what}: {source}")]
+    Decode {
+        /// What was being read.
+        what: String,
+        /// Why it failed.
+        source: serde_json::Error,
+    },
+    /// NATS failed.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// No read model has this name.
+    #[error("unknown read model {0:?} (known: {known})", known = crate::READ_MODELS.join(", "))]
+    UnknownReadModel(String),
+}
+
+impl ProjectionError {
+    pub(crate) fn nats(err: impl std::fmt::Display) -> Self {
+        Self::Nats(err.to_string())
+    }
+}

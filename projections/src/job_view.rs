@@ -1,0 +1,268 @@
+//! `job_view` and `job_counts`: every field of each job plus `duration_seconds`,
+//! `is_terminal` and the cursor key `created_position`; and per (project, type, status)
+//! the number of jobs with the sum and count of their durations.
+//!
+//! Applied like `technology_view`: load the touched rows, fold the events with the
+//! domain's `Job::apply`, write rows, deletions and count deltas.
+
+use std::collections::HashMap;
+
+use commandcenter_domain::job::{Job, JobEvent, JobRecord};
+use commandcenter_event_store::{Position, StoredEvent};
+use cqrs_es::Aggregate;
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+
+use crate::{Change, ProjectionError, ReadModel};
+
+/// The job read model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobView;
+
+impl JobView {
+    /// Its name.
+    pub const NAME: &'static str = "job_view";
+}
+
+const UPSERT: &str = "\
+INSERT INTO job_view (id, project_id, job_type, status, progress, current_step, parameters, \
+    result, error, traceback, tags, created_by, attempts, max_attempts, scheduled_for, \
+    dispatched_at, worker_id, lease_until, cancel_requested, created_at, started_at, \
+    completed_at, updated_at, duration_seconds, is_terminal, version, position, created_position) \
+SELECT id, project_id, job_type, status, progress, current_step, parameters, \
+    result, error, traceback, tags, created_by, attempts, max_attempts, scheduled_for, \
+    dispatched_at, worker_id, lease_until, cancel_requested, created_at, started_at, \
+    completed_at, updated_at, duration_seconds, is_terminal, version, position, created_position \
+  FROM jsonb_populate_recordset(NULL::job_view, $1) \
+ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, job_type = EXCLUDED.job_type, \
+    status = EXCLUDED.status, progress = EXCLUDED.progress, current_step = EXCLUDED.current_step, \
+    parameters = EXCLUDED.parameters, result = EXCLUDED.result, error = EXCLUDED.error, \
+    traceback = EXCLUDED.traceback, tags = EXCLUDED.tags, created_by = EXCLUDED.created_by, \
+    attempts = EXCLUDED.attempts, max_attempts = EXCLUDED.max_attempts, \
+    scheduled_for = EXCLUDED.scheduled_for, dispatched_at = EXCLUDED.dispatched_at, \
+    worker_id = EXCLUDED.worker_id, lease_until = EXCLUDED.lease_until, \
+    cancel_requested = EXCLUDED.cancel_requested, created_at = EXCLUDED.created_at, \
+    started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, \
+    updated_at = EXCLUDED.updated_at, duration_seconds = EXCLUDED.duration_seconds, \
+    is_terminal = EXCLUDED.is_terminal, version = EXCLUDED.version, \
+    position = EXCLUDED.position, created_position = EXCLUDED.created_position";
+
+const COUNTS: &str = "\
+INSERT INTO job_counts AS c (project_id, job_type, status, n, duration_sum_us, duration_n) \
+SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[]) \
+ON CONFLICT (project_id, job_type, status) DO UPDATE \
+   SET n = c.n + EXCLUDED.n, duration_sum_us = c.duration_sum_us + EXCLUDED.duration_sum_us, \
+       duration_n = c.duration_n + EXCLUDED.duration_n";
+
+/// A job's group in `job_counts`.
+type CountKey = (i64, String, String);
+
+/// How one job adds to `job_counts`: its group, and its duration if it has one.
+fn contribution(record: &JobRecord) -> (CountKey, Option<i64>) {
+    let key = (
+        record.project_id.get(),
+        record.job_type.as_str().to_string(),
+        record.status.as_str().to_string(),
+    );
+    (key, duration_us(record))
+}
+
+/// `completed_at - started_at` of a finished job that ran, in microseconds.
+fn duration_us(record: &JobRecord) -> Option<i64> {
+    if !record.status.is_terminal() {
+        return None;
+    }
+    let (started, completed) = (record.started_at?, record.completed_at?);
+    (completed - started).num_microseconds()
+}
+
+/// `completed_at - started_at` of a finished job that ran, in seconds.
+pub fn duration_seconds(record: &JobRecord) -> Option<f64> {
+    duration_us(record).map(|us| us as f64 / 1e6)
+}
+
+#[derive(Default)]
+struct Delta {
+    n: i64,
+    duration_sum_us: i64,
+    duration_n: i64,
+}
+
+impl Delta {
+    fn add(&mut self, sign: i64, duration_us: Option<i64>) {
+        self.n += sign;
+        if let Some(us) = duration_us {
+            self.duration_sum_us += sign * us;
+            self.duration_n += sign;
+        }
+    }
+}
+
+struct Entry {
+    state: Job,
+    counted_before: Option<(CountKey, Option<i64>)>,
+    version: i64,
+    position: Position,
+    created_position: Position,
+    correlation_id: Option<String>,
+}
+
+fn row(record: &JobRecord, entry: &Entry) -> Result<Value, ProjectionError> {
+    let mut row = serde_json::to_value(record).map_err(|source| ProjectionError::Decode {
+        what: format!("job {}", record.id),
+        source,
+    })?;
+    row["duration_seconds"] = json!(duration_seconds(record));
+    row["is_terminal"] = json!(record.status.is_terminal());
+    row["version"] = json!(entry.version);
+    row["position"] = json!(entry.position);
+    row["created_position"] = json!(entry.created_position);
+    Ok(row)
+}
+
+fn position_field(value: &Value, field: &str) -> Position {
+    value[field]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(Position::ZERO)
+}
+
+impl ReadModel for JobView {
+    const NAME: &'static str = JobView::NAME;
+    const AGGREGATE_TYPE: &'static str = "job";
+    const TABLES: &'static [&'static str] = &["job_view", "job_counts"];
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<Vec<Change>, ProjectionError> {
+        let mut ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let stored: Vec<(String, Value)> =
+            sqlx::query_as("SELECT id, to_jsonb(j) FROM job_view j WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut entries: HashMap<String, Entry> = HashMap::with_capacity(ids.len());
+        for (id, value) in stored {
+            let version = value["version"].as_i64().unwrap_or_default();
+            let position = position_field(&value, "position");
+            let created_position = position_field(&value, "created_position");
+            let record: JobRecord =
+                serde_json::from_value(value).map_err(|source| ProjectionError::Decode {
+                    what: format!("job_view row {id}"),
+                    source,
+                })?;
+            let entry = Entry {
+                counted_before: Some(contribution(&record)),
+                state: Job::Live(Box::new(record)),
+                version,
+                position,
+                created_position,
+                correlation_id: None,
+            };
+            entries.insert(id, entry);
+        }
+        for event in events {
+            let payload: JobEvent =
+                serde_json::from_value(event.payload.clone()).map_err(|source| {
+                    ProjectionError::Decode {
+                        what: format!("event {} of job {}", event.sequence, event.aggregate_id),
+                        source,
+                    }
+                })?;
+            let entry = entries
+                .entry(event.aggregate_id.clone())
+                .or_insert_with(|| Entry {
+                    state: Job::NotCreated,
+                    counted_before: None,
+                    version: 0,
+                    position: Position::ZERO,
+                    created_position: event.position,
+                    correlation_id: None,
+                });
+            entry.state.apply(payload);
+            entry.version = event.sequence;
+            entry.position = event.position;
+            entry.correlation_id = event.metadata["correlation_id"]
+                .as_str()
+                .map(str::to_string);
+        }
+
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        let mut deltas: HashMap<CountKey, Delta> = HashMap::new();
+        let mut changes = Vec::with_capacity(entries.len());
+        for (id, entry) in &entries {
+            if entry.version == 0 {
+                continue;
+            }
+            if let Some((key, duration)) = &entry.counted_before {
+                deltas.entry(key.clone()).or_default().add(-1, *duration);
+            }
+            let project_id = entry.state.record().map_or(0, |r| r.project_id.get());
+            let change_row = match &entry.state {
+                Job::Live(record) => {
+                    let (key, duration) = contribution(record);
+                    deltas.entry(key).or_default().add(1, duration);
+                    let value = row(record, entry)?;
+                    upserts.push(value.clone());
+                    Some(value)
+                }
+                Job::Deleted(_) | Job::NotCreated => {
+                    deletes.push(id.clone());
+                    None
+                }
+            };
+            changes.push(Change {
+                view: Self::NAME,
+                project_id,
+                id: id.clone(),
+                position: entry.position,
+                correlation_id: entry.correlation_id.clone(),
+                deleted: change_row.is_none(),
+                row: change_row,
+            });
+        }
+        if !upserts.is_empty() {
+            sqlx::query(UPSERT)
+                .bind(Value::Array(upserts))
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !deletes.is_empty() {
+            sqlx::query("DELETE FROM job_view WHERE id = ANY($1)")
+                .bind(&deletes)
+                .execute(&mut *conn)
+                .await?;
+        }
+        deltas.retain(|_, d| d.n != 0 || d.duration_n != 0 || d.duration_sum_us != 0);
+        if !deltas.is_empty() {
+            let mut columns = (vec![], vec![], vec![], vec![], vec![], vec![]);
+            for ((project, job_type, status), d) in deltas {
+                columns.0.push(project);
+                columns.1.push(job_type);
+                columns.2.push(status);
+                columns.3.push(d.n);
+                columns.4.push(d.duration_sum_us);
+                columns.5.push(d.duration_n);
+            }
+            sqlx::query(COUNTS)
+                .bind(&columns.0)
+                .bind(&columns.1)
+                .bind(&columns.2)
+                .bind(&columns.3)
+                .bind(&columns.4)
+                .bind(&columns.5)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM job_counts WHERE n = 0")
+                .execute(&mut *conn)
+                .await?;
+        }
+        changes.sort_by_key(|c| c.position);
+        Ok(changes)
+    }
+}

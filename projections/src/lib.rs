@@ -1,0 +1,39 @@
+//! Read models and the projector runtime that keeps them.
+//!
+//! Each read model ([`ReadModel`]) is a set of plain PostgreSQL tables a list query can
+//! serve with one indexed read: denormalized rows, precomputed counts and indexed
+//! cursor keys. The [`Projector`] feeds one read model from a durable JetStream pull
+//! consumer; [`rebuild`] replays it from the event store into shadow tables and swaps
+//! them in.
+//!
+//! Invariants:
+//! - a batch of events and the read model's checkpoint commit in one transaction, and
+//!   are acknowledged to JetStream only after that commit;
+//! - events at or below the checkpoint are skipped, so redelivery never applies an event
+//!   twice: every event is applied exactly once in effect;
+//! - one projector per read model is active (advisory lock); every apply transaction
+//!   also takes the read model's apply lock, which is how a rebuild pauses it for the
+//!   swap.
+
+mod checkpoint;
+mod error;
+mod job_view;
+mod notify;
+mod projector;
+mod read_model;
+mod rebuild;
+mod status;
+mod technology_view;
+
+pub use checkpoint::{load_checkpoint, save_checkpoint};
+pub use error::ProjectionError;
+pub use job_view::JobView;
+pub use notify::{view_subject, Change};
+pub use projector::{Projector, ProjectorConfig};
+pub use read_model::{apply_lock_name, ReadModel};
+pub use rebuild::{rebuild, RebuildReport};
+pub use status::{status, LagStatus, StatusReport};
+pub use technology_view::TechnologyView;
+
+/// The names of every read model, for the CLI.
+pub const READ_MODELS: &[&str] = &[TechnologyView::NAME, JobView::NAME];

@@ -1,0 +1,183 @@
+//! `projections rebuild NAME`: replays a read model from the event store (not NATS) into
+//! shadow tables, then swaps them in — readers never see a half-built view.
+//!
+//! 1. Shadow tables are created in schema `cc_rebuild_<name>` as copies of the live
+//!    tables' definitions (`LIKE … INCLUDING ALL`).
+//! 2. Events are read from the gap-safe feed in large batches; each batch is applied in
+//!    its own short transaction with `search_path` pointing at the shadow schema (a long
+//!    write transaction would hold back the relay for everyone).
+//! 3. When the feed is exhausted, one transaction takes the read model's apply lock
+//!    (pausing its live projector between batches), applies the events the live
+//!    projector had already applied beyond the rebuild's position, replaces the live
+//!    tables with the shadow ones and sets the checkpoint. The live projector resumes
+//!    from there, skipping what the rebuild applied.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use commandcenter_event_store::{lock_key, read_feed_of, read_range, Position};
+use indicatif::{ProgressBar, ProgressStyle};
+use sqlx::{PgConnection, PgPool};
+
+use crate::checkpoint::{load_checkpoint, save_checkpoint};
+use crate::read_model::apply_lock_name;
+use crate::{ProjectionError, ReadModel};
+
+/// What a rebuild did.
+#[derive(Debug, Clone)]
+pub struct RebuildReport {
+    /// The read model.
+    pub name: &'static str,
+    /// Events applied.
+    pub events: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// The checkpoint after the swap.
+    pub position: Position,
+}
+
+impl RebuildReport {
+    /// Events applied per second.
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Quotes an identifier for DDL. Names come from the read models' constants, never
+/// from input; quoting keeps even those honest.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn shadow_schema<M: ReadModel>() -> String {
+    format!("cc_rebuild_{}", M::NAME)
+}
+
+async fn use_shadow<M: ReadModel>(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    // SET LOCAL cannot take a bind parameter; set_config can.
+    sqlx::query("SELECT set_config('search_path', $1, true)")
+        .bind(format!("{}, public", ident(&shadow_schema::<M>())))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    }
+}
+
+/// Rebuilds read model `model` from the event store, reading `batch_size` events per
+/// transaction.
+pub async fn rebuild<M: ReadModel>(
+    pool: &PgPool,
+    model: &M,
+    batch_size: i64,
+) -> Result<RebuildReport, ProjectionError> {
+    let started = Instant::now();
+    let schema = ident(&shadow_schema::<M>());
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = $1")
+        .bind(M::AGGREGATE_TYPE)
+        .fetch_one(pool)
+        .await?;
+    let bar = progress_bar(u64::try_from(total).unwrap_or_default());
+    bar.set_message(format!("rebuilding {}", M::NAME));
+    tracing::info!(read_model = M::NAME, events = total, "rebuild started");
+
+    let mut ddl = pool.begin().await?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(&mut *ddl)
+        .await?;
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut *ddl)
+        .await?;
+    for table in M::TABLES {
+        let table = ident(table);
+        sqlx::query(&format!(
+            "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)"
+        ))
+        .execute(&mut *ddl)
+        .await?;
+    }
+    ddl.commit().await?;
+
+    let mut position = Position::ZERO;
+    let mut applied: u64 = 0;
+    let mut last_log = Instant::now();
+    loop {
+        let events = read_feed_of(pool, M::AGGREGATE_TYPE, position, batch_size).await?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            break;
+        };
+        let mut tx = pool.begin().await?;
+        use_shadow::<M>(&mut tx).await?;
+        model.apply(&mut tx, &events).await?;
+        tx.commit().await?;
+        position = last;
+        applied += events.len() as u64;
+        bar.inc(events.len() as u64);
+        if bar.is_hidden() && last_log.elapsed() >= Duration::from_secs(5) {
+            tracing::info!(read_model = M::NAME, applied, total, "rebuild progress");
+            last_log = Instant::now();
+        }
+    }
+
+    // The swap: pause the live projector, catch up to it, replace the tables.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(lock_key(&apply_lock_name(M::NAME)))
+        .execute(&mut *tx)
+        .await?;
+    let live = load_checkpoint(&mut tx, M::NAME).await?;
+    if live > position {
+        let behind = read_range(&mut tx, M::AGGREGATE_TYPE, position, live).await?;
+        if !behind.is_empty() {
+            use_shadow::<M>(&mut tx).await?;
+            model.apply(&mut tx, &behind).await?;
+            applied += behind.len() as u64;
+            bar.inc(behind.len() as u64);
+        }
+    }
+    let final_position = position.max(live);
+    for table in M::TABLES {
+        let table = ident(table);
+        sqlx::query(&format!("DROP TABLE public.{table}"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("ALTER TABLE {schema}.{table} SET SCHEMA public"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(&format!("DROP SCHEMA {schema}"))
+        .execute(&mut *tx)
+        .await?;
+    save_checkpoint(&mut tx, M::NAME, final_position).await?;
+    tx.commit().await?;
+    bar.finish_and_clear();
+
+    let report = RebuildReport {
+        name: M::NAME,
+        events: applied,
+        elapsed: started.elapsed(),
+        position: final_position,
+    };
+    tracing::info!(
+        read_model = M::NAME,
+        events = report.events,
+        seconds = report.elapsed.as_secs_f64(),
+        events_per_second = report.events_per_second() as u64,
+        "rebuild swapped in"
+    );
+    Ok(report)
+}

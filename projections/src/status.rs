@@ -1,0 +1,101 @@
+//! `projections status`: where the relay and each read model stand against the head of
+//! the event store, in events and in seconds.
+//!
+//! The head and the lag count every *committed* event, including those the gap-safe
+//! feed still holds back behind an open transaction: a stall shows as growing lag.
+
+use commandcenter_event_store::{load_relay_checkpoint, EventStream, Position};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::{JobView, ProjectionError, TechnologyView};
+
+/// How far one consumer of the event store is behind.
+#[derive(Debug, Clone, Serialize)]
+pub struct LagStatus {
+    /// `relay` or the read model's name.
+    pub name: String,
+    /// Its position (absent before its first event).
+    pub checkpoint: Option<Position>,
+    /// Committed events it has not processed yet.
+    pub lag_events: i64,
+    /// Age of the oldest of those, in seconds (0 when caught up).
+    pub lag_seconds: f64,
+}
+
+/// The whole picture.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// Position of the newest committed event.
+    pub head: Option<Position>,
+    /// Committed events in the store.
+    pub events: i64,
+    /// The relay to `stream`.
+    pub relay: LagStatus,
+    /// Each read model.
+    pub projections: Vec<LagStatus>,
+}
+
+async fn lag(
+    pool: &PgPool,
+    name: &str,
+    checkpoint: Option<Position>,
+    aggregate_type: Option<&str>,
+) -> Result<LagStatus, ProjectionError> {
+    let from = checkpoint.unwrap_or(Position::ZERO);
+    let (lag_events, lag_seconds): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), extract(epoch FROM now() - min(recorded_at))::float8 FROM events \
+          WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+            AND ($3::text IS NULL OR aggregate_type = $3)",
+    )
+    .bind(from.tx_id_text())
+    .bind(from.global_position)
+    .bind(aggregate_type)
+    .fetch_one(pool)
+    .await?;
+    Ok(LagStatus {
+        name: name.to_string(),
+        checkpoint,
+        lag_events,
+        lag_seconds: lag_seconds.unwrap_or(0.0).max(0.0),
+    })
+}
+
+async fn projection_checkpoint(
+    pool: &PgPool,
+    name: &str,
+) -> Result<Option<Position>, ProjectionError> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT tx_id, global_position FROM projection_checkpoints WHERE projection = $1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(tx, pos)| Position::new(tx as u64, pos)))
+}
+
+/// Reads the status of the relay to `stream` and of every read model.
+pub async fn status(pool: &PgPool, stream: &EventStream) -> Result<StatusReport, ProjectionError> {
+    let head: Option<(String, i64)> = sqlx::query_as(
+        "SELECT tx_id::text, global_position FROM events ORDER BY tx_id DESC, global_position DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let head = head.and_then(|(tx, pos)| tx.parse().ok().map(|tx| Position::new(tx, pos)));
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await?;
+    let relay_checkpoint = load_relay_checkpoint(pool, &stream.name()).await?;
+    let relay = lag(pool, "relay", relay_checkpoint, None).await?;
+    let mut projections = Vec::new();
+    for (name, aggregate_type) in [(TechnologyView::NAME, "technology"), (JobView::NAME, "job")] {
+        let checkpoint = projection_checkpoint(pool, name).await?;
+        projections.push(lag(pool, name, checkpoint, Some(aggregate_type)).await?);
+    }
+    Ok(StatusReport {
+        head,
+        events,
+        relay,
+        projections,
+    })
+}

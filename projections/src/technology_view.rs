@@ -1,0 +1,232 @@
+//! `technology_view` and `technology_counts`: every field of each live technology,
+//! flattened, and the number of technologies per (project, domain, status).
+//!
+//! A batch is applied by loading the touched rows, folding the events into them with
+//! the domain's own `Technology::apply` (so the view cannot disagree with the aggregate),
+//! then writing the rows, the deletions and the count deltas in three statements.
+
+use std::collections::HashMap;
+
+use commandcenter_domain::technology::{Technology, TechnologyEvent, TechnologyRecord};
+use commandcenter_event_store::{Position, StoredEvent};
+use cqrs_es::Aggregate;
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+
+use crate::{Change, ProjectionError, ReadModel};
+
+/// The technology read model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TechnologyView;
+
+impl TechnologyView {
+    /// Its name.
+    pub const NAME: &'static str = "technology_view";
+}
+
+/// Columns written from the row JSON (everything but the generated `search`).
+const UPSERT: &str = "\
+INSERT INTO technology_view (id, project_id, title, vendor, domain, status, relevance_score, \
+    priority, description, notes, use_cases, documentation_url, repository_url, website_url, tags, \
+    latency_ms, throughput_qps, integration_difficulty, integration_time_estimate_days, \
+    maturity_level, stability_score, cost_tier, cost_monthly_usd, dependencies, alternatives, \
+    created_at, updated_at, version, position) \
+SELECT id, project_id, title, vendor, domain, status, relevance_score, \
+    priority, description, notes, use_cases, documentation_url, repository_url, website_url, tags, \
+    latency_ms, throughput_qps, integration_difficulty, integration_time_estimate_days, \
+    maturity_level, stability_score, cost_tier, cost_monthly_usd, dependencies, alternatives, \
+    created_at, updated_at, version, position \
+  FROM jsonb_populate_recordset(NULL::technology_view, $1) \
+ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, title = EXCLUDED.title, \
+    vendor = EXCLUDED.vendor, domain = EXCLUDED.domain, status = EXCLUDED.status, \
+    relevance_score = EXCLUDED.relevance_score, priority = EXCLUDED.priority, \
+    description = EXCLUDED.description, notes = EXCLUDED.notes, use_cases = EXCLUDED.use_cases, \
+    documentation_url = EXCLUDED.documentation_url, repository_url = EXCLUDED.repository_url, \
+    website_url = EXCLUDED.website_url, tags = EXCLUDED.tags, latency_ms = EXCLUDED.latency_ms, \
+    throughput_qps = EXCLUDED.throughput_qps, integration_difficulty = EXCLUDED.integration_difficulty, \
+    integration_time_estimate_days = EXCLUDED.integration_time_estimate_days, \
+    maturity_level = EXCLUDED.maturity_level, stability_score = EXCLUDED.stability_score, \
+    cost_tier = EXCLUDED.cost_tier, cost_monthly_usd = EXCLUDED.cost_monthly_usd, \
+    dependencies = EXCLUDED.dependencies, alternatives = EXCLUDED.alternatives, \
+    created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
+    version = EXCLUDED.version, position = EXCLUDED.position";
+
+const COUNTS: &str = "\
+INSERT INTO technology_counts AS c (project_id, domain, status, n) \
+SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[]) \
+ON CONFLICT (project_id, domain, status) DO UPDATE SET n = c.n + EXCLUDED.n";
+
+/// A technology's group in `technology_counts`.
+type CountKey = (i64, String, String);
+
+fn count_key(record: &TechnologyRecord) -> CountKey {
+    (
+        record.project_id.get(),
+        record.fields.domain.as_str().to_string(),
+        record.fields.status.as_str().to_string(),
+    )
+}
+
+/// A touched technology while a batch is folded.
+struct Entry {
+    state: Technology,
+    counted_before: Option<CountKey>,
+    version: i64,
+    position: Position,
+    correlation_id: Option<String>,
+}
+
+/// The row JSON of a live technology: the record's fields plus version and position.
+fn row(
+    record: &TechnologyRecord,
+    version: i64,
+    position: Position,
+) -> Result<Value, ProjectionError> {
+    let mut row = serde_json::to_value(record).map_err(|source| ProjectionError::Decode {
+        what: format!("technology {}", record.id),
+        source,
+    })?;
+    row["version"] = json!(version);
+    row["position"] = json!(position);
+    Ok(row)
+}
+
+impl ReadModel for TechnologyView {
+    const NAME: &'static str = TechnologyView::NAME;
+    const AGGREGATE_TYPE: &'static str = "technology";
+    const TABLES: &'static [&'static str] = &["technology_view", "technology_counts"];
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Result<Vec<Change>, ProjectionError> {
+        let mut ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let stored: Vec<(String, Value)> = sqlx::query_as(
+            "SELECT id, to_jsonb(t) - 'search' FROM technology_view t WHERE id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut entries: HashMap<String, Entry> = HashMap::with_capacity(ids.len());
+        for (id, value) in stored {
+            let version = value["version"].as_i64().unwrap_or_default();
+            let position = value["position"]
+                .as_str()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(Position::ZERO);
+            let record: TechnologyRecord =
+                serde_json::from_value(value).map_err(|source| ProjectionError::Decode {
+                    what: format!("technology_view row {id}"),
+                    source,
+                })?;
+            let entry = Entry {
+                counted_before: Some(count_key(&record)),
+                state: Technology::Live(record),
+                version,
+                position,
+                correlation_id: None,
+            };
+            entries.insert(id, entry);
+        }
+        for event in events {
+            let payload: TechnologyEvent =
+                serde_json::from_value(event.payload.clone()).map_err(|source| {
+                    ProjectionError::Decode {
+                        what: format!(
+                            "event {} of technology {}",
+                            event.sequence, event.aggregate_id
+                        ),
+                        source,
+                    }
+                })?;
+            let entry = entries
+                .entry(event.aggregate_id.clone())
+                .or_insert_with(|| Entry {
+                    state: Technology::NotCreated,
+                    counted_before: None,
+                    version: 0,
+                    position: Position::ZERO,
+                    correlation_id: None,
+                });
+            entry.state.apply(payload);
+            entry.version = event.sequence;
+            entry.position = event.position;
+            entry.correlation_id = event.metadata["correlation_id"]
+                .as_str()
+                .map(str::to_string);
+        }
+
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        let mut deltas: HashMap<CountKey, i64> = HashMap::new();
+        let mut changes = Vec::with_capacity(entries.len());
+        for (id, entry) in entries {
+            if entry.version == 0 {
+                continue;
+            }
+            if let Some(key) = &entry.counted_before {
+                *deltas.entry(key.clone()).or_default() -= 1;
+            }
+            let project_id = entry.state.record().map_or(0, |r| r.project_id.get());
+            let change_row = match &entry.state {
+                Technology::Live(record) => {
+                    *deltas.entry(count_key(record)).or_default() += 1;
+                    let value = row(record, entry.version, entry.position)?;
+                    upserts.push(value.clone());
+                    Some(value)
+                }
+                Technology::Deleted(_) | Technology::NotCreated => {
+                    deletes.push(id.clone());
+                    None
+                }
+            };
+            changes.push(Change {
+                view: Self::NAME,
+                project_id,
+                id,
+                position: entry.position,
+                correlation_id: entry.correlation_id,
+                deleted: change_row.is_none(),
+                row: change_row,
+            });
+        }
+        if !upserts.is_empty() {
+            sqlx::query(UPSERT)
+                .bind(Value::Array(upserts))
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !deletes.is_empty() {
+            sqlx::query("DELETE FROM technology_view WHERE id = ANY($1)")
+                .bind(&deletes)
+                .execute(&mut *conn)
+                .await?;
+        }
+        deltas.retain(|_, n| *n != 0);
+        if !deltas.is_empty() {
+            let (mut projects, mut domains, mut statuses, mut ns) =
+                (vec![], vec![], vec![], vec![]);
+            for ((project, domain, status), n) in deltas {
+                projects.push(project);
+                domains.push(domain);
+                statuses.push(status);
+                ns.push(n);
+            }
+            sqlx::query(COUNTS)
+                .bind(&projects)
+                .bind(&domains)
+                .bind(&statuses)
+                .bind(&ns)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM technology_counts WHERE n = 0")
+                .execute(&mut *conn)
+                .await?;
+        }
+        changes.sort_by_key(|c| c.position);
+        Ok(changes)
+    }
+}

@@ -1,0 +1,625 @@
+//! Relay and projections end to end: every event reaches JetStream once, in feed order,
+//! and the read models with their counts, exactly once in effect, across crashes.
+
+use std::time::Duration;
+
+use commandcenter_event_store::{
+    AppendSignal, EventStore, EventStream, NewEvent, Relay, RelayConfig,
+};
+use commandcenter_projections::{rebuild, JobView, Projector, ProjectorConfig, TechnologyView};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{nats_url, spawn_app, spawn_app_with, TestApp};
+
+/// The rows of `table` as JSON, ordered by their first column.
+pub async fn rows(app: &TestApp, table: &str) -> Vec<Value> {
+    let sql = match table {
+        "technology_view" => "SELECT to_jsonb(t) FROM technology_view t ORDER BY id",
+        "technology_counts" => {
+            "SELECT to_jsonb(t) FROM technology_counts t ORDER BY project_id, domain, status"
+        }
+        "job_view" => "SELECT to_jsonb(t) FROM job_view t ORDER BY id",
+        "job_counts" => {
+            "SELECT to_jsonb(t) FROM job_counts t ORDER BY project_id, job_type, status"
+        }
+        other => panic!("no such table {other}"),
+    };
+    sqlx::query_scalar(sql).fetch_all(&app.pool).await.unwrap()
+}
+
+/// Asserts the counts tables equal a `GROUP BY` over the views.
+pub async fn assert_counts_match_views(app: &TestApp) {
+    let mismatches: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ( \
+           (SELECT project_id, domain, status, n FROM technology_counts \
+            EXCEPT SELECT project_id, domain, status, count(*) FROM technology_view GROUP BY 1, 2, 3) \
+           UNION ALL \
+           (SELECT project_id, domain, status, count(*) FROM technology_view GROUP BY 1, 2, 3 \
+            EXCEPT SELECT project_id, domain, status, n FROM technology_counts)) d",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        mismatches, 0,
+        "technology_counts equals COUNT(*) GROUP BY over technology_view"
+    );
+    let mismatches: i64 = sqlx::query_scalar(
+        "WITH truth AS ( \
+           SELECT project_id, job_type, status, count(*) AS n, \
+                  coalesce(sum(round(duration_seconds * 1e6)), 0)::bigint AS duration_sum_us, \
+                  count(duration_seconds) AS duration_n \
+             FROM job_view GROUP BY 1, 2, 3) \
+         SELECT count(*) FROM ( \
+           (SELECT project_id, job_type, status, n, duration_sum_us, duration_n FROM job_counts EXCEPT SELECT * FROM truth) \
+           UNION ALL \
+           (SELECT * FROM truth EXCEPT SELECT project_id, job_type, status, n, duration_sum_us, duration_n FROM job_counts)) d",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        mismatches, 0,
+        "job_counts equals COUNT(*) GROUP BY over job_view"
+    );
+}
+
+#[tokio::test]
+async fn commands_reach_the_views_counts_and_change_announcements() {
+    let app = spawn_app().await;
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let mut changes = client
+        .subscribe(format!("{}.views.>", app.nats.prefix))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+
+    let tech = app.create_technology("Projected").await;
+    let id = tech["id"].as_str().unwrap();
+    let updated: Value = app
+        .patch(
+            &format!("/api/v1/technologies/{id}"),
+            &json!({"status": "research", "tags": ["a", "b"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let job = app.create_job().await;
+    let job_path = format!("/api/v1/jobs/{}", job["id"].as_str().unwrap());
+    app.post(&format!("{job_path}/dispatch"), &json!({})).await;
+    app.patch(&job_path, &json!({"status": "running"})).await;
+    let done: Value = app
+        .patch(
+            &job_path,
+            &json!({"status": "completed", "result": {"ok": true}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.wait_caught_up().await;
+
+    let view: Value = sqlx::query_scalar("SELECT to_jsonb(t) FROM technology_view t WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "research");
+    assert_eq!(view["tags"], json!(["a", "b"]));
+    assert_eq!(view["version"], updated["version"]);
+    assert_eq!(
+        view["version"], 3,
+        "the edit and the status change are two events"
+    );
+    assert_eq!(view["position"], updated["position"]);
+    let job_row: Value = sqlx::query_scalar("SELECT to_jsonb(j) FROM job_view j WHERE id = $1")
+        .bind(job["id"].as_str().unwrap())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(job_row["status"], "completed");
+    assert_eq!(job_row["is_terminal"], true);
+    assert_eq!(job_row["position"], done["position"]);
+    assert_eq!(job_row["created_position"], job["position"]);
+    assert!(job_row["duration_seconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(
+        rows(&app, "technology_counts").await,
+        vec![json!({"project_id": 1, "domain": "other", "status": "research", "n": 1})]
+    );
+    assert_counts_match_views(&app).await;
+
+    // Every changed row was announced after its commit, with its position.
+    let mut announced = Vec::new();
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(5), changes.next()).await
+    {
+        let change: Value = serde_json::from_slice(&message.payload).unwrap();
+        announced.push((message.subject.to_string(), change));
+        if announced
+            .iter()
+            .any(|(_, c)| c["position"] == done["position"])
+        {
+            break;
+        }
+    }
+    let tech_change = announced
+        .iter()
+        .find(|(_, c)| c["position"] == updated["position"])
+        .expect("the technology update was announced");
+    assert_eq!(
+        tech_change.0,
+        format!("{}.views.technology_view.1.{id}", app.nats.prefix)
+    );
+    assert_eq!(tech_change.1["row"]["status"], "research");
+}
+
+#[tokio::test]
+async fn deleting_removes_rows_and_counts() {
+    let app = spawn_app().await;
+    let tech = app.create_technology("Short-lived").await;
+    app.create_technology("Stays").await;
+    app.delete(&format!(
+        "/api/v1/technologies/{}",
+        tech["id"].as_str().unwrap()
+    ))
+    .await;
+    let job = app.create_job().await;
+    app.delete(&format!("/api/v1/jobs/{}", job["id"].as_str().unwrap()))
+        .await;
+    app.wait_caught_up().await;
+    assert_eq!(rows(&app, "technology_view").await.len(), 1);
+    assert!(rows(&app, "job_view").await.is_empty());
+    assert!(
+        rows(&app, "job_counts").await.is_empty(),
+        "groups that reach zero are removed"
+    );
+    assert_counts_match_views(&app).await;
+}
+
+fn event(n: u32) -> NewEvent {
+    NewEvent {
+        event_type: "TechnologyDeleted".into(),
+        event_version: "1.0".into(),
+        payload: json!({"TechnologyDeleted": {"at": format!("2026-11-29T00:00:{:02}Z", n % 60)}}),
+    }
+}
+
+async fn relay_task(app: &TestApp) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let relay = Relay::new(
+        app.pool.clone(),
+        AppendSignal::local(),
+        client,
+        EventStream::new(&app.nats.prefix),
+        RelayConfig::default(),
+    );
+    let token = CancellationToken::new();
+    let handle = tokio::spawn(relay.run(token.clone()));
+    (token, handle)
+}
+
+fn positions(events: &[commandcenter_event_store::StoredEvent]) -> Vec<String> {
+    events.iter().map(|e| e.position.to_string()).collect()
+}
+
+async fn assert_stream_equals_feed(app: &TestApp, expected: usize) {
+    let feed = app.feed_until(&"0".repeat(32), expected).await;
+    assert_eq!(feed.len(), expected);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut stream = app.stream_events().await;
+    while stream.len() < expected && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stream = app.stream_events().await;
+    }
+    let feed_positions: Vec<String> = feed
+        .iter()
+        .map(|e| e["position"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        positions(&stream),
+        feed_positions,
+        "the stream holds every event once, in feed order"
+    );
+}
+
+#[tokio::test]
+async fn relay_restarted_after_publishing_but_before_its_checkpoint_duplicates_nothing() {
+    let app = spawn_app_with(|args| {
+        args.no_relay = true;
+        args.no_projectors = true;
+    })
+    .await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local());
+    for i in 0..30 {
+        let mut tx = store.begin().await.unwrap();
+        store
+            .append(
+                &mut tx,
+                "technology",
+                &format!("t{i}"),
+                0,
+                &[event(i)],
+                &json!({}),
+            )
+            .await
+            .unwrap();
+        store.commit(tx).await.unwrap();
+    }
+    let (token, handle) = relay_task(&app).await;
+    assert_stream_equals_feed(&app, 30).await;
+    token.cancel();
+    handle.await.unwrap();
+    // The crash window: everything published, the checkpoint lost.
+    sqlx::query("DELETE FROM relay_checkpoints")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    for i in 30..45 {
+        let mut tx = store.begin().await.unwrap();
+        store
+            .append(
+                &mut tx,
+                "technology",
+                &format!("t{i}"),
+                0,
+                &[event(i)],
+                &json!({}),
+            )
+            .await
+            .unwrap();
+        store.commit(tx).await.unwrap();
+    }
+    let (token, handle) = relay_task(&app).await;
+    assert_stream_equals_feed(&app, 45).await;
+    token.cancel();
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn relay_killed_at_random_moments_loses_and_doubles_nothing() {
+    let app = spawn_app_with(|args| {
+        args.no_relay = true;
+        args.no_projectors = true;
+    })
+    .await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local());
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..300u32 {
+                let mut tx = store.begin().await.unwrap();
+                store
+                    .append(
+                        &mut tx,
+                        "technology",
+                        &format!("w{i}"),
+                        0,
+                        &[event(i)],
+                        &json!({}),
+                    )
+                    .await
+                    .unwrap();
+                store.commit(tx).await.unwrap();
+                if i % 10 == 0 {
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+            }
+        })
+    };
+    for round in 0..8u64 {
+        let (_token, handle) = relay_task(&app).await;
+        tokio::time::sleep(Duration::from_millis(20 + (round * 37) % 90)).await;
+        // Killed: no clean-up, wherever it was (mid-publish, before its checkpoint...).
+        handle.abort();
+        let _ = handle.await;
+    }
+    writer.await.unwrap();
+    let (token, handle) = relay_task(&app).await;
+    assert_stream_equals_feed(&app, 300).await;
+    token.cancel();
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_writers_with_inversions_reach_the_stream_in_feed_order() {
+    let app = spawn_app().await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local());
+    // The transaction-id inversion: A takes its id first, B draws the smaller position,
+    // A commits while B is open.
+    let mut a = store.begin().await.unwrap();
+    sqlx::query("INSERT INTO unique_claims (scope, key, owner_id) VALUES ('test', 'a', 'a')")
+        .execute(&mut *a)
+        .await
+        .unwrap();
+    let mut b = store.begin().await.unwrap();
+    store
+        .append(&mut b, "technology", "b", 0, &[event(1)], &json!({}))
+        .await
+        .unwrap();
+    store
+        .append(&mut a, "technology", "a", 0, &[event(2)], &json!({}))
+        .await
+        .unwrap();
+    store.commit(a).await.unwrap();
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..8u32 {
+        let store = store.clone();
+        writers.spawn(async move {
+            for i in 0..20u32 {
+                let mut tx = store.begin().await.unwrap();
+                store
+                    .append(
+                        &mut tx,
+                        "technology",
+                        &format!("w{w}-{i}"),
+                        0,
+                        &[event(i)],
+                        &json!({}),
+                    )
+                    .await
+                    .unwrap();
+                if (w + i) % 5 == 0 {
+                    tokio::time::sleep(Duration::from_millis(u64::from(w) * 3)).await;
+                }
+                store.commit(tx).await.unwrap();
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store.commit(b).await.unwrap();
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    assert_stream_equals_feed(&app, 162).await;
+}
+
+#[tokio::test]
+async fn a_long_open_transaction_delays_publication_visibly_and_loses_nothing() {
+    let app = spawn_app().await;
+    app.create_technology("Before").await;
+    app.wait_caught_up().await;
+    // Someone holds a write transaction open.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO unique_claims (scope, key, owner_id) VALUES ('test', 'hold', 'x')")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    for i in 0..5 {
+        app.create_technology(&format!("Held {i}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stalled = commandcenter_projections::status(&app.pool, &app.nats.stream())
+        .await
+        .unwrap();
+    assert_eq!(
+        stalled.relay.lag_events, 5,
+        "the stall is visible: {stalled:?}"
+    );
+    assert!(stalled.relay.lag_seconds > 0.0);
+    assert_eq!(
+        app.stream_events().await.len(),
+        1,
+        "nothing passes the open transaction"
+    );
+    blocker.rollback().await.unwrap();
+    let report = app.wait_caught_up().await;
+    assert_eq!(report.relay.lag_events, 0);
+    assert_eq!(app.stream_events().await.len(), 6);
+    assert_eq!(rows(&app, "technology_view").await.len(), 6);
+}
+
+#[tokio::test]
+async fn a_batch_redelivered_after_a_crash_changes_nothing() {
+    let app = spawn_app().await;
+    for i in 0..10 {
+        let tech = app.create_technology(&format!("T{i}")).await;
+        app.patch(
+            &format!("/api/v1/technologies/{}", tech["id"].as_str().unwrap()),
+            &json!({"priority": 5}),
+        )
+        .await;
+        app.create_job().await;
+    }
+    app.wait_caught_up().await;
+    let before = (
+        rows(&app, "technology_view").await,
+        rows(&app, "technology_counts").await,
+        rows(&app, "job_view").await,
+        rows(&app, "job_counts").await,
+    );
+    // Forget every acknowledgement: the consumers start over and redeliver everything,
+    // as after a crash between commit and ack.
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = app.nats.stream();
+    for name in [TechnologyView::NAME, JobView::NAME] {
+        js.delete_consumer_from_stream(
+            Projector::<TechnologyView>::consumer_name(&stream, name),
+            stream.name(),
+        )
+        .await
+        .unwrap();
+    }
+    // A fresh projector of each kind picks the redelivered batches up (the running ones
+    // lost their consumers and step down and back in too).
+    let token = CancellationToken::new();
+    let pool = app.pool.clone();
+    let tech = Projector::new(
+        TechnologyView,
+        pool.clone(),
+        js.client(),
+        stream.clone(),
+        ProjectorConfig::default(),
+    );
+    let jobs = Projector::new(
+        JobView,
+        pool,
+        js.client(),
+        stream.clone(),
+        ProjectorConfig::default(),
+    );
+    let handles = [
+        tokio::spawn(tech.run(token.clone())),
+        tokio::spawn(jobs.run(token.clone())),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut delivered = 0;
+        for name in [TechnologyView::NAME, JobView::NAME] {
+            let mut info = js
+                .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+                    Projector::<TechnologyView>::consumer_name(&stream, name),
+                    stream.name(),
+                )
+                .await;
+            if let Ok(consumer) = info.as_mut() {
+                let info = consumer.info().await.unwrap();
+                if info.num_pending == 0
+                    && info.num_ack_pending == 0
+                    && info.delivered.stream_sequence > 0
+                {
+                    delivered += 1;
+                }
+            }
+        }
+        if delivered == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "redelivery did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    token.cancel();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let after = (
+        rows(&app, "technology_view").await,
+        rows(&app, "technology_counts").await,
+        rows(&app, "job_view").await,
+        rows(&app, "job_counts").await,
+    );
+    assert_eq!(
+        before, after,
+        "views and counts unchanged by the redelivery"
+    );
+}
+
+async fn wait_rows(app: &TestApp, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while rows(app, "technology_view").await.len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "view did not reach {n} rows"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn advisory_locks_held(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+          WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn of_two_projectors_one_applies_and_the_other_takes_over() {
+    let app = spawn_app_with(|args| args.no_projectors = true).await;
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let stream = app.nats.stream();
+    let start = |token: CancellationToken| {
+        let projector = Projector::new(
+            TechnologyView,
+            app.pool.clone(),
+            client.clone(),
+            stream.clone(),
+            ProjectorConfig::default(),
+        );
+        tokio::spawn(projector.run(token))
+    };
+    let first_token = CancellationToken::new();
+    let second_token = CancellationToken::new();
+    let first = start(first_token.clone());
+    let second = start(second_token.clone());
+    app.create_technology("One").await;
+    wait_rows(&app, 1).await;
+    // The relay holds one lock, exactly one projector the other.
+    assert_eq!(advisory_locks_held(&app).await, 2);
+    // Stop whichever is active: the one whose task ends when cancelled while holding it.
+    first_token.cancel();
+    first.await.unwrap();
+    app.create_technology("Two").await;
+    wait_rows(&app, 2).await;
+    second_token.cancel();
+    second.await.unwrap();
+    assert_counts_match_views(&app).await;
+}
+
+#[tokio::test]
+async fn status_and_rebuild_of_an_unknown_read_model() {
+    let app = spawn_app().await;
+    app.create_technology("Status").await;
+    let report = app.wait_caught_up().await;
+    assert_eq!(report.events, 1);
+    assert_eq!(report.head, report.relay.checkpoint);
+    let tech = report
+        .projections
+        .iter()
+        .find(|p| p.name == "technology_view")
+        .unwrap();
+    assert_eq!(tech.checkpoint, report.head);
+    assert_eq!(tech.lag_events, 0);
+    let err = commandcenter_projections::ProjectionError::UnknownReadModel("nope".into());
+    assert!(err.to_string().contains("technology_view"));
+}
+
+#[tokio::test]
+async fn rebuild_while_live_swaps_in_an_equal_view() {
+    let app = spawn_app().await;
+    for i in 0..40 {
+        let tech = app.create_technology(&format!("R{i}")).await;
+        if i % 3 == 0 {
+            app.patch(
+                &format!("/api/v1/technologies/{}", tech["id"].as_str().unwrap()),
+                &json!({"status": "evaluation"}),
+            )
+            .await;
+        }
+        if i % 7 == 0 {
+            app.delete(&format!(
+                "/api/v1/technologies/{}",
+                tech["id"].as_str().unwrap()
+            ))
+            .await;
+        }
+    }
+    app.wait_caught_up().await;
+    let live_view = rows(&app, "technology_view").await;
+    let live_counts = rows(&app, "technology_counts").await;
+    let report = rebuild(&app.pool, &TechnologyView, 7).await.unwrap();
+    assert_eq!(report.events, 40 + 14 + 6);
+    assert_eq!(rows(&app, "technology_view").await, live_view);
+    assert_eq!(rows(&app, "technology_counts").await, live_counts);
+    // The live projector carries on against the swapped-in tables.
+    app.create_technology("After rebuild").await;
+    app.wait_caught_up().await;
+    assert_eq!(
+        rows(&app, "technology_view").await.len(),
+        live_view.len() + 1
+    );
+    assert_counts_match_views(&app).await;
+    let leftover: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'cc_rebuild_%'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(leftover, 0);
+}
