@@ -44,12 +44,47 @@ pub enum Command {
     /// Run only the projectors that keep the read models (one per read model is active;
     /// more stand by).
     Projector(BackgroundArgs),
+    /// Demo and benchmark data.
+    Demo {
+        /// What to do.
+        #[command(subcommand)]
+        command: DemoCommand,
+    },
     /// Inspect or rebuild the read models.
     Projections {
         /// What to do.
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+}
+
+/// `commandcenter demo …`.
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// Write a large, realistic dataset through the aggregates and the event store's bulk
+    /// append (every event a normal event, with metadata and hash chain). A running
+    /// service relays and projects it like any other events.
+    Seed(SeedArgs),
+}
+
+/// Settings of `demo seed`.
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Projects to spread the data over.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=1_000_000))]
+    pub projects: i64,
+    /// Technologies to create.
+    #[arg(long, default_value_t = 1000)]
+    pub technologies: u64,
+    /// Updates per technology after its creation (alternating edits and status changes).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub updates_per_technology: u32,
+    /// Jobs to create; each is dispatched, started, reports progress and completes (5 events).
+    #[arg(long, default_value_t = 1000)]
+    pub jobs: u64,
 }
 
 /// `commandcenter projections …`.

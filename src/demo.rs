@@ -1,6 +1,12 @@
-//! `serve --demo`: a small, realistic dataset written through the real command path
-//! (aggregates, events, hash chain, title claims), so a newcomer sees a living system.
-//! Seeds only an empty event store, so restarting with `--demo` never duplicates data.
+//! Demo data.
+//!
+//! - `serve --demo`: a small, realistic dataset written through the real command path
+//!   (executor, aggregates, events, hash chain, title claims), so a newcomer sees a living
+//!   system. Seeds only an empty event store, so restarting with `--demo` never
+//!   duplicates data.
+//! - `demo seed`: a large dataset for benchmarks. Every event is decided by the real
+//!   aggregates (`handle`), then appended in bulk ([`EventStore::append_batch`]): the
+//!   same rows, metadata and hash chain as a command, without an HTTP round trip each.
 
 use anyhow::Context;
 use commandcenter_commands::clock;
@@ -304,4 +310,256 @@ pub async fn seed_if_empty(store: &EventStore) -> anyhow::Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// What `demo seed` creates.
+#[derive(Debug, Clone, Copy)]
+pub struct SeedPlan {
+    /// Projects the data is spread over (1..=projects).
+    pub projects: i64,
+    /// Technologies to create.
+    pub technologies: u64,
+    /// Updates applied to each technology after its creation.
+    pub updates_per_technology: u32,
+    /// Jobs to create; each is dispatched, started, reports progress and completes.
+    pub jobs: u64,
+}
+
+impl SeedPlan {
+    /// The number of events the plan writes.
+    pub fn events(&self) -> u64 {
+        self.technologies * (1 + u64::from(self.updates_per_technology)) + self.jobs * JOB_EVENTS
+    }
+}
+
+/// Events a seeded job goes through.
+const JOB_EVENTS: u64 = 5;
+/// Aggregates appended per transaction.
+const SEED_BATCH: u64 = 400;
+
+/// Decides `commands` on a fresh aggregate with its own `handle`, returning the events.
+async fn decide<A>(commands: Vec<A::Command>) -> anyhow::Result<(A, Vec<A::Event>)>
+where
+    A: cqrs_es::Aggregate<Services = ()>,
+{
+    let mut state = A::default();
+    let mut events = Vec::new();
+    for command in commands {
+        let sink = cqrs_es::event_sink::EventSink::default();
+        state
+            .handle(command, &(), &sink)
+            .await
+            .map_err(|e| anyhow::anyhow!("seed command refused: {e}"))?;
+        events.extend(sink.collect().await);
+    }
+    Ok((state, events))
+}
+
+fn seeded_technology(
+    run: &str,
+    n: u64,
+    plan: &SeedPlan,
+) -> anyhow::Result<(String, Vec<TechnologyCommand>)> {
+    use commandcenter_domain::technology::TechnologyChanges;
+    let id = Uuid::now_v7().to_string();
+    let domains = [
+        TechnologyDomain::AudioDsp,
+        TechnologyDomain::AiMl,
+        TechnologyDomain::MusicTheory,
+        TechnologyDomain::Performance,
+        TechnologyDomain::UiUx,
+        TechnologyDomain::Infrastructure,
+        TechnologyDomain::Other,
+    ];
+    // Never `discovery` (the initial status): a change to the current status records nothing.
+    let statuses = [
+        TechnologyStatus::Research,
+        TechnologyStatus::Evaluation,
+        TechnologyStatus::Implementation,
+        TechnologyStatus::Integrated,
+    ];
+    let project = ProjectId::parse("project_id", 1 + (n as i64 % plan.projects.max(1)))?;
+    let fields = TechnologyFields {
+        title: Title::parse("title", &format!("Seed {run} #{n}"))?,
+        vendor: Some(format!("Vendor {}", n % 97)),
+        domain: domains[(n % 7) as usize],
+        status: TechnologyStatus::Discovery,
+        relevance_score: Score::parse("relevance_score", (n * 37 % 101) as i64)?,
+        priority: Priority::parse("priority", (n % 5 + 1) as i64)?,
+        description: Some(format!("Seeded technology number {n} for benchmarks.")),
+        notes: None,
+        use_cases: None,
+        documentation_url: None,
+        repository_url: None,
+        website_url: None,
+        tags: Tags::parse("tags", &[format!("tag{}", n % 13), "seed".to_string()])?,
+        latency_ms: None,
+        throughput_qps: None,
+        integration_difficulty: Some(IntegrationDifficulty::Moderate),
+        integration_time_estimate_days: Some((n % 30) as u32),
+        maturity_level: Some(MaturityLevel::Stable),
+        stability_score: None,
+        cost_tier: None,
+        cost_monthly_usd: None,
+        dependencies: Default::default(),
+        alternatives: Vec::new(),
+    };
+    let at = clock::now();
+    let mut commands = vec![TechnologyCommand::CreateTechnology {
+        id: id.clone(),
+        project_id: project,
+        fields: Box::new(fields),
+        at,
+    }];
+    for u in 0..plan.updates_per_technology {
+        let command = if u % 2 == 0 {
+            TechnologyCommand::UpdateTechnology {
+                changes: Box::new(TechnologyChanges {
+                    notes: Some(Some(format!("revision {u}"))),
+                    relevance_score: Some(Score::parse(
+                        "relevance_score",
+                        ((n + u64::from(u)) * 13 % 101) as i64,
+                    )?),
+                    ..Default::default()
+                }),
+                status: None,
+                at,
+            }
+        } else {
+            TechnologyCommand::ChangeTechnologyStatus {
+                change: StatusChange {
+                    // Consecutive changes differ by two places: never a no-op.
+                    status: statuses[((n + u64::from(u)) % 4) as usize],
+                    reason: Some("seeded".into()),
+                },
+                at,
+            }
+        };
+        commands.push(command);
+    }
+    Ok((id, commands))
+}
+
+fn seeded_job(n: u64, plan: &SeedPlan) -> anyhow::Result<(String, Vec<JobCommand>)> {
+    let id = Uuid::now_v7().to_string();
+    let at = clock::now();
+    let commands = vec![
+        JobCommand::CreateJob {
+            id: id.clone(),
+            project_id: ProjectId::parse("project_id", 1 + (n as i64 % plan.projects.max(1)))?,
+            job_type: JobType::Noop,
+            parameters: parse_parameters(JobType::Noop, json!({}))?,
+            tags: Tags::default(),
+            created_by: Some("seed".into()),
+            max_attempts: 3,
+            at,
+        },
+        JobCommand::DispatchJob {
+            delay_seconds: 0,
+            at,
+        },
+        JobCommand::StartJob {
+            worker_id: "seed".into(),
+            lease_seconds: 60,
+            at,
+        },
+        JobCommand::ReportJobProgress {
+            progress: Progress::parse("progress", 50)?,
+            current_step: Some("halfway".into()),
+            at,
+        },
+        JobCommand::CompleteJob {
+            result: Some(json!({"seeded": true})),
+            at,
+        },
+    ];
+    Ok((id, commands))
+}
+
+fn seed_metadata(run: &str, project: Option<ProjectId>) -> serde_json::Value {
+    let mut metadata = json!({
+        "request_id": Uuid::now_v7().to_string(),
+        "correlation_id": format!("seed-{run}"),
+        "actor": "seed",
+    });
+    if let Some(project) = project {
+        metadata["project_id"] = json!(project.to_string());
+    }
+    metadata
+}
+
+/// Writes `plan` into `store`, showing progress on a terminal. Returns the number of
+/// events written.
+pub async fn seed(store: &EventStore, plan: SeedPlan) -> anyhow::Result<u64> {
+    use commandcenter_event_store::{claim_batch, AggregateEvents, NewEvent};
+    use std::io::IsTerminal;
+
+    let run = Uuid::now_v7().simple().to_string()[..8].to_string();
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(plan.events());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "seeding [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut written = 0u64;
+    let mut last_log = std::time::Instant::now();
+    let total_aggregates = plan.technologies + plan.jobs;
+    let mut next = 0u64;
+    while next < total_aggregates {
+        let end = (next + SEED_BATCH).min(total_aggregates);
+        let mut batch = Vec::with_capacity((end - next) as usize);
+        let mut claims = Vec::new();
+        for n in next..end {
+            if n < plan.technologies {
+                let (id, commands) = seeded_technology(&run, n, &plan)?;
+                let (state, events) = decide::<Technology>(commands).await?;
+                claims.extend(state.claims().into_iter().map(|c| (c, id.clone())));
+                batch.push(AggregateEvents {
+                    aggregate_type: "technology".into(),
+                    aggregate_id: id,
+                    expected_version: 0,
+                    events: events
+                        .iter()
+                        .map(NewEvent::from_domain)
+                        .collect::<Result<_, _>>()?,
+                    metadata: seed_metadata(&run, state.project_id()),
+                });
+            } else {
+                let (id, commands) = seeded_job(n - plan.technologies, &plan)?;
+                let (state, events) = decide::<Job>(commands).await?;
+                batch.push(AggregateEvents {
+                    aggregate_type: "job".into(),
+                    aggregate_id: id,
+                    expected_version: 0,
+                    events: events
+                        .iter()
+                        .map(NewEvent::from_domain)
+                        .collect::<Result<_, _>>()?,
+                    metadata: seed_metadata(&run, state.project_id()),
+                });
+            }
+        }
+        let mut tx = store.begin().await?;
+        let n = store.append_batch(&mut tx, &batch).await?;
+        if !claims.is_empty() {
+            claim_batch(&mut tx, &claims).await?;
+        }
+        store.commit(tx).await?;
+        written += n;
+        bar.inc(n);
+        if bar.is_hidden() && last_log.elapsed() >= std::time::Duration::from_secs(5) {
+            tracing::info!(written, total = plan.events(), "seeding");
+            last_log = std::time::Instant::now();
+        }
+        next = end;
+    }
+    bar.finish_and_clear();
+    Ok(written)
 }

@@ -6,12 +6,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use commandcenter::config::{
-    BackgroundArgs, Cli, Command, ProjectionsCommand, RebuildArgs, StatusArgs,
+    BackgroundArgs, Cli, Command, DemoCommand, ProjectionsCommand, RebuildArgs, SeedArgs,
+    StatusArgs,
 };
 use commandcenter::database::{ensure_database, migrate, redact};
+use commandcenter::demo::{seed, SeedPlan};
 use commandcenter::startup::{stop, Application, Services};
 use commandcenter::telemetry;
-use commandcenter_event_store::EventStream;
+use commandcenter_event_store::{AppendSignal, EventStore, EventStream};
 use commandcenter_projections::{rebuild, status, JobView, ProjectionError, TechnologyView};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +39,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Relay(args) => run_background(&args, true).await?,
         Command::Projector(args) => run_background(&args, false).await?,
+        Command::Demo {
+            command: DemoCommand::Seed(args),
+        } => run_seed(&args).await?,
         Command::Projections { command } => match command {
             ProjectionsCommand::Status(args) => print_status(&args).await?,
             ProjectionsCommand::Rebuild(args) => run_rebuild(&args).await?,
@@ -109,6 +114,26 @@ async fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
             lag.lag_seconds
         )?;
     }
+    Ok(())
+}
+
+async fn run_seed(args: &SeedArgs) -> anyhow::Result<()> {
+    let pool = open(&args.database.database_url).await?;
+    let store = EventStore::new(pool, AppendSignal::local());
+    let plan = SeedPlan {
+        projects: args.projects,
+        technologies: args.technologies,
+        updates_per_technology: args.updates_per_technology,
+        jobs: args.jobs,
+    };
+    let started = std::time::Instant::now();
+    let written = seed(&store, plan).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    writeln!(
+        std::io::stdout().lock(),
+        "seeded {written} events in {seconds:.1} s ({:.0} events/s)",
+        written as f64 / seconds.max(1e-9)
+    )?;
     Ok(())
 }
 

@@ -59,3 +59,42 @@ pub async fn release(
         .await?;
     Ok(())
 }
+
+/// Takes many new claims at once (bulk loads). Fails with [`StoreError::ClaimTaken`],
+/// naming the first, if any is already held.
+pub async fn claim_batch(
+    conn: &mut PgConnection,
+    claims: &[(Claim, String)],
+) -> Result<(), StoreError> {
+    let scopes: Vec<&str> = claims.iter().map(|(c, _)| c.scope.as_str()).collect();
+    let keys: Vec<&str> = claims.iter().map(|(c, _)| c.key.as_str()).collect();
+    let owners: Vec<&str> = claims.iter().map(|(_, o)| o.as_str()).collect();
+    let taken: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.scope, c.key FROM UNNEST($1::text[], $2::text[]) AS c(scope, key) \
+           JOIN unique_claims u USING (scope, key)",
+    )
+    .bind(&scopes)
+    .bind(&keys)
+    .fetch_all(&mut *conn)
+    .await?;
+    if let Some((scope, key)) = taken.into_iter().next() {
+        return Err(StoreError::ClaimTaken { scope, key });
+    }
+    sqlx::query(
+        "INSERT INTO unique_claims (scope, key, owner_id) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])",
+    )
+    .bind(&scopes)
+    .bind(&keys)
+    .bind(&owners)
+    .execute(conn)
+    .await
+    .map_err(|err| match crate::error::violated_constraint(&err) {
+        Some("unique_claims_pkey") => StoreError::ClaimTaken {
+            scope: "(batch)".into(),
+            key: "(a concurrent claim)".into(),
+        },
+        _ => err.into(),
+    })?;
+    Ok(())
+}

@@ -131,7 +131,7 @@ pub async fn wait_for_feed(
 /// The position of the newest event a feed reader can see now, if any.
 pub async fn head(pool: &PgPool) -> Result<Option<Position>, StoreError> {
     let row: Option<(String, i64)> = sqlx::query_as(
-        "SELECT tx_id::text, global_position FROM events \
+        "SELECT tx_id::text AS tx_text, global_position FROM events \
           WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
           ORDER BY tx_id DESC, global_position DESC LIMIT 1",
     )

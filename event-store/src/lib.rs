@@ -23,7 +23,7 @@ mod store;
 mod stored_event;
 mod stream;
 
-pub use claims::{claim, release, Claim};
+pub use claims::{claim, claim_batch, release, Claim};
 pub use error::StoreError;
 pub use feed::{head, read_feed, read_feed_of, read_range, wait_for_feed, FALLBACK_POLL};
 pub use history::read_history;
@@ -31,7 +31,7 @@ pub use leadership::{lock_key, Leadership};
 pub use position::{Position, PositionParseError};
 pub use relay::{load_checkpoint as load_relay_checkpoint, Relay, RelayConfig, RelayError};
 pub use signal::AppendSignal;
-pub use store::{connect, Committed, EventStore, Loaded, NewEvent};
+pub use store::{connect, AggregateEvents, Committed, EventStore, Loaded, NewEvent};
 pub use stored_event::StoredEvent;
 pub use stream::{EventStream, DUPLICATE_WINDOW, HEADER_CORRELATION_ID, HEADER_POSITION};
 

@@ -78,6 +78,21 @@ impl NewEvent {
     }
 }
 
+/// One aggregate's new events, for [`EventStore::append_batch`].
+#[derive(Debug, Clone)]
+pub struct AggregateEvents {
+    /// Aggregate type.
+    pub aggregate_type: String,
+    /// Aggregate id.
+    pub aggregate_id: String,
+    /// The aggregate's version before these events.
+    pub expected_version: i64,
+    /// The events, in order.
+    pub events: Vec<NewEvent>,
+    /// Metadata recorded on each.
+    pub metadata: Value,
+}
+
 /// The event store: a pool, the upcasters applied on load, and the post-commit signal.
 #[derive(Clone)]
 pub struct EventStore {
@@ -116,7 +131,7 @@ impl EventStore {
     pub async fn load<A: Aggregate>(&self, id: &str) -> Result<Loaded<A>, StoreError> {
         let rows = sqlx::query(
             "SELECT sequence, event_type, event_version, payload, metadata, \
-                    tx_id::text AS tx_id, global_position \
+                    tx_id::text AS tx_text, global_position \
                FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
         )
         .bind(A::TYPE)
@@ -200,7 +215,7 @@ impl EventStore {
                FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
                     WITH ORDINALITY AS e(sequence, event_type, event_version, payload, n) \
               ORDER BY e.n \
-             RETURNING sequence, tx_id::text AS tx_id, global_position",
+             RETURNING sequence, tx_id::text AS tx_text, global_position",
         )
         .bind(aggregate_type)
         .bind(aggregate_id)
@@ -234,13 +249,71 @@ impl EventStore {
     }
 }
 
+impl EventStore {
+    /// Appends the events of many aggregates in one statement (bulk loads, demo data):
+    /// the same rows, hash chain and concurrency check as [`EventStore::append`].
+    /// Returns how many events were written.
+    pub async fn append_batch(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[AggregateEvents],
+    ) -> Result<u64, StoreError> {
+        let total: usize = batch.iter().map(|a| a.events.len()).sum();
+        let mut types = Vec::with_capacity(total);
+        let mut ids = Vec::with_capacity(total);
+        let mut sequences = Vec::with_capacity(total);
+        let mut event_types = Vec::with_capacity(total);
+        let mut versions = Vec::with_capacity(total);
+        let mut payloads = Vec::with_capacity(total);
+        let mut metadata = Vec::with_capacity(total);
+        for aggregate in batch {
+            for (i, event) in aggregate.events.iter().enumerate() {
+                types.push(aggregate.aggregate_type.as_str());
+                ids.push(aggregate.aggregate_id.as_str());
+                sequences.push(aggregate.expected_version + i as i64 + 1);
+                event_types.push(event.event_type.as_str());
+                versions.push(event.event_version.as_str());
+                payloads.push(&event.payload);
+                metadata.push(&aggregate.metadata);
+            }
+        }
+        let result = sqlx::query(
+            "INSERT INTO events \
+                 (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata \
+               FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) \
+                    WITH ORDINALITY AS e(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, n) \
+              ORDER BY e.n",
+        )
+        .bind(&types)
+        .bind(&ids)
+        .bind(&sequences)
+        .bind(&event_types)
+        .bind(&versions)
+        .bind(&payloads)
+        .bind(&metadata)
+        .execute(&mut *conn)
+        .await;
+        match result {
+            Ok(done) => Ok(done.rows_affected()),
+            Err(err) if violated_constraint(&err) == Some("events_pkey") => {
+                Err(StoreError::Conflict {
+                    aggregate_type: "(batch)".into(),
+                    aggregate_id: "(batch)".into(),
+                })
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
 /// Reads the `tx_id` (as text) and `global_position` columns of a row.
 pub(crate) fn position_from_row(row: &sqlx::postgres::PgRow) -> Result<Position, sqlx::Error> {
-    let tx_text: String = row.try_get("tx_id")?;
+    let tx_text: String = row.try_get("tx_text")?;
     let tx_id = tx_text
         .parse::<u64>()
         .map_err(|e| sqlx::Error::ColumnDecode {
-            index: "tx_id".into(),
+            index: "tx_text".into(),
             source: Box::new(e),
         })?;
     Ok(Position::new(tx_id, row.try_get("global_position")?))

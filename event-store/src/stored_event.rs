@@ -9,10 +9,12 @@ use sqlx::Row;
 use crate::store::position_from_row;
 use crate::Position;
 
-/// The columns every reader of [`StoredEvent`] selects.
+/// The columns every reader of [`StoredEvent`] selects. The text form of `tx_id` is
+/// named `tx_text`, never `tx_id`: an `ORDER BY tx_id` would otherwise sort by the
+/// output column, as text ("1000000" before "999999").
 pub(crate) const STORED_EVENT_COLUMNS: &str =
     "aggregate_type, aggregate_id, sequence, event_type, \
-     event_version, payload, metadata, tx_id::text AS tx_id, global_position, recorded_at, hash";
+     event_version, payload, metadata, tx_id::text AS tx_text, global_position, recorded_at, hash";
 
 /// One stored event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,8 @@
 //!    tables' definitions (`LIKE … INCLUDING ALL`).
 //! 2. Events are read from the gap-safe feed in large batches; each batch is applied in
 //!    its own short transaction with `search_path` pointing at the shadow schema (a long
-//!    write transaction would hold back the relay for everyone).
+//!    write transaction would hold back the relay for everyone). Secondary indexes are
+//!    dropped from the shadow tables during the load and built once afterwards.
 //! 3. When the feed is exhausted, one transaction takes the read model's apply lock
 //!    (pausing its live projector between batches), applies the events the live
 //!    projector had already applied beyond the rebuild's position, replaces the live
@@ -110,6 +111,32 @@ pub async fn rebuild<M: ReadModel>(
         .execute(&mut *ddl)
         .await?;
     }
+    // Secondary indexes are cheaper to build once over the loaded rows than to maintain
+    // row by row: drop them from the shadow tables now, recreate them before the swap.
+    // Unique ones stay, the upserts need them.
+    let deferred: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i \
+           JOIN pg_class c ON c.oid = i.indexrelid \
+           JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = $1 AND NOT i.indisunique",
+    )
+    .bind(shadow_schema::<M>())
+    .fetch_all(&mut *ddl)
+    .await?;
+    let deferred_names: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_index i \
+           JOIN pg_class c ON c.oid = i.indexrelid \
+           JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE n.nspname = $1 AND NOT i.indisunique",
+    )
+    .bind(shadow_schema::<M>())
+    .fetch_all(&mut *ddl)
+    .await?;
+    for name in &deferred_names {
+        sqlx::query(&format!("DROP INDEX {schema}.{}", ident(name)))
+            .execute(&mut *ddl)
+            .await?;
+    }
     ddl.commit().await?;
 
     let mut position = Position::ZERO;
@@ -122,6 +149,10 @@ pub async fn rebuild<M: ReadModel>(
         };
         let mut tx = pool.begin().await?;
         use_shadow::<M>(&mut tx).await?;
+        // A crash loses nothing that matters: a rebuild starts over from scratch.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
         model.apply(&mut tx, &events).await?;
         tx.commit().await?;
         position = last;
@@ -131,6 +162,12 @@ pub async fn rebuild<M: ReadModel>(
             tracing::info!(read_model = M::NAME, applied, total, "rebuild progress");
             last_log = Instant::now();
         }
+    }
+
+    bar.set_message(format!("indexing {}", M::NAME));
+    for definition in &deferred {
+        // Definitions as PostgreSQL printed them for the shadow tables.
+        sqlx::query(definition).execute(pool).await?;
     }
 
     // The swap: pause the live projector, catch up to it, replace the tables.

@@ -77,7 +77,8 @@ async fn projection_checkpoint(
 /// Reads the status of the relay to `stream` and of every read model.
 pub async fn status(pool: &PgPool, stream: &EventStream) -> Result<StatusReport, ProjectionError> {
     let head: Option<(String, i64)> = sqlx::query_as(
-        "SELECT tx_id::text, global_position FROM events ORDER BY tx_id DESC, global_position DESC LIMIT 1",
+        "SELECT tx_id::text AS tx_text, global_position FROM events \
+           ORDER BY tx_id DESC, global_position DESC LIMIT 1",
     )
     .fetch_optional(pool)
     .await?;

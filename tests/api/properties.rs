@@ -226,6 +226,7 @@ async fn run_case(ops: Vec<Op>) {
         live, rebuilt,
         "a rebuilt view equals the live one, row for row"
     );
+    app.stop().await;
 }
 
 proptest! {
