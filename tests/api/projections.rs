@@ -623,3 +623,76 @@ async fn rebuild_while_live_swaps_in_an_equal_view() {
             .unwrap();
     assert_eq!(leftover, 0);
 }
+
+#[tokio::test]
+async fn of_two_relays_one_publishes_and_the_other_takes_over() {
+    let app = spawn_app_with(|args| args.no_relay = true).await;
+    let (first_token, first) = relay_task(&app).await;
+    let (second_token, second) = relay_task(&app).await;
+    app.create_technology("Relayed one").await;
+    assert_stream_equals_feed(&app, 1).await;
+    // Exactly one relay holds the relay lock (the projectors hold one each).
+    let relay_locks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+            AND ((classid::bigint << 32) | objid::bigint) = ($1 & x'ffffffffffffffff'::bigint)",
+    )
+    .bind(commandcenter_event_store::lock_key(&Relay::lock_name(
+        &app.nats.stream(),
+    )))
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(relay_locks, 1);
+    // The active one dies without clean-up; the other takes over.
+    first.abort();
+    let _ = first.await;
+    first_token.cancel();
+    app.create_technology("Relayed two").await;
+    assert_stream_equals_feed(&app, 2).await;
+    second_token.cancel();
+    second.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_cli_reports_status_and_rebuilds() {
+    let app = spawn_app().await;
+    app.create_technology("Via the CLI").await;
+    app.create_job().await;
+    app.wait_caught_up().await;
+    let database_url = sqlx::query_scalar::<_, String>("SELECT current_database()")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let url = format!("{}/{}", crate::helpers::server_url(), database_url);
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_commandcenter"))
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("CC_NATS_PREFIX", &app.nats.prefix)
+            .output()
+            .expect("commandcenter runs")
+    };
+    let status = run(&["projections", "status", "--json"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let report: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report["events"], 2);
+    assert_eq!(report["relay"]["lag_events"], 0);
+    assert_eq!(report["projections"][0]["name"], "technology_view");
+    let table = run(&["projections", "status"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("technology_view"));
+    let rebuilt = run(&["projections", "rebuild", "job_view"]);
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    assert!(String::from_utf8_lossy(&rebuilt.stdout).starts_with("job_view: 1 events"));
+    let unknown = run(&["projections", "rebuild", "nope_view"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown read model"));
+    assert_eq!(rows(&app, "job_view").await.len(), 1);
+}
