@@ -58,6 +58,25 @@ pub enum Command {
     },
 }
 
+/// Settings of the query API.
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// Comma-separated connection strings of read replicas; queries go to them in turn
+    /// (health-checked), or to the primary when none is given or none is healthy.
+    #[arg(long, env = "READ_DATABASE_URLS", value_delimiter = ',')]
+    pub read_database_urls: Vec<String>,
+    /// The longest a read with `X-CC-Min-Position` waits for the read model to reach that
+    /// position (milliseconds) before answering 503 with Retry-After.
+    #[arg(long, env = "CC_MIN_POSITION_WAIT_MS", default_value_t = 2000)]
+    pub min_position_wait_ms: u64,
+    /// Answers kept in the in-process query cache (0 disables it).
+    #[arg(long, env = "CC_CACHE_ENTRIES", default_value_t = 10_000)]
+    pub cache_entries: usize,
+    /// Pushes buffered per WebSocket client before it is told it lagged.
+    #[arg(long, env = "CC_SOCKET_QUEUE", default_value_t = 256)]
+    pub socket_queue: usize,
+}
+
 /// `commandcenter demo …`.
 #[derive(Debug, Subcommand)]
 pub enum DemoCommand {
@@ -204,6 +223,9 @@ pub struct ServeArgs {
     /// ended: an open transaction holds back every reader of the global feed.
     #[arg(long, env = "CC_IDLE_TX_TIMEOUT_MS", default_value_t = 10_000)]
     pub idle_tx_timeout_ms: u64,
+    /// Read-side settings.
+    #[command(flatten)]
+    pub query: QueryArgs,
     /// Do not run the relay in this process (run `commandcenter relay` elsewhere).
     #[arg(long, env = "CC_NO_RELAY")]
     pub no_relay: bool,

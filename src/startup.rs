@@ -14,13 +14,15 @@ use commandcenter_event_store::{
     connect, AppendSignal, EventStore, EventStream, Relay, RelayConfig,
 };
 use commandcenter_projections::{JobView, Projector, ProjectorConfig, TechnologyView};
+use commandcenter_query_api::{Hub, QueryCache, QueryConfig, QueryState, ReadPools};
 use sqlx::PgPool;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-use crate::config::{DatabaseArgs, NatsArgs, ServeArgs};
+use crate::config::{DatabaseArgs, NatsArgs, QueryArgs, ServeArgs};
 use crate::database::{ensure_database, migrate, redact};
 use crate::health::{self, HealthState};
 
@@ -126,6 +128,49 @@ impl Services {
     }
 }
 
+/// Builds the query API's state and starts its hub and replica health checks.
+pub async fn query_state(
+    services: &Services,
+    args: &QueryArgs,
+    max_connections: u32,
+    idle_tx_timeout: Duration,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<QueryState> {
+    let mut replicas = Vec::new();
+    for url in args
+        .read_database_urls
+        .iter()
+        .filter(|u| !u.trim().is_empty())
+    {
+        replicas.push(
+            connect(url.trim(), max_connections, idle_tx_timeout)
+                .await
+                .with_context(|| format!("cannot connect to read replica {}", redact(url)))?,
+        );
+    }
+    let pools = ReadPools::new(services.pool.clone(), replicas);
+    tasks.spawn(pools.clone().check_health(shutdown.clone()));
+    let cache = Arc::new(QueryCache::new(args.cache_entries));
+    let hub = Arc::new(Hub::new(cache.clone(), args.socket_queue));
+    tasks.spawn(hub.clone().run(
+        services.nats.clone(),
+        services.stream.prefix().to_string(),
+        shutdown.clone(),
+    ));
+    Ok(QueryState {
+        pools,
+        primary: services.pool.clone(),
+        cache,
+        hub,
+        config: QueryConfig {
+            min_position_wait: Duration::from_millis(args.min_position_wait_ms),
+            socket_queue: args.socket_queue,
+        },
+        counters: Default::default(),
+    })
+}
+
 /// Cancels `shutdown`, then waits for `tasks` (aborting what outlives the grace period).
 pub async fn stop(mut tasks: JoinSet<()>, shutdown: &CancellationToken) {
     shutdown.cancel();
@@ -178,7 +223,17 @@ impl Application {
             shutdown.clone(),
         ));
 
+        let query = query_state(
+            &services,
+            &args.query,
+            args.db_max_connections,
+            args.idle_tx_timeout(),
+            &mut tasks,
+            &shutdown,
+        )
+        .await?;
         let router = commandcenter_commands::router(CommandState { store }, args.max_body_bytes)
+            .merge(commandcenter_query_api::router(query))
             .merge(health::router(HealthState {
                 pool: services.pool.clone(),
                 nats: services.nats.clone(),

@@ -1,6 +1,7 @@
-//! `job_view` and `job_counts`: every field of each job plus `duration_seconds`,
-//! `is_terminal` and the cursor key `created_position`; and per (project, type, status)
-//! the number of jobs with the sum and count of their durations.
+//! `job_view`, `job_counts` and `job_failures_by_hour`: every field of each job plus
+//! `duration_seconds`, `is_terminal` and the cursor key `created_position`; per
+//! (project, type, status) the number of jobs with the sum and count of their
+//! durations; and failed jobs per project and hour of failure.
 //!
 //! Applied like `technology_view`: load the touched rows, fold the events with the
 //! domain's `Job::apply`, write rows, deletions and count deltas.
@@ -47,6 +48,11 @@ ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, job_type = EXCL
     is_terminal = EXCLUDED.is_terminal, version = EXCLUDED.version, \
     position = EXCLUDED.position, created_position = EXCLUDED.created_position";
 
+const FAILURES: &str = "\
+INSERT INTO job_failures_by_hour AS f (project_id, hour, n) \
+SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[]) \
+ON CONFLICT (project_id, hour) DO UPDATE SET n = f.n + EXCLUDED.n";
+
 const COUNTS: &str = "\
 INSERT INTO job_counts AS c (project_id, job_type, status, n, duration_sum_us, duration_n) \
 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[]) \
@@ -65,6 +71,17 @@ fn contribution(record: &JobRecord) -> (CountKey, Option<i64>) {
         record.status.as_str().to_string(),
     );
     (key, duration_us(record))
+}
+
+/// The hour a failed job failed in, for `job_failures_by_hour`.
+fn failure_hour(record: &JobRecord) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::DurationRound;
+    if record.status != commandcenter_domain::job::JobStatus::Failed {
+        return None;
+    }
+    record
+        .completed_at
+        .and_then(|at| at.duration_trunc(chrono::Duration::hours(1)).ok())
 }
 
 /// `completed_at - started_at` of a finished job that ran, in microseconds.
@@ -101,6 +118,7 @@ impl Delta {
 struct Entry {
     state: Job,
     counted_before: Option<(CountKey, Option<i64>)>,
+    failed_before: Option<(i64, chrono::DateTime<chrono::Utc>)>,
     version: i64,
     position: Position,
     created_position: Position,
@@ -130,7 +148,7 @@ fn position_field(value: &Value, field: &str) -> Position {
 impl ReadModel for JobView {
     const NAME: &'static str = JobView::NAME;
     const AGGREGATE_TYPE: &'static str = "job";
-    const TABLES: &'static [&'static str] = &["job_view", "job_counts"];
+    const TABLES: &'static [&'static str] = &["job_view", "job_counts", "job_failures_by_hour"];
 
     async fn apply(
         &self,
@@ -157,6 +175,7 @@ impl ReadModel for JobView {
                 })?;
             let entry = Entry {
                 counted_before: Some(contribution(&record)),
+                failed_before: failure_hour(&record).map(|h| (record.project_id.get(), h)),
                 state: Job::Live(Box::new(record)),
                 version,
                 position,
@@ -178,6 +197,7 @@ impl ReadModel for JobView {
                 .or_insert_with(|| Entry {
                     state: Job::NotCreated,
                     counted_before: None,
+                    failed_before: None,
                     version: 0,
                     position: Position::ZERO,
                     created_position: event.position,
@@ -194,6 +214,7 @@ impl ReadModel for JobView {
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
         let mut deltas: HashMap<CountKey, Delta> = HashMap::new();
+        let mut failures: HashMap<(i64, chrono::DateTime<chrono::Utc>), i64> = HashMap::new();
         let mut changes = Vec::with_capacity(entries.len());
         for (id, entry) in &entries {
             if entry.version == 0 {
@@ -202,11 +223,17 @@ impl ReadModel for JobView {
             if let Some((key, duration)) = &entry.counted_before {
                 deltas.entry(key.clone()).or_default().add(-1, *duration);
             }
+            if let Some(bucket) = entry.failed_before {
+                *failures.entry(bucket).or_default() -= 1;
+            }
             let project_id = entry.state.record().map_or(0, |r| r.project_id.get());
             let change_row = match &entry.state {
                 Job::Live(record) => {
                     let (key, duration) = contribution(record);
                     deltas.entry(key).or_default().add(1, duration);
+                    if let Some(hour) = failure_hour(record) {
+                        *failures.entry((record.project_id.get(), hour)).or_default() += 1;
+                    }
                     let value = row(record, entry)?;
                     upserts.push(value.clone());
                     Some(value)
@@ -259,6 +286,24 @@ impl ReadModel for JobView {
                 .execute(&mut *conn)
                 .await?;
             sqlx::query("DELETE FROM job_counts WHERE n = 0")
+                .execute(&mut *conn)
+                .await?;
+        }
+        failures.retain(|_, n| *n != 0);
+        if !failures.is_empty() {
+            let (mut projects, mut hours, mut ns) = (vec![], vec![], vec![]);
+            for ((project, hour), n) in failures {
+                projects.push(project);
+                hours.push(hour);
+                ns.push(n);
+            }
+            sqlx::query(FAILURES)
+                .bind(&projects)
+                .bind(&hours)
+                .bind(&ns)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("DELETE FROM job_failures_by_hour WHERE n = 0")
                 .execute(&mut *conn)
                 .await?;
         }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use commandcenter::config::{DatabaseArgs, NatsArgs, ServeArgs};
+use commandcenter::config::{DatabaseArgs, NatsArgs, QueryArgs, ServeArgs};
 use commandcenter::startup::Application;
 use commandcenter_event_store::EventStream;
 use reqwest::{Client, Response};
@@ -155,6 +155,12 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
         max_body_bytes: 64 * 1024,
         db_max_connections: 20,
         idle_tx_timeout_ms: 30_000,
+        query: QueryArgs {
+            read_database_urls: Vec::new(),
+            min_position_wait_ms: 2000,
+            cache_entries: 1000,
+            socket_queue: 64,
+        },
         no_relay: false,
         no_projectors: false,
         demo: false,

@@ -11,5 +11,6 @@ mod idempotency;
 mod jobs;
 mod projections;
 mod properties;
+mod queries;
 mod technologies;
 mod validation;

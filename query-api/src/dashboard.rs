@@ -1,0 +1,116 @@
+//! `GET /api/v1/dashboard/stats?project_id=`: technologies by domain and status, jobs by
+//! status and type, active jobs, success rate, mean duration and failures in the last
+//! 24 hours — all from the precomputed tables, in one statement.
+//!
+//! Failures are counted by hour of failure (`job_failures_by_hour`): the window is the
+//! current hour and the 24 before it, whole.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::{Query, State};
+use axum::response::Response;
+use commandcenter_commands::ApiError;
+use commandcenter_domain::values::ProjectId;
+use commandcenter_event_store::Position;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use crate::cache::CacheKey;
+use crate::consistency::MinPosition;
+use crate::jobs::summarize;
+use crate::params::Params;
+use crate::response::cached_or;
+use crate::QueryState;
+
+const STATS: &str = "\
+SELECT (SELECT tx_id FROM projection_checkpoints WHERE projection = 'technology_view') AS t_tx, \
+       (SELECT global_position FROM projection_checkpoints WHERE projection = 'technology_view') AS t_pos, \
+       (SELECT tx_id FROM projection_checkpoints WHERE projection = 'job_view') AS j_tx, \
+       (SELECT global_position FROM projection_checkpoints WHERE projection = 'job_view') AS j_pos, \
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(domain, status, n)), '[]') \
+          FROM technology_counts WHERE $1::bigint IS NULL OR project_id = $1) AS technologies, \
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(job_type, status, n, duration_sum_us, duration_n)), '[]') \
+          FROM job_counts WHERE $1::bigint IS NULL OR project_id = $1) AS jobs, \
+       (SELECT coalesce(sum(n), 0)::bigint FROM job_failures_by_hour \
+         WHERE ($1::bigint IS NULL OR project_id = $1) \
+           AND hour >= date_trunc('hour', now() - interval '24 hours')) AS failed_last_24h";
+
+fn position(row: &sqlx::postgres::PgRow, tx: &str, pos: &str) -> Result<Position, sqlx::Error> {
+    let t: Option<i64> = row.try_get(tx)?;
+    let p: Option<i64> = row.try_get(pos)?;
+    Ok(Position::new(t.unwrap_or(0) as u64, p.unwrap_or(0)))
+}
+
+/// `GET /api/v1/dashboard/stats`.
+pub async fn dashboard_stats(
+    State(state): State<QueryState>,
+    min: MinPosition,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let params = Params(params);
+    let project_id = params
+        .opt_int("project_id", 1, i64::MAX)?
+        .map(|p| ProjectId::parse("project_id", p).map(ProjectId::get))
+        .transpose()?;
+    let key = CacheKey::new(
+        "dashboard",
+        &["technology_view", "job_view"],
+        project_id,
+        &params.0,
+    );
+    let views = [("technology_view", "technology"), ("job_view", "job")];
+    cached_or(&state, key, min, &views, |pool| async move {
+        let row = sqlx::query(STATS)
+            .bind(project_id)
+            .fetch_one(&pool.pool)
+            .await?;
+        let positions = vec![
+            position(&row, "t_tx", "t_pos")?,
+            position(&row, "j_tx", "j_pos")?,
+        ];
+        let technologies: Value = row.try_get("technologies")?;
+        let (mut by_domain, mut by_status) = (
+            BTreeMap::<String, i64>::new(),
+            BTreeMap::<String, i64>::new(),
+        );
+        let mut total = 0i64;
+        for entry in technologies.as_array().into_iter().flatten() {
+            let n = entry[2].as_i64().unwrap_or(0);
+            total += n;
+            *by_domain
+                .entry(entry[0].as_str().unwrap_or_default().to_string())
+                .or_default() += n;
+            *by_status
+                .entry(entry[1].as_str().unwrap_or_default().to_string())
+                .or_default() += n;
+        }
+        let jobs: Value = row.try_get("jobs")?;
+        let rows: Vec<(String, String, i64, i64, i64)> = jobs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e[0].as_str().unwrap_or_default().to_string(),
+                    e[1].as_str().unwrap_or_default().to_string(),
+                    e[2].as_i64().unwrap_or(0),
+                    e[3].as_i64().unwrap_or(0),
+                    e[4].as_i64().unwrap_or(0),
+                )
+            })
+            .collect();
+        let mut job_summary = summarize(&rows);
+        let active = job_summary["by_status"]["pending"].as_i64().unwrap_or(0)
+            + job_summary["by_status"]["running"].as_i64().unwrap_or(0);
+        job_summary["active"] = json!(active);
+        job_summary["failed_last_24h"] = json!(row.try_get::<i64, _>("failed_last_24h")?);
+        let body = json!({
+            "project_id": project_id,
+            "technologies": { "total": total, "by_domain": by_domain, "by_status": by_status },
+            "jobs": job_summary,
+            "position": positions.iter().min(),
+        });
+        Ok((body, positions))
+    })
+    .await
+}

@@ -1,0 +1,312 @@
+//! `GET /api/v1/jobs`, `/jobs/{id}`, `/jobs/{id}/progress`, `/jobs/active/list` and
+//! `/jobs/statistics/summary` over `job_view` and `job_counts`.
+//!
+//! Pages are ordered newest first by `created_position` (unique, monotonic, indexed with
+//! the filters); the total is a sum over `job_counts`, in the same statement.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use commandcenter_commands::ApiError;
+use commandcenter_domain::job::{JobStatus, JobType};
+use commandcenter_domain::values::ProjectId;
+use serde_json::{json, Value};
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use crate::cache::CacheKey;
+use crate::consistency::{wait_until_reached, MinPosition};
+use crate::cursor::Cursor;
+use crate::params::Params;
+use crate::response::{cached_or, json_response, position_columns, read_position};
+use crate::QueryState;
+
+/// Default page size.
+pub const DEFAULT_LIMIT: i64 = 100;
+/// Largest page size.
+pub const MAX_LIMIT: i64 = 1000;
+/// The only order of job pages: newest first.
+const SORT: &str = "-created_position";
+const VIEWS: &[(&str, &str)] = &[("job_view", "job")];
+
+/// The filters of a job list.
+struct Filters {
+    project_id: Option<i64>,
+    statuses: Vec<JobStatus>,
+    job_type: Option<JobType>,
+}
+
+impl Filters {
+    fn push(&self, qb: &mut QueryBuilder<'_, Postgres>) {
+        if let Some(project) = self.project_id {
+            qb.push(" AND project_id = ").push_bind(project);
+        }
+        if !self.statuses.is_empty() {
+            let statuses: Vec<&str> = self.statuses.iter().map(|s| s.as_str()).collect();
+            qb.push(" AND status = ANY(").push_bind(statuses).push(")");
+        }
+        if let Some(job_type) = self.job_type {
+            qb.push(" AND job_type = ").push_bind(job_type.as_str());
+        }
+    }
+}
+
+fn project(params: &Params) -> Result<Option<i64>, ApiError> {
+    Ok(params
+        .opt_int("project_id", 1, i64::MAX)?
+        .map(|p| ProjectId::parse("project_id", p).map(ProjectId::get))
+        .transpose()?)
+}
+
+/// One page of jobs (and the total) under `filters`.
+async fn page(
+    state: &QueryState,
+    endpoint: &'static str,
+    params: Params,
+    filters: Filters,
+    min: MinPosition,
+) -> Result<Response, ApiError> {
+    let limit = params.int("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?;
+    let skip = params.int("skip", 0, 0, crate::technologies::MAX_SKIP)?;
+    let cursor = params
+        .text("cursor")
+        .map(|c| Cursor::decode(c, SORT))
+        .transpose()?;
+    let key = CacheKey::new(endpoint, &["job_view"], filters.project_id, &params.0);
+    cached_or(state, key, min, VIEWS, |pool| async move {
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "WITH page AS (SELECT to_jsonb(j) AS row, j.id, j.created_position FROM job_view j WHERE true",
+        );
+        filters.push(&mut qb);
+        if let Some(cursor) = &cursor {
+            qb.push(" AND created_position < ").push_bind(cursor.value.clone());
+        }
+        qb.push(" ORDER BY created_position DESC LIMIT ").push_bind(limit + 1);
+        if cursor.is_none() {
+            qb.push(" OFFSET ").push_bind(skip);
+        }
+        qb.push("), total AS (SELECT coalesce(sum(n), 0)::bigint AS n FROM job_counts WHERE true");
+        filters.push(&mut qb);
+        qb.push(") SELECT (SELECT n FROM total) AS total, ");
+        position_columns(&mut qb, "job_view");
+        qb.push(", page.row, page.id, page.created_position FROM (SELECT 1) one LEFT JOIN page ON true \
+                 ORDER BY page.created_position DESC");
+        let rows = qb.build().fetch_all(&pool.pool).await?;
+        let first = rows.first().ok_or_else(|| ApiError::Internal("page query returned no row".into()))?;
+        let total: i64 = first.try_get("total")?;
+        let position = read_position(first)?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        let mut keys = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(job) = row.try_get::<Option<Value>, _>("row")? else { continue };
+            keys.push((row.try_get::<String, _>("created_position")?, row.try_get::<String, _>("id")?));
+            jobs.push(job);
+        }
+        let next_cursor = (jobs.len() as i64 > limit).then(|| {
+            jobs.truncate(limit as usize);
+            let (value, id) = keys.swap_remove(limit as usize - 1);
+            Cursor {
+                sort: SORT.into(),
+                value,
+                id,
+            }
+            .encode()
+        });
+        let body = json!({
+            "jobs": jobs,
+            "total": total,
+            "skip": skip,
+            "limit": limit,
+            "next_cursor": next_cursor,
+            "position": position,
+        });
+        Ok((body, vec![position]))
+    })
+    .await
+}
+
+/// `GET /api/v1/jobs?project_id=&status_filter=&job_type=&skip=&limit=&cursor=`.
+pub async fn list_jobs(
+    State(state): State<QueryState>,
+    min: MinPosition,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let params = Params(params);
+    let filters = Filters {
+        project_id: project(&params)?,
+        statuses: params
+            .parsed("status_filter", JobStatus::parse)?
+            .into_iter()
+            .collect(),
+        job_type: params.parsed("job_type", JobType::parse)?,
+    };
+    page(&state, "jobs", params, filters, min).await
+}
+
+/// `GET /api/v1/jobs/active/list`: pending and running jobs, newest first.
+pub async fn active_jobs(
+    State(state): State<QueryState>,
+    min: MinPosition,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let params = Params(params);
+    let filters = Filters {
+        project_id: project(&params)?,
+        statuses: vec![JobStatus::Pending, JobStatus::Running],
+        job_type: params.parsed("job_type", JobType::parse)?,
+    };
+    page(&state, "active_jobs", params, filters, min).await
+}
+
+/// The job row `id`, or 404.
+async fn job_row(
+    state: &QueryState,
+    id: &str,
+    min: MinPosition,
+) -> Result<
+    (
+        Value,
+        commandcenter_event_store::Position,
+        crate::pools::ChosenPool,
+    ),
+    ApiError,
+> {
+    let pool = state.pools.choose();
+    wait_until_reached(
+        &pool.pool,
+        VIEWS,
+        min.0,
+        state.config.min_position_wait,
+        &mut state.hub.changes(),
+    )
+    .await?;
+    let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
+    position_columns(&mut qb, "job_view");
+    qb.push(", (SELECT to_jsonb(j) FROM job_view j WHERE j.id = ")
+        .push_bind(id.to_string())
+        .push(") AS row");
+    let row = qb.build().fetch_one(&pool.pool).await?;
+    let position = read_position(&row)?;
+    let job: Option<Value> = row.try_get("row")?;
+    Ok((job.ok_or(ApiError::NotFound("job"))?, position, pool))
+}
+
+/// `GET /api/v1/jobs/{id}`.
+pub async fn get_job(
+    State(state): State<QueryState>,
+    min: MinPosition,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (job, position, pool) = job_row(&state, &id, min).await?;
+    Ok(json_response(&job, position, &pool))
+}
+
+/// `GET /api/v1/jobs/{id}/progress`.
+pub async fn job_progress(
+    State(state): State<QueryState>,
+    min: MinPosition,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (job, position, pool) = job_row(&state, &id, min).await?;
+    let body = json!({
+        "job_id": job["id"],
+        "status": job["status"],
+        "progress": job["progress"],
+        "current_step": job["current_step"],
+        "is_terminal": job["is_terminal"],
+    });
+    Ok(json_response(&body, position, &pool))
+}
+
+/// Totals by status and type, success rate and mean duration from `job_counts` rows
+/// `(job_type, status, n, duration_sum_us, duration_n)`.
+pub fn summarize(rows: &[(String, String, i64, i64, i64)]) -> Value {
+    let mut by_status: std::collections::BTreeMap<String, i64> =
+        JobStatus::ALL.iter().map(|s| (s.to_string(), 0)).collect();
+    let mut by_type: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    let (mut total, mut duration_sum_us, mut duration_n) = (0i64, 0i64, 0i64);
+    for (job_type, status, n, sum_us, count) in rows {
+        total += n;
+        *by_status.entry(status.clone()).or_default() += n;
+        *by_type.entry(job_type.clone()).or_default() += n;
+        duration_sum_us += sum_us;
+        duration_n += count;
+    }
+    let (completed, failed) = (by_status["completed"], by_status["failed"]);
+    let success_rate =
+        (completed + failed > 0).then(|| completed as f64 / (completed + failed) as f64);
+    let average = (duration_n > 0).then(|| duration_sum_us as f64 / duration_n as f64 / 1e6);
+    json!({
+        "total": total,
+        "by_status": by_status,
+        "by_type": by_type,
+        "success_rate": success_rate,
+        "average_duration_seconds": average,
+    })
+}
+
+/// `GET /api/v1/jobs/statistics/summary?project_id=`.
+pub async fn statistics(
+    State(state): State<QueryState>,
+    min: MinPosition,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let params = Params(params);
+    let project_id = project(&params)?;
+    let key = CacheKey::new("job_statistics", &["job_view"], project_id, &params.0);
+    cached_or(&state, key, min, VIEWS, |pool| async move {
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
+        position_columns(&mut qb, "job_view");
+        qb.push(
+            ", c.job_type, c.status, c.n, c.duration_sum_us, c.duration_n FROM (SELECT 1) one \
+                 LEFT JOIN job_counts c ON true",
+        );
+        if let Some(project) = project_id {
+            qb.push(" AND c.project_id = ").push_bind(project);
+        }
+        let rows = qb.build().fetch_all(&pool.pool).await?;
+        let position = rows
+            .first()
+            .map(read_position)
+            .transpose()?
+            .unwrap_or_default();
+        let mut counts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(job_type) = row.try_get::<Option<String>, _>("job_type")? {
+                counts.push((
+                    job_type,
+                    row.try_get("status")?,
+                    row.try_get("n")?,
+                    row.try_get("duration_sum_us")?,
+                    row.try_get("duration_n")?,
+                ));
+            }
+        }
+        let mut body = summarize(&counts);
+        body["position"] = json!(position);
+        Ok((body, vec![position]))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_sums_groups_and_derives_rates() {
+        let rows = vec![
+            ("noop".to_string(), "completed".to_string(), 3, 6_000_000, 3),
+            ("noop".to_string(), "failed".to_string(), 1, 4_000_000, 1),
+            ("export".to_string(), "pending".to_string(), 2, 0, 0),
+        ];
+        let summary = summarize(&rows);
+        assert_eq!(summary["total"], 6);
+        assert_eq!(summary["by_status"]["completed"], 3);
+        assert_eq!(summary["by_status"]["running"], 0);
+        assert_eq!(summary["by_type"]["noop"], 4);
+        assert_eq!(summary["success_rate"], 0.75);
+        assert_eq!(summary["average_duration_seconds"], 2.5);
+        assert_eq!(summarize(&[])["success_rate"], Value::Null);
+    }
+}

@@ -1,0 +1,115 @@
+//! The read side of CommandCenter: list, detail and statistics endpoints over the read
+//! models (one indexed read per page, totals from precomputed counts), read replicas with
+//! read-your-writes, a cache invalidated by change announcements, and WebSocket push.
+//!
+//! Every answer carries `X-CC-Position`, the checkpoint of the read model it reflects,
+//! read in the same statement as the data.
+
+pub mod cache;
+pub mod consistency;
+pub mod cursor;
+pub mod dashboard;
+pub mod error;
+pub mod hub;
+pub mod jobs;
+pub mod params;
+pub mod pools;
+pub mod response;
+pub mod technologies;
+pub mod ws;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use sqlx::PgPool;
+
+pub use cache::QueryCache;
+pub use hub::Hub;
+pub use pools::ReadPools;
+
+/// Settings of the query API.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// The longest a read waits for `X-CC-Min-Position` before answering 503.
+    pub min_position_wait: Duration,
+    /// Pushes buffered per WebSocket client before it is told it lagged.
+    pub socket_queue: usize,
+}
+
+/// Counts for observability.
+#[derive(Debug, Default)]
+pub struct Counters {
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    sockets: AtomicI64,
+}
+
+impl Counters {
+    /// One answer served from the cache.
+    pub fn cache_hit(&self) {
+        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One answer computed.
+    pub fn cache_miss(&self) {
+        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A WebSocket opened.
+    pub fn socket_opened(&self) {
+        self.sockets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A WebSocket closed.
+    pub fn socket_closed(&self) {
+        self.sockets.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// `(cache hits, cache misses, open sockets)`.
+    pub fn snapshot(&self) -> (u64, u64, i64) {
+        (
+            self.cache_hits.load(Ordering::Relaxed),
+            self.cache_misses.load(Ordering::Relaxed),
+            self.sockets.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// What every read route needs.
+#[derive(Clone)]
+pub struct QueryState {
+    /// Pools queries run on.
+    pub pools: ReadPools,
+    /// The primary, for sockets (which must see every announced row).
+    pub primary: PgPool,
+    /// The answer cache.
+    pub cache: Arc<QueryCache>,
+    /// The change hub.
+    pub hub: Arc<Hub>,
+    /// Settings.
+    pub config: QueryConfig,
+    /// Observability counts.
+    pub counters: Arc<Counters>,
+}
+
+/// The query API's routes.
+pub fn router(state: QueryState) -> Router {
+    Router::new()
+        .route("/api/v1/technologies", get(technologies::list_technologies))
+        .route(
+            "/api/v1/technologies/{id}",
+            get(technologies::get_technology),
+        )
+        .route("/api/v1/jobs", get(jobs::list_jobs))
+        .route("/api/v1/jobs/active/list", get(jobs::active_jobs))
+        .route("/api/v1/jobs/statistics/summary", get(jobs::statistics))
+        .route("/api/v1/jobs/{id}", get(jobs::get_job))
+        .route("/api/v1/jobs/{id}/progress", get(jobs::job_progress))
+        .route("/api/v1/jobs/ws/{job_id}", get(ws::job_socket))
+        .route("/api/v1/ws", get(ws::multiplexed_socket))
+        .route("/api/v1/dashboard/stats", get(dashboard::dashboard_stats))
+        .with_state(state)
+}

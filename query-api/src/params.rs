@@ -1,0 +1,50 @@
+//! Query-string parameters, parsed into typed values or a problem naming the parameter.
+//! Unknown parameters are ignored (older clients send some).
+
+use std::collections::HashMap;
+
+use commandcenter_commands::ApiError;
+
+use crate::error::invalid;
+
+/// The query string of one request.
+pub struct Params(pub HashMap<String, String>);
+
+impl Params {
+    /// The raw value of `name`, if present and not empty.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// An integer from `min` to `max`, or `default` when absent.
+    pub fn int(&self, name: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+        match self.text(name) {
+            None => Ok(default),
+            Some(text) => text
+                .parse::<i64>()
+                .ok()
+                .filter(|v| (min..=max).contains(v))
+                .ok_or_else(|| {
+                    invalid(name, format!("must be a whole number from {min} to {max}"))
+                }),
+        }
+    }
+
+    /// An optional integer from `min` to `max`.
+    pub fn opt_int(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+        self.text(name)
+            .map(|_| self.int(name, 0, min, max))
+            .transpose()
+    }
+
+    /// An optional value parsed by `parse` (which names the parameter in its error).
+    pub fn parsed<T>(
+        &self,
+        name: &str,
+        parse: impl Fn(&str, &str) -> Result<T, commandcenter_domain::ValidationError>,
+    ) -> Result<Option<T>, ApiError> {
+        self.text(name)
+            .map(|text| parse(name, text).map_err(ApiError::Validation))
+            .transpose()
+    }
+}

@@ -1,0 +1,101 @@
+//! The shape every read answer shares: JSON with `X-CC-Position`, computed once per
+//! request on one chosen pool (after waiting for `X-CC-Min-Position`), and served from
+//! the cache when a valid entry exists.
+
+use std::future::Future;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use commandcenter_commands::ApiError;
+use commandcenter_event_store::Position;
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use crate::cache::CacheKey;
+use crate::consistency::{wait_until_reached, MinPosition};
+use crate::pools::ChosenPool;
+use crate::QueryState;
+
+/// Appends the checkpoint of read model `view` as columns `cp_tx`, `cp_pos`, so a
+/// page and the position it reflects come from one snapshot.
+pub fn position_columns(qb: &mut QueryBuilder<'_, Postgres>, view: &'static str) {
+    qb.push("(SELECT tx_id FROM projection_checkpoints WHERE projection = ")
+        .push_bind(view)
+        .push(") AS cp_tx, (SELECT global_position FROM projection_checkpoints WHERE projection = ")
+        .push_bind(view)
+        .push(") AS cp_pos");
+}
+
+/// Reads the columns written by [`position_columns`] (zero before the first event).
+pub fn read_position(row: &PgRow) -> Result<Position, sqlx::Error> {
+    let tx: Option<i64> = row.try_get("cp_tx")?;
+    let pos: Option<i64> = row.try_get("cp_pos")?;
+    Ok(Position::new(tx.unwrap_or(0) as u64, pos.unwrap_or(0)))
+}
+
+/// A JSON answer from bytes, with `X-CC-Position` and `X-CC-Source` (`cache`, or the
+/// pool that computed it: `primary`, `replica-<n>`).
+pub fn bytes_response(body: Bytes, position: Position, source: &str) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&position.to_string()) {
+        headers.insert("x-cc-position", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(source) {
+        headers.insert("x-cc-source", value);
+    }
+    response
+}
+
+/// A JSON answer with `X-CC-Position`, computed on `pool`.
+pub fn json_response(body: &Value, position: Position, pool: &ChosenPool) -> Response {
+    bytes_response(
+        Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+        position,
+        &pool.name,
+    )
+}
+
+/// Serves `key` from the cache, or computes it with `fetch` on a chosen pool (after the
+/// read-your-writes wait) and caches it. `views` are `(read model, aggregate type)`
+/// pairs; `fetch` returns the body and each read model's position, in that order.
+pub async fn cached_or<F, Fut>(
+    state: &QueryState,
+    key: CacheKey,
+    min: MinPosition,
+    views: &[(&'static str, &'static str)],
+    fetch: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(ChosenPool) -> Fut,
+    Fut: Future<Output = Result<(Value, Vec<Position>), ApiError>>,
+{
+    if let Some(hit) = state.cache.get(&key, min.0) {
+        state.counters.cache_hit();
+        return Ok(bytes_response(hit.body, hit.position, "cache"));
+    }
+    state.counters.cache_miss();
+    let pool = state.pools.choose();
+    wait_until_reached(
+        &pool.pool,
+        views,
+        min.0,
+        state.config.min_position_wait,
+        &mut state.hub.changes(),
+    )
+    .await?;
+    let generation = state.cache.generation(&key);
+    let source = pool.name.clone();
+    let (body, positions) = fetch(pool).await?;
+    let position = positions.iter().copied().min().unwrap_or(Position::ZERO);
+    let bytes =
+        Bytes::from(serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?);
+    state.cache.put(key, generation, positions, bytes.clone());
+    Ok(bytes_response(bytes, position, &source))
+}

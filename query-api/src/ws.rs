@@ -1,0 +1,413 @@
+//! WebSocket push, fed by the change hub (never by polling).
+//!
+//! - `GET /api/v1/jobs/ws/{job_id}` keeps the existing product's contract:
+//!   `{"type":"connected",…}` first, `{"type":"progress",…}` on every change, and
+//!   `{"type":"completed",…}` before closing when the job ends. Unknown job: close 1008.
+//! - `GET /api/v1/ws` multiplexes topics `jobs:<project_id>`, `job:<id>` and
+//!   `technologies:<project_id>`: the client sends `{"subscribe": [...],
+//!   "since_position": "…"}` and `{"unsubscribe": [...]}`; each push carries its topic,
+//!   the row and its position. `since_position` replays, from the read tables, the rows
+//!   that changed after it (rows deleted meanwhile cannot be replayed).
+//!
+//! Each client has a bounded queue in the hub; when it overflows the client gets
+//! `{"type":"lagged","position":…}` (the last position it was sent) and can resubscribe
+//! with that `since_position`. The server pings every 30 s and drops a client that did
+//! not answer the previous ping.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use commandcenter_event_store::Position;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::hub::ViewChange;
+use crate::QueryState;
+
+/// How often idle sockets are pinged.
+pub const PING_EVERY: Duration = Duration::from_secs(30);
+/// Most topics one socket may subscribe to.
+pub const MAX_TOPICS: usize = 100;
+/// Most rows replayed per topic for `since_position`.
+pub const MAX_REPLAY: i64 = 1000;
+/// WebSocket close code for a policy violation (unknown job).
+const POLICY_VIOLATION: u16 = 1008;
+
+async fn send_json(socket: &mut WebSocket, value: &Value) -> bool {
+    socket
+        .send(Message::Text(Utf8Bytes::from(value.to_string())))
+        .await
+        .is_ok()
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })))
+        .await;
+}
+
+fn progress_message(job: &Value) -> Value {
+    json!({
+        "type": "progress",
+        "job_id": job["id"],
+        "status": job["status"],
+        "progress": job["progress"],
+        "current_step": job["current_step"],
+        "is_terminal": job["is_terminal"],
+    })
+}
+
+fn completed_message(job: &Value) -> Value {
+    json!({
+        "type": "completed",
+        "job_id": job["id"],
+        "status": job["status"],
+        "result": job["result"],
+        "error": job["error"],
+    })
+}
+
+async fn load_job(state: &QueryState, id: &str) -> Result<Option<(Value, Position)>, sqlx::Error> {
+    let row: Option<(Value, String)> =
+        sqlx::query_as("SELECT to_jsonb(j), j.position FROM job_view j WHERE j.id = $1")
+            .bind(id)
+            .fetch_optional(&state.primary)
+            .await?;
+    Ok(row.map(|(job, position)| (job, position.parse().unwrap_or_default())))
+}
+
+/// `GET /api/v1/jobs/ws/{job_id}`.
+pub async fn job_socket(
+    State(state): State<QueryState>,
+    Path(job_id): Path<String>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.on_upgrade(move |socket| follow_job(state, job_id, socket))
+}
+
+async fn follow_job(state: QueryState, job_id: String, mut socket: WebSocket) {
+    let (mut subscriber, sender, lagged) = state.hub.connect();
+    let topic = format!("job:{job_id}");
+    // Subscribe before reading the row, so no change falls between the two.
+    state.hub.subscribe(subscriber.id, &topic, &sender, &lagged);
+    let _guard = Unsubscribe::new(&state, subscriber.id, vec![topic]);
+    let (job, mut sent) = match load_job(&state, &job_id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return close(&mut socket, POLICY_VIOLATION, "unknown job").await,
+        Err(err) => {
+            tracing::warn!(%err, "job socket cannot read the job");
+            return close(&mut socket, 1011, "try again").await;
+        }
+    };
+    let connected = json!({
+        "type": "connected",
+        "job_id": job["id"],
+        "status": job["status"],
+        "progress": job["progress"],
+        "current_step": job["current_step"],
+    });
+    if !send_json(&mut socket, &connected).await {
+        return;
+    }
+    if job["is_terminal"] == true {
+        send_json(&mut socket, &completed_message(&job)).await;
+        return close(&mut socket, 1000, "job finished").await;
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut awaiting_pong = false;
+    loop {
+        tokio::select! {
+            change = subscriber.receiver.recv() => {
+                let Some(change) = change else { return };
+                if change.position <= sent {
+                    continue;
+                }
+                sent = change.position;
+                let Some(job) = change.row.as_ref() else {
+                    return close(&mut socket, 1000, "job deleted").await;
+                };
+                if job["is_terminal"] == true {
+                    send_json(&mut socket, &progress_message(job)).await;
+                    send_json(&mut socket, &completed_message(job)).await;
+                    return close(&mut socket, 1000, "job finished").await;
+                }
+                if !send_json(&mut socket, &progress_message(job)).await {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                if awaiting_pong || socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+                awaiting_pong = true;
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+        if lagged.swap(false, Ordering::Relaxed) {
+            // Missed changes: say so, then send the job as it is now.
+            send_json(&mut socket, &json!({"type": "lagged", "position": sent})).await;
+            match load_job(&state, &job_id).await {
+                Ok(Some((job, position))) if position > sent => {
+                    sent = position;
+                    let done = job["is_terminal"] == true;
+                    send_json(&mut socket, &progress_message(&job)).await;
+                    if done {
+                        send_json(&mut socket, &completed_message(&job)).await;
+                        return close(&mut socket, 1000, "job finished").await;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return close(&mut socket, 1000, "job deleted").await,
+                Err(_) => return close(&mut socket, 1011, "try again").await,
+            }
+        }
+    }
+}
+
+/// Removes a client's subscriptions when its socket task ends, however it ends.
+struct Unsubscribe {
+    state: QueryState,
+    id: u64,
+    topics: Vec<String>,
+}
+
+impl Unsubscribe {
+    fn new(state: &QueryState, id: u64, topics: Vec<String>) -> Self {
+        state.counters.socket_opened();
+        Self {
+            state: state.clone(),
+            id,
+            topics,
+        }
+    }
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        for topic in &self.topics {
+            self.state.hub.unsubscribe(self.id, topic);
+        }
+        self.state.counters.socket_closed();
+    }
+}
+
+/// A client's request on the multiplexed socket.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientMessage {
+    #[serde(default)]
+    subscribe: Vec<String>,
+    #[serde(default)]
+    unsubscribe: Vec<String>,
+    #[serde(default)]
+    since_position: Option<String>,
+}
+
+/// A topic a client may follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Topic {
+    Jobs(i64),
+    Job(String),
+    Technologies(i64),
+}
+
+impl Topic {
+    fn parse(text: &str) -> Option<Self> {
+        let (kind, arg) = text.split_once(':')?;
+        match kind {
+            "jobs" => arg.parse().ok().filter(|p| *p >= 1).map(Self::Jobs),
+            "technologies" => arg.parse().ok().filter(|p| *p >= 1).map(Self::Technologies),
+            "job" if !arg.is_empty() && arg.len() <= 64 => Some(Self::Job(arg.to_string())),
+            _ => None,
+        }
+    }
+
+    /// Rows of this topic changed after `since`, oldest first.
+    async fn replay(
+        &self,
+        state: &QueryState,
+        since: Position,
+    ) -> Result<Vec<(Value, String)>, sqlx::Error> {
+        let since = since.to_string();
+        match self {
+            Self::Jobs(project) => {
+                sqlx::query_as(
+                    "SELECT to_jsonb(j), j.position FROM job_view j \
+                      WHERE j.project_id = $1 AND j.position > $2 ORDER BY j.position LIMIT $3",
+                )
+                .bind(project)
+                .bind(since)
+                .bind(MAX_REPLAY)
+                .fetch_all(&state.primary)
+                .await
+            }
+            Self::Technologies(project) => {
+                sqlx::query_as(
+                    "SELECT to_jsonb(t) - 'search', t.position FROM technology_view t \
+                      WHERE t.project_id = $1 AND t.position > $2 ORDER BY t.position LIMIT $3",
+                )
+                .bind(project)
+                .bind(since)
+                .bind(MAX_REPLAY)
+                .fetch_all(&state.primary)
+                .await
+            }
+            Self::Job(id) => {
+                sqlx::query_as("SELECT to_jsonb(j), j.position FROM job_view j WHERE j.id = $1 AND j.position > $2")
+                    .bind(id)
+                    .bind(since)
+                    .fetch_all(&state.primary)
+                    .await
+            }
+        }
+    }
+}
+
+fn push_message(topic: &str, change: &ViewChange) -> Value {
+    json!({
+        "type": "change",
+        "topic": topic,
+        "view": change.view,
+        "id": change.id,
+        "position": change.position,
+        "deleted": change.deleted,
+        "correlation_id": change.correlation_id,
+        "row": change.row,
+    })
+}
+
+/// `GET /api/v1/ws`.
+pub async fn multiplexed_socket(State(state): State<QueryState>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| serve_socket(state, socket))
+}
+
+async fn serve_socket(state: QueryState, mut socket: WebSocket) {
+    let (mut subscriber, sender, lagged) = state.hub.connect();
+    let mut guard = Unsubscribe::new(&state, subscriber.id, Vec::new());
+    let mut topics: HashSet<String> = HashSet::new();
+    let mut sent = Position::ZERO;
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut awaiting_pong = false;
+    loop {
+        tokio::select! {
+            change = subscriber.receiver.recv() => {
+                let Some(change) = change else { return };
+                sent = sent.max(change.position);
+                for topic in change.topics().iter().filter(|t| topics.contains(*t)) {
+                    if !send_json(&mut socket, &push_message(topic, &change)).await {
+                        return;
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if awaiting_pong || socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+                awaiting_pong = true;
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    let reply = handle_request(&state, &text, &mut topics, &subscriber, &sender, &lagged).await;
+                    guard.topics = topics.iter().cloned().collect();
+                    for message in reply {
+                        if !send_json(&mut socket, &message).await {
+                            return;
+                        }
+                    }
+                }
+                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+        if lagged.swap(false, Ordering::Relaxed) {
+            let message = json!({
+                "type": "lagged",
+                "position": sent,
+                "detail": "some changes were dropped; subscribe again with this since_position",
+            });
+            if !send_json(&mut socket, &message).await {
+                return;
+            }
+        }
+    }
+}
+
+async fn handle_request(
+    state: &QueryState,
+    text: &str,
+    topics: &mut HashSet<String>,
+    subscriber: &crate::hub::Subscriber,
+    sender: &tokio::sync::mpsc::Sender<Arc<ViewChange>>,
+    lagged: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<Value> {
+    let error = |message: String| vec![json!({"type": "error", "message": message})];
+    let request: ClientMessage = match serde_json::from_str(text) {
+        Ok(request) => request,
+        Err(err) => {
+            return error(format!(
+                "expected {{\"subscribe\": [...]}} or {{\"unsubscribe\": [...]}}: {err}"
+            ))
+        }
+    };
+    let since = match request
+        .since_position
+        .as_deref()
+        .map(str::parse::<Position>)
+        .transpose()
+    {
+        Ok(since) => since,
+        Err(err) => return error(format!("since_position: {err}")),
+    };
+    let mut parsed = Vec::with_capacity(request.subscribe.len());
+    for name in &request.subscribe {
+        match Topic::parse(name) {
+            Some(topic) => parsed.push((name.clone(), topic)),
+            None => {
+                return error(format!(
+                    "unknown topic {name:?}: use jobs:<project_id>, job:<id> or technologies:<project_id>"
+                ))
+            }
+        }
+    }
+    let new = parsed
+        .iter()
+        .filter(|(name, _)| !topics.contains(name))
+        .count();
+    if topics.len() + new > MAX_TOPICS {
+        return error(format!("at most {MAX_TOPICS} topics per socket"));
+    }
+    for name in &request.unsubscribe {
+        topics.remove(name);
+        state.hub.unsubscribe(subscriber.id, name);
+    }
+    let mut replies = Vec::new();
+    for (name, topic) in parsed {
+        topics.insert(name.clone());
+        state.hub.subscribe(subscriber.id, &name, sender, lagged);
+        if let Some(since) = since {
+            match topic.replay(state, since).await {
+                Ok(rows) => replies.extend(rows.into_iter().map(|(row, position)| {
+                    json!({"type": "change", "topic": name, "id": row["id"], "position": position, "deleted": false, "row": row, "replayed": true})
+                })),
+                Err(err) => return error(format!("cannot replay {name}: {err}")),
+            }
+        }
+    }
+    replies.push(json!({"type": "subscribed", "topics": topics.iter().collect::<Vec<_>>()}));
+    replies
+}

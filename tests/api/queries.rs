@@ -1,0 +1,604 @@
+//! The query API: shapes, filters, sorts, both pagination styles, totals against
+//! `COUNT(*)`, read-your-writes on a second pool, and the cache.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with, TestApp};
+
+const DOMAINS: &[&str] = &["audio-dsp", "ai-ml", "performance", "other"];
+const STATUSES: &[&str] = &["discovery", "research", "evaluation", "integrated"];
+
+/// 36 technologies over two projects with varied fields.
+async fn seed_technologies(app: &TestApp) {
+    for i in 0..36usize {
+        let body = json!({
+            "project_id": 1 + (i % 2),
+            "title": format!("Tech {i:02} {}", if i % 5 == 0 { "synthesizer" } else { "toolkit" }),
+            "domain": DOMAINS[i % 4],
+            "status": STATUSES[(i / 4) % 4],
+            "priority": 1 + (i % 5),
+            "relevance_score": (i * 7) % 101,
+            "tags": if i % 3 == 0 { json!(["dsp", "realtime"]) } else { json!(["web"]) },
+            "maturity_level": if i % 2 == 0 { "stable" } else { "beta" },
+            "cost_tier": if i % 4 == 0 { "free" } else { "enterprise" },
+            "description": "A technology under evaluation",
+        });
+        let response = app.post("/api/v1/technologies", &body).await;
+        assert_eq!(response.status(), 201);
+    }
+    app.wait_caught_up().await;
+}
+
+async fn get_json(app: &TestApp, path: &str) -> Value {
+    let response = app.get(path).await;
+    assert_eq!(response.status(), 200, "GET {path}");
+    assert_eq!(response.headers()["x-cc-position"].len(), 32);
+    response.json().await.unwrap()
+}
+
+async fn count(app: &TestApp, sql_where: &str) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM technology_view t WHERE {sql_where}"
+    ))
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn technology_lists_filter_and_count_like_count_star() {
+    let app = spawn_app().await;
+    seed_technologies(&app).await;
+    let all = get_json(&app, "/api/v1/technologies").await;
+    for key in [
+        "items",
+        "total",
+        "page",
+        "page_size",
+        "next_cursor",
+        "position",
+    ] {
+        assert!(all.get(key).is_some(), "response has {key}");
+    }
+    assert_eq!(all["total"], 36);
+    assert_eq!(all["page"], 1);
+    assert_eq!(all["page_size"], 50);
+    assert!(all["items"][0].get("search").is_none());
+    let cases = [
+        ("project_id=1", "project_id = 1"),
+        ("domain=ai-ml", "domain = 'ai-ml'"),
+        ("status=research", "status = 'research'"),
+        (
+            "project_id=2&domain=audio-dsp&status=discovery",
+            "project_id = 2 AND domain = 'audio-dsp' AND status = 'discovery'",
+        ),
+        ("priority_min=4", "priority >= 4"),
+        ("relevance_min=50", "relevance_score >= 50"),
+        ("tag=dsp", "'dsp' = ANY(tags)"),
+        ("maturity_level=beta", "maturity_level = 'beta'"),
+        (
+            "cost_tier=free&project_id=1",
+            "cost_tier = 'free' AND project_id = 1",
+        ),
+        (
+            "search=synthesizer",
+            "search @@ websearch_to_tsquery('english', 'synthesizer')",
+        ),
+        (
+            "search=synthesizer&domain=audio-dsp",
+            "search @@ websearch_to_tsquery('english', 'synthesizer') AND domain = 'audio-dsp'",
+        ),
+        ("domain=ui-ux", "domain = 'ui-ux'"),
+    ];
+    for (query, sql) in cases {
+        let page = get_json(&app, &format!("/api/v1/technologies?{query}&limit=1000")).await;
+        let expected = count(&app, sql).await;
+        assert_eq!(page["total"], expected, "total for {query}");
+        assert_eq!(
+            page["items"].as_array().unwrap().len() as i64,
+            expected,
+            "rows for {query}"
+        );
+    }
+    let ranked = get_json(&app, "/api/v1/technologies?search=synthesizer").await;
+    assert!(ranked["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["title"].as_str().unwrap().contains("synthesizer")));
+}
+
+fn sort_value(item: &Value, key: &str) -> String {
+    match key {
+        "title" => item["title"].as_str().unwrap().to_lowercase(),
+        "priority" | "relevance_score" => format!("{:05}", item[key].as_i64().unwrap()),
+        _ => item[key].as_str().unwrap().to_string(),
+    }
+}
+
+#[tokio::test]
+async fn every_sort_orders_pages_and_both_pagination_styles_agree() {
+    let app = spawn_app().await;
+    seed_technologies(&app).await;
+    for key in [
+        "updated_at",
+        "created_at",
+        "priority",
+        "relevance_score",
+        "title",
+    ] {
+        for descending in [false, true] {
+            let sort = if descending {
+                format!("-{key}")
+            } else {
+                key.to_string()
+            };
+            // Keyset walk.
+            let mut by_cursor: Vec<Value> = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let path = match &cursor {
+                    Some(c) => format!("/api/v1/technologies?sort={sort}&limit=5&cursor={c}"),
+                    None => format!("/api/v1/technologies?sort={sort}&limit=5"),
+                };
+                let page = get_json(&app, &path).await;
+                by_cursor.extend(page["items"].as_array().unwrap().iter().cloned());
+                match page["next_cursor"].as_str() {
+                    Some(next) => cursor = Some(next.to_string()),
+                    None => break,
+                }
+            }
+            // Offset pages.
+            let mut by_skip: Vec<Value> = Vec::new();
+            for skip in (0..40).step_by(5) {
+                let page = get_json(
+                    &app,
+                    &format!("/api/v1/technologies?sort={sort}&limit=5&skip={skip}"),
+                )
+                .await;
+                assert_eq!(page["page"], skip / 5 + 1);
+                by_skip.extend(page["items"].as_array().unwrap().iter().cloned());
+            }
+            let ids = |items: &[Value]| {
+                items
+                    .iter()
+                    .map(|t| t["id"].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(by_cursor.len(), 36, "{sort}");
+            assert_eq!(
+                ids(&by_cursor),
+                ids(&by_skip),
+                "{sort}: cursor and skip pages agree"
+            );
+            let keys: Vec<(String, String)> = by_cursor
+                .iter()
+                .map(|t| (sort_value(t, key), t["id"].as_str().unwrap().to_string()))
+                .collect();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            if descending {
+                sorted.reverse();
+            }
+            assert_eq!(keys, sorted, "{sort} orders by (value, id)");
+        }
+    }
+    let page = get_json(&app, "/api/v1/technologies?sort=-priority&limit=5").await;
+    let cursor = page["next_cursor"].as_str().unwrap();
+    assert_problem(
+        app.get(&format!("/api/v1/technologies?sort=title&cursor={cursor}"))
+            .await,
+        400,
+        "cursor",
+    )
+    .await;
+    assert_problem(
+        app.get("/api/v1/technologies?cursor=garbage").await,
+        400,
+        "cursor",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_cursor_walk_returns_every_row_once_while_writes_happen() {
+    let app = spawn_app().await;
+    seed_technologies(&app).await;
+    let before: HashSet<String> = sqlx::query_scalar("SELECT id FROM technology_view")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let writer = {
+        let client = app.client.clone();
+        let url = app.url("/api/v1/technologies");
+        tokio::spawn(async move {
+            for i in 0..40 {
+                client
+                    .post(&url)
+                    .json(&json!({"project_id": 1, "title": format!("Concurrent {i}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/technologies?limit=3&cursor={c}"),
+            None => "/api/v1/technologies?limit=3".to_string(),
+        };
+        let page = get_json(&app, &path).await;
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_string()),
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    writer.await.unwrap();
+    let unique: HashSet<String> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no row twice");
+    assert!(
+        before.is_subset(&unique),
+        "every row present at the start was returned"
+    );
+}
+
+#[tokio::test]
+async fn details_and_errors() {
+    let app = spawn_app().await;
+    let created = app.create_technology("Detail").await;
+    let id = created["id"].as_str().unwrap();
+    let response = app
+        .client
+        .get(app.url(&format!("/api/v1/technologies/{id}")))
+        .header("x-cc-min-position", created["position"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["x-cc-position"],
+        created["position"].as_str().unwrap()
+    );
+    let row: Value = response.json().await.unwrap();
+    assert_eq!(row["title"], "Detail");
+    assert_eq!(row["version"], 1);
+    assert_problem(
+        app.get(&format!("/api/v1/technologies/{}", uuid::Uuid::now_v7()))
+            .await,
+        404,
+        "",
+    )
+    .await;
+    app.delete(&format!("/api/v1/technologies/{id}")).await;
+    app.wait_caught_up().await;
+    assert_problem(
+        app.get(&format!("/api/v1/technologies/{id}")).await,
+        404,
+        "",
+    )
+    .await;
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("skip=-1", "skip"),
+        ("domain=cooking", "domain"),
+        ("status=done", "status"),
+        ("priority_min=9", "priority_min"),
+        ("sort=rank", "sort"),
+        ("project_id=0", "project_id"),
+        ("maturity_level=ancient", "maturity_level"),
+    ] {
+        assert_problem(
+            app.get(&format!("/api/v1/technologies?{query}")).await,
+            422,
+            field,
+        )
+        .await;
+    }
+    assert_problem(
+        app.client
+            .get(app.url("/api/v1/technologies"))
+            .header("x-cc-min-position", "nonsense")
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "X-CC-Min-Position",
+    )
+    .await;
+}
+
+/// Jobs in various states over two projects.
+async fn seed_jobs(app: &TestApp) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..24usize {
+        let job: Value = app
+            .post(
+                "/api/v1/jobs",
+                &json!({"project_id": 1 + (i % 2), "job_type": if i % 3 == 0 { "analysis" } else { "noop" }}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let path = format!("/api/v1/jobs/{}", job["id"].as_str().unwrap());
+        if i % 4 != 0 {
+            app.post(&format!("{path}/dispatch"), &json!({})).await;
+            app.patch(&path, &json!({"status": "running", "progress": 20}))
+                .await;
+        }
+        if i % 4 == 2 {
+            app.patch(&path, &json!({"status": "completed", "result": {"i": i}}))
+                .await;
+        }
+        if i % 8 == 3 {
+            app.patch(&path, &json!({"status": "failed", "error": "boom"}))
+                .await;
+        }
+        ids.push(job["id"].as_str().unwrap().to_string());
+    }
+    app.wait_caught_up().await;
+    ids
+}
+
+#[tokio::test]
+async fn job_lists_details_statistics_and_dashboard() {
+    let app = spawn_app().await;
+    let ids = seed_jobs(&app).await;
+    let page = get_json(&app, "/api/v1/jobs").await;
+    for key in ["jobs", "total", "skip", "limit", "next_cursor"] {
+        assert!(page.get(key).is_some(), "response has {key}");
+    }
+    assert_eq!(page["total"], 24);
+    assert_eq!(page["limit"], 100);
+    let newest_first: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    expected.reverse();
+    assert_eq!(newest_first, expected);
+    for (query, sql) in [
+        ("project_id=1", "project_id = 1"),
+        ("status_filter=running", "status = 'running'"),
+        (
+            "status_filter=pending&project_id=2",
+            "status = 'pending' AND project_id = 2",
+        ),
+        ("job_type=analysis", "job_type = 'analysis'"),
+        (
+            "job_type=noop&status_filter=completed&project_id=1",
+            "job_type = 'noop' AND status = 'completed' AND project_id = 1",
+        ),
+    ] {
+        let page = get_json(&app, &format!("/api/v1/jobs?{query}")).await;
+        let expected: i64 =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM job_view WHERE {sql}"))
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(page["total"], expected, "{query}");
+        assert_eq!(
+            page["jobs"].as_array().unwrap().len() as i64,
+            expected,
+            "{query}"
+        );
+    }
+    // Cursor and skip walks agree.
+    let mut by_cursor = Vec::new();
+    let mut path = "/api/v1/jobs?limit=5".to_string();
+    loop {
+        let page = get_json(&app, &path).await;
+        by_cursor.extend(
+            page["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].clone()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/v1/jobs?limit=5&cursor={c}"),
+            None => break,
+        }
+    }
+    let all: Vec<Value> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].clone())
+        .collect();
+    assert_eq!(by_cursor, all);
+    let skipped = get_json(&app, "/api/v1/jobs?limit=5&skip=5").await;
+    assert_eq!(skipped["skip"], 5);
+    assert_eq!(skipped["jobs"].as_array().unwrap()[0]["id"], all[5]);
+
+    let job = get_json(&app, &format!("/api/v1/jobs/{}", ids[1])).await;
+    assert_eq!(job["status"], "running");
+    let progress = get_json(&app, &format!("/api/v1/jobs/{}/progress", ids[1])).await;
+    assert_eq!(
+        progress,
+        json!({"job_id": ids[1], "status": "running", "progress": 20, "current_step": null, "is_terminal": false})
+    );
+    assert_problem(
+        app.get(&format!("/api/v1/jobs/{}", uuid::Uuid::now_v7()))
+            .await,
+        404,
+        "",
+    )
+    .await;
+    assert_problem(
+        app.get("/api/v1/jobs?status_filter=paused").await,
+        422,
+        "status_filter",
+    )
+    .await;
+
+    let active = get_json(&app, "/api/v1/jobs/active/list").await;
+    let expected_active: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM job_view WHERE status IN ('pending', 'running')")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(active["total"], expected_active);
+    assert!(active["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["status"] == "pending" || j["status"] == "running"));
+
+    let stats = get_json(&app, "/api/v1/jobs/statistics/summary").await;
+    let truth: (i64, i64, i64, i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'failed'), \
+                count(*) FILTER (WHERE job_type = 'analysis'), avg(duration_seconds) FROM job_view",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(stats["total"], truth.0);
+    assert_eq!(stats["by_status"]["completed"], truth.1);
+    assert_eq!(stats["by_status"]["failed"], truth.2);
+    assert_eq!(stats["by_type"]["analysis"], truth.3);
+    let rate = truth.1 as f64 / (truth.1 + truth.2) as f64;
+    assert!((stats["success_rate"].as_f64().unwrap() - rate).abs() < 1e-9);
+    assert!((stats["average_duration_seconds"].as_f64().unwrap() - truth.4.unwrap()).abs() < 1e-6);
+
+    let dashboard = get_json(&app, "/api/v1/dashboard/stats?project_id=1").await;
+    let (pending, running, failed): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'running'), \
+                count(*) FILTER (WHERE status = 'failed') FROM job_view WHERE project_id = 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(dashboard["jobs"]["active"], pending + running);
+    assert_eq!(dashboard["jobs"]["failed_last_24h"], failed);
+    assert_eq!(dashboard["technologies"]["total"], 0);
+}
+
+#[tokio::test]
+async fn reads_see_their_own_writes_on_a_second_pool() {
+    // A second connection string to the same server stands in for a replica.
+    let app = spawn_app_with(|args| {
+        args.query.read_database_urls = vec![args.database.database_url.clone()];
+    })
+    .await;
+    for i in 0..40 {
+        let created: Value = app
+            .post(
+                "/api/v1/technologies",
+                &json!({"project_id": 1, "title": format!("RYW {i}")}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let position = created["position"].as_str().unwrap();
+        let response = app
+            .client
+            .get(app.url(&format!(
+                "/api/v1/technologies/{}",
+                created["id"].as_str().unwrap()
+            )))
+            .header("x-cc-min-position", position)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "write {i} visible");
+        assert_eq!(response.headers()["x-cc-source"], "replica-1");
+        assert!(response.headers()["x-cc-position"].to_str().unwrap() >= position);
+        let list = app
+            .client
+            .get(app.url("/api/v1/technologies?project_id=1&limit=1000"))
+            .header("x-cc-min-position", position)
+            .send()
+            .await
+            .unwrap();
+        let list: Value = list.json().await.unwrap();
+        assert_eq!(list["total"], i + 1, "the list sees write {i} too");
+    }
+}
+
+#[tokio::test]
+async fn a_position_never_reached_is_a_503_with_retry_after() {
+    let app = spawn_app_with(|args| args.query.min_position_wait_ms = 200).await;
+    app.create_technology("Reached").await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/technologies"))
+        .header("x-cc-min-position", "7fffffffffffffff0000000000000001")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let retry_after = response.headers().get("retry-after").cloned();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry_after.unwrap(), "1");
+    assert!(body.contains("has not reached position"), "{body}");
+}
+
+#[tokio::test]
+async fn the_cache_never_serves_an_answer_older_than_a_notification() {
+    let app = spawn_app().await;
+    let created = app.create_technology("Cached").await;
+    app.wait_caught_up().await;
+    let path = "/api/v1/dashboard/stats?project_id=1";
+    let first = app.get(path).await;
+    assert_ne!(first.headers()["x-cc-source"], "cache");
+    let second = app.get(path).await;
+    assert_eq!(second.headers()["x-cc-source"], "cache");
+    let cached: Value = second.json().await.unwrap();
+    assert_eq!(cached["technologies"]["total"], 1);
+
+    let client = async_nats::connect(crate::helpers::nats_url())
+        .await
+        .unwrap();
+    for round in 0..20 {
+        let mut announcements = client
+            .subscribe(format!("{}.views.technology_view.1.>", app.nats.prefix))
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        let update: Value = app
+            .patch(
+                &format!("/api/v1/technologies/{}", created["id"].as_str().unwrap()),
+                // Each round moves to another status than the last.
+                &json!({"status": STATUSES[(round + 1) % 4]}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        use futures::StreamExt;
+        // Once the change is announced (the hub hears it on the same server)...
+        let _ = tokio::time::timeout(Duration::from_secs(10), announcements.next())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // ...no answer computed before it is served.
+        let fresh: Value = app.get(path).await.json().await.unwrap();
+        assert_eq!(
+            fresh["technologies"]["by_status"][update["status"].as_str().unwrap()],
+            1,
+            "round {round}"
+        );
+    }
+}
