@@ -14,3 +14,4 @@ mod properties;
 mod queries;
 mod technologies;
 mod validation;
+mod websockets;
