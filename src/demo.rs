@@ -561,5 +561,11 @@ pub async fn seed(store: &EventStore, plan: SeedPlan) -> anyhow::Result<u64> {
         next = end;
     }
     bar.finish_and_clear();
+    // A bulk load leaves the planner's statistics far behind; readers of the feed need
+    // them current to stay on the (tx_id, global_position) index.
+    sqlx::query("ANALYZE events").execute(store.pool()).await?;
+    sqlx::query("ANALYZE unique_claims")
+        .execute(store.pool())
+        .await?;
     Ok(written)
 }

@@ -1,9 +1,14 @@
 //! `cc-bench`: latency probes against a running CommandCenter (loopback only).
 //!
-//! `view-latency`: for each of N commands sent one after another, the time from the
-//! command's 2xx response to the announcement (core NATS, published by the projector
-//! right after the row's commit) that its row is visible in `technology_view`, matched
-//! by position. Reported as p50/p99/max from an HDR histogram.
+//! - `view-latency`: for each of N commands sent one after another, the time from the
+//!   command's 2xx response to the announcement (core NATS, published by the projector
+//!   right after the row's commit) that its row is visible in `technology_view`, matched
+//!   by position.
+//! - `ws-latency`: for each of N progress reports (`PATCH /api/v1/jobs/{id}`) on a
+//!   running job, the time from the 2xx to the `progress` message carrying it on the
+//!   job's WebSocket.
+//!
+//! Reported as p50/p99/max from an HDR histogram.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,6 +31,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Time from a progress command's 2xx to its WebSocket message.
+    WsLatency {
+        /// Base URL of the service (must be on this machine).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Progress reports to time.
+        #[arg(long, default_value_t = 2000)]
+        samples: u64,
+    },
     /// Time from a command's 2xx to its row being visible in technology_view.
     ViewLatency {
         /// Base URL of the service (must be on this machine).
@@ -127,9 +141,83 @@ async fn view_latency(
     Ok(())
 }
 
+async fn ws_latency(url: &str, samples: u64) -> anyhow::Result<()> {
+    use tokio_tungstenite::tungstenite::Message;
+    loopback_only(url)?;
+    let http = reqwest::Client::new();
+    let job: Value = http
+        .post(format!("{url}/api/v1/jobs"))
+        .json(&json!({"project_id": 999, "job_type": "noop"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = job["id"].as_str().context("job id")?.to_string();
+    let path = format!("{url}/api/v1/jobs/{id}");
+    http.post(format!("{path}/dispatch"))
+        .send()
+        .await?
+        .error_for_status()?;
+    http.patch(&path)
+        .json(&json!({"status": "running"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    // Wait until the job's row is running, so the socket starts from it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row: Value = http.get(&path).send().await?.json().await?;
+        if row["status"] == "running" {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("job never showed as running");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ws_url = format!("{}/api/v1/jobs/ws/{id}", url.replacen("http", "ws", 1));
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await?;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for n in 0..samples {
+        let step = format!("step {n}");
+        let progress = (n * 99 / samples.max(1)).min(99);
+        let response = http
+            .patch(&path)
+            .json(&json!({"progress": progress, "current_step": step}))
+            .send()
+            .await?;
+        let acknowledged = Instant::now();
+        if !response.status().is_success() {
+            bail!(
+                "progress failed: {} {}",
+                response.status(),
+                response.text().await?
+            );
+        }
+        let arrived = loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .context("no WebSocket message within 10 s")?
+                .context("socket closed")??;
+            let at = Instant::now();
+            if let Message::Text(text) = message {
+                let value: Value = serde_json::from_str(&text)?;
+                if value["type"] == "progress" && value["current_step"] == step.as_str() {
+                    break at;
+                }
+            }
+        };
+        let micros = arrived.saturating_duration_since(acknowledged).as_micros() as u64;
+        histogram.record(micros.max(1))?;
+    }
+    report("progress 2xx -> WebSocket message", &histogram);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::WsLatency { url, samples } => ws_latency(&url, samples).await,
         Command::ViewLatency {
             url,
             nats_url,

@@ -88,6 +88,10 @@ pub async fn rebuild<M: ReadModel>(
 ) -> Result<RebuildReport, ProjectionError> {
     let started = Instant::now();
     let schema = ident(&shadow_schema::<M>());
+    // Fresh statistics keep the batched feed reads on the (tx_id, global_position)
+    // index: after a bulk load, stale ones can make the planner sort the whole table
+    // for every batch.
+    sqlx::query("ANALYZE events").execute(pool).await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = $1")
         .bind(M::AGGREGATE_TYPE)
         .fetch_one(pool)
@@ -168,6 +172,12 @@ pub async fn rebuild<M: ReadModel>(
     for definition in &deferred {
         // Definitions as PostgreSQL printed them for the shadow tables.
         sqlx::query(definition).execute(pool).await?;
+    }
+    // A swapped-in table without statistics would be planned as if empty.
+    for table in M::TABLES {
+        sqlx::query(&format!("ANALYZE {schema}.{}", ident(table)))
+            .execute(pool)
+            .await?;
     }
 
     // The swap: pause the live projector, catch up to it, replace the tables.

@@ -41,9 +41,16 @@ impl Filters {
         if let Some(project) = self.project_id {
             qb.push(" AND project_id = ").push_bind(project);
         }
-        if !self.statuses.is_empty() {
-            let statuses: Vec<&str> = self.statuses.iter().map(|s| s.as_str()).collect();
-            qb.push(" AND status = ANY(").push_bind(statuses).push(")");
+        match self.statuses.as_slice() {
+            [] => {}
+            // Equality lets the (project_id, status, created_position) index give the order.
+            [status] => {
+                qb.push(" AND status = ").push_bind(status.as_str());
+            }
+            statuses => {
+                let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+                qb.push(" AND status = ANY(").push_bind(statuses).push(")");
+            }
         }
         if let Some(job_type) = self.job_type {
             qb.push(" AND job_type = ").push_bind(job_type.as_str());

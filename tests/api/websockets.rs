@@ -9,11 +9,15 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(app: &TestApp, path: &str) -> Socket {
     let url = format!("{}{path}", app.base.replace("http://", "ws://"));
-    tokio_tungstenite::connect_async(url).await.expect("socket opens").0
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("socket opens")
+        .0
 }
 
 /// The next JSON message, skipping pings.
@@ -39,19 +43,32 @@ async fn the_job_socket_follows_a_job_from_connected_to_completed() {
     app.wait_caught_up().await;
     let mut socket = connect(&app, &format!("/api/v1/jobs/ws/{id}")).await;
     let connected = next_json(&mut socket).await.unwrap();
-    assert_eq!(connected, json!({"type": "connected", "job_id": id, "status": "pending", "progress": 0, "current_step": null}));
+    assert_eq!(
+        connected,
+        json!({"type": "connected", "job_id": id, "status": "pending", "progress": 0, "current_step": null})
+    );
 
     let path = format!("/api/v1/jobs/{id}");
     app.post(&format!("{path}/dispatch"), &json!({})).await;
     app.patch(&path, &json!({"status": "running"})).await;
     for progress in [10, 50, 90] {
-        app.patch(&path, &json!({"progress": progress, "current_step": format!("at {progress}")})).await;
+        app.patch(
+            &path,
+            &json!({"progress": progress, "current_step": format!("at {progress}")}),
+        )
+        .await;
     }
-    app.patch(&path, &json!({"status": "completed", "result": {"ok": true}})).await;
+    app.patch(
+        &path,
+        &json!({"status": "completed", "result": {"ok": true}}),
+    )
+    .await;
 
     let mut progress_seen = Vec::new();
     let completed = loop {
-        let message = next_json(&mut socket).await.expect("messages until completed");
+        let message = next_json(&mut socket)
+            .await
+            .expect("messages until completed");
         match message["type"].as_str().unwrap() {
             "progress" => {
                 assert_eq!(message["job_id"], id.as_str());
@@ -61,17 +78,30 @@ async fn the_job_socket_follows_a_job_from_connected_to_completed() {
             other => panic!("unexpected {other}: {message}"),
         }
     };
-    assert_eq!(completed, json!({"type": "completed", "job_id": id, "status": "completed", "result": {"ok": true}, "error": null}));
-    assert!(progress_seen.windows(2).all(|w| w[0] <= w[1]), "progress in order: {progress_seen:?}");
+    assert_eq!(
+        completed,
+        json!({"type": "completed", "job_id": id, "status": "completed", "result": {"ok": true}, "error": null})
+    );
+    assert!(
+        progress_seen.windows(2).all(|w| w[0] <= w[1]),
+        "progress in order: {progress_seen:?}"
+    );
     assert_eq!(progress_seen.last(), Some(&100));
-    assert!(next_json(&mut socket).await.is_none(), "the socket closes after completed");
+    assert!(
+        next_json(&mut socket).await.is_none(),
+        "the socket closes after completed"
+    );
 }
 
 #[tokio::test]
 async fn an_unknown_job_closes_the_socket_with_1008() {
     let app = spawn_app().await;
     let mut socket = connect(&app, &format!("/api/v1/jobs/ws/{}", uuid::Uuid::now_v7())).await;
-    let message = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap().unwrap().unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     match message {
         Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1008),
         other => panic!("expected a close frame, got {other:?}"),
@@ -85,24 +115,44 @@ async fn the_multiplexed_socket_pushes_subscribed_topics_and_replays_since_a_pos
     app.wait_caught_up().await;
     let mut socket = connect(&app, "/api/v1/ws").await;
     socket
-        .send(Message::text(json!({"subscribe": ["technologies:1", "jobs:2"]}).to_string()))
+        .send(Message::text(
+            json!({"subscribe": ["technologies:1", "jobs:2"]}).to_string(),
+        ))
         .await
         .unwrap();
     let subscribed = next_json(&mut socket).await.unwrap();
     assert_eq!(subscribed["type"], "subscribed");
 
     app.create_technology("Pushed").await;
-    app.post("/api/v1/technologies", &json!({"project_id": 3, "title": "Elsewhere"})).await;
-    let job: Value = app.post("/api/v1/jobs", &json!({"project_id": 2, "job_type": "noop"})).await.json().await.unwrap();
+    app.post(
+        "/api/v1/technologies",
+        &json!({"project_id": 3, "title": "Elsewhere"}),
+    )
+    .await;
+    let job: Value = app
+        .post(
+            "/api/v1/jobs",
+            &json!({"project_id": 2, "job_type": "noop"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     let mut topics = Vec::new();
     while topics.len() < 2 {
         let message = next_json(&mut socket).await.unwrap();
         assert_eq!(message["type"], "change");
-        topics.push((message["topic"].as_str().unwrap().to_string(), message["row"]["id"].clone()));
+        topics.push((
+            message["topic"].as_str().unwrap().to_string(),
+            message["row"]["id"].clone(),
+        ));
     }
     assert!(topics.contains(&("jobs:2".to_string(), job["id"].clone())));
     assert!(topics.iter().any(|(t, _)| t == "technologies:1"));
-    assert!(topics.iter().all(|(t, _)| t != "technologies:3"), "no other project's rows");
+    assert!(
+        topics.iter().all(|(t, _)| t != "technologies:3"),
+        "no other project's rows"
+    );
 
     // A client that was away replays what changed after its last position.
     let mut late = connect(&app, "/api/v1/ws").await;
@@ -116,7 +166,11 @@ async fn the_multiplexed_socket_pushes_subscribed_topics_and_replays_since_a_pos
     assert_eq!(replayed["row"]["title"], "Pushed");
     assert_eq!(next_json(&mut late).await.unwrap()["type"], "subscribed");
 
-    late.send(Message::text(json!({"subscribe": ["planets:1"]}).to_string())).await.unwrap();
+    late.send(Message::text(
+        json!({"subscribe": ["planets:1"]}).to_string(),
+    ))
+    .await
+    .unwrap();
     assert_eq!(next_json(&mut late).await.unwrap()["type"], "error");
 }
 
@@ -125,7 +179,9 @@ async fn a_slow_reader_is_told_it_lagged_and_can_resume() {
     let app = spawn_app_with(|args| args.query.socket_queue = 4).await;
     let mut socket = connect(&app, "/api/v1/ws").await;
     socket
-        .send(Message::text(json!({"subscribe": ["technologies:1"]}).to_string()))
+        .send(Message::text(
+            json!({"subscribe": ["technologies:1"]}).to_string(),
+        ))
         .await
         .unwrap();
     assert_eq!(next_json(&mut socket).await.unwrap()["type"], "subscribed");
@@ -149,11 +205,15 @@ async fn a_slow_reader_is_told_it_lagged_and_can_resume() {
             other => panic!("unexpected {other}"),
         }
     };
-    assert!(changes < 300, "some changes were dropped rather than buffered: {changes}");
+    assert!(
+        changes < 300,
+        "some changes were dropped rather than buffered: {changes}"
+    );
     // Resuming from the lagged position replays what was missed.
     socket
         .send(Message::text(
-            json!({"subscribe": ["technologies:1"], "since_position": lagged["position"]}).to_string(),
+            json!({"subscribe": ["technologies:1"], "since_position": lagged["position"]})
+                .to_string(),
         ))
         .await
         .unwrap();
