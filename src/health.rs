@@ -4,10 +4,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::database::migrations_applied;
 
@@ -20,18 +21,19 @@ pub struct HealthState {
     pub nats: async_nats::Client,
 }
 
-/// The health routes.
-pub fn router(state: HealthState) -> Router {
-    Router::new()
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .with_state(state)
+/// The health routes, documented.
+pub fn api() -> OpenApiRouter<HealthState> {
+    OpenApiRouter::new()
+        .routes(routes!(live))
+        .routes(routes!(ready))
 }
 
+#[utoipa::path(get, path = "/health/live", tag = "operations", responses((status = 200, description = "The process answers")))]
 async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "live" }))
 }
 
+#[utoipa::path(get, path = "/health/ready", tag = "operations", responses((status = 200, description = "PostgreSQL reachable, migrations applied, NATS connected"), (status = 503, description = "Not ready; the body names what is not")))]
 async fn ready(State(state): State<HealthState>) -> Response {
     let postgres = match migrations_applied(&state.pool).await {
         Ok(true) => Ok(()),

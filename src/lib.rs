@@ -5,5 +5,6 @@ pub mod config;
 pub mod database;
 pub mod demo;
 pub mod health;
+pub mod openapi;
 pub mod startup;
 pub mod telemetry;

@@ -232,13 +232,15 @@ impl Application {
             &shutdown,
         )
         .await?;
-        let router = commandcenter_commands::router(CommandState { store }, args.max_body_bytes)
-            .merge(commandcenter_query_api::router(query))
-            .merge(health::router(HealthState {
+        let router = crate::openapi::assemble(vec![
+            commandcenter_commands::api(args.max_body_bytes).with_state(CommandState { store }),
+            commandcenter_query_api::api().with_state(query),
+            health::api().with_state(HealthState {
                 pool: services.pool.clone(),
                 nats: services.nats.clone(),
-            }))
-            .layer(TraceLayer::new_for_http());
+            }),
+        ])
+        .layer(TraceLayer::new_for_http());
         let listener = TcpListener::bind(args.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen_addr))?;

@@ -62,6 +62,7 @@ async fn history(
 }
 
 /// `GET /api/v1/technologies/{id}/history`: every event, oldest first.
+#[utoipa::path(get, path = "/api/v1/technologies/{id}/history", tag = "audit", params(("id" = String, Path, description = "Technology id")), responses((status = 200, description = "Every event of the technology, oldest first"), (status = 404, description = "Unknown technology (problem+json)")))]
 pub async fn technology_history(
     State(state): State<CommandState>,
     Path(id): Path<String>,
@@ -70,6 +71,7 @@ pub async fn technology_history(
 }
 
 /// `GET /api/v1/jobs/{id}/history`: every event, oldest first.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/history", tag = "audit", params(("id" = String, Path, description = "Job id")), responses((status = 200, description = "Every event of the job, oldest first"), (status = 404, description = "Unknown job (problem+json)")))]
 pub async fn job_history(
     State(state): State<CommandState>,
     Path(id): Path<String>,
@@ -115,6 +117,7 @@ fn number<T: std::str::FromStr + PartialOrd>(
 /// `GET /api/v1/events?after=<position>&limit=N&wait_ms=W`: events after `after` in the
 /// gap-safe global order. With `wait_ms`, an empty page waits (long poll) until events
 /// commit or the time is up.
+#[utoipa::path(get, path = "/api/v1/events", tag = "audit", params(("after" = Option<String>, Query, description = "Position token to read after"), ("limit" = Option<i64>, Query, description = "1-1000, default 100"), ("wait_ms" = Option<u64>, Query, description = "Long-poll up to this many milliseconds when nothing is there yet (at most 30000)")), responses((status = 200, description = "Events in the gap-safe global order, and next_after"), (status = 400, description = "Malformed parameter (problem+json)")))]
 pub async fn events_feed(
     State(state): State<CommandState>,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,

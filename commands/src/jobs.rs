@@ -61,12 +61,13 @@ fn job_reply(status: StatusCode, outcome: &Outcome<Job>) -> Result<Reply, ApiErr
 }
 
 /// The body of `POST /api/v1/jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJobBody {
     project_id: i64,
     job_type: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     parameters: Value,
     tags: Option<Vec<String>>,
     created_by: Option<String>,
@@ -74,19 +75,20 @@ pub struct CreateJobBody {
 }
 
 /// The body of `PATCH /api/v1/jobs/{id}` (external workers).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchJobBody {
     status: Option<String>,
     progress: Option<i64>,
     current_step: Option<String>,
+    #[schema(value_type = Option<Object>)]
     result: Option<Value>,
     error: Option<String>,
     traceback: Option<String>,
 }
 
 /// The optional body of `POST /api/v1/jobs/{id}/cancel`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelJobBody {
     reason: Option<String>,
@@ -190,6 +192,7 @@ fn ok(outcome: &Outcome<Job>) -> Result<Reply, ApiError> {
 }
 
 /// `POST /api/v1/jobs` → 201 with the pending job.
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = CreateJobBody, params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 201, description = "The pending job, with version and position"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
 #[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id))]
 pub async fn create_job(
     State(state): State<CommandState>,
@@ -207,6 +210,7 @@ pub async fn create_job(
 
 /// `PATCH /api/v1/jobs/{id}` → 200: status, progress, step, result or error from an
 /// external worker, applied all or nothing.
+#[utoipa::path(patch, path = "/api/v1/jobs/{id}", tag = "jobs", request_body = PatchJobBody, params(("id" = String, Path, description = "Job id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The job after the update, applied all or nothing"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
 #[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, job_id = %id))]
 pub async fn patch_job(
     State(state): State<CommandState>,
@@ -223,6 +227,7 @@ pub async fn patch_job(
 }
 
 /// `POST /api/v1/jobs/{id}/dispatch?delay_seconds=N` → 200: hands the job to the workers.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/dispatch", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("delay_seconds" = Option<u32>, Query, description = "Start no earlier than this many seconds from now (0-3600)"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The dispatched job"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
 #[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, job_id = %id))]
 pub async fn dispatch_job(
     State(state): State<CommandState>,
@@ -258,6 +263,7 @@ pub async fn dispatch_job(
 
 /// `POST /api/v1/jobs/{id}/cancel` → 200: a pending job is cancelled at once, a running
 /// one is asked to stop (its worker records `cancelled`). Never waits for the worker.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", request_body(content = Option<CancelJobBody>, description = "Optional reason"), params(("id" = String, Path, description = "Job id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The job: cancelled if it was pending, cancel_requested if running"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
 #[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, job_id = %id))]
 pub async fn cancel_job(
     State(state): State<CommandState>,
@@ -274,6 +280,7 @@ pub async fn cancel_job(
 }
 
 /// `DELETE /api/v1/jobs/{id}` → 204 (refused while the job runs).
+#[utoipa::path(delete, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 204, description = "Deleted"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
 #[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, job_id = %id))]
 pub async fn delete_job(
     State(state): State<CommandState>,

@@ -16,9 +16,10 @@ pub mod reply;
 pub mod technologies;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, patch, post};
-use axum::{Extension, Router};
+use axum::Extension;
 use commandcenter_event_store::EventStore;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -29,31 +30,22 @@ pub struct CommandState {
     pub store: EventStore,
 }
 
-/// The write API's routes, with request bodies limited to `max_body_bytes`.
-pub fn router(state: CommandState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route(
-            "/api/v1/technologies",
-            post(technologies::create_technology),
-        )
-        .route(
-            "/api/v1/technologies/{id}",
-            patch(technologies::update_technology).delete(technologies::delete_technology),
-        )
-        .route(
-            "/api/v1/technologies/{id}/history",
-            get(history::technology_history),
-        )
-        .route("/api/v1/jobs", post(jobs::create_job))
-        .route(
-            "/api/v1/jobs/{id}",
-            patch(jobs::patch_job).delete(jobs::delete_job),
-        )
-        .route("/api/v1/jobs/{id}/dispatch", post(jobs::dispatch_job))
-        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel_job))
-        .route("/api/v1/jobs/{id}/history", get(history::job_history))
-        .route("/api/v1/events", get(history::events_feed))
+/// The write API's routes, documented (OpenAPI) from the handlers' annotations, with
+/// request bodies limited to `max_body_bytes`.
+pub fn api(max_body_bytes: usize) -> OpenApiRouter<CommandState> {
+    OpenApiRouter::new()
+        .routes(routes!(technologies::create_technology))
+        .routes(routes!(
+            technologies::update_technology,
+            technologies::delete_technology
+        ))
+        .routes(routes!(history::technology_history))
+        .routes(routes!(jobs::create_job))
+        .routes(routes!(jobs::patch_job, jobs::delete_job))
+        .routes(routes!(jobs::dispatch_job))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(history::job_history))
+        .routes(routes!(history::events_feed))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(extract::BodyLimit(max_body_bytes)))
-        .with_state(state)
 }

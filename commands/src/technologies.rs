@@ -76,7 +76,7 @@ fn technology_reply(status: StatusCode, outcome: &Outcome<Technology>) -> Result
 }
 
 /// The body of `POST /api/v1/technologies`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTechnologyBody {
     project_id: i64,
@@ -228,7 +228,7 @@ impl CreateTechnologyBody {
 
 /// The body of `PATCH /api/v1/technologies/{id}`: any subset of fields. Nullable fields
 /// accept `null` to clear them; the others refuse `null`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTechnologyBody {
     #[serde(default, deserialize_with = "double_option")]
@@ -400,6 +400,7 @@ async fn run(
 }
 
 /// `POST /api/v1/technologies` → 201 with the technology as written.
+#[utoipa::path(post, path = "/api/v1/technologies", tag = "technologies", request_body = CreateTechnologyBody, params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 201, description = "The technology as written, with version and position (also in ETag and X-CC-Position)"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
 #[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id))]
 pub async fn create_technology(
     State(state): State<CommandState>,
@@ -423,6 +424,7 @@ pub async fn create_technology(
 }
 
 /// `PATCH /api/v1/technologies/{id}` → 200 with the technology as written.
+#[utoipa::path(patch, path = "/api/v1/technologies/{id}", tag = "technologies", request_body = UpdateTechnologyBody, params(("id" = String, Path, description = "Technology id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The technology as written, with version and position"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
 #[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, technology_id = %id))]
 pub async fn update_technology(
     State(state): State<CommandState>,
@@ -443,6 +445,7 @@ pub async fn update_technology(
 }
 
 /// `DELETE /api/v1/technologies/{id}` → 204.
+#[utoipa::path(delete, path = "/api/v1/technologies/{id}", tag = "technologies", params(("id" = String, Path, description = "Technology id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 204, description = "Deleted; ETag and X-CC-Position name the new version and position"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
 #[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, technology_id = %id))]
 pub async fn delete_technology(
     State(state): State<CommandState>,

@@ -42,6 +42,7 @@ fn position(row: &sqlx::postgres::PgRow, tx: &str, pos: &str) -> Result<Position
 }
 
 /// `GET /api/v1/dashboard/stats`.
+#[utoipa::path(get, path = "/api/v1/dashboard/stats", tag = "dashboard", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project")), responses((status = 200, description = "Technologies by domain and status; jobs by status and type, active, failed in the last 24 h"), (status = 400, description = "Malformed parameter or header (problem+json)"), (status = 422, description = "Invalid parameter value (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn dashboard_stats(
     State(state): State<QueryState>,
     min: MinPosition,

@@ -133,6 +133,7 @@ async fn page(
 }
 
 /// `GET /api/v1/jobs?project_id=&status_filter=&job_type=&skip=&limit=&cursor=`.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("status_filter" = Option<String>, Query, description = "Status"), ("project_id" = Option<i64>, Query, description = "Project"), ("job_type" = Option<String>, Query, description = "Job type"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "{jobs, total, skip, limit, next_cursor, position}, newest first"), (status = 400, description = "Malformed parameter or header (problem+json)"), (status = 422, description = "Invalid parameter value (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn list_jobs(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -151,6 +152,7 @@ pub async fn list_jobs(
 }
 
 /// `GET /api/v1/jobs/active/list`: pending and running jobs, newest first.
+#[utoipa::path(get, path = "/api/v1/jobs/active/list", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project"), ("job_type" = Option<String>, Query, description = "Job type"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "Pending and running jobs, newest first"), (status = 400, description = "Malformed parameter or header (problem+json)"), (status = 422, description = "Invalid parameter value (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn active_jobs(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -199,6 +201,7 @@ async fn job_row(
 }
 
 /// `GET /api/v1/jobs/{id}`.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)")), responses((status = 200, description = "The job"), (status = 404, description = "Unknown or deleted (problem+json)")))]
 pub async fn get_job(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -209,6 +212,7 @@ pub async fn get_job(
 }
 
 /// `GET /api/v1/jobs/{id}/progress`.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/progress", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)")), responses((status = 200, description = "{job_id, status, progress, current_step, is_terminal}"), (status = 404, description = "Unknown or deleted (problem+json)")))]
 pub async fn job_progress(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -253,6 +257,7 @@ pub fn summarize(rows: &[(String, String, i64, i64, i64)]) -> Value {
 }
 
 /// `GET /api/v1/jobs/statistics/summary?project_id=`.
+#[utoipa::path(get, path = "/api/v1/jobs/statistics/summary", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project")), responses((status = 200, description = "{total, by_status, by_type, success_rate, average_duration_seconds}"), (status = 400, description = "Malformed parameter or header (problem+json)"), (status = 422, description = "Invalid parameter value (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn statistics(
     State(state): State<QueryState>,
     min: MinPosition,

@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
-use axum::Router;
 use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use cache::QueryCache;
 pub use hub::Hub;
@@ -95,21 +95,17 @@ pub struct QueryState {
     pub counters: Arc<Counters>,
 }
 
-/// The query API's routes.
-pub fn router(state: QueryState) -> Router {
-    Router::new()
-        .route("/api/v1/technologies", get(technologies::list_technologies))
-        .route(
-            "/api/v1/technologies/{id}",
-            get(technologies::get_technology),
-        )
-        .route("/api/v1/jobs", get(jobs::list_jobs))
-        .route("/api/v1/jobs/active/list", get(jobs::active_jobs))
-        .route("/api/v1/jobs/statistics/summary", get(jobs::statistics))
-        .route("/api/v1/jobs/{id}", get(jobs::get_job))
-        .route("/api/v1/jobs/{id}/progress", get(jobs::job_progress))
-        .route("/api/v1/jobs/ws/{job_id}", get(ws::job_socket))
-        .route("/api/v1/ws", get(ws::multiplexed_socket))
-        .route("/api/v1/dashboard/stats", get(dashboard::dashboard_stats))
-        .with_state(state)
+/// The query API's routes, documented (OpenAPI) from the handlers' annotations.
+pub fn api() -> OpenApiRouter<QueryState> {
+    OpenApiRouter::new()
+        .routes(routes!(technologies::list_technologies))
+        .routes(routes!(technologies::get_technology))
+        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(jobs::active_jobs))
+        .routes(routes!(jobs::statistics))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::job_progress))
+        .routes(routes!(ws::job_socket))
+        .routes(routes!(ws::multiplexed_socket))
+        .routes(routes!(dashboard::dashboard_stats))
 }

@@ -167,6 +167,7 @@ fn push_sort_expr(qb: &mut QueryBuilder<'_, Postgres>, key: SortKey, search: &Op
 }
 
 /// `GET /api/v1/technologies`.
+#[utoipa::path(get, path = "/api/v1/technologies", tag = "technologies", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000, default 50"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor"), ("sort" = Option<String>, Query, description = "updated_at, created_at, priority, relevance_score, title (or rank, with search); - for descending; default -created_at"), ("project_id" = Option<i64>, Query, description = "Project"), ("domain" = Option<String>, Query, description = "Domain"), ("status" = Option<String>, Query, description = "Status"), ("search" = Option<String>, Query, description = "Full-text search"), ("priority_min" = Option<i64>, Query, description = "Minimum priority"), ("relevance_min" = Option<i64>, Query, description = "Minimum relevance score"), ("tag" = Option<String>, Query, description = "Has this tag"), ("maturity_level" = Option<String>, Query, description = "Maturity level"), ("cost_tier" = Option<String>, Query, description = "Cost tier")), responses((status = 200, description = "{items, total, page, page_size, next_cursor, position}"), (status = 400, description = "Malformed parameter or header (problem+json)"), (status = 422, description = "Invalid parameter value (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn list_technologies(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -278,6 +279,7 @@ pub async fn list_technologies(
 }
 
 /// `GET /api/v1/technologies/{id}`: the view row; 404 when unknown or deleted.
+#[utoipa::path(get, path = "/api/v1/technologies/{id}", tag = "technologies", params(("id" = String, Path, description = "Technology id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)")), responses((status = 200, description = "The technology"), (status = 404, description = "Unknown or deleted (problem+json)"), (status = 503, description = "X-CC-Min-Position not reached in time")))]
 pub async fn get_technology(
     State(state): State<QueryState>,
     min: MinPosition,

@@ -85,6 +85,7 @@ async fn load_job(state: &QueryState, id: &str) -> Result<Option<(Value, Positio
 }
 
 /// `GET /api/v1/jobs/ws/{job_id}`.
+#[utoipa::path(get, path = "/api/v1/jobs/ws/{job_id}", tag = "push", params(("job_id" = String, Path, description = "Job id")), responses((status = 101, description = "WebSocket: connected, progress..., completed; closes 1008 for an unknown job")))]
 pub async fn job_socket(
     State(state): State<QueryState>,
     Path(job_id): Path<String>,
@@ -290,6 +291,7 @@ fn push_message(topic: &str, change: &ViewChange) -> Value {
 }
 
 /// `GET /api/v1/ws`.
+#[utoipa::path(get, path = "/api/v1/ws", tag = "push", responses((status = 101, description = "WebSocket: subscribe to jobs:<project_id>, job:<id>, technologies:<project_id>; change and lagged messages")))]
 pub async fn multiplexed_socket(State(state): State<QueryState>, ws: WebSocketUpgrade) -> Response {
     ws.on_upgrade(move |socket| serve_socket(state, socket))
 }

@@ -1,0 +1,130 @@
+//! The OpenAPI document and the router agree: the router is built from the documented
+//! handlers only, so every documented operation is answered, no documented path answers
+//! an undocumented method, and every route the issues promise is documented.
+
+use serde_json::{json, Value};
+
+use crate::helpers::spawn_app;
+
+const METHODS: &[&str] = &["get", "post", "patch", "delete", "put"];
+
+/// Every operation the product promises (the existing product's paths, and ours).
+const PROMISED: &[(&str, &str)] = &[
+    ("post", "/api/v1/technologies"),
+    ("get", "/api/v1/technologies"),
+    ("get", "/api/v1/technologies/{id}"),
+    ("patch", "/api/v1/technologies/{id}"),
+    ("delete", "/api/v1/technologies/{id}"),
+    ("get", "/api/v1/technologies/{id}/history"),
+    ("post", "/api/v1/jobs"),
+    ("get", "/api/v1/jobs"),
+    ("get", "/api/v1/jobs/{id}"),
+    ("patch", "/api/v1/jobs/{id}"),
+    ("delete", "/api/v1/jobs/{id}"),
+    ("post", "/api/v1/jobs/{id}/dispatch"),
+    ("post", "/api/v1/jobs/{id}/cancel"),
+    ("get", "/api/v1/jobs/{id}/progress"),
+    ("get", "/api/v1/jobs/{id}/history"),
+    ("get", "/api/v1/jobs/active/list"),
+    ("get", "/api/v1/jobs/statistics/summary"),
+    ("get", "/api/v1/jobs/ws/{job_id}"),
+    ("get", "/api/v1/ws"),
+    ("get", "/api/v1/dashboard/stats"),
+    ("get", "/api/v1/events"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/health/live"),
+    ("get", "/health/ready"),
+];
+
+fn concrete(path: &str) -> String {
+    let id = uuid::Uuid::now_v7().to_string();
+    path.replace("{id}", &id).replace("{job_id}", &id)
+}
+
+/// True when the router itself had no route for the request (a bare 404 or 405), as
+/// opposed to a handler answering (handlers' errors are problem documents).
+fn unrouted(response: &reqwest::Response) -> bool {
+    let status = response.status().as_u16();
+    let problem = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    status == 405 || (status == 404 && !problem)
+}
+
+async fn call(app: &crate::helpers::TestApp, method: &str, path: &str) -> reqwest::Response {
+    let url = app.url(&concrete(path));
+    let request = match method {
+        "get" => app.client.get(url),
+        "post" => app.client.post(url).json(&json!({})),
+        "patch" => app.client.patch(url).json(&json!({})),
+        "delete" => app.client.delete(url),
+        "put" => app.client.put(url).json(&json!({})),
+        other => panic!("no such method {other}"),
+    };
+    request.send().await.expect("request sent")
+}
+
+#[tokio::test]
+async fn the_document_and_the_router_describe_the_same_routes() {
+    let app = spawn_app().await;
+    let response = app.get("/api/v1/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    let document: Value = response.json().await.unwrap();
+    assert_eq!(document["info"]["title"], "CommandCenter");
+    let paths = document["paths"].as_object().expect("paths");
+
+    for (method, path) in PROMISED {
+        assert!(
+            paths.get(*path).and_then(|p| p.get(*method)).is_some(),
+            "{method} {path} is documented"
+        );
+    }
+    for (path, operations) in paths {
+        for method in METHODS {
+            let response = call(&app, method, path).await;
+            if operations.get(*method).is_some() {
+                assert!(
+                    !unrouted(&response),
+                    "documented {method} {path} is answered ({})",
+                    response.status()
+                );
+            } else {
+                assert_eq!(
+                    response.status(),
+                    405,
+                    "undocumented {method} {path} is not routed"
+                );
+            }
+        }
+        // Every documented operation says what it answers.
+        for (method, operation) in operations.as_object().unwrap() {
+            assert!(
+                operation["responses"]
+                    .as_object()
+                    .is_some_and(|r| !r.is_empty()),
+                "{method} {path} documents its responses"
+            );
+        }
+    }
+    for stray in [
+        "/api/v1/nothing",
+        "/api/v1/technologies/x/y/z",
+        "/api/v2/jobs",
+    ] {
+        assert!(unrouted(&app.get(stray).await), "{stray} has no route");
+    }
+    // Request bodies are described from the very types the handlers parse.
+    let schemas = document["components"]["schemas"].as_object().unwrap();
+    for schema in [
+        "CreateTechnologyBody",
+        "UpdateTechnologyBody",
+        "CreateJobBody",
+        "PatchJobBody",
+    ] {
+        assert!(schemas.contains_key(schema), "{schema} documented");
+    }
+    assert!(schemas["CreateTechnologyBody"]["properties"]
+        .get("title")
+        .is_some());
+}
