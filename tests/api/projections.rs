@@ -24,6 +24,9 @@ pub async fn rows(app: &TestApp, table: &str) -> Vec<Value> {
         "job_counts" => {
             "SELECT to_jsonb(t) FROM job_counts t ORDER BY project_id, job_type, status"
         }
+        "job_failures_by_hour" => {
+            "SELECT to_jsonb(t) FROM job_failures_by_hour t ORDER BY project_id, hour"
+        }
         other => panic!("no such table {other}"),
     };
     sqlx::query_scalar(sql).fetch_all(&app.pool).await.unwrap()

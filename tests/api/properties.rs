@@ -33,6 +33,7 @@ enum Op {
     CreateJob {
         project: i64,
         job_type: usize,
+        max_attempts: i64,
     },
     Dispatch {
         target: usize,
@@ -65,7 +66,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<usize>(), proptest::option::of(0..DOMAINS.len()), proptest::option::of(0..STATUSES.len()), 1..6i64)
             .prop_map(|(target, domain, status, priority)| Op::UpdateTechnology { target, domain, status, priority }),
         1 => any::<usize>().prop_map(|target| Op::DeleteTechnology { target }),
-        3 => (1..3i64, 0..JOB_TYPES.len()).prop_map(|(project, job_type)| Op::CreateJob { project, job_type }),
+        3 => (1..3i64, 0..JOB_TYPES.len(), 1..3i64).prop_map(|(project, job_type, max_attempts)| Op::CreateJob { project, job_type, max_attempts }),
         2 => any::<usize>().prop_map(|target| Op::Dispatch { target }),
         2 => any::<usize>().prop_map(|target| Op::Start { target }),
         2 => (any::<usize>(), 0..101i64).prop_map(|(target, progress)| Op::Progress { target, progress }),
@@ -130,11 +131,15 @@ async fn run_case(ops: Vec<Op>) {
                 };
                 app.delete(&format!("/api/v1/technologies/{id}")).await
             }
-            Op::CreateJob { project, job_type } => {
+            Op::CreateJob {
+                project,
+                job_type,
+                max_attempts,
+            } => {
                 let response = app
                     .post(
                         "/api/v1/jobs",
-                        &json!({"project_id": project, "job_type": JOB_TYPES[job_type]}),
+                        &json!({"project_id": project, "job_type": JOB_TYPES[job_type], "max_attempts": max_attempts}),
                     )
                     .await;
                 let body: Value = response.json().await.unwrap();
@@ -213,6 +218,7 @@ async fn run_case(ops: Vec<Op>) {
         rows(&app, "technology_counts").await,
         rows(&app, "job_view").await,
         rows(&app, "job_counts").await,
+        rows(&app, "job_failures_by_hour").await,
     );
     rebuild(&app.pool, &TechnologyView, 13).await.unwrap();
     rebuild(&app.pool, &JobView, 13).await.unwrap();
@@ -221,6 +227,7 @@ async fn run_case(ops: Vec<Op>) {
         rows(&app, "technology_counts").await,
         rows(&app, "job_view").await,
         rows(&app, "job_counts").await,
+        rows(&app, "job_failures_by_hour").await,
     );
     assert_eq!(
         live, rebuilt,

@@ -331,7 +331,7 @@ async fn seed_jobs(app: &TestApp) -> Vec<String> {
         let job: Value = app
             .post(
                 "/api/v1/jobs",
-                &json!({"project_id": 1 + (i % 2), "job_type": if i % 3 == 0 { "analysis" } else { "noop" }}),
+                &json!({"project_id": 1 + (i % 2), "job_type": if i % 3 == 0 { "analysis" } else { "noop" }, "max_attempts": 1}),
             )
             .await
             .json()
