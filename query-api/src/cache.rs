@@ -7,7 +7,8 @@
 //! query ran — and is served only while that generation is current. An answer is only
 //! stored when the pool that computed it had already applied the newest announced
 //! change (a lagging replica's answer is served, never cached). The map is bounded: when
-//! full, it is cleared.
+//! full, it is cleared; and no entry outlives [`MAX_AGE`], which bounds staleness even
+//! for notifications lost while the NATS connection was down.
 
 use std::collections::BTreeMap;
 
@@ -49,8 +50,13 @@ impl CacheKey {
     }
 }
 
+/// The oldest an entry may be, whatever the notifications say: announcements travel on
+/// core NATS, and ones lost while the connection was down cannot invalidate anything.
+pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 struct Entry {
+    stored: std::time::Instant,
     generation: u64,
     positions: Vec<Position>,
     body: Bytes,
@@ -109,7 +115,10 @@ impl QueryCache {
             .copied()
             .min()
             .unwrap_or(Position::ZERO);
-        if entry.generation != self.generation(key) || min.is_some_and(|m| position < m) {
+        if entry.generation != self.generation(key)
+            || entry.stored.elapsed() > MAX_AGE
+            || min.is_some_and(|m| position < m)
+        {
             return None;
         }
         Some(Hit {
@@ -138,6 +147,7 @@ impl QueryCache {
         self.entries.insert(
             key,
             Entry {
+                stored: std::time::Instant::now(),
                 generation,
                 positions,
                 body,

@@ -140,10 +140,9 @@ async fn commands_reach_the_views_counts_and_change_announcements() {
     {
         let change: Value = serde_json::from_slice(&message.payload).unwrap();
         announced.push((message.subject.to_string(), change));
-        if announced
-            .iter()
-            .any(|(_, c)| c["position"] == done["position"])
-        {
+        // The two read models announce independently: wait for both changes.
+        let seen = |position: &Value| announced.iter().any(|(_, c)| c["position"] == *position);
+        if seen(&done["position"]) && seen(&updated["position"]) {
             break;
         }
     }

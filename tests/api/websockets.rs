@@ -186,12 +186,13 @@ async fn a_slow_reader_is_told_it_lagged_and_can_resume() {
         .unwrap();
     assert_eq!(next_json(&mut socket).await.unwrap()["type"], "subscribed");
     // The reader stops reading while far more changes than its queue holds arrive, each
-    // a large row, so the socket's own buffers fill too.
-    let padding = "x".repeat(15_000);
+    // a row of ~57 KB, so the socket's own buffers (several MB on loopback) fill too.
+    let padding = "x".repeat(19_000);
     for i in 0..300 {
         app.post(
             "/api/v1/technologies",
-            &json!({"project_id": 1, "title": format!("Flood {i}"), "description": padding}),
+            &json!({"project_id": 1, "title": format!("Flood {i}"), "description": padding,
+                    "notes": padding, "use_cases": padding}),
         )
         .await;
     }

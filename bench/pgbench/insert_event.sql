@@ -1,0 +1,2 @@
+-- One append of an events-shaped row: the ceiling POST /api/v1/technologies is compared with.
+INSERT INTO events_shape (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ('technology', gen_random_uuid()::text, 1, 'TechnologyCreated', '1.0', '{"TechnologyCreated": {"title": "bench", "domain": "audio-dsp", "tags": ["bench"], "priority": 3, "relevance_score": 50}}', '{"actor": "anonymous", "request_id": "x", "correlation_id": "x", "project_id": "1"}');
