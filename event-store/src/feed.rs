@@ -39,10 +39,7 @@ pub async fn read_feed(
         .bind(limit)
         .fetch_all(pool)
         .await?;
-    Ok(rows
-        .iter()
-        .map(StoredEvent::from_row)
-        .collect::<Result<_, _>>()?)
+    Ok(StoredEvent::from_rows(&rows)?)
 }
 
 /// Up to `limit` events of `aggregate_type` after `after`, in feed order (gap-safe, as
@@ -68,10 +65,7 @@ pub async fn read_feed_of(
         .bind(aggregate_type)
         .fetch_all(pool)
         .await?;
-    Ok(rows
-        .iter()
-        .map(StoredEvent::from_row)
-        .collect::<Result<_, _>>()?)
+    Ok(StoredEvent::from_rows(&rows)?)
 }
 
 /// Every event of `aggregate_type` after `after` up to and including `upto`, in feed
@@ -98,10 +92,7 @@ pub async fn read_range(
         .bind(aggregate_type)
         .fetch_all(conn)
         .await?;
-    Ok(rows
-        .iter()
-        .map(StoredEvent::from_row)
-        .collect::<Result<_, _>>()?)
+    Ok(StoredEvent::from_rows(&rows)?)
 }
 
 /// Like [`read_feed`], but when nothing is there yet, waits up to `wait` for events,

@@ -20,8 +20,5 @@ pub async fn read_history(
         .bind(aggregate_id)
         .fetch_all(pool)
         .await?;
-    Ok(rows
-        .iter()
-        .map(StoredEvent::from_row)
-        .collect::<Result<_, _>>()?)
+    Ok(StoredEvent::from_rows(&rows)?)
 }

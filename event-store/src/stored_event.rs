@@ -44,6 +44,11 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// Decodes rows selected with [`STORED_EVENT_COLUMNS`].
+    pub(crate) fn from_rows(rows: &[PgRow]) -> Result<Vec<Self>, sqlx::Error> {
+        rows.iter().map(Self::from_row).collect()
+    }
+
     pub(crate) fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
         let hash: Vec<u8> = row.try_get("hash")?;
         Ok(Self {

@@ -14,6 +14,7 @@ use cqrs_es::Aggregate;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
+use crate::read_model::write_rows;
 use crate::{Change, ProjectionError, ReadModel};
 
 /// The job read model.
@@ -253,18 +254,14 @@ impl ReadModel for JobView {
                 row: change_row,
             });
         }
-        if !upserts.is_empty() {
-            sqlx::query(UPSERT)
-                .bind(Value::Array(upserts))
-                .execute(&mut *conn)
-                .await?;
-        }
-        if !deletes.is_empty() {
-            sqlx::query("DELETE FROM job_view WHERE id = ANY($1)")
-                .bind(&deletes)
-                .execute(&mut *conn)
-                .await?;
-        }
+        write_rows(
+            conn,
+            UPSERT,
+            "DELETE FROM job_view WHERE id = ANY($1)",
+            upserts,
+            &deletes,
+        )
+        .await?;
         deltas.retain(|_, d| d.n != 0 || d.duration_n != 0 || d.duration_sum_us != 0);
         if !deltas.is_empty() {
             let mut columns = (vec![], vec![], vec![], vec![], vec![], vec![]);

@@ -32,3 +32,27 @@ pub trait ReadModel: Send + Sync + 'static {
 pub fn apply_lock_name(name: &str) -> String {
     format!("apply:{name}")
 }
+
+/// Writes a batch's new rows — one upsert statement taking them as a JSON array — and
+/// its deletions.
+pub(crate) async fn write_rows(
+    conn: &mut PgConnection,
+    upsert: &str,
+    delete: &str,
+    upserts: Vec<serde_json::Value>,
+    deletes: &[String],
+) -> Result<(), sqlx::Error> {
+    if !upserts.is_empty() {
+        sqlx::query(upsert)
+            .bind(serde_json::Value::Array(upserts))
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !deletes.is_empty() {
+        sqlx::query(delete)
+            .bind(deletes)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}

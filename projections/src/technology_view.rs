@@ -13,6 +13,7 @@ use cqrs_es::Aggregate;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
+use crate::read_model::write_rows;
 use crate::{Change, ProjectionError, ReadModel};
 
 /// The technology read model.
@@ -193,18 +194,14 @@ impl ReadModel for TechnologyView {
                 row: change_row,
             });
         }
-        if !upserts.is_empty() {
-            sqlx::query(UPSERT)
-                .bind(Value::Array(upserts))
-                .execute(&mut *conn)
-                .await?;
-        }
-        if !deletes.is_empty() {
-            sqlx::query("DELETE FROM technology_view WHERE id = ANY($1)")
-                .bind(&deletes)
-                .execute(&mut *conn)
-                .await?;
-        }
+        write_rows(
+            conn,
+            UPSERT,
+            "DELETE FROM technology_view WHERE id = ANY($1)",
+            upserts,
+            &deletes,
+        )
+        .await?;
         deltas.retain(|_, n| *n != 0);
         if !deltas.is_empty() {
             let (mut projects, mut domains, mut statuses, mut ns) =
