@@ -226,6 +226,10 @@ pub struct ServeArgs {
     /// Read-side settings.
     #[command(flatten)]
     pub query: QueryArgs,
+    /// `/health/ready` answers 503 while the relay or a read model is more than this
+    /// many committed events behind.
+    #[arg(long, env = "CC_READY_MAX_LAG_EVENTS", default_value_t = 10_000)]
+    pub ready_max_lag_events: i64,
     /// Do not run the relay in this process (run `commandcenter relay` elsewhere).
     #[arg(long, env = "CC_NO_RELAY")]
     pub no_relay: bool,

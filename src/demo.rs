@@ -169,6 +169,7 @@ fn ok<A>(_: &Outcome<A>) -> Result<Reply, ApiError> {
 
 async fn run<A>(
     store: &EventStore,
+    metrics: &std::sync::Arc<commandcenter_metrics::Metrics>,
     meta: &RequestMeta,
     id: &str,
     command: A::Command,
@@ -186,7 +187,7 @@ where
         meta: meta.clone(),
         idempotency: None,
     };
-    execute(store, execution, ok)
+    execute(store, metrics, execution, ok)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
@@ -202,6 +203,7 @@ pub async fn seed_if_empty(store: &EventStore) -> anyhow::Result<bool> {
     if existing > 0 {
         return Ok(false);
     }
+    let metrics = commandcenter_metrics::Metrics::new();
     let meta = RequestMeta {
         request_id: Uuid::now_v7().to_string(),
         correlation_id: "demo-seed".into(),
@@ -247,7 +249,7 @@ pub async fn seed_if_empty(store: &EventStore) -> anyhow::Result<bool> {
             fields: Box::new(fields),
             at: clock::now(),
         };
-        run::<Technology>(store, &meta, &id, create).await?;
+        run::<Technology>(store, &metrics, &meta, &id, create).await?;
         let change = TechnologyCommand::ChangeTechnologyStatus {
             change: StatusChange {
                 status: *status,
@@ -255,7 +257,7 @@ pub async fn seed_if_empty(store: &EventStore) -> anyhow::Result<bool> {
             },
             at: clock::now(),
         };
-        run::<Technology>(store, &meta, &id, change).await?;
+        run::<Technology>(store, &metrics, &meta, &id, change).await?;
     }
     for i in 0..8u8 {
         let id = Uuid::now_v7().to_string();
@@ -274,10 +276,11 @@ pub async fn seed_if_empty(store: &EventStore) -> anyhow::Result<bool> {
             max_attempts: 3,
             at: clock::now(),
         };
-        run::<Job>(store, &meta, &id, create).await?;
+        run::<Job>(store, &metrics, &meta, &id, create).await?;
         if i < 6 {
             run::<Job>(
                 store,
+                &metrics,
                 &meta,
                 &id,
                 JobCommand::DispatchJob {
@@ -293,20 +296,20 @@ pub async fn seed_if_empty(store: &EventStore) -> anyhow::Result<bool> {
                 lease_seconds: 60,
                 at: clock::now(),
             };
-            run::<Job>(store, &meta, &id, start).await?;
+            run::<Job>(store, &metrics, &meta, &id, start).await?;
             let progress = JobCommand::ReportJobProgress {
                 progress: Progress::parse("progress", 40)?,
                 current_step: Some("crunching".into()),
                 at: clock::now(),
             };
-            run::<Job>(store, &meta, &id, progress).await?;
+            run::<Job>(store, &metrics, &meta, &id, progress).await?;
         }
         if i < 2 {
             let complete = JobCommand::CompleteJob {
                 result: Some(json!({"demo": true})),
                 at: clock::now(),
             };
-            run::<Job>(store, &meta, &id, complete).await?;
+            run::<Job>(store, &metrics, &meta, &id, complete).await?;
         }
     }
     Ok(true)

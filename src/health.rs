@@ -1,5 +1,6 @@
 //! `/health/live` (the process answers) and `/health/ready` (PostgreSQL reachable,
-//! migrations applied, NATS connected), each with a JSON body naming what is not ready.
+//! migrations applied, NATS connected, relay and read models within the lag bound),
+//! each with a JSON body naming what is not ready.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -19,6 +20,10 @@ pub struct HealthState {
     pub pool: PgPool,
     /// The NATS client.
     pub nats: async_nats::Client,
+    /// The event stream, to name the relay's checkpoint.
+    pub stream: commandcenter_event_store::EventStream,
+    /// The most committed events the relay or a read model may lag behind.
+    pub max_lag_events: i64,
 }
 
 /// The health routes, documented.
@@ -33,7 +38,7 @@ async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "live" }))
 }
 
-#[utoipa::path(get, path = "/health/ready", tag = "operations", responses((status = 200, description = "PostgreSQL reachable, migrations applied, NATS connected"), (status = 503, description = "Not ready; the body names what is not")))]
+#[utoipa::path(get, path = "/health/ready", tag = "operations", responses((status = 200, description = "PostgreSQL reachable, migrations applied, NATS connected, lag within bound"), (status = 503, description = "Not ready; the body names what is not")))]
 async fn ready(State(state): State<HealthState>) -> Response {
     let postgres = match migrations_applied(&state.pool).await {
         Ok(true) => Ok(()),
@@ -44,11 +49,31 @@ async fn ready(State(state): State<HealthState>) -> Response {
         async_nats::connection::State::Connected => Ok(()),
         other => Err(format!("not connected ({other:?})")),
     };
+    let lag = match commandcenter_projections::status(&state.pool, &state.stream).await {
+        Ok(report) => {
+            let behind: Vec<String> = std::iter::once(&report.relay)
+                .chain(&report.projections)
+                .filter(|l| l.lag_events > state.max_lag_events)
+                .map(|l| {
+                    format!(
+                        "{} is {} events ({:.1} s) behind",
+                        l.name, l.lag_events, l.lag_seconds
+                    )
+                })
+                .collect();
+            if behind.is_empty() {
+                Ok(())
+            } else {
+                Err(behind.join("; "))
+            }
+        }
+        Err(err) => Err(format!("cannot read lag: {err}")),
+    };
     let check = |r: &Result<(), String>| match r {
         Ok(()) => json!({ "ok": true }),
         Err(reason) => json!({ "ok": false, "reason": reason }),
     };
-    let not_ready: Vec<&str> = [("postgres", &postgres), ("nats", &nats)]
+    let not_ready: Vec<&str> = [("postgres", &postgres), ("nats", &nats), ("lag", &lag)]
         .into_iter()
         .filter(|(_, r)| r.is_err())
         .map(|(name, _)| name)
@@ -61,7 +86,7 @@ async fn ready(State(state): State<HealthState>) -> Response {
     let body = json!({
         "status": if not_ready.is_empty() { "ready" } else { "not_ready" },
         "not_ready": not_ready,
-        "checks": { "postgres": check(&postgres), "nats": check(&nats) },
+        "checks": { "postgres": check(&postgres), "nats": check(&nats), "lag": check(&lag) },
     });
     (status, Json(body)).into_response()
 }

@@ -41,6 +41,8 @@ pub struct Services {
     pub signal: AppendSignal,
     /// The event stream's names.
     pub stream: EventStream,
+    /// This process's metrics.
+    pub metrics: Arc<commandcenter_metrics::Metrics>,
 }
 
 impl Services {
@@ -69,6 +71,7 @@ impl Services {
             signal: AppendSignal::with_nats(client.clone(), &nats.nats_prefix),
             nats: client,
             stream: EventStream::new(&nats.nats_prefix),
+            metrics: commandcenter_metrics::Metrics::new(),
         })
     }
 
@@ -103,7 +106,8 @@ impl Services {
             self.nats.clone(),
             self.stream.clone(),
             RelayConfig::default(),
-        );
+        )
+        .with_metrics(self.metrics.clone());
         tasks.spawn(relay.run(shutdown.clone()));
     }
 
@@ -115,7 +119,8 @@ impl Services {
             self.nats.clone(),
             self.stream.clone(),
             ProjectorConfig::default(),
-        );
+        )
+        .with_metrics(self.metrics.clone());
         tasks.spawn(technologies.run(shutdown.clone()));
         let jobs = Projector::new(
             JobView,
@@ -123,7 +128,8 @@ impl Services {
             self.nats.clone(),
             self.stream.clone(),
             ProjectorConfig::default(),
-        );
+        )
+        .with_metrics(self.metrics.clone());
         tasks.spawn(jobs.run(shutdown.clone()));
     }
 }
@@ -167,7 +173,7 @@ pub async fn query_state(
             min_position_wait: Duration::from_millis(args.min_position_wait_ms),
             socket_queue: args.socket_queue,
         },
-        counters: Default::default(),
+        metrics: services.metrics.clone(),
     })
 }
 
@@ -233,14 +239,30 @@ impl Application {
         )
         .await?;
         let router = crate::openapi::assemble(vec![
-            commandcenter_commands::api(args.max_body_bytes).with_state(CommandState { store }),
+            commandcenter_commands::api(args.max_body_bytes).with_state(CommandState {
+                store,
+                metrics: services.metrics.clone(),
+            }),
             commandcenter_query_api::api().with_state(query),
             health::api().with_state(HealthState {
                 pool: services.pool.clone(),
                 nats: services.nats.clone(),
+                stream: services.stream.clone(),
+                max_lag_events: args.ready_max_lag_events,
             }),
+            crate::observability::api().with_state(services.metrics.clone()),
         ])
+        .layer(axum::middleware::from_fn_with_state(
+            services.metrics.clone(),
+            crate::observability::track,
+        ))
         .layer(TraceLayer::new_for_http());
+        tasks.spawn(crate::observability::sample(
+            services.metrics.clone(),
+            services.pool.clone(),
+            services.stream.clone(),
+            shutdown.clone(),
+        ));
         let listener = TcpListener::bind(args.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen_addr))?;

@@ -7,14 +7,17 @@
 //! A lost optimistic-concurrency race is retried a few times when the client gave no
 //! `If-Match`; with `If-Match` it is a 409 at once.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use commandcenter_metrics::Metrics;
 
 use commandcenter_domain::values::ProjectId;
 use commandcenter_event_store::{
     claim, release, Claim, Committed, EventStore, NewEvent, Position, StoreError,
 };
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
+use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -36,6 +39,13 @@ where
 
     /// The uniqueness claims this state holds (released when it no longer does).
     fn claims(&self) -> Vec<Claim>;
+
+    /// The command's name, for `commands_total`.
+    fn command_name(command: &Self::Command) -> &'static str;
+
+    /// Records what committed `events` mean beyond their count (job outcomes), given the
+    /// state after them.
+    fn observe(&self, _events: &[Self::Event], _metrics: &Metrics) {}
 }
 
 /// The state after a command and where its last event stands.
@@ -88,6 +98,7 @@ impl From<StoreError> for Failure {
 /// Detached, the command always ends in a commit or a rollback.
 pub async fn execute<A, F>(
     store: &EventStore,
+    metrics: &Arc<Metrics>,
     execution: Execution<A>,
     respond: F,
 ) -> Result<Reply, ApiError>
@@ -99,13 +110,33 @@ where
     F: Fn(&Outcome<A>) -> Result<Reply, ApiError> + Send + Sync + 'static,
 {
     let store = store.clone();
-    tokio::spawn(async move { run_to_end(&store, &execution, &respond).await })
-        .await
-        .map_err(|err| ApiError::Internal(format!("command task failed: {err}")))?
+    let metrics = metrics.clone();
+    tokio::spawn(async move {
+        let command = A::command_name(&execution.command);
+        let result = run_to_end(&store, &metrics, &execution, &respond).await;
+        let outcome = match &result {
+            Ok(_) => "accepted",
+            Err(
+                ApiError::Conflict { .. }
+                | ApiError::PreconditionFailed { .. }
+                | ApiError::IdempotencyKeyReused,
+            ) => "conflict",
+            Err(ApiError::Internal(_) | ApiError::Unavailable(_)) => "error",
+            Err(_) => "rejected",
+        };
+        metrics
+            .commands
+            .with_label_values(&[A::TYPE, command, outcome])
+            .inc();
+        result
+    })
+    .await
+    .map_err(|err| ApiError::Internal(format!("command task failed: {err}")))?
 }
 
 async fn run_to_end<A>(
     store: &EventStore,
+    metrics: &Metrics,
     execution: &Execution<A>,
     respond: &(impl Fn(&Outcome<A>) -> Result<Reply, ApiError> + Sync),
 ) -> Result<Reply, ApiError>
@@ -123,7 +154,7 @@ where
     }
     let mut attempt = 1;
     loop {
-        match try_once(store, execution, respond).await {
+        match try_once(store, metrics, execution, respond).await {
             Ok(reply) => return Ok(reply),
             Err(Failure::Api(err)) => return Err(err),
             Err(Failure::Conflict) if execution.if_match.is_none() && attempt < MAX_ATTEMPTS => {
@@ -159,6 +190,7 @@ where
 
 async fn try_once<A>(
     store: &EventStore,
+    metrics: &Metrics,
     execution: &Execution<A>,
     respond: &(impl Fn(&Outcome<A>) -> Result<Reply, ApiError> + Sync),
 ) -> Result<Reply, Failure>
@@ -198,6 +230,7 @@ where
         })?);
     }
 
+    let started = Instant::now();
     let mut tx = store.begin().await?;
     if let Some(request) = &execution.idempotency {
         if !idempotency::reserve(&mut tx, request).await? {
@@ -238,6 +271,16 @@ where
         idempotency::save(&mut tx, request, &reply).await?;
     }
     store.commit(tx).await?;
+    metrics
+        .append_duration
+        .observe(started.elapsed().as_secs_f64());
+    for event in &events {
+        metrics
+            .events_appended
+            .with_label_values(&[A::TYPE, &event.event_type()])
+            .inc();
+    }
+    outcome.state.observe(&events, metrics);
     Ok(reply)
 }
 

@@ -162,7 +162,8 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeIdempotencyKey {
 pub struct RequestMeta {
     /// This request (from `X-Request-Id`, or generated).
     pub request_id: String,
-    /// The business flow it belongs to (from `X-Correlation-Id`, or the request id).
+    /// The business flow it belongs to (from `X-Correlation-Id`, else the trace id of
+    /// `traceparent`, else the request id).
     pub correlation_id: String,
     /// The message that caused it (from `X-Causation-Id`), if any.
     pub causation_id: Option<String>,
@@ -186,8 +187,14 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let request_id = tracing_id(&parts.headers, "x-request-id")
             .unwrap_or_else(|| Uuid::now_v7().to_string());
-        let correlation_id =
-            tracing_id(&parts.headers, "x-correlation-id").unwrap_or_else(|| request_id.clone());
+        // W3C trace context: the trace id of `traceparent` (version-traceid-parent-flags)
+        // follows the request when no X-Correlation-Id is given.
+        let trace_id = tracing_id(&parts.headers, "traceparent")
+            .and_then(|t| t.split('-').nth(1).map(str::to_string))
+            .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+        let correlation_id = tracing_id(&parts.headers, "x-correlation-id")
+            .or(trace_id)
+            .unwrap_or_else(|| request_id.clone());
         Ok(Self {
             causation_id: tracing_id(&parts.headers, "x-causation-id"),
             request_id,

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use commandcenter_domain::job::{
-    parse_parameters, Job, JobCommand, JobPatch, JobRecord, JobStatus, JobType,
+    parse_parameters, Job, JobCommand, JobEvent, JobPatch, JobRecord, JobStatus, JobType,
     DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_DISPATCH_DELAY_SECONDS,
 };
 use commandcenter_domain::values::{
@@ -33,6 +33,60 @@ impl WriteModel for Job {
 
     fn claims(&self) -> Vec<Claim> {
         Vec::new()
+    }
+
+    fn command_name(command: &JobCommand) -> &'static str {
+        match command {
+            JobCommand::CreateJob { .. } => "CreateJob",
+            JobCommand::DispatchJob { .. } => "DispatchJob",
+            JobCommand::StartJob { .. } => "StartJob",
+            JobCommand::ReportJobProgress { .. } => "ReportJobProgress",
+            JobCommand::CompleteJob { .. } => "CompleteJob",
+            JobCommand::FailJob { .. } => "FailJob",
+            JobCommand::RequestJobCancel { .. } => "RequestJobCancel",
+            JobCommand::ConfirmJobCancelled { .. } => "ConfirmJobCancelled",
+            JobCommand::PatchJob { .. } => "PatchJob",
+            JobCommand::DeleteJob { .. } => "DeleteJob",
+        }
+    }
+
+    /// Jobs reaching an outcome count in `jobs_total`; finished runs in
+    /// `job_duration_seconds`.
+    fn observe(&self, events: &[JobEvent], metrics: &commandcenter_metrics::Metrics) {
+        let Some(record) = self.record() else { return };
+        let job_type = record.job_type.as_str();
+        for event in events {
+            let outcome = match event {
+                JobEvent::JobCompleted { .. } => "completed",
+                JobEvent::JobFailed { retry_at: None, .. } => "failed",
+                JobEvent::JobFailed { .. } => "retried",
+                JobEvent::JobCancelled { .. } => "cancelled",
+                _ => continue,
+            };
+            metrics.jobs.with_label_values(&[job_type, outcome]).inc();
+        }
+        if let (true, Some(started), Some(completed)) = (
+            record.status.is_terminal(),
+            record.started_at,
+            record.completed_at,
+        ) {
+            let finished_now = events.iter().any(|e| {
+                matches!(
+                    e,
+                    JobEvent::JobCompleted { .. }
+                        | JobEvent::JobFailed { retry_at: None, .. }
+                        | JobEvent::JobCancelled { .. }
+                )
+            });
+            if finished_now {
+                let seconds =
+                    (completed - started).num_microseconds().unwrap_or_default() as f64 / 1e6;
+                metrics
+                    .job_duration
+                    .with_label_values(&[job_type])
+                    .observe(seconds);
+            }
+        }
     }
 }
 
@@ -182,7 +236,7 @@ async fn run(
         meta: context.meta,
         idempotency,
     };
-    Ok(execute(&state.store, execution, respond)
+    Ok(execute(&state.store, &state.metrics, execution, respond)
         .await?
         .into_response())
 }

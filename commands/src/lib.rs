@@ -28,6 +28,8 @@ pub use error::ApiError;
 pub struct CommandState {
     /// The event store.
     pub store: EventStore,
+    /// Where commands are counted.
+    pub metrics: std::sync::Arc<commandcenter_metrics::Metrics>,
 }
 
 /// The write API's routes, documented (OpenAPI) from the handlers' annotations, with

@@ -43,6 +43,15 @@ impl WriteModel for Technology {
             Technology::NotCreated | Technology::Deleted(_) => Vec::new(),
         }
     }
+
+    fn command_name(command: &TechnologyCommand) -> &'static str {
+        match command {
+            TechnologyCommand::CreateTechnology { .. } => "CreateTechnology",
+            TechnologyCommand::UpdateTechnology { .. } => "UpdateTechnology",
+            TechnologyCommand::ChangeTechnologyStatus { .. } => "ChangeTechnologyStatus",
+            TechnologyCommand::DeleteTechnology { .. } => "DeleteTechnology",
+        }
+    }
 }
 
 /// Titles are unique per project, ignoring case and inner spacing.
@@ -394,7 +403,7 @@ async fn run(
         meta: context.meta,
         idempotency,
     };
-    Ok(execute(&state.store, execution, respond)
+    Ok(execute(&state.store, &state.metrics, execution, respond)
         .await?
         .into_response())
 }

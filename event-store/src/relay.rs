@@ -74,6 +74,7 @@ fn nats(err: impl std::fmt::Display) -> RelayError {
 
 /// Publishes the event store to JetStream.
 pub struct Relay {
+    metrics: Option<std::sync::Arc<commandcenter_metrics::Metrics>>,
     pool: PgPool,
     signal: AppendSignal,
     js: jetstream::Context,
@@ -91,12 +92,19 @@ impl Relay {
         config: RelayConfig,
     ) -> Self {
         Self {
+            metrics: None,
             pool,
             signal,
             js: jetstream::new(client),
             stream,
             config,
         }
+    }
+
+    /// The same relay, counting what it publishes in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<commandcenter_metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The advisory lock name of the relay of `stream`.
@@ -209,6 +217,9 @@ impl Relay {
             ack.await.map_err(nats)?;
             *position = event_position;
             *last_id = Some(id);
+            if let Some(metrics) = &self.metrics {
+                metrics.relay_published.inc();
+            }
         }
         send_error.map_or(Ok(()), Err)
     }

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::checkpoint::{load_checkpoint, save_checkpoint};
 use crate::notify::announce;
@@ -36,6 +37,7 @@ impl Default for ProjectorConfig {
 
 /// Keeps one read model up to date from the event stream.
 pub struct Projector<M: ReadModel> {
+    metrics: Option<Arc<commandcenter_metrics::Metrics>>,
     model: Arc<M>,
     pool: PgPool,
     client: async_nats::Client,
@@ -53,12 +55,19 @@ impl<M: ReadModel> Projector<M> {
         config: ProjectorConfig,
     ) -> Self {
         Self {
+            metrics: None,
             model: Arc::new(model),
             pool,
             client,
             stream,
             config,
         }
+    }
+
+    /// The same projector, reporting batch sizes and apply times in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<commandcenter_metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The durable consumer's name for read model `name` on `stream`.
@@ -167,7 +176,30 @@ impl<M: ReadModel> Projector<M> {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let changes = apply_batch(&self.pool, self.model.as_ref(), &events).await?;
+            let started = Instant::now();
+            let first_correlation = events
+                .first()
+                .and_then(|e| e.metadata["correlation_id"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            let changes = apply_batch(&self.pool, self.model.as_ref(), &events)
+                .instrument(tracing::debug_span!(
+                    "apply_batch",
+                    projection = M::NAME,
+                    events = events.len(),
+                    correlation_id = %first_correlation
+                ))
+                .await?;
+            if let Some(metrics) = &self.metrics {
+                metrics
+                    .projection_batch_size
+                    .with_label_values(&[M::NAME])
+                    .observe(events.len() as f64);
+                metrics
+                    .projection_apply_duration
+                    .with_label_values(&[M::NAME])
+                    .observe(started.elapsed().as_secs_f64());
+            }
             if let Some(last) = batch.last() {
                 // AckPolicy::All: acknowledging the last message acknowledges the batch.
                 last.ack().await.map_err(ProjectionError::nats)?;

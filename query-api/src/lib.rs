@@ -18,7 +18,6 @@ pub mod response;
 pub mod technologies;
 pub mod ws;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,45 +38,6 @@ pub struct QueryConfig {
     pub socket_queue: usize,
 }
 
-/// Counts for observability.
-#[derive(Debug, Default)]
-pub struct Counters {
-    cache_hits: AtomicU64,
-    cache_misses: AtomicU64,
-    sockets: AtomicI64,
-}
-
-impl Counters {
-    /// One answer served from the cache.
-    pub fn cache_hit(&self) {
-        self.cache_hits.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// One answer computed.
-    pub fn cache_miss(&self) {
-        self.cache_misses.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A WebSocket opened.
-    pub fn socket_opened(&self) {
-        self.sockets.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A WebSocket closed.
-    pub fn socket_closed(&self) {
-        self.sockets.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// `(cache hits, cache misses, open sockets)`.
-    pub fn snapshot(&self) -> (u64, u64, i64) {
-        (
-            self.cache_hits.load(Ordering::Relaxed),
-            self.cache_misses.load(Ordering::Relaxed),
-            self.sockets.load(Ordering::Relaxed),
-        )
-    }
-}
-
 /// What every read route needs.
 #[derive(Clone)]
 pub struct QueryState {
@@ -91,8 +51,8 @@ pub struct QueryState {
     pub hub: Arc<Hub>,
     /// Settings.
     pub config: QueryConfig,
-    /// Observability counts.
-    pub counters: Arc<Counters>,
+    /// Where reads, cache use and sockets are counted.
+    pub metrics: Arc<commandcenter_metrics::Metrics>,
 }
 
 /// The query API's routes, documented (OpenAPI) from the handlers' annotations.

@@ -77,10 +77,10 @@ where
     Fut: Future<Output = Result<(Value, Vec<Position>), ApiError>>,
 {
     if let Some(hit) = state.cache.get(&key, min.0) {
-        state.counters.cache_hit();
+        state.metrics.cache_hits.inc();
         return Ok(bytes_response(hit.body, hit.position, "cache"));
     }
-    state.counters.cache_miss();
+    state.metrics.cache_misses.inc();
     let pool = state.pools.choose();
     wait_until_reached(
         &pool.pool,

@@ -38,11 +38,18 @@ pub const MAX_REPLAY: i64 = 1000;
 /// WebSocket close code for a policy violation (unknown job).
 const POLICY_VIOLATION: u16 = 1008;
 
-async fn send_json(socket: &mut WebSocket, value: &Value) -> bool {
-    socket
+async fn send_json(state: &QueryState, socket: &mut WebSocket, value: &Value) -> bool {
+    let sent = socket
         .send(Message::Text(Utf8Bytes::from(value.to_string())))
         .await
-        .is_ok()
+        .is_ok();
+    if sent {
+        state.metrics.websocket_messages.inc();
+        if value["type"] == "lagged" {
+            state.metrics.websocket_lagged.inc();
+        }
+    }
+    sent
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
@@ -54,7 +61,9 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
         .await;
 }
 
-fn progress_message(job: &Value) -> Value {
+/// A progress message; `correlation_id` (additive to the old contract) names the
+/// command that caused it, when known.
+fn progress_message(job: &Value, correlation_id: Option<&str>) -> Value {
     json!({
         "type": "progress",
         "job_id": job["id"],
@@ -62,6 +71,7 @@ fn progress_message(job: &Value) -> Value {
         "progress": job["progress"],
         "current_step": job["current_step"],
         "is_terminal": job["is_terminal"],
+        "correlation_id": correlation_id,
     })
 }
 
@@ -115,11 +125,11 @@ async fn follow_job(state: QueryState, job_id: String, mut socket: WebSocket) {
         "progress": job["progress"],
         "current_step": job["current_step"],
     });
-    if !send_json(&mut socket, &connected).await {
+    if !send_json(&state, &mut socket, &connected).await {
         return;
     }
     if job["is_terminal"] == true {
-        send_json(&mut socket, &completed_message(&job)).await;
+        send_json(&state, &mut socket, &completed_message(&job)).await;
         return close(&mut socket, 1000, "job finished").await;
     }
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -137,11 +147,11 @@ async fn follow_job(state: QueryState, job_id: String, mut socket: WebSocket) {
                     return close(&mut socket, 1000, "job deleted").await;
                 };
                 if job["is_terminal"] == true {
-                    send_json(&mut socket, &progress_message(job)).await;
-                    send_json(&mut socket, &completed_message(job)).await;
+                    send_json(&state, &mut socket, &progress_message(job, change.correlation_id.as_deref())).await;
+                    send_json(&state, &mut socket, &completed_message(job)).await;
                     return close(&mut socket, 1000, "job finished").await;
                 }
-                if !send_json(&mut socket, &progress_message(job)).await {
+                if !send_json(&state, &mut socket, &progress_message(job, change.correlation_id.as_deref())).await {
                     return;
                 }
             }
@@ -159,14 +169,19 @@ async fn follow_job(state: QueryState, job_id: String, mut socket: WebSocket) {
         }
         if lagged.swap(false, Ordering::Relaxed) {
             // Missed changes: say so, then send the job as it is now.
-            send_json(&mut socket, &json!({"type": "lagged", "position": sent})).await;
+            send_json(
+                &state,
+                &mut socket,
+                &json!({"type": "lagged", "position": sent}),
+            )
+            .await;
             match load_job(&state, &job_id).await {
                 Ok(Some((job, position))) if position > sent => {
                     sent = position;
                     let done = job["is_terminal"] == true;
-                    send_json(&mut socket, &progress_message(&job)).await;
+                    send_json(&state, &mut socket, &progress_message(&job, None)).await;
                     if done {
-                        send_json(&mut socket, &completed_message(&job)).await;
+                        send_json(&state, &mut socket, &completed_message(&job)).await;
                         return close(&mut socket, 1000, "job finished").await;
                     }
                 }
@@ -187,7 +202,7 @@ struct Unsubscribe {
 
 impl Unsubscribe {
     fn new(state: &QueryState, id: u64, topics: Vec<String>) -> Self {
-        state.counters.socket_opened();
+        state.metrics.websocket_connections.inc();
         Self {
             state: state.clone(),
             id,
@@ -201,7 +216,7 @@ impl Drop for Unsubscribe {
         for topic in &self.topics {
             self.state.hub.unsubscribe(self.id, topic);
         }
-        self.state.counters.socket_closed();
+        self.state.metrics.websocket_connections.dec();
     }
 }
 
@@ -310,7 +325,7 @@ async fn serve_socket(state: QueryState, mut socket: WebSocket) {
                 let Some(change) = change else { return };
                 sent = sent.max(change.position);
                 for topic in change.topics().iter().filter(|t| topics.contains(*t)) {
-                    if !send_json(&mut socket, &push_message(topic, &change)).await {
+                    if !send_json(&state, &mut socket, &push_message(topic, &change)).await {
                         return;
                     }
                 }
@@ -326,7 +341,7 @@ async fn serve_socket(state: QueryState, mut socket: WebSocket) {
                     let reply = handle_request(&state, &text, &mut topics, &subscriber, &sender, &lagged).await;
                     guard.topics = topics.iter().cloned().collect();
                     for message in reply {
-                        if !send_json(&mut socket, &message).await {
+                        if !send_json(&state, &mut socket, &message).await {
                             return;
                         }
                     }
@@ -342,7 +357,7 @@ async fn serve_socket(state: QueryState, mut socket: WebSocket) {
                 "position": sent,
                 "detail": "some changes were dropped; subscribe again with this since_position",
             });
-            if !send_json(&mut socket, &message).await {
+            if !send_json(&state, &mut socket, &message).await {
                 return;
             }
         }

@@ -161,6 +161,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
             cache_entries: 1000,
             socket_queue: 64,
         },
+        ready_max_lag_events: 10_000,
         no_relay: false,
         no_projectors: false,
         demo: false,

@@ -9,6 +9,7 @@ mod health;
 mod helpers;
 mod idempotency;
 mod jobs;
+mod observability;
 mod openapi;
 mod projections;
 mod properties;

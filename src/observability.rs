@@ -1,0 +1,116 @@
+//! Metrics plumbing of the service: the HTTP middleware that times every request by
+//! route template, `GET /metrics`, and the sampler that turns lag, pool and job-queue
+//! state into gauges once a second.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use commandcenter_event_store::EventStream;
+use commandcenter_metrics::Metrics;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// How often gauges are sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Counts and times a request under its route template (`unmatched` for no route).
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics
+        .http_requests
+        .with_label_values(&[&method, &route, &status])
+        .inc();
+    metrics
+        .http_duration
+        .with_label_values(&[&method, &route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition of every metric")))]
+async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> Response {
+    let mut response = metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+/// `GET /metrics`, documented.
+pub fn api() -> OpenApiRouter<Arc<Metrics>> {
+    OpenApiRouter::new().routes(routes!(metrics_text))
+}
+
+/// Samples relay and projection lag, pool connections and the job queue into gauges
+/// until `shutdown`.
+pub async fn sample(
+    metrics: Arc<Metrics>,
+    pool: PgPool,
+    stream: EventStream,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let idle = pool.num_idle() as i64;
+        let size = i64::from(pool.size());
+        metrics
+            .db_pool_connections
+            .with_label_values(&["primary", "idle"])
+            .set(idle);
+        metrics
+            .db_pool_connections
+            .with_label_values(&["primary", "active"])
+            .set(size - idle);
+        match commandcenter_projections::status(&pool, &stream).await {
+            Ok(report) => {
+                metrics.relay_lag_events.set(report.relay.lag_events);
+                metrics.relay_lag_seconds.set(report.relay.lag_seconds);
+                for lag in &report.projections {
+                    let name = lag.name.as_str();
+                    let position = lag.checkpoint.map_or(0, |p| p.global_position);
+                    metrics
+                        .projection_checkpoint
+                        .with_label_values(&[name])
+                        .set(position);
+                    metrics
+                        .projection_lag_events
+                        .with_label_values(&[name])
+                        .set(lag.lag_events);
+                    metrics
+                        .projection_lag_seconds
+                        .with_label_values(&[name])
+                        .set(lag.lag_seconds);
+                }
+            }
+            Err(err) => tracing::debug!(%err, "lag sample failed"),
+        }
+        let queue: Result<(i64, i64), _> = sqlx::query_as(
+            "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM job_counts WHERE status = 'running'), \
+                    (SELECT count(*) FROM job_view WHERE status = 'pending' AND scheduled_for <= now())",
+        )
+        .fetch_one(&pool)
+        .await;
+        if let Ok((running, queued)) = queue {
+            metrics.jobs_running.set(running);
+            metrics.job_queue_depth.set(queued);
+        }
+    }
+}
