@@ -247,7 +247,7 @@ fn ok(outcome: &Outcome<Job>) -> Result<Reply, ApiError> {
 
 /// `POST /api/v1/jobs` → 201 with the pending job.
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = CreateJobBody, params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 201, description = "The pending job, with version and position"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
-#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id))]
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, correlation_id = %context.meta.correlation_id))]
 pub async fn create_job(
     State(state): State<CommandState>,
     context: CommandContext,
@@ -265,7 +265,7 @@ pub async fn create_job(
 /// `PATCH /api/v1/jobs/{id}` → 200: status, progress, step, result or error from an
 /// external worker, applied all or nothing.
 #[utoipa::path(patch, path = "/api/v1/jobs/{id}", tag = "jobs", request_body = PatchJobBody, params(("id" = String, Path, description = "Job id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The job after the update, applied all or nothing"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
-#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, job_id = %id))]
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, correlation_id = %context.meta.correlation_id, job_id = %id))]
 pub async fn patch_job(
     State(state): State<CommandState>,
     Path(id): Path<String>,
@@ -282,7 +282,7 @@ pub async fn patch_job(
 
 /// `POST /api/v1/jobs/{id}/dispatch?delay_seconds=N` → 200: hands the job to the workers.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/dispatch", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("delay_seconds" = Option<u32>, Query, description = "Start no earlier than this many seconds from now (0-3600)"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The dispatched job"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
-#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, job_id = %id))]
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, correlation_id = %context.meta.correlation_id, job_id = %id))]
 pub async fn dispatch_job(
     State(state): State<CommandState>,
     Path(id): Path<String>,
@@ -318,7 +318,7 @@ pub async fn dispatch_job(
 /// `POST /api/v1/jobs/{id}/cancel` → 200: a pending job is cancelled at once, a running
 /// one is asked to stop (its worker records `cancelled`). Never waits for the worker.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", request_body(content = Option<CancelJobBody>, description = "Optional reason"), params(("id" = String, Path, description = "Job id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The job: cancelled if it was pending, cancel_requested if running"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
-#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, job_id = %id))]
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, correlation_id = %context.meta.correlation_id, job_id = %id))]
 pub async fn cancel_job(
     State(state): State<CommandState>,
     Path(id): Path<String>,
@@ -335,7 +335,7 @@ pub async fn cancel_job(
 
 /// `DELETE /api/v1/jobs/{id}` → 204 (refused while the job runs).
 #[utoipa::path(delete, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 204, description = "Deleted"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
-#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, job_id = %id))]
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, correlation_id = %context.meta.correlation_id, job_id = %id))]
 pub async fn delete_job(
     State(state): State<CommandState>,
     Path(id): Path<String>,

@@ -410,7 +410,7 @@ async fn run(
 
 /// `POST /api/v1/technologies` → 201 with the technology as written.
 #[utoipa::path(post, path = "/api/v1/technologies", tag = "technologies", request_body = CreateTechnologyBody, params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 201, description = "The technology as written, with version and position (also in ETag and X-CC-Position)"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
-#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id))]
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, correlation_id = %context.meta.correlation_id))]
 pub async fn create_technology(
     State(state): State<CommandState>,
     context: CommandContext,
@@ -434,7 +434,7 @@ pub async fn create_technology(
 
 /// `PATCH /api/v1/technologies/{id}` → 200 with the technology as written.
 #[utoipa::path(patch, path = "/api/v1/technologies/{id}", tag = "technologies", request_body = UpdateTechnologyBody, params(("id" = String, Path, description = "Technology id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The technology as written, with version and position"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
-#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, technology_id = %id))]
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, correlation_id = %context.meta.correlation_id, technology_id = %id))]
 pub async fn update_technology(
     State(state): State<CommandState>,
     Path(id): Path<String>,
@@ -455,7 +455,7 @@ pub async fn update_technology(
 
 /// `DELETE /api/v1/technologies/{id}` → 204.
 #[utoipa::path(delete, path = "/api/v1/technologies/{id}", tag = "technologies", params(("id" = String, Path, description = "Technology id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 204, description = "Deleted; ETag and X-CC-Position name the new version and position"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
-#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, technology_id = %id))]
+#[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, correlation_id = %context.meta.correlation_id, technology_id = %id))]
 pub async fn delete_technology(
     State(state): State<CommandState>,
     Path(id): Path<String>,
