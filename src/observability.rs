@@ -60,6 +60,7 @@ pub fn api() -> OpenApiRouter<Arc<Metrics>> {
 pub async fn sample(
     metrics: Arc<Metrics>,
     pool: PgPool,
+    replicas: commandcenter_query_api::ReadPools,
     stream: EventStream,
     shutdown: CancellationToken,
 ) {
@@ -69,16 +70,19 @@ pub async fn sample(
             () = shutdown.cancelled() => return,
             _ = every.tick() => {}
         }
-        let idle = pool.num_idle() as i64;
-        let size = i64::from(pool.size());
-        metrics
-            .db_pool_connections
-            .with_label_values(&["primary", "idle"])
-            .set(idle);
-        metrics
-            .db_pool_connections
-            .with_label_values(&["primary", "active"])
-            .set(size - idle);
+        let pools = std::iter::once(("primary".to_string(), pool.size(), pool.num_idle()))
+            .chain(replicas.replica_connections());
+        for (name, size, idle) in pools {
+            let (size, idle) = (i64::from(size), idle as i64);
+            metrics
+                .db_pool_connections
+                .with_label_values(&[&name, "idle"])
+                .set(idle);
+            metrics
+                .db_pool_connections
+                .with_label_values(&[&name, "active"])
+                .set(size - idle);
+        }
         match commandcenter_projections::status(&pool, &stream).await {
             Ok(report) => {
                 metrics.relay_lag_events.set(report.relay.lag_events);

@@ -238,6 +238,7 @@ impl Application {
             &shutdown,
         )
         .await?;
+        let read_pools = query.pools.clone();
         let router = crate::openapi::assemble(vec![
             commandcenter_commands::api(args.max_body_bytes).with_state(CommandState {
                 store,
@@ -260,6 +261,7 @@ impl Application {
         tasks.spawn(crate::observability::sample(
             services.metrics.clone(),
             services.pool.clone(),
+            read_pools,
             services.stream.clone(),
             shutdown.clone(),
         ));

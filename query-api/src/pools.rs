@@ -73,6 +73,14 @@ impl ReadPools {
         }
     }
 
+    /// `(name, open connections, idle connections)` of every replica pool.
+    pub fn replica_connections(&self) -> Vec<(String, u32, usize)> {
+        self.replicas
+            .iter()
+            .map(|r| (r.name.clone(), r.pool.size(), r.pool.num_idle()))
+            .collect()
+    }
+
     /// Checks every replica until `shutdown`.
     pub async fn check_health(self, shutdown: CancellationToken) {
         let mut every = tokio::time::interval(HEALTH_CHECK_EVERY);

@@ -534,6 +534,8 @@ async fn reads_see_their_own_writes_on_a_second_pool() {
         let list: Value = list.json().await.unwrap();
         assert_eq!(list["total"], i + 1, "the list sees write {i} too");
     }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("db_pool_connections{pool=\"replica-1\",state=\"idle\"}"));
 }
 
 #[tokio::test]
