@@ -22,6 +22,9 @@ pub enum ProjectionError {
     /// NATS failed.
     #[error("NATS: {0}")]
     Nats(String),
+    /// Another rebuild of the same read model is running.
+    #[error("a rebuild of {0} is already running")]
+    RebuildRunning(&'static str),
     /// No read model has this name.
     #[error("unknown read model {0:?} (known: {known})", known = crate::READ_MODELS.join(", "))]
     UnknownReadModel(String),

@@ -87,6 +87,16 @@ pub async fn rebuild<M: ReadModel>(
     batch_size: i64,
 ) -> Result<RebuildReport, ProjectionError> {
     let started = Instant::now();
+    // One rebuild per read model at a time: both would share the shadow schema. The
+    // lock lives as long as this connection, so a crashed rebuild releases it.
+    let mut guard = pool.acquire().await?.detach();
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(lock_key(&format!("rebuild:{}", M::NAME)))
+        .fetch_one(&mut guard)
+        .await?;
+    if !locked {
+        return Err(ProjectionError::RebuildRunning(M::NAME));
+    }
     let schema = ident(&shadow_schema::<M>());
     // Fresh statistics keep the batched feed reads on the (tx_id, global_position)
     // index: after a bulk load, stale ones can make the planner sort the whole table
@@ -212,6 +222,7 @@ pub async fn rebuild<M: ReadModel>(
     save_checkpoint(&mut tx, M::NAME, final_position).await?;
     tx.commit().await?;
     bar.finish_and_clear();
+    drop(guard);
 
     let report = RebuildReport {
         name: M::NAME,

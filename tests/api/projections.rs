@@ -698,3 +698,32 @@ async fn the_cli_reports_status_and_rebuilds() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown read model"));
     assert_eq!(rows(&app, "job_view").await.len(), 1);
 }
+
+#[tokio::test]
+async fn only_one_rebuild_of_a_read_model_runs_at_a_time() {
+    let app = spawn_app().await;
+    app.create_technology("Guarded").await;
+    app.wait_caught_up().await;
+    let mut holder = app.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(commandcenter_event_store::lock_key(
+            "rebuild:technology_view",
+        ))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let refused = rebuild(&app.pool, &TechnologyView, 100).await.unwrap_err();
+    assert!(refused.to_string().contains("already running"), "{refused}");
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    drop(holder);
+    assert_eq!(
+        rebuild(&app.pool, &TechnologyView, 100)
+            .await
+            .unwrap()
+            .events,
+        1
+    );
+}
