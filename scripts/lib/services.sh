@@ -74,7 +74,7 @@ start_private_postgres() {
     say "starting private PostgreSQL on 127.0.0.1:$CC_PRIVATE_PG_PORT"
     as_pg_user "$bindir/pg_ctl" -D "$data" -l "$CC_SERVICES_DIR/run/postgres.log" -w \
         -o "-p $CC_PRIVATE_PG_PORT -c listen_addresses=127.0.0.1 -k $CC_SERVICES_DIR/run -c max_connections=300" \
-        start >/dev/null || die "PostgreSQL did not start; see $CC_SERVICES_DIR/run/postgres.log"
+        start </dev/null >/dev/null 2>&1 || die "PostgreSQL did not start; see $CC_SERVICES_DIR/run/postgres.log"
 }
 
 # ensure_postgres: exports PG_SERVER_URL (no database name) for a reachable server.
@@ -97,8 +97,10 @@ start_private_nats() {
     mkdir -p "$CC_SERVICES_DIR"
     say "starting private nats-server (JetStream) on 127.0.0.1:$CC_PRIVATE_NATS_PORT"
     # nats.conf keeps the JetStream store under the project's .data/ directory.
-    (cd "$CC_ROOT" && nohup nats-server -c nats.conf -a 127.0.0.1 -p "$CC_PRIVATE_NATS_PORT" \
-        -l "$CC_SERVICES_DIR/nats.log" -P "$CC_SERVICES_DIR/nats.pid" >/dev/null 2>&1 &)
+    # exec: no shell stays behind holding the caller's stdout (a pipe reader would
+    # otherwise wait for it forever).
+    (cd "$CC_ROOT" && exec nohup nats-server -c nats.conf -a 127.0.0.1 -p "$CC_PRIVATE_NATS_PORT" \
+        -l "$CC_SERVICES_DIR/nats.log" -P "$CC_SERVICES_DIR/nats.pid" </dev/null >/dev/null 2>&1) &
     for _ in $(seq 50); do
         reachable 127.0.0.1 "$CC_PRIVATE_NATS_PORT" && return
         sleep 0.1
