@@ -171,7 +171,6 @@ pub async fn query_state(
         hub,
         config: QueryConfig {
             min_position_wait: Duration::from_millis(args.min_position_wait_ms),
-            socket_queue: args.socket_queue,
         },
         metrics: services.metrics.clone(),
     })

@@ -60,6 +60,8 @@ impl ViewChange {
 pub struct Subscriber {
     /// Pushes for this client.
     pub receiver: mpsc::Receiver<Arc<ViewChange>>,
+    /// The sending side the hub pushes into, for each topic subscribed.
+    sender: mpsc::Sender<Arc<ViewChange>>,
     /// Set when a push was dropped because the queue was full.
     pub lagged: Arc<AtomicBool>,
     /// The client's id in the hub.
@@ -98,34 +100,23 @@ impl Hub {
     }
 
     /// Registers a new client (with no topics yet).
-    pub fn connect(&self) -> (Subscriber, mpsc::Sender<Arc<ViewChange>>, Arc<AtomicBool>) {
+    pub fn connect(&self) -> Subscriber {
         let (sender, receiver) = mpsc::channel(self.queue);
-        let lagged = Arc::new(AtomicBool::new(false));
-        let id = self.next_client.fetch_add(1, Ordering::Relaxed);
-        (
-            Subscriber {
-                receiver,
-                lagged: lagged.clone(),
-                id,
-            },
+        Subscriber {
+            receiver,
             sender,
-            lagged,
-        )
+            lagged: Arc::new(AtomicBool::new(false)),
+            id: self.next_client.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
-    /// Subscribes client `id` to `topic`.
-    pub fn subscribe(
-        &self,
-        id: u64,
-        topic: &str,
-        sender: &mpsc::Sender<Arc<ViewChange>>,
-        lagged: &Arc<AtomicBool>,
-    ) {
+    /// Subscribes `subscriber` to `topic`.
+    pub fn subscribe(&self, subscriber: &Subscriber, topic: &str) {
         self.topics.entry(topic.to_string()).or_default().insert(
-            id,
+            subscriber.id,
             ClientHandle {
-                sender: sender.clone(),
-                lagged: lagged.clone(),
+                sender: subscriber.sender.clone(),
+                lagged: subscriber.lagged.clone(),
             },
         );
     }

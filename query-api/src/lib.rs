@@ -34,8 +34,6 @@ pub use pools::ReadPools;
 pub struct QueryConfig {
     /// The longest a read waits for `X-CC-Min-Position` before answering 503.
     pub min_position_wait: Duration,
-    /// Pushes buffered per WebSocket client before it is told it lagged.
-    pub socket_queue: usize,
 }
 
 /// What every read route needs.

@@ -16,7 +16,6 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -105,10 +104,10 @@ pub async fn job_socket(
 }
 
 async fn follow_job(state: QueryState, job_id: String, mut socket: WebSocket) {
-    let (mut subscriber, sender, lagged) = state.hub.connect();
+    let mut subscriber = state.hub.connect();
     let topic = format!("job:{job_id}");
     // Subscribe before reading the row, so no change falls between the two.
-    state.hub.subscribe(subscriber.id, &topic, &sender, &lagged);
+    state.hub.subscribe(&subscriber, &topic);
     let _guard = Unsubscribe::new(&state, subscriber.id, vec![topic]);
     let (job, mut sent) = match load_job(&state, &job_id).await {
         Ok(Some(found)) => found,
@@ -167,7 +166,7 @@ async fn follow_job(state: QueryState, job_id: String, mut socket: WebSocket) {
                 Some(Ok(_)) => {}
             },
         }
-        if lagged.swap(false, Ordering::Relaxed) {
+        if subscriber.lagged.swap(false, Ordering::Relaxed) {
             // Missed changes: say so, then send the job as it is now.
             send_json(
                 &state,
@@ -312,7 +311,7 @@ pub async fn multiplexed_socket(State(state): State<QueryState>, ws: WebSocketUp
 }
 
 async fn serve_socket(state: QueryState, mut socket: WebSocket) {
-    let (mut subscriber, sender, lagged) = state.hub.connect();
+    let mut subscriber = state.hub.connect();
     let mut guard = Unsubscribe::new(&state, subscriber.id, Vec::new());
     let mut topics: HashSet<String> = HashSet::new();
     let mut sent = Position::ZERO;
@@ -338,7 +337,7 @@ async fn serve_socket(state: QueryState, mut socket: WebSocket) {
             }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    let reply = handle_request(&state, &text, &mut topics, &subscriber, &sender, &lagged).await;
+                    let reply = handle_request(&state, &text, &mut topics, &subscriber).await;
                     guard.topics = topics.iter().cloned().collect();
                     for message in reply {
                         if !send_json(&state, &mut socket, &message).await {
@@ -351,7 +350,7 @@ async fn serve_socket(state: QueryState, mut socket: WebSocket) {
                 Some(Ok(_)) => {}
             },
         }
-        if lagged.swap(false, Ordering::Relaxed) {
+        if subscriber.lagged.swap(false, Ordering::Relaxed) {
             let message = json!({
                 "type": "lagged",
                 "position": sent,
@@ -369,8 +368,6 @@ async fn handle_request(
     text: &str,
     topics: &mut HashSet<String>,
     subscriber: &crate::hub::Subscriber,
-    sender: &tokio::sync::mpsc::Sender<Arc<ViewChange>>,
-    lagged: &Arc<std::sync::atomic::AtomicBool>,
 ) -> Vec<Value> {
     let error = |message: String| vec![json!({"type": "error", "message": message})];
     let request: ClientMessage = match serde_json::from_str(text) {
@@ -415,7 +412,7 @@ async fn handle_request(
     let mut replies = Vec::new();
     for (name, topic) in parsed {
         topics.insert(name.clone());
-        state.hub.subscribe(subscriber.id, &name, sender, lagged);
+        state.hub.subscribe(subscriber, &name);
         if let Some(since) = since {
             match topic.replay(state, since).await {
                 Ok(rows) => replies.extend(rows.into_iter().map(|(row, position)| {
