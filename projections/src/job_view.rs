@@ -8,13 +8,12 @@
 
 use std::collections::HashMap;
 
-use commandcenter_domain::job::{Job, JobEvent, JobRecord};
+use commandcenter_domain::job::{Job, JobRecord};
 use commandcenter_event_store::{Position, StoredEvent};
-use cqrs_es::Aggregate;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
-use crate::read_model::write_rows;
+use crate::read_model::{fold, write_rows, Folded};
 use crate::{Change, ProjectionError, ReadModel};
 
 /// The job read model.
@@ -116,17 +115,8 @@ impl Delta {
     }
 }
 
-struct Entry {
-    state: Job,
-    counted_before: Option<(CountKey, Option<i64>)>,
-    failed_before: Option<(i64, chrono::DateTime<chrono::Utc>)>,
-    version: i64,
-    position: Position,
-    created_position: Position,
-    correlation_id: Option<String>,
-}
-
-fn row(record: &JobRecord, entry: &Entry) -> Result<Value, ProjectionError> {
+/// The row JSON of a job: the record's fields plus the derived and positional columns.
+fn row(record: &JobRecord, entry: &Folded<Job, Position>) -> Result<Value, ProjectionError> {
     let mut row = serde_json::to_value(record).map_err(|source| ProjectionError::Decode {
         what: format!("job {}", record.id),
         source,
@@ -135,7 +125,7 @@ fn row(record: &JobRecord, entry: &Entry) -> Result<Value, ProjectionError> {
     row["is_terminal"] = json!(record.status.is_terminal());
     row["version"] = json!(entry.version);
     row["position"] = json!(entry.position);
-    row["created_position"] = json!(entry.created_position);
+    row["created_position"] = json!(entry.extra);
     Ok(row)
 }
 
@@ -156,61 +146,24 @@ impl ReadModel for JobView {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<Vec<Change>, ProjectionError> {
-        let mut ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let stored: Vec<(String, Value)> =
-            sqlx::query_as("SELECT id, to_jsonb(j) FROM job_view j WHERE id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&mut *conn)
-                .await?;
-        let mut entries: HashMap<String, Entry> = HashMap::with_capacity(ids.len());
-        for (id, value) in stored {
-            let version = value["version"].as_i64().unwrap_or_default();
-            let position = position_field(&value, "position");
-            let created_position = position_field(&value, "created_position");
-            let record: JobRecord =
-                serde_json::from_value(value).map_err(|source| ProjectionError::Decode {
-                    what: format!("job_view row {id}"),
-                    source,
-                })?;
-            let entry = Entry {
-                counted_before: Some(contribution(&record)),
-                failed_before: failure_hour(&record).map(|h| (record.project_id.get(), h)),
-                state: Job::Live(Box::new(record)),
-                version,
-                position,
-                created_position,
-                correlation_id: None,
-            };
-            entries.insert(id, entry);
-        }
-        for event in events {
-            let payload: JobEvent =
-                serde_json::from_value(event.payload.clone()).map_err(|source| {
-                    ProjectionError::Decode {
-                        what: format!("event {} of job {}", event.sequence, event.aggregate_id),
+        // The extra column kept per row: `created_position`, the position of the job's
+        // first event.
+        let entries = fold(
+            conn,
+            "SELECT id, to_jsonb(j) FROM job_view j WHERE id = ANY($1)",
+            events,
+            |id, row| {
+                let created_position = position_field(&row, "created_position");
+                let record: JobRecord =
+                    serde_json::from_value(row).map_err(|source| ProjectionError::Decode {
+                        what: format!("job_view row {id}"),
                         source,
-                    }
-                })?;
-            let entry = entries
-                .entry(event.aggregate_id.clone())
-                .or_insert_with(|| Entry {
-                    state: Job::NotCreated,
-                    counted_before: None,
-                    failed_before: None,
-                    version: 0,
-                    position: Position::ZERO,
-                    created_position: event.position,
-                    correlation_id: None,
-                });
-            entry.state.apply(payload);
-            entry.version = event.sequence;
-            entry.position = event.position;
-            entry.correlation_id = event.metadata["correlation_id"]
-                .as_str()
-                .map(str::to_string);
-        }
+                    })?;
+                Ok((Job::Live(Box::new(record)), created_position))
+            },
+            |first| first.position,
+        )
+        .await?;
 
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
@@ -221,11 +174,12 @@ impl ReadModel for JobView {
             if entry.version == 0 {
                 continue;
             }
-            if let Some((key, duration)) = &entry.counted_before {
-                deltas.entry(key.clone()).or_default().add(-1, *duration);
-            }
-            if let Some(bucket) = entry.failed_before {
-                *failures.entry(bucket).or_default() -= 1;
+            if let Job::Live(before) = &entry.before {
+                let (key, duration) = contribution(before);
+                deltas.entry(key).or_default().add(-1, duration);
+                if let Some(hour) = failure_hour(before) {
+                    *failures.entry((before.project_id.get(), hour)).or_default() -= 1;
+                }
             }
             let project_id = entry.state.record().map_or(0, |r| r.project_id.get());
             let change_row = match &entry.state {

@@ -1,9 +1,12 @@
 //! What a read model is to the runtime: a name, the aggregate type it follows, the
 //! tables it owns, and how a batch of events changes those tables.
 
+use std::collections::HashMap;
 use std::future::Future;
 
-use commandcenter_event_store::StoredEvent;
+use commandcenter_event_store::{Position, StoredEvent};
+use cqrs_es::Aggregate;
+use serde_json::Value;
 use sqlx::PgConnection;
 
 use crate::{Change, ProjectionError};
@@ -55,4 +58,91 @@ pub(crate) async fn write_rows(
             .await?;
     }
     Ok(())
+}
+
+/// One aggregate while a batch is folded into its row.
+pub(crate) struct Folded<A, E> {
+    /// The state as stored before the batch (`A::default()` for a new aggregate).
+    pub before: A,
+    /// The state after the batch's events, applied with the domain's own `apply`.
+    pub state: A,
+    /// What the read model keeps of the row beyond the state (e.g. a cursor key).
+    pub extra: E,
+    /// The aggregate's version after the batch.
+    pub version: i64,
+    /// Position of its last event.
+    pub position: Position,
+    /// Correlation id of its last event.
+    pub correlation_id: Option<String>,
+}
+
+/// Loads the rows of the batch's aggregates (`select` takes the ids as `$1` and returns
+/// `(id, row as JSON)` with `version` and `position` among the row's fields), decodes
+/// each with `load`, starts unknown aggregates with `new`, and folds `events` into them.
+pub(crate) async fn fold<A, E>(
+    conn: &mut PgConnection,
+    select: &str,
+    events: &[StoredEvent],
+    load: impl Fn(&str, Value) -> Result<(A, E), ProjectionError>,
+    new: impl Fn(&StoredEvent) -> E,
+) -> Result<HashMap<String, Folded<A, E>>, ProjectionError>
+where
+    A: Aggregate + Clone,
+{
+    let mut ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let stored: Vec<(String, Value)> = sqlx::query_as(select)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut folded = HashMap::with_capacity(ids.len());
+    for (id, row) in stored {
+        let version = row["version"].as_i64().unwrap_or_default();
+        let position = row["position"]
+            .as_str()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(Position::ZERO);
+        let (state, extra) = load(&id, row)?;
+        let entry = Folded {
+            before: state.clone(),
+            state,
+            extra,
+            version,
+            position,
+            correlation_id: None,
+        };
+        folded.insert(id, entry);
+    }
+    for event in events {
+        let payload: A::Event =
+            serde_json::from_value(event.payload.clone()).map_err(|source| {
+                ProjectionError::Decode {
+                    what: format!(
+                        "event {} of {} {}",
+                        event.sequence,
+                        A::TYPE,
+                        event.aggregate_id
+                    ),
+                    source,
+                }
+            })?;
+        let entry = folded
+            .entry(event.aggregate_id.clone())
+            .or_insert_with(|| Folded {
+                before: A::default(),
+                state: A::default(),
+                extra: new(event),
+                version: 0,
+                position: Position::ZERO,
+                correlation_id: None,
+            });
+        entry.state.apply(payload);
+        entry.version = event.sequence;
+        entry.position = event.position;
+        entry.correlation_id = event.metadata["correlation_id"]
+            .as_str()
+            .map(str::to_string);
+    }
+    Ok(folded)
 }

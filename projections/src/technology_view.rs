@@ -7,13 +7,12 @@
 
 use std::collections::HashMap;
 
-use commandcenter_domain::technology::{Technology, TechnologyEvent, TechnologyRecord};
+use commandcenter_domain::technology::{Technology, TechnologyRecord};
 use commandcenter_event_store::{Position, StoredEvent};
-use cqrs_es::Aggregate;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
-use crate::read_model::write_rows;
+use crate::read_model::{fold, write_rows};
 use crate::{Change, ProjectionError, ReadModel};
 
 /// The technology read model.
@@ -68,15 +67,6 @@ fn count_key(record: &TechnologyRecord) -> CountKey {
     )
 }
 
-/// A touched technology while a batch is folded.
-struct Entry {
-    state: Technology,
-    counted_before: Option<CountKey>,
-    version: i64,
-    position: Position,
-    correlation_id: Option<String>,
-}
-
 /// The row JSON of a live technology: the record's fields plus version and position.
 fn row(
     record: &TechnologyRecord,
@@ -102,63 +92,21 @@ impl ReadModel for TechnologyView {
         conn: &mut PgConnection,
         events: &[StoredEvent],
     ) -> Result<Vec<Change>, ProjectionError> {
-        let mut ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let stored: Vec<(String, Value)> = sqlx::query_as(
+        let entries = fold(
+            conn,
             "SELECT id, to_jsonb(t) - 'search' FROM technology_view t WHERE id = ANY($1)",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut entries: HashMap<String, Entry> = HashMap::with_capacity(ids.len());
-        for (id, value) in stored {
-            let version = value["version"].as_i64().unwrap_or_default();
-            let position = value["position"]
-                .as_str()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(Position::ZERO);
-            let record: TechnologyRecord =
-                serde_json::from_value(value).map_err(|source| ProjectionError::Decode {
-                    what: format!("technology_view row {id}"),
-                    source,
-                })?;
-            let entry = Entry {
-                counted_before: Some(count_key(&record)),
-                state: Technology::Live(record),
-                version,
-                position,
-                correlation_id: None,
-            };
-            entries.insert(id, entry);
-        }
-        for event in events {
-            let payload: TechnologyEvent =
-                serde_json::from_value(event.payload.clone()).map_err(|source| {
-                    ProjectionError::Decode {
-                        what: format!(
-                            "event {} of technology {}",
-                            event.sequence, event.aggregate_id
-                        ),
+            events,
+            |id, row| {
+                let record: TechnologyRecord =
+                    serde_json::from_value(row).map_err(|source| ProjectionError::Decode {
+                        what: format!("technology_view row {id}"),
                         source,
-                    }
-                })?;
-            let entry = entries
-                .entry(event.aggregate_id.clone())
-                .or_insert_with(|| Entry {
-                    state: Technology::NotCreated,
-                    counted_before: None,
-                    version: 0,
-                    position: Position::ZERO,
-                    correlation_id: None,
-                });
-            entry.state.apply(payload);
-            entry.version = event.sequence;
-            entry.position = event.position;
-            entry.correlation_id = event.metadata["correlation_id"]
-                .as_str()
-                .map(str::to_string);
-        }
+                    })?;
+                Ok((Technology::Live(record), ()))
+            },
+            |_| (),
+        )
+        .await?;
 
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
@@ -168,8 +116,8 @@ impl ReadModel for TechnologyView {
             if entry.version == 0 {
                 continue;
             }
-            if let Some(key) = &entry.counted_before {
-                *deltas.entry(key.clone()).or_default() -= 1;
+            if let Technology::Live(before) = &entry.before {
+                *deltas.entry(count_key(before)).or_default() -= 1;
             }
             let project_id = entry.state.record().map_or(0, |r| r.project_id.get());
             let change_row = match &entry.state {
