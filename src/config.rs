@@ -44,6 +44,9 @@ pub enum Command {
     /// Run only the projectors that keep the read models (one per read model is active;
     /// more stand by).
     Projector(BackgroundArgs),
+    /// Run only a job worker: claim dispatched jobs from the event stream and run them
+    /// (any number of workers share the work).
+    Worker(WorkerProcessArgs),
     /// Demo and benchmark data.
     Demo {
         /// What to do.
@@ -185,6 +188,132 @@ pub struct BackgroundArgs {
     pub db_max_connections: u32,
 }
 
+/// How a worker process runs jobs (also inside `serve`).
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// This worker's id, recorded on the jobs it runs [default: <hostname>-<pid>-<random>].
+    #[arg(long, env = "CC_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Jobs this process runs at the same time.
+    #[arg(long = "worker-concurrency", env = "CC_WORKER_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// How long a worker's claim on a job holds without a heartbeat (seconds); a job whose
+    /// lease lapses is failed and re-queued for another worker.
+    #[arg(long = "job-lease-seconds", env = "CC_JOB_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_seconds: u64,
+    /// How often a running job's lease is renewed (milliseconds; at most half the lease).
+    #[arg(
+        long = "job-heartbeat-ms",
+        env = "CC_JOB_HEARTBEAT_MS",
+        default_value_t = 10_000
+    )]
+    pub heartbeat_ms: u64,
+    /// How often lapsed leases are looked for (milliseconds).
+    #[arg(
+        long = "lease-sweep-ms",
+        env = "CC_LEASE_SWEEP_MS",
+        default_value_t = 5_000
+    )]
+    pub sweep_ms: u64,
+    /// Backoff after a failed first attempt (milliseconds), doubled per further attempt
+    /// up to one hour.
+    #[arg(
+        long = "job-retry-base-ms",
+        env = "CC_JOB_RETRY_BASE_MS",
+        default_value_t = 5_000
+    )]
+    pub retry_base_ms: u64,
+    /// How long a job asked to stop (cancelled) may take before it is aborted (milliseconds).
+    #[arg(
+        long = "job-cancel-grace-ms",
+        env = "CC_JOB_CANCEL_GRACE_MS",
+        default_value_t = 500
+    )]
+    pub cancel_grace_ms: u64,
+    /// On shutdown, how long running jobs may take to finish before they are released to
+    /// other workers (milliseconds).
+    #[arg(
+        long = "worker-shutdown-grace-ms",
+        env = "CC_WORKER_SHUTDOWN_GRACE_MS",
+        default_value_t = 8_000
+    )]
+    pub shutdown_grace_ms: u64,
+    /// Time limits of a job type, `TYPE=SOFT:HARD` in seconds (repeat or separate with
+    /// commas), e.g. `export=600:660`. At the soft limit the job is asked to stop and fails
+    /// with a timeout; at the hard limit it is aborted.
+    /// [defaults: analysis 300:360, export 600:660, batch_* 1800:1920, webhook_delivery 60:90, noop 300:330]
+    #[arg(long = "time-limit", env = "CC_JOB_TIME_LIMITS", value_delimiter = ',')]
+    pub time_limits: Vec<commandcenter_worker::LimitOverride>,
+    /// Key of the HMAC-SHA256 signature of webhook deliveries; without it webhook jobs fail.
+    #[arg(long, env = "CC_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+}
+
+impl WorkerArgs {
+    /// The worker's configuration, writing exports under `data_dir`.
+    pub fn config(&self, data_dir: &std::path::Path) -> commandcenter_worker::WorkerConfig {
+        let id = self.worker_id.clone().unwrap_or_else(default_worker_id);
+        let mut config = commandcenter_worker::WorkerConfig::new(id, data_dir);
+        config.concurrency = usize::from(self.concurrency);
+        config.lease = Duration::from_secs(self.lease_seconds);
+        config.heartbeat = Duration::from_millis(self.heartbeat_ms);
+        config.sweep_interval = Duration::from_millis(self.sweep_ms);
+        config.retry_base = Duration::from_millis(self.retry_base_ms);
+        config.cancel_grace = Duration::from_millis(self.cancel_grace_ms);
+        config.shutdown_grace = Duration::from_millis(self.shutdown_grace_ms);
+        for over in &self.time_limits {
+            config.limits.set(over.job_type, over.limit);
+        }
+        config.webhook_secret = self.webhook_secret.clone().filter(|s| !s.is_empty());
+        config
+    }
+}
+
+impl Default for WorkerArgs {
+    /// The command line's defaults (and whatever the environment sets).
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            worker: WorkerArgs,
+        }
+        Defaults::parse_from(["commandcenter"]).worker
+    }
+}
+
+/// `<hostname>-<pid>-<4 random hex digits>`.
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or_else(|| "worker".into());
+    // The last digits of a UUIDv7 are random.
+    let random = uuid::Uuid::now_v7().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &random[28..])
+}
+
+/// Settings of `commandcenter worker`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerProcessArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// NATS settings.
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Most connections in the database pool.
+    #[arg(long, env = "CC_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// Directory exports are written to (shared with the API that serves them).
+    #[arg(long, env = "CC_DATA_DIR", default_value = ".data")]
+    pub data_dir: PathBuf,
+    /// How jobs are run.
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
 /// Where the event store lives.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
@@ -236,6 +365,12 @@ pub struct ServeArgs {
     /// Do not run the projectors in this process (run `commandcenter projector` elsewhere).
     #[arg(long, env = "CC_NO_PROJECTORS")]
     pub no_projectors: bool,
+    /// Do not run a job worker in this process (run `commandcenter worker` elsewhere).
+    #[arg(long, env = "CC_NO_WORKERS")]
+    pub no_workers: bool,
+    /// Job worker settings.
+    #[command(flatten)]
+    pub worker: WorkerArgs,
     /// Seed a small demo dataset (two projects, a dozen technologies, a few jobs) when
     /// the event store is empty.
     #[arg(long, env = "CC_DEMO")]

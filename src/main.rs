@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use commandcenter::config::{
-    BackgroundArgs, Cli, Command, DemoCommand, ProjectionsCommand, RebuildArgs, SeedArgs,
-    StatusArgs,
+    Cli, Command, DatabaseArgs, DemoCommand, NatsArgs, ProjectionsCommand, RebuildArgs, SeedArgs,
+    StatusArgs, WorkerProcessArgs,
 };
 use commandcenter::database::{ensure_database, migrate, redact};
 use commandcenter::demo::{seed, SeedPlan};
@@ -37,8 +37,23 @@ async fn main() -> anyhow::Result<()> {
             app.run(shutdown_signal()).await?;
             tracing::info!("commandcenter stopped");
         }
-        Command::Relay(args) => run_background(&args, true).await?,
-        Command::Projector(args) => run_background(&args, false).await?,
+        Command::Relay(args) => {
+            run_background(
+                &args.database,
+                &args.nats,
+                args.db_max_connections,
+                Role::Relay,
+            )
+            .await?
+        }
+        Command::Projector(args) => {
+            let role = Role::Projectors;
+            run_background(&args.database, &args.nats, args.db_max_connections, role).await?
+        }
+        Command::Worker(args) => {
+            let role = Role::Worker(&args);
+            run_background(&args.database, &args.nats, args.db_max_connections, role).await?
+        }
         Command::Demo {
             command: DemoCommand::Seed(args),
         } => run_seed(&args).await?,
@@ -59,22 +74,40 @@ async fn open(url: &str) -> anyhow::Result<sqlx::PgPool> {
     Ok(pool)
 }
 
-/// `relay` (when `relay`) or `projector`, until Ctrl-C or SIGTERM.
-async fn run_background(args: &BackgroundArgs, relay: bool) -> anyhow::Result<()> {
+/// The background roles a process can run alone.
+enum Role<'a> {
+    Relay,
+    Projectors,
+    Worker(&'a WorkerProcessArgs),
+}
+
+/// Runs `role` until Ctrl-C or SIGTERM, then stops it (a worker's running jobs finish
+/// or are released).
+async fn run_background(
+    database: &DatabaseArgs,
+    nats: &NatsArgs,
+    db_max_connections: u32,
+    role: Role<'_>,
+) -> anyhow::Result<()> {
     let services = Services::connect(
-        &args.database,
-        &args.nats,
-        args.db_max_connections,
+        database,
+        nats,
+        db_max_connections,
         BACKGROUND_IDLE_TX_TIMEOUT,
     )
     .await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     services.spawn_wakeup_bridge(&mut tasks, &shutdown).await?;
-    if relay {
-        services.spawn_relay(&mut tasks, &shutdown);
-    } else {
-        services.spawn_projectors(&mut tasks, &shutdown);
+    match role {
+        Role::Relay => services.spawn_relay(&mut tasks, &shutdown),
+        Role::Projectors => services.spawn_projectors(&mut tasks, &shutdown),
+        Role::Worker(args) => {
+            std::fs::create_dir_all(&args.data_dir).with_context(|| {
+                format!("cannot create data directory {}", args.data_dir.display())
+            })?;
+            services.spawn_worker(args.worker.config(&args.data_dir), &mut tasks, &shutdown)?;
+        }
     }
     shutdown_signal().await;
     stop(tasks, &shutdown).await;

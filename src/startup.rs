@@ -111,6 +111,24 @@ impl Services {
         tasks.spawn(relay.run(shutdown.clone()));
     }
 
+    /// Starts a job worker.
+    pub fn spawn_worker(
+        &self,
+        config: commandcenter_worker::WorkerConfig,
+        tasks: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let worker = commandcenter_worker::Worker::new(
+            EventStore::new(self.pool.clone(), self.signal.clone()),
+            self.nats.clone(),
+            self.stream.clone(),
+            config,
+            self.metrics.clone(),
+        )?;
+        tasks.spawn(worker.run(shutdown.clone()));
+        Ok(())
+    }
+
     /// Starts one projector per read model.
     pub fn spawn_projectors(&self, tasks: &mut JoinSet<()>, shutdown: &CancellationToken) {
         let technologies = Projector::new(
@@ -138,6 +156,7 @@ impl Services {
 pub async fn query_state(
     services: &Services,
     args: &QueryArgs,
+    data_dir: &std::path::Path,
     max_connections: u32,
     idle_tx_timeout: Duration,
     tasks: &mut JoinSet<()>,
@@ -171,6 +190,7 @@ pub async fn query_state(
         hub,
         config: QueryConfig {
             min_position_wait: Duration::from_millis(args.min_position_wait_ms),
+            data_dir: data_dir.to_path_buf(),
         },
         metrics: services.metrics.clone(),
     })
@@ -223,6 +243,9 @@ impl Application {
         if !args.no_projectors {
             services.spawn_projectors(&mut tasks, &shutdown);
         }
+        if !args.no_workers {
+            services.spawn_worker(args.worker.config(&args.data_dir), &mut tasks, &shutdown)?;
+        }
         tasks.spawn(purge_idempotency_keys(
             services.pool.clone(),
             shutdown.clone(),
@@ -231,6 +254,7 @@ impl Application {
         let query = query_state(
             &services,
             &args.query,
+            &args.data_dir,
             args.db_max_connections,
             args.idle_tx_timeout(),
             &mut tasks,

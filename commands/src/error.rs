@@ -46,6 +46,10 @@ pub enum ApiError {
         /// The field at fault, if one is.
         field: Option<String>,
     },
+    /// The job refused the command in its current state (409); kept typed so
+    /// in-process callers (workers) can tell a cancel request from a lost claim.
+    #[error("{0}")]
+    JobRefused(JobError),
     /// `If-Match` named another version than the current one.
     #[error("version {expected} was expected but the current version is {actual}")]
     PreconditionFailed {
@@ -81,7 +85,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Conflict { .. } | Self::JobRefused(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -96,7 +100,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::BadParameter { .. } => "bad-parameter",
             Self::NotFound(_) => "not-found",
-            Self::Conflict { .. } => "conflict",
+            Self::Conflict { .. } | Self::JobRefused(_) => "conflict",
             Self::PreconditionFailed { .. } => "precondition-failed",
             Self::IdempotencyKeyReused => "idempotency-key-reused",
             Self::Unavailable(_) => "unavailable",
@@ -112,6 +116,7 @@ impl ApiError {
             }
             Self::BadParameter { name, .. } => Some(name),
             Self::Conflict { field, .. } => field.as_deref(),
+            Self::JobRefused(JobError::ProgressWentBackwards { .. }) => Some("progress"),
             Self::PreconditionFailed { .. } => Some("If-Match"),
             Self::IdempotencyKeyReused => Some("Idempotency-Key"),
             _ => None,
@@ -208,11 +213,7 @@ impl From<JobError> for ApiError {
         match err {
             JobError::NotFound | JobError::Deleted => Self::NotFound("job"),
             JobError::Invalid(e) => Self::Validation(e),
-            err @ JobError::ProgressWentBackwards { .. } => Self::Conflict {
-                detail: err.to_string(),
-                field: Some("progress".into()),
-            },
-            err => Self::conflict(err.to_string()),
+            err => Self::JobRefused(err),
         }
     }
 }

@@ -58,6 +58,87 @@ pub struct Outcome<A> {
     pub appended: usize,
 }
 
+/// What a command's caller gets back: an HTTP reply (saved for idempotent replays), or,
+/// for in-process callers such as workers, the state itself.
+pub trait Answer: Sized {
+    /// The reply to save under the request's `Idempotency-Key`.
+    fn saved(&self) -> Option<&Reply>;
+    /// The answer from a saved reply, for a replayed request.
+    fn replayed(reply: Reply) -> Result<Self, ApiError>;
+}
+
+impl Answer for Reply {
+    fn saved(&self) -> Option<&Reply> {
+        Some(self)
+    }
+
+    fn replayed(reply: Reply) -> Result<Self, ApiError> {
+        Ok(reply)
+    }
+}
+
+/// The answer of an in-process command: the aggregate after it and where it stands.
+#[derive(Debug, Clone)]
+pub struct Applied<A> {
+    /// The aggregate after the command's events.
+    pub state: A,
+    /// Version and position of the aggregate's last event.
+    pub committed: Committed,
+    /// How many events the command appended (0 for a no-op).
+    pub appended: usize,
+}
+
+impl<A: Clone> Applied<A> {
+    fn of(outcome: &Outcome<A>) -> Self {
+        Self {
+            state: outcome.state.clone(),
+            committed: outcome.committed,
+            appended: outcome.appended,
+        }
+    }
+}
+
+impl<A> Answer for Applied<A> {
+    fn saved(&self) -> Option<&Reply> {
+        None
+    }
+
+    fn replayed(_: Reply) -> Result<Self, ApiError> {
+        Err(ApiError::Internal(
+            "in-process commands carry no Idempotency-Key".into(),
+        ))
+    }
+}
+
+/// Runs `command` on aggregate `aggregate_id` for an in-process caller (a worker, the
+/// lease sweeper): the same transactional path as an HTTP command, without
+/// `If-Match` or `Idempotency-Key`.
+pub async fn apply<A>(
+    store: &EventStore,
+    metrics: &Arc<Metrics>,
+    aggregate_id: &str,
+    command: A::Command,
+    meta: RequestMeta,
+) -> Result<Applied<A>, ApiError>
+where
+    A: WriteModel + Send + Sync + 'static,
+    A::Command: Clone + Send + Sync + 'static,
+    A::Error: Send,
+    ApiError: From<A::Error>,
+{
+    let execution = Execution::<A> {
+        aggregate_id: aggregate_id.to_string(),
+        command,
+        if_match: None,
+        meta,
+        idempotency: None,
+    };
+    execute(store, metrics, execution, |outcome| {
+        Ok(Applied::of(outcome))
+    })
+    .await
+}
+
 /// One command to run.
 pub struct Execution<A: Aggregate> {
     /// Target aggregate.
@@ -96,18 +177,19 @@ impl From<StoreError> for Failure {
 /// The command runs on a task of its own: a client that disconnects drops the request's
 /// future, and a transaction abandoned half-way would go back to the pool still open.
 /// Detached, the command always ends in a commit or a rollback.
-pub async fn execute<A, F>(
+pub async fn execute<A, F, R>(
     store: &EventStore,
     metrics: &Arc<Metrics>,
     execution: Execution<A>,
     respond: F,
-) -> Result<Reply, ApiError>
+) -> Result<R, ApiError>
 where
     A: WriteModel + 'static,
     A::Command: Clone + Send + Sync + 'static,
     A::Error: Send,
     ApiError: From<A::Error>,
-    F: Fn(&Outcome<A>) -> Result<Reply, ApiError> + Send + Sync + 'static,
+    F: Fn(&Outcome<A>) -> Result<R, ApiError> + Send + Sync + 'static,
+    R: Answer + Send + 'static,
 {
     let store = store.clone();
     let metrics = metrics.clone();
@@ -118,6 +200,7 @@ where
             Ok(_) => "accepted",
             Err(
                 ApiError::Conflict { .. }
+                | ApiError::JobRefused(_)
                 | ApiError::PreconditionFailed { .. }
                 | ApiError::IdempotencyKeyReused,
             ) => "conflict",
@@ -134,12 +217,12 @@ where
     .map_err(|err| ApiError::Internal(format!("command task failed: {err}")))?
 }
 
-async fn run_to_end<A>(
+async fn run_to_end<A, R: Answer>(
     store: &EventStore,
     metrics: &Metrics,
     execution: &Execution<A>,
-    respond: &(impl Fn(&Outcome<A>) -> Result<Reply, ApiError> + Sync),
-) -> Result<Reply, ApiError>
+    respond: &(impl Fn(&Outcome<A>) -> Result<R, ApiError> + Sync),
+) -> Result<R, ApiError>
 where
     A: WriteModel,
     A::Command: Clone + Sync,
@@ -148,7 +231,7 @@ where
     if let Some(request) = &execution.idempotency {
         match idempotency::lookup(store.pool(), request).await? {
             Lookup::Fresh => {}
-            Lookup::Replay(reply) => return Ok(reply),
+            Lookup::Replay(reply) => return R::replayed(reply),
             Lookup::Mismatch => return Err(ApiError::IdempotencyKeyReused),
         }
     }
@@ -177,7 +260,7 @@ where
                     .as_ref()
                     .ok_or_else(|| ApiError::Internal("idempotency race without a key".into()))?;
                 return match idempotency::lookup(store.pool(), request).await? {
-                    Lookup::Replay(reply) => Ok(reply),
+                    Lookup::Replay(reply) => R::replayed(reply),
                     Lookup::Mismatch => Err(ApiError::IdempotencyKeyReused),
                     Lookup::Fresh => Err(ApiError::conflict(
                         "a request with this Idempotency-Key is in progress; retry",
@@ -188,12 +271,12 @@ where
     }
 }
 
-async fn try_once<A>(
+async fn try_once<A, R: Answer>(
     store: &EventStore,
     metrics: &Metrics,
     execution: &Execution<A>,
-    respond: &(impl Fn(&Outcome<A>) -> Result<Reply, ApiError> + Sync),
-) -> Result<Reply, Failure>
+    respond: &(impl Fn(&Outcome<A>) -> Result<R, ApiError> + Sync),
+) -> Result<R, Failure>
 where
     A: WriteModel,
     A::Command: Clone,
@@ -268,7 +351,10 @@ where
     };
     let reply = respond(&outcome)?;
     if let Some(request) = &execution.idempotency {
-        idempotency::save(&mut tx, request, &reply).await?;
+        let saved = reply.saved().ok_or_else(|| {
+            ApiError::Internal("an idempotent command must answer with a reply".into())
+        })?;
+        idempotency::save(&mut tx, request, saved).await?;
     }
     store.commit(tx).await?;
     metrics

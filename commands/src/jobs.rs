@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use commandcenter_domain::job::{
     parse_parameters, Job, JobCommand, JobEvent, JobPatch, JobRecord, JobStatus, JobType,
-    DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_DISPATCH_DELAY_SECONDS,
+    WorkerAction, DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_DISPATCH_DELAY_SECONDS,
 };
 use commandcenter_domain::values::{
     bounded_text, Progress, ProjectId, Tags, MAX_LABEL_LEN, MAX_TEXT_LEN,
@@ -47,6 +47,15 @@ impl WriteModel for Job {
             JobCommand::ConfirmJobCancelled { .. } => "ConfirmJobCancelled",
             JobCommand::PatchJob { .. } => "PatchJob",
             JobCommand::DeleteJob { .. } => "DeleteJob",
+            JobCommand::ExpireLease { .. } => "ExpireJobLease",
+            JobCommand::Worker { action, .. } => match action {
+                WorkerAction::RenewLease { .. } => "RenewJobLease",
+                WorkerAction::ReportProgress { .. } => "ReportJobProgress",
+                WorkerAction::Complete { .. } => "CompleteJob",
+                WorkerAction::Fail { .. } => "FailJob",
+                WorkerAction::ConfirmCancelled => "ConfirmJobCancelled",
+                WorkerAction::Release { .. } => "ReleaseJob",
+            },
         }
     }
 
@@ -61,6 +70,7 @@ impl WriteModel for Job {
                 JobEvent::JobFailed { retry_at: None, .. } => "failed",
                 JobEvent::JobFailed { .. } => "retried",
                 JobEvent::JobCancelled { .. } => "cancelled",
+                JobEvent::JobReleased { .. } => "released",
                 _ => continue,
             };
             metrics.jobs.with_label_values(&[job_type, outcome]).inc();

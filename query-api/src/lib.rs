@@ -5,6 +5,7 @@
 //! Every answer carries `X-CC-Position`, the checkpoint of the read model it reflects,
 //! read in the same statement as the data.
 
+pub mod artifacts;
 pub mod cache;
 pub mod consistency;
 pub mod cursor;
@@ -18,6 +19,7 @@ pub mod response;
 pub mod technologies;
 pub mod ws;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +36,8 @@ pub use pools::ReadPools;
 pub struct QueryConfig {
     /// The longest a read waits for `X-CC-Min-Position` before answering 503.
     pub min_position_wait: Duration,
+    /// Where job artifacts (exports) are found, under `artifacts/`.
+    pub data_dir: PathBuf,
 }
 
 /// What every read route needs.
@@ -63,6 +67,7 @@ pub fn api() -> OpenApiRouter<QueryState> {
         .routes(routes!(jobs::statistics))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::job_progress))
+        .routes(routes!(artifacts::job_artifact))
         .routes(routes!(ws::job_socket))
         .routes(routes!(ws::multiplexed_socket))
         .routes(routes!(dashboard::dashboard_stats))

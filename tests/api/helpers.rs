@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use commandcenter::config::{DatabaseArgs, NatsArgs, QueryArgs, ServeArgs};
+use commandcenter::config::{DatabaseArgs, NatsArgs, QueryArgs, ServeArgs, WorkerArgs};
 use commandcenter::startup::Application;
 use commandcenter_event_store::EventStream;
 use reqwest::{Client, Response};
@@ -164,6 +164,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
         ready_max_lag_events: 10_000,
         no_relay: false,
         no_projectors: false,
+        // Tests that exercise workers turn them on; the others drive jobs through PATCH.
+        no_workers: true,
+        worker: WorkerArgs::default(),
         demo: false,
     };
     adjust(&mut args);

@@ -17,3 +17,4 @@ mod queries;
 mod technologies;
 mod validation;
 mod websockets;
+mod workers;

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
-    JobCommand, JobError, JobEvent, JobPatch, JobStatus, JobType, RETRY_BASE_SECONDS,
-    RETRY_MAX_SECONDS,
+    JobCommand, JobError, JobEvent, JobPatch, JobStatus, JobType, RetryPolicy, WorkerAction,
+    WorkerClaim, RETRY_MAX_SECONDS,
 };
 use crate::error::ValidationError;
 use crate::values::{Progress, ProjectId, Tags};
@@ -133,6 +133,13 @@ impl Job {
         if record.dispatched_at.is_some() {
             return Err(JobError::AlreadyDispatched);
         }
+        if record.job_type == JobType::ScheduledAnalysis && delay_seconds == 0 {
+            return Err(ValidationError::new(
+                "delay_seconds",
+                "a scheduled_analysis job is dispatched with a delay of at least 1 second",
+            )
+            .into());
+        }
         let scheduled_for = at + Duration::seconds(i64::from(delay_seconds));
         sink.write(JobEvent::JobDispatched { scheduled_for, at }, self)
             .await;
@@ -215,6 +222,7 @@ impl Job {
         &mut self,
         error: String,
         traceback: Option<String>,
+        retry: RetryPolicy,
         at: DateTime<Utc>,
         sink: &EventSink<Self>,
     ) -> Result<(), JobError> {
@@ -230,7 +238,12 @@ impl Job {
             return Ok(());
         }
         let attempt = record.attempts;
-        let retry_at = (attempt < record.max_attempts).then(|| at + retry_backoff(attempt));
+        let retry_at = match retry {
+            RetryPolicy::Backoff { base_ms } if attempt < record.max_attempts => {
+                Some(at + backoff_after(attempt, base_ms))
+            }
+            RetryPolicy::Backoff { .. } | RetryPolicy::Never => None,
+        };
         let event = JobEvent::JobFailed {
             error,
             traceback,
@@ -288,6 +301,105 @@ impl Job {
         Ok(())
     }
 
+    /// Checks that `claim` is the running attempt's, for a report from its worker.
+    fn held_by(&self, claim: &WorkerClaim) -> Result<&JobRecord, JobError> {
+        let record = self.live()?;
+        let holds = record.status == JobStatus::Running
+            && record.worker_id.as_deref() == Some(claim.worker_id.as_str())
+            && record.attempts == claim.attempt;
+        if !holds {
+            return Err(JobError::NotClaimHolder {
+                worker_id: claim.worker_id.clone(),
+                attempt: claim.attempt,
+            });
+        }
+        Ok(record)
+    }
+
+    async fn worker_report(
+        &mut self,
+        claim: WorkerClaim,
+        action: WorkerAction,
+        at: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) -> Result<(), JobError> {
+        let record = self.held_by(&claim)?;
+        match action {
+            WorkerAction::RenewLease { lease_seconds } => {
+                if record.cancel_requested {
+                    return Err(JobError::CancelRequested);
+                }
+                let lease_until = at + Duration::seconds(i64::from(lease_seconds));
+                sink.write(JobEvent::JobLeaseRenewed { lease_until, at }, self)
+                    .await;
+                Ok(())
+            }
+            WorkerAction::ReportProgress {
+                progress,
+                current_step,
+            } => self.report_progress(progress, current_step, at, sink).await,
+            WorkerAction::Complete { result } => self.complete(result, at, sink).await,
+            WorkerAction::Fail {
+                error,
+                traceback,
+                retry,
+            } => self.fail(error, traceback, retry, at, sink).await,
+            WorkerAction::ConfirmCancelled => self.confirm_cancelled(at, sink).await,
+            WorkerAction::Release { reason } => {
+                let event = if record.cancel_requested {
+                    JobEvent::JobCancelled {
+                        reason: Some(format!("cancel requested; the worker stopped: {reason}")),
+                        at,
+                    }
+                } else {
+                    JobEvent::JobReleased {
+                        worker_id: claim.worker_id,
+                        attempt: claim.attempt,
+                        reason,
+                        at,
+                    }
+                };
+                sink.write(event, self).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn expire_lease(
+        &mut self,
+        at: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) -> Result<(), JobError> {
+        let record = self.running("expire the lease of")?;
+        let lease_until = record.lease_until.unwrap_or(at);
+        if lease_until > at {
+            return Err(JobError::LeaseHolds { lease_until });
+        }
+        let worker = record.worker_id.clone().unwrap_or_default();
+        let event = if record.cancel_requested {
+            JobEvent::JobCancelled {
+                reason: Some(format!(
+                    "cancel requested; the lease of worker {worker} expired before it confirmed"
+                )),
+                at,
+            }
+        } else {
+            let attempt = record.attempts;
+            JobEvent::JobFailed {
+                error: format!(
+                    "lease of worker {worker} expired at {}: the worker stopped without reporting",
+                    lease_until.to_rfc3339()
+                ),
+                traceback: None,
+                attempt,
+                retry_at: (attempt < record.max_attempts).then_some(at),
+                at,
+            }
+        };
+        sink.write(event, self).await;
+        Ok(())
+    }
+
     async fn patch(
         &mut self,
         patch: JobPatch,
@@ -338,7 +450,8 @@ impl Job {
             Some(JobStatus::Completed) => self.complete(patch.result, at, sink).await,
             Some(JobStatus::Failed) => {
                 let error = patch.error.unwrap_or_else(|| "failed".into());
-                self.fail(error, patch.traceback, at, sink).await
+                self.fail(error, patch.traceback, RetryPolicy::default(), at, sink)
+                    .await
             }
             Some(JobStatus::Cancelled) if self.live()?.status == JobStatus::Running => {
                 let event = JobEvent::JobCancelled {
@@ -354,11 +467,19 @@ impl Job {
     }
 }
 
-/// Backoff before retrying after failed attempt number `attempt` (1-based):
-/// 5 s, 10 s, 20 s, … capped at one hour.
-pub fn retry_backoff(attempt: u32) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(20);
-    Duration::seconds((RETRY_BASE_SECONDS << exponent).min(RETRY_MAX_SECONDS))
+/// Backoff before retrying after failed attempt number `attempt` (1-based), with the
+/// default base: 5 s, 10 s, 20 s, … capped at one hour.
+#[cfg(test)]
+fn retry_backoff(attempt: u32) -> Duration {
+    backoff_after(attempt, (super::RETRY_BASE_SECONDS * 1000) as u32)
+}
+
+/// Backoff after failed attempt `attempt` (1-based) when the first backoff is `base_ms`:
+/// doubled per earlier attempt, capped at [`RETRY_MAX_SECONDS`].
+pub fn backoff_after(attempt: u32, base_ms: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(24);
+    let ms = (i64::from(base_ms) << exponent).min(RETRY_MAX_SECONDS * 1000);
+    Duration::milliseconds(ms)
 }
 
 impl Aggregate for Job {
@@ -419,7 +540,14 @@ impl Aggregate for Job {
                 error,
                 traceback,
                 at,
-            } => self.fail(error, traceback, at, sink).await,
+            } => {
+                self.fail(error, traceback, RetryPolicy::default(), at, sink)
+                    .await
+            }
+            JobCommand::Worker { claim, action, at } => {
+                self.worker_report(claim, action, at, sink).await
+            }
+            JobCommand::ExpireLease { at } => self.expire_lease(at, sink).await,
             JobCommand::RequestJobCancel { reason, at } => {
                 self.request_cancel(reason, at, sink).await
             }
@@ -546,6 +674,12 @@ impl Aggregate for Job {
                 }
             }
             JobEvent::JobCancelRequested { .. } => job.cancel_requested = true,
+            JobEvent::JobLeaseRenewed { lease_until, .. } => job.lease_until = Some(lease_until),
+            JobEvent::JobReleased { at, .. } => {
+                job.status = JobStatus::Pending;
+                job.scheduled_for = Some(at);
+                job.lease_until = None;
+            }
             JobEvent::JobCancelled { at, .. } => {
                 job.status = JobStatus::Cancelled;
                 job.lease_until = None;
@@ -794,7 +928,24 @@ mod tests {
                 minute,
             ),
             delete(minute),
+            by_worker(1, WorkerAction::ConfirmCancelled, at(minute)),
+            JobCommand::ExpireLease { at: at(minute) },
         ]
+    }
+
+    fn claim(attempt: u32) -> WorkerClaim {
+        WorkerClaim {
+            worker_id: WORKER.into(),
+            attempt,
+        }
+    }
+
+    fn by_worker(attempt: u32, action: WorkerAction, at: DateTime<Utc>) -> JobCommand {
+        JobCommand::Worker {
+            claim: claim(attempt),
+            action,
+            at,
+        }
     }
 
     fn replay(events: Vec<JobEvent>) -> Job {
@@ -1233,7 +1384,10 @@ mod tests {
             retry_backoff(u32::MAX),
             Duration::seconds(RETRY_MAX_SECONDS)
         );
-        assert_eq!(retry_backoff(0), Duration::seconds(RETRY_BASE_SECONDS));
+        assert_eq!(
+            retry_backoff(0),
+            Duration::seconds(super::super::RETRY_BASE_SECONDS)
+        );
         for attempt in 1..40 {
             assert!(retry_backoff(attempt + 1) >= retry_backoff(attempt));
         }
@@ -1926,5 +2080,330 @@ mod tests {
         job.apply(dispatched(1));
         job.apply(JobEvent::JobDeleted { at: at(2) });
         assert_eq!(job, Job::NotCreated);
+    }
+
+    // --- workers: claims, heartbeats, lease expiry, release ----------------------------
+
+    #[tokio::test]
+    async fn heartbeat_extends_the_lease_of_the_claim_holder() {
+        Spec::with(())
+            .given(running())
+            .when_async(by_worker(
+                1,
+                WorkerAction::RenewLease { lease_seconds: 30 },
+                at(3),
+            ))
+            .await
+            .then_expect_events(vec![JobEvent::JobLeaseRenewed {
+                lease_until: at_s(3, 30),
+                at: at(3),
+            }]);
+        let mut events = running();
+        events.push(JobEvent::JobLeaseRenewed {
+            lease_until: at_s(3, 30),
+            at: at(3),
+        });
+        assert_eq!(
+            replay(events).live().unwrap().lease_until,
+            Some(at_s(3, 30))
+        );
+    }
+
+    #[tokio::test]
+    async fn heartbeat_after_a_cancel_request_tells_the_worker_to_stop() {
+        Spec::with(())
+            .given(running_with_cancel_request())
+            .when_async(by_worker(
+                1,
+                WorkerAction::RenewLease { lease_seconds: 30 },
+                at(4),
+            ))
+            .await
+            .then_expect_error(JobError::CancelRequested);
+    }
+
+    #[tokio::test]
+    async fn reports_under_a_stale_claim_are_refused() {
+        let other = JobCommand::Worker {
+            claim: WorkerClaim {
+                worker_id: "worker-2".into(),
+                attempt: 1,
+            },
+            action: WorkerAction::Complete { result: None },
+            at: at(3),
+        };
+        for (command, given) in [
+            (other, running()),
+            (
+                by_worker(2, WorkerAction::Complete { result: None }, at(3)),
+                running(),
+            ),
+            (
+                by_worker(1, WorkerAction::Complete { result: None }, at(3)),
+                pending_dispatched(),
+            ),
+            (
+                by_worker(1, WorkerAction::Complete { result: None }, at(4)),
+                completed(),
+            ),
+        ] {
+            let result = Spec::with(())
+                .given(given)
+                .when_async(command.clone())
+                .await
+                .inspect_result();
+            assert!(
+                matches!(result, Err(JobError::NotClaimHolder { .. })),
+                "{command:?}: {result:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn claim_holder_reports_progress_and_completes() {
+        Spec::with(())
+            .given(running())
+            .when_async(by_worker(
+                1,
+                WorkerAction::ReportProgress {
+                    progress: pct(40),
+                    current_step: Some("step".into()),
+                },
+                at(3),
+            ))
+            .await
+            .then_expect_events(vec![progressed(40, Some("step"), 3)]);
+        Spec::with(())
+            .given(running())
+            .when_async(by_worker(
+                1,
+                WorkerAction::Complete {
+                    result: Some(json!({"rows": 3})),
+                },
+                at(3),
+            ))
+            .await
+            .then_expect_events(vec![JobEvent::JobCompleted {
+                result: Some(json!({"rows": 3})),
+                at: at(3),
+            }]);
+    }
+
+    #[tokio::test]
+    async fn worker_failure_backs_off_by_its_policy() {
+        let fail = |retry| {
+            by_worker(
+                1,
+                WorkerAction::Fail {
+                    error: "boom".into(),
+                    traceback: None,
+                    retry,
+                },
+                at(3),
+            )
+        };
+        Spec::with(())
+            .given(running())
+            .when_async(fail(RetryPolicy::Backoff { base_ms: 1500 }))
+            .await
+            .then_expect_events(vec![JobEvent::JobFailed {
+                error: "boom".into(),
+                traceback: None,
+                attempt: 1,
+                retry_at: Some(at(3) + Duration::milliseconds(1500)),
+                at: at(3),
+            }]);
+        Spec::with(())
+            .given(running())
+            .when_async(fail(RetryPolicy::Never))
+            .await
+            .then_expect_events(vec![failed(1, None, 3)]);
+    }
+
+    #[test]
+    fn backoff_doubles_from_its_base_and_caps() {
+        assert_eq!(backoff_after(1, 100), Duration::milliseconds(100));
+        assert_eq!(backoff_after(3, 100), Duration::milliseconds(400));
+        assert_eq!(backoff_after(40, 100), Duration::seconds(RETRY_MAX_SECONDS));
+    }
+
+    #[tokio::test]
+    async fn worker_confirms_a_requested_cancellation() {
+        Spec::with(())
+            .given(running_with_cancel_request())
+            .when_async(by_worker(1, WorkerAction::ConfirmCancelled, at(4)))
+            .await
+            .then_expect_events(vec![JobEvent::JobCancelled {
+                reason: Some("cancelled by request".into()),
+                at: at(4),
+            }]);
+    }
+
+    #[tokio::test]
+    async fn released_job_is_pending_and_due_at_once() {
+        let released = JobEvent::JobReleased {
+            worker_id: WORKER.into(),
+            attempt: 1,
+            reason: "worker shutting down".into(),
+            at: at(3),
+        };
+        Spec::with(())
+            .given(running())
+            .when_async(by_worker(
+                1,
+                WorkerAction::Release {
+                    reason: "worker shutting down".into(),
+                },
+                at(3),
+            ))
+            .await
+            .then_expect_events(vec![released.clone()]);
+        let mut events = running();
+        events.push(released);
+        let job = replay(events.clone());
+        let record = job.live().unwrap();
+        assert_eq!(record.status, JobStatus::Pending);
+        assert_eq!(record.scheduled_for, Some(at(3)));
+        assert_eq!(record.attempts, 1);
+        Spec::with(())
+            .given(events)
+            .when_async(start(at(3)))
+            .await
+            .then_expect_events(vec![started(2, at(3))]);
+    }
+
+    #[tokio::test]
+    async fn release_after_a_cancel_request_cancels() {
+        let result = Spec::with(())
+            .given(running_with_cancel_request())
+            .when_async(by_worker(
+                1,
+                WorkerAction::Release {
+                    reason: "shutting down".into(),
+                },
+                at(4),
+            ))
+            .await
+            .inspect_result();
+        assert!(result.is_ok());
+        let mut events = running_with_cancel_request();
+        let mut job = replay(events.clone());
+        let sink = EventSink::default();
+        job.handle(
+            by_worker(
+                1,
+                WorkerAction::Release {
+                    reason: "shutting down".into(),
+                },
+                at(4),
+            ),
+            &(),
+            &sink,
+        )
+        .await
+        .unwrap();
+        events.extend(sink.collect().await);
+        assert_eq!(replay(events).live().unwrap().status, JobStatus::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn lease_that_still_holds_cannot_be_expired() {
+        Spec::with(())
+            .given(running())
+            .when_async(JobCommand::ExpireLease { at: at(2) })
+            .await
+            .then_expect_error(JobError::LeaseHolds { lease_until: at(3) });
+    }
+
+    #[tokio::test]
+    async fn lapsed_lease_fails_the_attempt_and_requeues_at_once() {
+        Spec::with(())
+            .given(running())
+            .when_async(JobCommand::ExpireLease { at: at(5) })
+            .await
+            .then_expect_events(vec![JobEvent::JobFailed {
+                error: format!(
+                    "lease of worker {WORKER} expired at {}: the worker stopped without reporting",
+                    at(3).to_rfc3339()
+                ),
+                traceback: None,
+                attempt: 1,
+                retry_at: Some(at(5)),
+                at: at(5),
+            }]);
+    }
+
+    #[tokio::test]
+    async fn lapsed_lease_of_the_last_attempt_gives_up() {
+        let result = Spec::with(())
+            .given(vec![created_with(1), dispatched(1), started(1, at(2))])
+            .when_async(JobCommand::ExpireLease { at: at(5) })
+            .await
+            .inspect_result();
+        assert!(result.is_ok());
+        let mut job = replay(vec![created_with(1), dispatched(1), started(1, at(2))]);
+        let sink = EventSink::default();
+        job.handle(JobCommand::ExpireLease { at: at(5) }, &(), &sink)
+            .await
+            .unwrap();
+        let events = sink.collect().await;
+        assert!(matches!(
+            events.as_slice(),
+            [JobEvent::JobFailed {
+                retry_at: None,
+                attempt: 1,
+                ..
+            }]
+        ));
+    }
+
+    #[tokio::test]
+    async fn lease_of_pending_job_cannot_expire() {
+        let result = Spec::with(())
+            .given(pending_dispatched())
+            .when_async(JobCommand::ExpireLease { at: at(5) })
+            .await
+            .inspect_result();
+        assert!(matches!(result, Err(JobError::InvalidTransition { .. })));
+    }
+
+    #[tokio::test]
+    async fn scheduled_analysis_is_dispatched_with_a_delay() {
+        let created = JobEvent::JobCreated {
+            id: ID.into(),
+            project_id: project(),
+            job_type: JobType::ScheduledAnalysis,
+            parameters: parse_parameters(JobType::ScheduledAnalysis, json!({})).unwrap(),
+            tags: tags(),
+            created_by: None,
+            max_attempts: 3,
+            at: at(0),
+        };
+        let result = Spec::with(())
+            .given(vec![created.clone()])
+            .when_async(dispatch(0, 1))
+            .await
+            .inspect_result();
+        assert!(
+            matches!(&result, Err(JobError::Invalid(e)) if e.field == "delay_seconds"),
+            "{result:?}"
+        );
+        Spec::with(())
+            .given(vec![created])
+            .when_async(dispatch(60, 1))
+            .await
+            .then_expect_events(vec![JobEvent::JobDispatched {
+                scheduled_for: at(2),
+                at: at(1),
+            }]);
+    }
+
+    #[test]
+    fn startable_events_say_when_the_job_is_due() {
+        assert!(dispatched(1).makes_job_startable());
+        assert_eq!(dispatched(1).due_at(), Some(at(1)));
+        assert!(failed(1, Some(at(4)), 3).makes_job_startable());
+        assert!(!failed(1, None, 3).makes_job_startable());
+        assert!(!started(1, at(2)).makes_job_startable());
     }
 }

@@ -25,6 +25,77 @@ pub struct JobPatch {
     pub traceback: Option<String>,
 }
 
+/// The claim a worker's commands must match: the worker that started the running
+/// attempt, and which attempt it is. A worker whose claim lapsed (lease expired, job
+/// re-queued) is refused, so it cannot touch another worker's attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerClaim {
+    /// The worker that started the attempt.
+    pub worker_id: String,
+    /// The attempt it started (1-based).
+    pub attempt: u32,
+}
+
+/// Whether, and how soon, a failed attempt is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryPolicy {
+    /// Re-queue while attempts remain, after `base_ms` doubled per earlier attempt
+    /// (capped at [`super::RETRY_MAX_SECONDS`]).
+    Backoff {
+        /// Backoff after the first attempt, in milliseconds.
+        base_ms: u32,
+    },
+    /// The failure is final whatever attempts remain (a 4xx from a webhook, say).
+    Never,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self::Backoff {
+            base_ms: (super::RETRY_BASE_SECONDS * 1000) as u32,
+        }
+    }
+}
+
+/// What a worker reports about the attempt it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerAction {
+    /// Heartbeat: extend the lease.
+    RenewLease {
+        /// The lease from now on.
+        lease_seconds: u32,
+    },
+    /// How far the attempt is.
+    ReportProgress {
+        /// New progress (never below the current one).
+        progress: Progress,
+        /// What it is doing now.
+        current_step: Option<String>,
+    },
+    /// The attempt succeeded.
+    Complete {
+        /// What it produced.
+        result: Option<Value>,
+    },
+    /// The attempt failed.
+    Fail {
+        /// What went wrong.
+        error: String,
+        /// Where.
+        traceback: Option<String>,
+        /// Whether to try again.
+        retry: RetryPolicy,
+    },
+    /// The attempt stopped after a cancel request.
+    ConfirmCancelled,
+    /// The worker gives the job back unfinished (it is shutting down): pending again,
+    /// for another worker at once.
+    Release {
+        /// Why, for the history.
+        reason: String,
+    },
+}
+
 /// A command on the job aggregate.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobCommand {
@@ -105,6 +176,21 @@ pub enum JobCommand {
         /// The requested changes.
         patch: JobPatch,
         /// When the request was accepted.
+        at: DateTime<Utc>,
+    },
+    /// A report from the worker holding the running attempt.
+    Worker {
+        /// The attempt the worker holds.
+        claim: WorkerClaim,
+        /// What it reports.
+        action: WorkerAction,
+        /// When the request was accepted.
+        at: DateTime<Utc>,
+    },
+    /// The sweeper found the running attempt's lease lapsed: fail it (re-queued at once
+    /// while attempts remain).
+    ExpireLease {
+        /// When the sweeper looked.
         at: DateTime<Utc>,
     },
     /// Remove the job (not while it runs).

@@ -49,6 +49,20 @@ pub enum JobError {
     /// Cancel was asked twice for a running job.
     #[error("job cancellation was already requested")]
     CancelAlreadyRequested,
+    /// A worker reported on an attempt it does not hold (any more).
+    #[error("job is not held by worker {worker_id} in attempt {attempt}")]
+    NotClaimHolder {
+        /// The reporting worker.
+        worker_id: String,
+        /// The attempt it thought it held.
+        attempt: u32,
+    },
+    /// The sweeper asked to expire a lease that still holds.
+    #[error("the job's lease holds until {lease_until}")]
+    LeaseHolds {
+        /// When it lapses.
+        lease_until: chrono::DateTime<chrono::Utc>,
+    },
     /// A field value breaks a rule that needs the aggregate's state to check.
     #[error(transparent)]
     Invalid(#[from] ValidationError),

@@ -91,6 +91,24 @@ pub enum JobEvent {
         /// When.
         at: DateTime<Utc>,
     },
+    /// The running attempt's worker extended its lease (heartbeat).
+    JobLeaseRenewed {
+        /// The claim now lapses at this time without another heartbeat.
+        lease_until: DateTime<Utc>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The worker gave the job back unfinished; it is pending again, due at once.
+    JobReleased {
+        /// The worker that held it.
+        worker_id: String,
+        /// The attempt it gave back.
+        attempt: u32,
+        /// Why.
+        reason: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
     /// The job was removed.
     JobDeleted {
         /// When.
@@ -99,6 +117,30 @@ pub enum JobEvent {
 }
 
 impl JobEvent {
+    /// True for the events after which a worker may start the job: it was dispatched,
+    /// or re-queued after a failure, a lapsed lease or a release.
+    pub fn makes_job_startable(&self) -> bool {
+        matches!(
+            self,
+            Self::JobDispatched { .. }
+                | Self::JobFailed {
+                    retry_at: Some(_),
+                    ..
+                }
+                | Self::JobReleased { .. }
+        )
+    }
+
+    /// When the job this event made startable may start.
+    pub fn due_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::JobDispatched { scheduled_for, .. } => Some(*scheduled_for),
+            Self::JobFailed { retry_at, .. } => *retry_at,
+            Self::JobReleased { at, .. } => Some(*at),
+            _ => None,
+        }
+    }
+
     /// When the event happened.
     pub fn at(&self) -> DateTime<Utc> {
         match self {
@@ -110,6 +152,8 @@ impl JobEvent {
             | Self::JobFailed { at, .. }
             | Self::JobCancelRequested { at, .. }
             | Self::JobCancelled { at, .. }
+            | Self::JobLeaseRenewed { at, .. }
+            | Self::JobReleased { at, .. }
             | Self::JobDeleted { at } => *at,
         }
     }
@@ -126,6 +170,8 @@ impl DomainEvent for JobEvent {
             Self::JobFailed { .. } => "JobFailed",
             Self::JobCancelRequested { .. } => "JobCancelRequested",
             Self::JobCancelled { .. } => "JobCancelled",
+            Self::JobLeaseRenewed { .. } => "JobLeaseRenewed",
+            Self::JobReleased { .. } => "JobReleased",
             Self::JobDeleted { .. } => "JobDeleted",
         }
         .to_string()

@@ -11,6 +11,11 @@
 //!   request, after which its worker may only confirm the cancellation (or fail, which is
 //!   recorded as cancelled): progress and completion are refused;
 //! - a finished job cannot be cancelled; a running job cannot be deleted;
+//! - the worker holding a running attempt reports on it (heartbeat, progress, outcome,
+//!   release) under its claim (worker id and attempt); a stale claim is refused;
+//! - a running attempt whose lease lapsed is failed by the sweeper ("lease expired") and
+//!   re-queued at once while attempts remain; a released job is pending again at once;
+//! - a `scheduled_analysis` job is dispatched with a delay;
 //! - a deleted job accepts nothing; every illegal transition is an error, never ignored.
 
 mod aggregate;
@@ -20,10 +25,12 @@ mod events;
 mod parameters;
 
 pub use aggregate::{Job, JobRecord};
-pub use commands::{JobCommand, JobPatch};
+pub use commands::{JobCommand, JobPatch, RetryPolicy, WorkerAction, WorkerClaim};
 pub use error::JobError;
 pub use events::JobEvent;
-pub use parameters::parse_parameters;
+pub use parameters::{
+    parse_parameters, typed_parameters, AnalysisOptions, ExportFormat, JobParameters,
+};
 
 use crate::values::closed_set;
 use serde::{Deserialize, Serialize};
