@@ -8,7 +8,12 @@
 //!   running job, the time from the 2xx to the `progress` message carrying it on the
 //!   job's WebSocket.
 //!
-//! Reported as p50/p99/max from an HDR histogram.
+//! - `submit-jobs` / `wait-jobs`: job throughput. Submit N `noop` jobs (created and
+//!   dispatched) while no worker runs, then start the worker(s) and time how long the
+//!   read model takes to show all N completed (`bench/jobs.sh` does both).
+//! - `drop-stream`: deletes a benchmark deployment's JetStream stream.
+//!
+//! Latencies are reported as p50/p99/max from an HDR histogram.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -57,6 +62,59 @@ enum Command {
         /// Project the probe technologies go to.
         #[arg(long, default_value_t = 999)]
         project_id: i64,
+    },
+    /// Create and dispatch `noop` jobs (steps=1, step_ms=0) in one project.
+    SubmitJobs {
+        /// Base URL of the service (must be on this machine).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Jobs to submit.
+        #[arg(long, default_value_t = 20_000)]
+        jobs: u64,
+        /// Project of the jobs.
+        #[arg(long, default_value_t = 4242)]
+        project_id: i64,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+    /// Wait until `jobs` jobs of the project are completed; print the rate.
+    WaitJobs {
+        /// Base URL of the service (must be on this machine).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Jobs to wait for.
+        #[arg(long, default_value_t = 20_000)]
+        jobs: u64,
+        /// Project of the jobs.
+        #[arg(long, default_value_t = 4242)]
+        project_id: i64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_seconds: u64,
+    },
+    /// Time from a running job's cancel command to its `JobCancelled` event (needs a
+    /// worker): `noop` jobs of `step_ms` steps, which check for a stop between steps.
+    CancelLatency {
+        /// Base URL of the service (must be on this machine).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Jobs to cancel.
+        #[arg(long, default_value_t = 50)]
+        samples: u64,
+        /// Length of one step of the job (a step is not interrupted; past the worker's
+        /// cancel grace the job is aborted).
+        #[arg(long, default_value_t = 10)]
+        step_ms: u64,
+    },
+    /// Delete the JetStream stream of a subject prefix (benchmark clean-up).
+    DropStream {
+        /// NATS server.
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// The deployment's subject prefix.
+        #[arg(long)]
+        nats_prefix: String,
     },
 }
 
@@ -214,6 +272,167 @@ async fn ws_latency(url: &str, samples: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn submit_jobs(
+    url: &str,
+    jobs: u64,
+    project_id: i64,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    loopback_only(url)?;
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..jobs)
+        .map(|_| {
+            let http = http.clone();
+            async move {
+                let body = json!({"project_id": project_id, "job_type": "noop", "parameters": {"steps": 1, "step_ms": 0}});
+                let created = http.post(format!("{url}/api/v1/jobs")).json(&body).send().await?;
+                if created.status() != 201 {
+                    bail!("create answered {}", created.status());
+                }
+                let job: Value = created.json().await?;
+                let id = job["id"].as_str().context("job id")?;
+                let dispatched = http
+                    .post(format!("{url}/api/v1/jobs/{id}/dispatch"))
+                    .send()
+                    .await?;
+                if dispatched.status() != 200 {
+                    bail!("dispatch answered {}", dispatched.status());
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(err)) = results.into_iter().find(Result::is_err) {
+        bail!("{failed} of {jobs} submissions failed; first: {err}");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "submitted {jobs} jobs in {seconds:.1} s ({:.0} jobs/s, 2 commands each)",
+        jobs as f64 / seconds
+    );
+    Ok(())
+}
+
+async fn wait_jobs(url: &str, jobs: u64, project_id: i64, timeout: Duration) -> anyhow::Result<()> {
+    loopback_only(url)?;
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        let summary: Value = http
+            .get(format!(
+                "{url}/api/v1/jobs/statistics/summary?project_id={project_id}"
+            ))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let completed = summary["by_status"]["completed"].as_u64().unwrap_or(0);
+        if completed >= jobs {
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "completed {completed} jobs in {seconds:.1} s: {:.0} jobs/s = {:.0} jobs/hour",
+                completed as f64 / seconds,
+                completed as f64 / seconds * 3600.0
+            );
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            bail!("only {completed} of {jobs} jobs completed after {timeout:?}: {summary}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn cancel_latency(url: &str, samples: u64, step_ms: u64) -> anyhow::Result<()> {
+    loopback_only(url)?;
+    let http = reqwest::Client::new();
+    let mut histogram = Histogram::<u64>::new(3)?;
+    for _ in 0..samples {
+        let body = json!({"project_id": 4243, "job_type": "noop", "parameters": {"steps": 100_000, "step_ms": step_ms}});
+        let job: Value = http
+            .post(format!("{url}/api/v1/jobs"))
+            .json(&body)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = job["id"].as_str().context("job id")?.to_string();
+        http.post(format!("{url}/api/v1/jobs/{id}/dispatch"))
+            .send()
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let progress: Value = http
+                .get(format!("{url}/api/v1/jobs/{id}/progress"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if progress["status"] == "running" {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("job {id} did not start: is a worker running?");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Let it run a little, mid-step.
+        tokio::time::sleep(Duration::from_millis(step_ms.min(200) * 3 + 7)).await;
+        let cancelled = http
+            .post(format!("{url}/api/v1/jobs/{id}/cancel"))
+            .send()
+            .await?;
+        if cancelled.status() != 200 {
+            bail!("cancel answered {}", cancelled.status());
+        }
+        let history = loop {
+            let history: Value = http
+                .get(format!("{url}/api/v1/jobs/{id}/history"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let events = history["events"].as_array().cloned().unwrap_or_default();
+            if events.iter().any(|e| e["event_type"] == "JobCancelled") {
+                break events;
+            }
+            if Instant::now() > deadline {
+                bail!("job {id} was not cancelled");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let recorded = |kind: &str| {
+            history
+                .iter()
+                .find(|e| e["event_type"] == kind)
+                .and_then(|e| e["recorded_at"].as_str())
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        };
+        let (Some(asked), Some(done)) = (recorded("JobCancelRequested"), recorded("JobCancelled"))
+        else {
+            bail!("job {id}: cancel events missing from its history");
+        };
+        let micros = (done - asked).num_microseconds().unwrap_or(0).max(0);
+        histogram.record(u64::try_from(micros).unwrap_or(0))?;
+    }
+    report("cancel command -> JobCancelled", &histogram);
+    Ok(())
+}
+
+async fn drop_stream(nats_url: &str, prefix: &str) -> anyhow::Result<()> {
+    let client = async_nats::connect(nats_url).await.context("NATS")?;
+    let js = async_nats::jetstream::new(client);
+    let name = format!("{}_EVENTS", prefix.to_uppercase().replace('-', "_"));
+    js.delete_stream(&name)
+        .await
+        .with_context(|| format!("delete stream {name}"))?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -225,5 +444,26 @@ async fn main() -> anyhow::Result<()> {
             samples,
             project_id,
         } => view_latency(&url, &nats_url, &nats_prefix, samples, project_id).await,
+        Command::SubmitJobs {
+            url,
+            jobs,
+            project_id,
+            concurrency,
+        } => submit_jobs(&url, jobs, project_id, concurrency).await,
+        Command::WaitJobs {
+            url,
+            jobs,
+            project_id,
+            timeout_seconds,
+        } => wait_jobs(&url, jobs, project_id, Duration::from_secs(timeout_seconds)).await,
+        Command::CancelLatency {
+            url,
+            samples,
+            step_ms,
+        } => cancel_latency(&url, samples, step_ms).await,
+        Command::DropStream {
+            nats_url,
+            nats_prefix,
+        } => drop_stream(&nats_url, &nats_prefix).await,
     }
 }
