@@ -53,6 +53,13 @@ pub enum Command {
         #[command(subcommand)]
         command: DemoCommand,
     },
+    /// Audit the event store: verify the hash chains, record signed checkpoints, export
+    /// and import the history, print an aggregate's timeline.
+    Events {
+        /// What to do.
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Inspect or rebuild the read models.
     Projections {
         /// What to do.
@@ -107,6 +114,114 @@ pub struct SeedArgs {
     /// Jobs to create; each is dispatched, started, reports progress and completes (5 events).
     #[arg(long, default_value_t = 1000)]
     pub jobs: u64,
+}
+
+/// `commandcenter events …`.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Recompute every hash chain (and check the latest checkpoint when verifying the
+    /// whole store); list each broken link. Exits with status 1 if anything is broken.
+    Verify(VerifyArgs),
+    /// Record a checkpoint: the current head and a hash over every aggregate's chain head,
+    /// signed with the audit key, so a later verify proves no event was deleted up to it.
+    Checkpoint(CheckpointArgs),
+    /// Write events in the global order as NDJSON to standard output (or --output).
+    Export(ExportArgs),
+    /// Load an export into an empty event store, checking every hash.
+    Import(ImportArgs),
+    /// Print an aggregate's timeline: who changed what, when, and why.
+    History(TimelineArgs),
+}
+
+/// The key checkpoints are signed with.
+#[derive(Debug, Clone, Args)]
+pub struct AuditKeyArgs {
+    /// Key of the HMAC-SHA256 signature of audit checkpoints (keep it outside the database).
+    #[arg(long, env = "CC_AUDIT_KEY", hide_env_values = true)]
+    pub audit_key: Option<String>,
+}
+
+impl AuditKeyArgs {
+    /// The key's bytes, if one is set.
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        self.audit_key
+            .as_ref()
+            .filter(|k| !k.is_empty())
+            .map(|k| k.as_bytes().to_vec())
+    }
+}
+
+/// Settings of `events verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Only this project's aggregates.
+    #[arg(long)]
+    pub project: Option<i64>,
+    /// Only links from this position on.
+    #[arg(long)]
+    pub from_position: Option<String>,
+    /// Checkpoint signature key.
+    #[command(flatten)]
+    pub key: AuditKeyArgs,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Settings of `events checkpoint`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckpointArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Checkpoint signature key (required).
+    #[command(flatten)]
+    pub key: AuditKeyArgs,
+}
+
+/// Settings of `events export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Only this project's events.
+    #[arg(long)]
+    pub project: Option<i64>,
+    /// Only events after this position.
+    #[arg(long)]
+    pub since_position: Option<String>,
+    /// Only events up to and including this position.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// Settings of `events import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// Database settings (the database must hold no events).
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The export to load (`-` or nothing: standard input).
+    pub file: Option<PathBuf>,
+}
+
+/// Settings of `events history`.
+#[derive(Debug, Clone, Args)]
+pub struct TimelineArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// `technology` or `job`.
+    pub aggregate_type: String,
+    /// The aggregate's id.
+    pub id: String,
 }
 
 /// `commandcenter projections …`.
@@ -371,6 +486,9 @@ pub struct ServeArgs {
     /// Job worker settings.
     #[command(flatten)]
     pub worker: WorkerArgs,
+    /// Checkpoint signature key, for `GET /api/v1/audit/verify`.
+    #[command(flatten)]
+    pub audit: AuditKeyArgs,
     /// Seed a small demo dataset (two projects, a dozen technologies, a few jobs) when
     /// the event store is empty.
     #[arg(long, env = "CC_DEMO")]

@@ -6,14 +6,19 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use commandcenter::config::{
-    Cli, Command, DatabaseArgs, DemoCommand, NatsArgs, ProjectionsCommand, RebuildArgs, SeedArgs,
-    StatusArgs, WorkerProcessArgs,
+    CheckpointArgs, Cli, Command, DatabaseArgs, DemoCommand, EventsCommand, ExportArgs, ImportArgs,
+    NatsArgs, ProjectionsCommand, RebuildArgs, SeedArgs, StatusArgs, TimelineArgs, VerifyArgs,
+    WorkerProcessArgs,
 };
 use commandcenter::database::{ensure_database, migrate, redact};
 use commandcenter::demo::{seed, SeedPlan};
 use commandcenter::startup::{stop, Application, Services};
 use commandcenter::telemetry;
-use commandcenter_event_store::{AppendSignal, EventStore, EventStream};
+use commandcenter_commands::history::annotated_history;
+use commandcenter_domain::job::Job;
+use commandcenter_domain::technology::Technology;
+use commandcenter_event_store::audit::{self, ExportScope, VerifyScope};
+use commandcenter_event_store::{AppendSignal, EventStore, EventStream, Position};
 use commandcenter_projections::{rebuild, status, JobView, ProjectionError, TechnologyView};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +62,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo {
             command: DemoCommand::Seed(args),
         } => run_seed(&args).await?,
+        Command::Events { command } => match command {
+            EventsCommand::Verify(args) => run_verify(&args).await?,
+            EventsCommand::Checkpoint(args) => run_checkpoint(&args).await?,
+            EventsCommand::Export(args) => run_export(&args).await?,
+            EventsCommand::Import(args) => run_import(&args).await?,
+            EventsCommand::History(args) => print_timeline(&args).await?,
+        },
         Command::Projections { command } => match command {
             ProjectionsCommand::Status(args) => print_status(&args).await?,
             ProjectionsCommand::Rebuild(args) => run_rebuild(&args).await?,
@@ -111,6 +123,185 @@ async fn run_background(
     }
     shutdown_signal().await;
     stop(tasks, &shutdown).await;
+    Ok(())
+}
+
+fn parse_position(name: &str, text: Option<&str>) -> anyhow::Result<Option<Position>> {
+    text.map(|t| {
+        t.parse::<Position>()
+            .with_context(|| format!("--{name} {t:?} is not a position token"))
+    })
+    .transpose()
+}
+
+/// A counter on standard error when it is a terminal (hidden otherwise).
+fn counter(what: &'static str) -> indicatif::ProgressBar {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos} events {msg} ({per_sec})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.set_message(what);
+    bar
+}
+
+async fn run_verify(args: &VerifyArgs) -> anyhow::Result<()> {
+    let pool = open(&args.database.database_url).await?;
+    let scope = VerifyScope {
+        project_id: args.project,
+        from: parse_position("from-position", args.from_position.as_deref())?,
+    };
+    let key = args.key.bytes();
+    let report = audit::verify(&pool, &scope, key.as_deref()).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let mut body = serde_json::to_value(&report)?;
+        body["passed"] = serde_json::json!(report.passed());
+        serde_json::to_writer_pretty(&mut out, &body)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "checked {} events of {} aggregates: {} broken link(s)",
+            report.events_checked, report.aggregates, report.broken_count
+        )?;
+        for link in &report.broken {
+            writeln!(
+                out,
+                "BROKEN {}/{} event {} at {}: {}",
+                link.aggregate_type, link.aggregate_id, link.sequence, link.position, link.reason
+            )?;
+        }
+        match &report.checkpoint {
+            None => writeln!(out, "no checkpoint checked")?,
+            Some(c) => writeln!(
+                out,
+                "checkpoint {} at {} ({}): {} (events then {}, now {}), signature {}",
+                c.id,
+                c.head,
+                c.created_at.to_rfc3339(),
+                if c.intact {
+                    "intact"
+                } else {
+                    "BROKEN: events up to it were deleted or altered"
+                },
+                c.events_then,
+                c.events_now,
+                c.signature
+            )?,
+        }
+    }
+    if !report.passed() {
+        anyhow::bail!("verification failed");
+    }
+    Ok(())
+}
+
+async fn run_checkpoint(args: &CheckpointArgs) -> anyhow::Result<()> {
+    let key = args
+        .key
+        .bytes()
+        .context("set CC_AUDIT_KEY (or --audit-key): checkpoints are signed")?;
+    let pool = open(&args.database.database_url).await?;
+    let checkpoint = audit::create_checkpoint(&pool, &key).await?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &checkpoint)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+async fn run_export(args: &ExportArgs) -> anyhow::Result<()> {
+    let pool = open(&args.database.database_url).await?;
+    let scope = ExportScope {
+        project_id: args.project,
+        after: parse_position("since-position", args.since_position.as_deref())?,
+        until: parse_position("until", args.until.as_deref())?,
+    };
+    let bar = counter("exported");
+    let written = match &args.output {
+        Some(path) => {
+            let file = tokio::fs::File::create(path)
+                .await
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            let mut out = tokio::io::BufWriter::new(file);
+            let n = audit::export(&pool, &scope, &mut out, |n| bar.set_position(n)).await?;
+            out.into_inner().sync_all().await?;
+            n
+        }
+        None => {
+            let mut out = tokio::io::BufWriter::new(tokio::io::stdout());
+            audit::export(&pool, &scope, &mut out, |n| bar.set_position(n)).await?
+        }
+    };
+    bar.finish_and_clear();
+    tracing::info!(events = written, "export written");
+    Ok(())
+}
+
+async fn run_import(args: &ImportArgs) -> anyhow::Result<()> {
+    let pool = open(&args.database.database_url).await?;
+    let bar = counter("imported");
+    let report = match args.file.as_deref().filter(|p| p.as_os_str() != "-") {
+        Some(path) => {
+            let file = tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let mut input = tokio::io::BufReader::new(file);
+            audit::import(&pool, &mut input, |n| bar.set_position(n)).await?
+        }
+        None => {
+            let mut input = tokio::io::BufReader::new(tokio::io::stdin());
+            audit::import(&pool, &mut input, |n| bar.set_position(n)).await?
+        }
+    };
+    bar.finish_and_clear();
+    writeln!(
+        std::io::stdout().lock(),
+        "imported {} events in {} transactions; run `commandcenter events verify` and \
+         `commandcenter projections rebuild` next",
+        report.events,
+        report.transactions
+    )?;
+    Ok(())
+}
+
+async fn print_timeline(args: &TimelineArgs) -> anyhow::Result<()> {
+    let pool = open(&args.database.database_url).await?;
+    let entries = match args.aggregate_type.as_str() {
+        "technology" => annotated_history::<Technology>(&pool, &args.id).await,
+        "job" => annotated_history::<Job>(&pool, &args.id).await,
+        other => anyhow::bail!("unknown aggregate type {other:?}: use technology or job"),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if entries.is_empty() {
+        anyhow::bail!("no {} has id {}", args.aggregate_type, args.id);
+    }
+    let mut out = std::io::stdout().lock();
+    for entry in &entries {
+        let event = &entry.event;
+        writeln!(
+            out,
+            "{}  v{:<4} {:<24} by {} (correlation {}{})",
+            event.recorded_at.format("%Y-%m-%d %H:%M:%S%.3f UTC"),
+            event.sequence,
+            event.event_type,
+            entry.actor.as_deref().unwrap_or("unknown"),
+            entry.correlation_id.as_deref().unwrap_or("-"),
+            entry
+                .causation_id
+                .as_deref()
+                .map(|c| format!(", caused by {c}"))
+                .unwrap_or_default(),
+        )?;
+        for change in &entry.changes {
+            writeln!(
+                out,
+                "      {}: {} → {}",
+                change.field, change.from, change.to
+            )?;
+        }
+    }
     Ok(())
 }
 

@@ -266,6 +266,7 @@ impl Application {
             commandcenter_commands::api(args.max_body_bytes).with_state(CommandState {
                 store,
                 metrics: services.metrics.clone(),
+                audit_key: args.audit.bytes().map(Arc::new),
             }),
             commandcenter_query_api::api().with_state(query),
             health::api().with_state(HealthState {

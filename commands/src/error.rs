@@ -190,6 +190,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    /// A query string that does not parse: 400 naming `query`.
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        Self::BadParameter {
+            name: "query".into(),
+            message: rejection.body_text(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         StoreError::from(err).into()

@@ -14,7 +14,7 @@ use commandcenter_metrics::Metrics;
 
 use commandcenter_domain::values::ProjectId;
 use commandcenter_event_store::{
-    claim, release, Claim, Committed, EventStore, NewEvent, Position, StoreError,
+    claim, release, Claim, Committed, EventStore, NewEvent, Position, StoreError, SNAPSHOT_EVERY,
 };
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -337,6 +337,13 @@ where
             Err(err) => return Err(err.into()),
         }
     };
+    // Snapshot policy: one each time an aggregate passes a multiple of SNAPSHOT_EVERY
+    // events, in the same transaction (so a snapshot never describes uncommitted events).
+    if committed.version / SNAPSHOT_EVERY > loaded.version / SNAPSHOT_EVERY {
+        store
+            .save_snapshot(&mut tx, id, committed.version, committed.position, &state)
+            .await?;
+    }
     let claims_after = state.claims();
     for gone in claims_before.iter().filter(|c| !claims_after.contains(c)) {
         release(&mut tx, gone, id).await?;

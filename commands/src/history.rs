@@ -1,82 +1,293 @@
-//! Read endpoints on the event store itself, for auditors and tests: one aggregate's
-//! history, and the gap-safe global feed.
+//! Read endpoints on the event store itself, for auditors: one aggregate's annotated
+//! history, and the gap-safe global feed (JSON pages or streamed NDJSON).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderValue;
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use commandcenter_event_store::{read_history, wait_for_feed, Position, StoredEvent};
+use chrono::{DateTime, Utc};
+use commandcenter_domain::job::Job;
+use commandcenter_domain::technology::Technology;
+use commandcenter_event_store::{
+    read_feed_filtered, read_history, FeedFilter, Position, StoredEvent, FALLBACK_POLL,
+};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sqlx::PgPool;
 
 use crate::error::ApiError;
 use crate::technologies::MAX_ID_LEN;
 use crate::CommandState;
 
-/// Default page size of the feed.
+/// Default page size of the feed and of histories.
 pub const FEED_DEFAULT_LIMIT: i64 = 100;
-/// Largest page size of the feed.
+/// Largest page size of the feed and of histories (JSON).
 pub const FEED_MAX_LIMIT: i64 = 1000;
+/// Largest number of events one NDJSON response streams.
+pub const NDJSON_MAX_LIMIT: i64 = 1_000_000;
 /// Longest long-poll wait of the feed, in milliseconds.
 pub const FEED_MAX_WAIT_MS: u64 = 30_000;
+/// The media type of streamed feeds.
+pub const NDJSON: &str = "application/x-ndjson";
 
-/// One aggregate's history.
+/// One field that an event changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldChange {
+    /// The field (top-level field of the aggregate's state; `state` for its lifecycle:
+    /// `NotCreated`, `Live`, `Deleted`).
+    pub field: String,
+    /// Its value before the event (null when absent).
+    pub from: Value,
+    /// Its value after.
+    pub to: Value,
+}
+
+/// An event with who, when, why and what it changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    /// The event as stored.
+    #[serde(flatten)]
+    pub event: StoredEvent,
+    /// Who: the acting key or worker (`metadata.actor`).
+    pub actor: Option<String>,
+    /// Why: the business flow (`metadata.correlation_id`).
+    pub correlation_id: Option<String>,
+    /// Why: the message that caused it (`metadata.causation_id`).
+    pub causation_id: Option<String>,
+    /// What: the fields it changed, against the state before it (`updated_at` left out).
+    pub changes: Vec<FieldChange>,
+}
+
+/// The lifecycle variant and fields of a serialized aggregate state.
+fn state_fields(state: &Value) -> (String, Map<String, Value>) {
+    match state {
+        Value::Object(map) if map.len() == 1 => {
+            let (variant, inner) = map
+                .iter()
+                .next()
+                .map_or(("", &Value::Null), |(k, v)| (k, v));
+            let fields = inner.as_object().cloned().unwrap_or_default();
+            (variant.to_string(), fields)
+        }
+        Value::String(variant) => (variant.clone(), Map::new()),
+        _ => (String::new(), Map::new()),
+    }
+}
+
+/// What changed from `before` to `after` (serialized aggregate states).
+pub fn diff(before: &Value, after: &Value) -> Vec<FieldChange> {
+    let (from_variant, from) = state_fields(before);
+    let (to_variant, to) = state_fields(after);
+    let mut changes = Vec::new();
+    if from_variant != to_variant {
+        changes.push(FieldChange {
+            field: "state".into(),
+            from: json!(from_variant),
+            to: json!(to_variant),
+        });
+    }
+    let keys: BTreeSet<&String> = from.keys().chain(to.keys()).collect();
+    for key in keys {
+        if key == "updated_at" {
+            continue;
+        }
+        let (old, new) = (
+            from.get(key).unwrap_or(&Value::Null),
+            to.get(key).unwrap_or(&Value::Null),
+        );
+        if old != new {
+            changes.push(FieldChange {
+                field: key.clone(),
+                from: old.clone(),
+                to: new.clone(),
+            });
+        }
+    }
+    changes
+}
+
+/// Every event of aggregate `id` of type `A`, oldest first, each with its metadata and
+/// the fields it changed (folded with the domain's `apply`, old payloads upcast).
+pub async fn annotated_history<A: Aggregate>(
+    pool: &PgPool,
+    id: &str,
+) -> Result<Vec<HistoryEntry>, ApiError> {
+    let events = read_history(pool, A::TYPE, id).await?;
+    let mut state = A::default();
+    let mut before = serde_json::to_value(&state).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut entries = Vec::with_capacity(events.len());
+    for event in events {
+        let payload = commandcenter_domain::upcast_payload(
+            &event.event_type,
+            &event.event_version,
+            event.payload.clone(),
+        );
+        let decoded: A::Event = serde_json::from_value(payload).map_err(|e| {
+            ApiError::Internal(format!(
+                "event {} of {}/{id} cannot be read: {e}",
+                event.sequence,
+                A::TYPE
+            ))
+        })?;
+        state.apply(decoded);
+        let after = serde_json::to_value(&state).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let text = |key: &str| event.metadata[key].as_str().map(str::to_string);
+        entries.push(HistoryEntry {
+            actor: text("actor"),
+            correlation_id: text("correlation_id"),
+            causation_id: text("causation_id"),
+            changes: diff(&before, &after),
+            event,
+        });
+        before = after;
+    }
+    Ok(entries)
+}
+
+/// The query of the history endpoints.
+#[derive(Debug, Default, Deserialize)]
+pub struct HistoryQuery {
+    event_type: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    after_version: Option<String>,
+    limit: Option<String>,
+}
+
+/// One page of an aggregate's history.
 #[derive(Serialize)]
 struct HistoryBody {
     aggregate_type: &'static str,
     aggregate_id: String,
+    /// The aggregate's current version.
     version: i64,
-    events: Vec<StoredEvent>,
+    events: Vec<HistoryEntry>,
+    /// Pass as `after_version` for the next page; null on the last one.
+    next_cursor: Option<i64>,
 }
 
-async fn history(
+fn time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .filter(|t| !t.is_empty())
+        .map(|text| {
+            DateTime::parse_from_rfc3339(text)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| ApiError::BadParameter {
+                    name: name.into(),
+                    message: "must be an RFC 3339 time, e.g. 2026-11-29T12:00:00Z".into(),
+                })
+        })
+        .transpose()
+}
+
+fn position(name: &str, value: Option<&str>) -> Result<Option<Position>, ApiError> {
+    value
+        .filter(|t| !t.is_empty())
+        .map(|text| {
+            text.parse::<Position>()
+                .map_err(|e| ApiError::BadParameter {
+                    name: name.into(),
+                    message: e.to_string(),
+                })
+        })
+        .transpose()
+}
+
+fn label(name: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
+    value
+        .filter(|t| !t.is_empty())
+        .map(|text| {
+            if text.len() <= 64 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                Ok(text.to_string())
+            } else {
+                Err(ApiError::BadParameter {
+                    name: name.into(),
+                    message: "must be a name of letters, digits and '_'".into(),
+                })
+            }
+        })
+        .transpose()
+}
+
+async fn history<A: Aggregate>(
     state: &CommandState,
-    aggregate_type: &'static str,
+    what: &'static str,
     id: String,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let what = if aggregate_type == "job" {
-        "job"
-    } else {
-        "technology"
-    };
+    let Query(query) = query.map_err(ApiError::from)?;
+    let event_type = label("event_type", query.event_type.as_deref())?;
+    let since = time("since", query.since.as_deref())?;
+    let until = time("until", query.until.as_deref())?;
+    let after_version = number(
+        "after_version",
+        query.after_version.as_deref(),
+        0,
+        0,
+        i64::MAX,
+    )?;
+    let limit = page_limit(query.limit.as_deref())?;
     if id.len() > MAX_ID_LEN {
         return Err(ApiError::NotFound(what));
     }
-    let events = read_history(state.store.pool(), aggregate_type, &id).await?;
-    let Some(last) = events.last() else {
+    let entries = annotated_history::<A>(state.store.pool(), &id).await?;
+    let Some(last) = entries.last() else {
         return Err(ApiError::NotFound(what));
     };
-    let (version, position) = (last.sequence, last.position);
+    let (version, head) = (last.event.sequence, last.event.position);
+    let mut matching = entries.into_iter().filter(|e| {
+        e.event.sequence > after_version
+            && event_type.as_ref().is_none_or(|t| &e.event.event_type == t)
+            && since.is_none_or(|s| e.event.recorded_at >= s)
+            && until.is_none_or(|u| e.event.recorded_at < u)
+    });
+    let page: Vec<HistoryEntry> = matching
+        .by_ref()
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect();
+    let next_cursor = if matching.next().is_some() {
+        page.last().map(|e| e.event.sequence)
+    } else {
+        None
+    };
     let mut response = Json(HistoryBody {
-        aggregate_type,
+        aggregate_type: A::TYPE,
         aggregate_id: id,
         version,
-        events,
+        events: page,
+        next_cursor,
     })
     .into_response();
-    if let Ok(value) = HeaderValue::from_str(&position.to_string()) {
+    if let Ok(value) = HeaderValue::from_str(&head.to_string()) {
         response.headers_mut().insert("x-cc-position", value);
     }
     Ok(response)
 }
 
-/// `GET /api/v1/technologies/{id}/history`: every event, oldest first.
-#[utoipa::path(get, path = "/api/v1/technologies/{id}/history", tag = "audit", params(("id" = String, Path, description = "Technology id")), responses((status = 200, description = "Every event of the technology, oldest first"), (status = 404, description = "Unknown technology (problem+json)")))]
+/// `GET /api/v1/technologies/{id}/history`: the technology's events, oldest first, with
+/// actor, correlation and causation ids and a field-level diff.
+#[utoipa::path(get, path = "/api/v1/technologies/{id}/history", tag = "audit", params(("id" = String, Path, description = "Technology id"), ("event_type" = Option<String>, Query, description = "Only this event type"), ("since" = Option<String>, Query, description = "Only events recorded at or after this RFC 3339 time"), ("until" = Option<String>, Query, description = "Only events recorded before this RFC 3339 time"), ("after_version" = Option<i64>, Query, description = "Cursor: events after this version (next_cursor of the previous page)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")), responses((status = 200, description = "A page of the technology's annotated history, oldest first, and next_cursor"), (status = 400, description = "Malformed parameter (problem+json)"), (status = 404, description = "Unknown technology (problem+json)")))]
 pub async fn technology_history(
     State(state): State<CommandState>,
     Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    history(&state, "technology", id).await
+    history::<Technology>(&state, "technology", id, query).await
 }
 
-/// `GET /api/v1/jobs/{id}/history`: every event, oldest first.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/history", tag = "audit", params(("id" = String, Path, description = "Job id")), responses((status = 200, description = "Every event of the job, oldest first"), (status = 404, description = "Unknown job (problem+json)")))]
+/// `GET /api/v1/jobs/{id}/history`: the job's events, oldest first, annotated.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/history", tag = "audit", params(("id" = String, Path, description = "Job id"), ("event_type" = Option<String>, Query, description = "Only this event type"), ("since" = Option<String>, Query, description = "Only events recorded at or after this RFC 3339 time"), ("until" = Option<String>, Query, description = "Only events recorded before this RFC 3339 time"), ("after_version" = Option<i64>, Query, description = "Cursor: events after this version (next_cursor of the previous page)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")), responses((status = 200, description = "A page of the job's annotated history, oldest first, and next_cursor"), (status = 400, description = "Malformed parameter (problem+json)"), (status = 404, description = "Unknown job (problem+json)")))]
 pub async fn job_history(
     State(state): State<CommandState>,
     Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    history(&state, "job", id).await
+    history::<Job>(&state, "job", id, query).await
 }
 
 /// The query of `GET /api/v1/events`.
@@ -85,13 +296,19 @@ pub struct FeedQuery {
     after: Option<String>,
     limit: Option<String>,
     wait_ms: Option<String>,
+    aggregate_type: Option<String>,
+    event_type: Option<String>,
+    project_id: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
 }
 
 /// A page of the global feed.
 #[derive(Serialize)]
 struct FeedBody {
     events: Vec<StoredEvent>,
-    /// Pass as `after` to read on; equals the request's `after` when the page is empty.
+    /// Pass as `after` to read on. With filters it may lie past the last event returned:
+    /// every event up to it was read.
     next_after: Position,
 }
 
@@ -114,47 +331,108 @@ fn number<T: std::str::FromStr + PartialOrd>(
         })
 }
 
-/// `GET /api/v1/events?after=<position>&limit=N&wait_ms=W`: events after `after` in the
-/// gap-safe global order. With `wait_ms`, an empty page waits (long poll) until events
-/// commit or the time is up.
-#[utoipa::path(get, path = "/api/v1/events", tag = "audit", params(("after" = Option<String>, Query, description = "Position token to read after"), ("limit" = Option<i64>, Query, description = "1-1000, default 100"), ("wait_ms" = Option<u64>, Query, description = "Long-poll up to this many milliseconds when nothing is there yet (at most 30000)")), responses((status = 200, description = "Events in the gap-safe global order, and next_after"), (status = 400, description = "Malformed parameter (problem+json)")))]
+/// A JSON page's `limit`: 1 to [`FEED_MAX_LIMIT`], default [`FEED_DEFAULT_LIMIT`].
+fn page_limit(value: Option<&str>) -> Result<i64, ApiError> {
+    number("limit", value, FEED_DEFAULT_LIMIT, 1, FEED_MAX_LIMIT)
+}
+
+fn wants_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.split(',').any(|m| m.trim().starts_with(NDJSON)))
+}
+
+/// `GET /api/v1/events`: events after `after` in the gap-safe global order, optionally
+/// filtered. With `wait_ms`, an empty page waits (long poll) until events commit or the
+/// time is up. With `Accept: application/x-ndjson`, streams up to `limit` events (at
+/// most 1,000,000; default all up to the head) as one JSON object per line.
+#[utoipa::path(get, path = "/api/v1/events", tag = "audit", params(("after" = Option<String>, Query, description = "Position token to read after"), ("limit" = Option<i64>, Query, description = "1-1000, default 100 (NDJSON: up to 1000000, default all)"), ("wait_ms" = Option<u64>, Query, description = "Long-poll up to this many milliseconds when nothing is there yet (at most 30000)"), ("aggregate_type" = Option<String>, Query, description = "technology or job"), ("event_type" = Option<String>, Query, description = "Only this event type"), ("project_id" = Option<i64>, Query, description = "Only this project's events"), ("since" = Option<String>, Query, description = "Only events recorded at or after this RFC 3339 time"), ("until" = Option<String>, Query, description = "Only events recorded before this RFC 3339 time")), responses((status = 200, description = "Events in the gap-safe global order, and next_after (or NDJSON lines)"), (status = 400, description = "Malformed parameter (problem+json)")))]
 pub async fn events_feed(
     State(state): State<CommandState>,
+    headers: HeaderMap,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadParameter {
-        name: "query".into(),
-        message: e.body_text(),
-    })?;
-    let after = match query.after.as_deref().filter(|t| !t.is_empty()) {
-        None => Position::ZERO,
-        Some(text) => text
-            .parse::<Position>()
-            .map_err(|e| ApiError::BadParameter {
-                name: "after".into(),
-                message: e.to_string(),
-            })?,
+    let Query(query) = query.map_err(ApiError::from)?;
+    let after = position("after", query.after.as_deref())?.unwrap_or(Position::ZERO);
+    let filter = FeedFilter {
+        aggregate_type: label("aggregate_type", query.aggregate_type.as_deref())?,
+        event_type: label("event_type", query.event_type.as_deref())?,
+        project_id: query
+            .project_id
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| number("project_id", Some(t), 0, 1, i64::MAX))
+            .transpose()?,
+        since: time("since", query.since.as_deref())?,
+        until: time("until", query.until.as_deref())?,
     };
-    let limit = number(
-        "limit",
-        query.limit.as_deref(),
-        FEED_DEFAULT_LIMIT,
-        1,
-        FEED_MAX_LIMIT,
-    )?;
+    if wants_ndjson(&headers) {
+        let limit = number(
+            "limit",
+            query.limit.as_deref(),
+            NDJSON_MAX_LIMIT,
+            1,
+            NDJSON_MAX_LIMIT,
+        )?;
+        return Ok(stream_ndjson(
+            state.store.pool().clone(),
+            after,
+            limit,
+            filter,
+        ));
+    }
+    let limit = page_limit(query.limit.as_deref())?;
     let wait_ms = number("wait_ms", query.wait_ms.as_deref(), 0, 0, FEED_MAX_WAIT_MS)?;
-    let events = wait_for_feed(
-        state.store.pool(),
-        state.store.signal(),
-        after,
-        limit,
-        Duration::from_millis(wait_ms),
-    )
-    .await?;
-    let next_after = events.last().map_or(after, |e| e.position);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    let mut wakeups = state.store.signal().subscribe();
+    let mut cursor = after;
+    let (events, next_after) = loop {
+        wakeups.mark_unchanged();
+        let (events, next) = read_feed_filtered(state.store.pool(), cursor, limit, &filter).await?;
+        let now = tokio::time::Instant::now();
+        if !events.is_empty() || now >= deadline {
+            break (events, next);
+        }
+        cursor = next;
+        let nap = FALLBACK_POLL.min(deadline - now);
+        let _ = tokio::time::timeout(nap, wakeups.changed()).await;
+    };
     let mut response = Json(FeedBody { events, next_after }).into_response();
     if let Ok(value) = HeaderValue::from_str(&next_after.to_string()) {
         response.headers_mut().insert("x-cc-position", value);
     }
     Ok(response)
+}
+
+/// Streams up to `limit` events after `after` as NDJSON, page by page, up to the head.
+fn stream_ndjson(pool: PgPool, after: Position, limit: i64, filter: FeedFilter) -> Response {
+    const PAGE: i64 = 1000;
+    let lines = futures::stream::try_unfold((after, 0_i64, false), move |(cursor, sent, done)| {
+        let (pool, filter) = (pool.clone(), filter.clone());
+        async move {
+            if done || sent >= limit {
+                return Ok::<_, std::io::Error>(None);
+            }
+            let requested = PAGE.min(limit - sent);
+            let (events, next) = read_feed_filtered(&pool, cursor, requested, &filter)
+                .await
+                .map_err(std::io::Error::other)?;
+            let mut chunk = Vec::new();
+            for event in &events {
+                serde_json::to_writer(&mut chunk, event).map_err(std::io::Error::other)?;
+                chunk.push(b'\n');
+            }
+            let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+            // A page short of what was asked reached the head.
+            let finished = count < requested || next <= cursor;
+            let sent = sent + count;
+            Ok(Some((bytes::Bytes::from(chunk), (next, sent, finished))))
+        }
+    });
+    let mut response = Body::from_stream(lines).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+    response
 }

@@ -299,10 +299,7 @@ pub async fn dispatch_job(
     query: Result<Query<DispatchQuery>, axum::extract::rejection::QueryRejection>,
     context: CommandContext,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::BadParameter {
-        name: "query".into(),
-        message: e.body_text(),
-    })?;
+    let Query(query) = query.map_err(ApiError::from)?;
     let delay_seconds = match query.delay_seconds.as_deref() {
         None | Some("") => 0,
         Some(text) => text

@@ -5,6 +5,7 @@
 //! Guarantees: a 2xx means the command's events are committed; a 4xx means nothing was
 //! written; every error is an `application/problem+json` document naming the field.
 
+pub mod audit;
 pub mod clock;
 pub mod error;
 pub mod executor;
@@ -30,6 +31,8 @@ pub struct CommandState {
     pub store: EventStore,
     /// Where commands are counted.
     pub metrics: std::sync::Arc<commandcenter_metrics::Metrics>,
+    /// The key audit checkpoints are signed with, if configured.
+    pub audit_key: Option<std::sync::Arc<Vec<u8>>>,
 }
 
 /// The write API's routes, documented (OpenAPI) from the handlers' annotations, with
@@ -48,6 +51,7 @@ pub fn api(max_body_bytes: usize) -> OpenApiRouter<CommandState> {
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(history::job_history))
         .routes(routes!(history::events_feed))
+        .routes(routes!(audit::verify_chains))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(extract::BodyLimit(max_body_bytes)))
 }

@@ -11,6 +11,8 @@ pub mod error;
 pub mod job;
 pub mod serde_helpers;
 pub mod technology;
+pub mod upcasting;
 pub mod values;
 
 pub use error::ValidationError;
+pub use upcasting::{upcast_payload, upcasters, STATE_SCHEMA};

@@ -34,6 +34,18 @@ pub enum StoreError {
     /// An event could not be serialized.
     #[error("event cannot be serialized: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// The store holds no event (nothing to checkpoint).
+    #[error("the event store is empty")]
+    Empty,
+    /// An import needs an empty store.
+    #[error("the event store is not empty: import loads into a new database only")]
+    NotEmpty,
+    /// An import file is not a valid export.
+    #[error("import failed: {0}")]
+    BadImport(String),
+    /// Reading or writing a file or stream failed.
+    #[error("I/O error: {0}")]
+    Io(std::io::Error),
     /// The database failed or is unreachable.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

@@ -135,3 +135,91 @@ pub async fn head(pool: &PgPool) -> Result<Option<Position>, StoreError> {
     })
     .transpose()
 }
+
+/// What a filtered feed read keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedFilter {
+    /// Only events of this aggregate type.
+    pub aggregate_type: Option<String>,
+    /// Only events of this type.
+    pub event_type: Option<String>,
+    /// Only events whose metadata names this project.
+    pub project_id: Option<i64>,
+    /// Only events recorded at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only events recorded before this time.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Up to `limit` events after `after` that pass `filter`, in feed order (gap-safe, as
+/// [`read_feed`]), and where to read on: the last event's position when the page is
+/// full, else the newest position the read covered (so a filter that matches rarely still
+/// moves the cursor forward), read in the same statement and so the same snapshot.
+pub async fn read_feed_filtered(
+    pool: &PgPool,
+    after: Position,
+    limit: i64,
+    filter: &FeedFilter,
+) -> Result<(Vec<StoredEvent>, Position), StoreError> {
+    let columns = STORED_EVENT_COLUMNS
+        .split(", ")
+        .map(|c| format!("p.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
+              page AS (SELECT {STORED_EVENT_COLUMNS}, tx_id FROM events, horizon \
+                        WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+                          AND tx_id < horizon.xmin \
+                          AND ($4::text IS NULL OR aggregate_type = $4) \
+                          AND ($5::text IS NULL OR event_type = $5) \
+                          AND ($6::bigint IS NULL OR metadata->>'project_id' = $6::text) \
+                          AND ($7::timestamptz IS NULL OR recorded_at >= $7) \
+                          AND ($8::timestamptz IS NULL OR recorded_at < $8) \
+                        ORDER BY tx_id, global_position LIMIT $3), \
+              head AS (SELECT tx_id::text AS head_tx, global_position AS head_position \
+                         FROM events, horizon WHERE tx_id < horizon.xmin \
+                        ORDER BY tx_id DESC, global_position DESC LIMIT 1) \
+         SELECT {columns}, head.head_tx, head.head_position \
+           FROM head LEFT JOIN page p ON true \
+          ORDER BY p.tx_id, p.global_position"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.tx_id_text())
+        .bind(after.global_position)
+        .bind(limit)
+        .bind(filter.aggregate_type.as_deref())
+        .bind(filter.event_type.as_deref())
+        .bind(filter.project_id)
+        .bind(filter.since)
+        .bind(filter.until)
+        .fetch_all(pool)
+        .await?;
+    let Some(first) = rows.first() else {
+        return Ok((Vec::new(), after));
+    };
+    let head_tx: String = sqlx::Row::try_get(first, "head_tx")?;
+    let head_position: i64 = sqlx::Row::try_get(first, "head_position")?;
+    let head = Position::new(
+        head_tx
+            .parse()
+            .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?,
+        head_position,
+    );
+    let page_rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| {
+            sqlx::Row::try_get::<Option<String>, _>(r, "aggregate_type")
+                .ok()
+                .flatten()
+                .is_some()
+        })
+        .collect();
+    let events = StoredEvent::from_rows(&page_rows)?;
+    let full = i64::try_from(events.len()).unwrap_or(i64::MAX) >= limit;
+    let next = match events.last() {
+        Some(last) if full => last.position,
+        _ => head.max(after),
+    };
+    Ok((events, next))
+}

@@ -11,6 +11,7 @@
 //! - readers are woken only after a commit ([`AppendSignal`]); nothing calls `NOTIFY`
 //!   inside an append, which would serialise every append on a global lock.
 
+pub mod audit;
 mod claims;
 mod error;
 mod feed;
@@ -25,13 +26,18 @@ mod stream;
 
 pub use claims::{claim, claim_batch, release, Claim};
 pub use error::StoreError;
-pub use feed::{head, read_feed, read_feed_of, read_range, wait_for_feed, FALLBACK_POLL};
+pub use feed::{
+    head, read_feed, read_feed_filtered, read_feed_of, read_range, wait_for_feed, FeedFilter,
+    FALLBACK_POLL,
+};
 pub use history::read_history;
 pub use leadership::{lock_key, Leadership};
 pub use position::{Position, PositionParseError};
 pub use relay::{load_checkpoint as load_relay_checkpoint, Relay, RelayConfig, RelayError};
 pub use signal::AppendSignal;
-pub use store::{connect, AggregateEvents, Committed, EventStore, Loaded, NewEvent};
+pub use store::{
+    connect, AggregateEvents, Committed, EventStore, Loaded, NewEvent, SNAPSHOT_EVERY,
+};
 pub use stored_event::StoredEvent;
 pub use stream::{EventStream, DUPLICATE_WINDOW, HEADER_CORRELATION_ID, HEADER_POSITION};
 

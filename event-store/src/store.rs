@@ -101,13 +101,22 @@ pub struct EventStore {
     upcasters: std::sync::Arc<Vec<Box<dyn EventUpcaster>>>,
 }
 
+/// Events between two snapshots of an aggregate written by commands.
+pub const SNAPSHOT_EVERY: i64 = 100;
+
+/// The schema tag of `A`'s snapshots: its type and the domain's state schema.
+fn snapshot_schema<A: Aggregate>() -> String {
+    format!("{}:{}", A::TYPE, commandcenter_domain::STATE_SCHEMA)
+}
+
 impl EventStore {
-    /// A store over `pool` that wakes readers through `signal`.
+    /// A store over `pool` that wakes readers through `signal`, upcasting old payloads
+    /// with the domain's upcasters on load.
     pub fn new(pool: PgPool, signal: AppendSignal) -> Self {
         Self {
             pool,
             signal,
-            upcasters: Default::default(),
+            upcasters: std::sync::Arc::new(commandcenter_domain::upcasters()),
         }
     }
 
@@ -127,22 +136,86 @@ impl EventStore {
         &self.signal
     }
 
-    /// Rebuilds aggregate `id` of type `A` from all its events.
+    /// Rebuilds aggregate `id` of type `A`: from its latest snapshot, if any, and the
+    /// events after it.
     pub async fn load<A: Aggregate>(&self, id: &str) -> Result<Loaded<A>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT sequence, event_type, event_version, payload, metadata, \
-                    tx_id::text AS tx_text, global_position \
-               FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+        self.load_upto(id, None).await
+    }
+
+    /// Aggregate `id` as it was after event `upto` (all events when `None`), from the
+    /// latest snapshot at or before it and the events after that.
+    pub async fn load_upto<A: Aggregate>(
+        &self,
+        id: &str,
+        upto: Option<i64>,
+    ) -> Result<Loaded<A>, StoreError> {
+        let snapshot = sqlx::query(
+            "SELECT version, position, state FROM snapshots \
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND state_schema = $3 \
+                AND ($4::bigint IS NULL OR version <= $4) \
+              ORDER BY version DESC LIMIT 1",
         )
         .bind(A::TYPE)
         .bind(id)
-        .fetch_all(&self.pool)
+        .bind(snapshot_schema::<A>())
+        .bind(upto)
+        .fetch_optional(&self.pool)
         .await?;
-        let mut loaded = Loaded {
+        let start = match snapshot {
+            Some(row) => {
+                let state: Value = row.try_get("state")?;
+                let position: String = row.try_get("position")?;
+                match (
+                    serde_json::from_value::<A>(state),
+                    position.parse::<Position>(),
+                ) {
+                    (Ok(aggregate), Ok(position)) => Some(Loaded {
+                        aggregate,
+                        version: row.try_get("version")?,
+                        position: Some(position),
+                    }),
+                    // An unreadable snapshot is only a lost shortcut.
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        self.fold(id, start, upto).await
+    }
+
+    /// Aggregate `id` after event `upto` (all when `None`), from its events alone.
+    pub async fn replay<A: Aggregate>(
+        &self,
+        id: &str,
+        upto: Option<i64>,
+    ) -> Result<Loaded<A>, StoreError> {
+        self.fold(id, None, upto).await
+    }
+
+    async fn fold<A: Aggregate>(
+        &self,
+        id: &str,
+        start: Option<Loaded<A>>,
+        upto: Option<i64>,
+    ) -> Result<Loaded<A>, StoreError> {
+        let mut loaded = start.unwrap_or(Loaded {
             aggregate: A::default(),
             version: 0,
             position: None,
-        };
+        });
+        let rows = sqlx::query(
+            "SELECT sequence, event_type, event_version, payload, metadata, \
+                    tx_id::text AS tx_text, global_position \
+               FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+                AND sequence > $3 AND ($4::bigint IS NULL OR sequence <= $4) \
+              ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(id)
+        .bind(loaded.version)
+        .bind(upto)
+        .fetch_all(&self.pool)
+        .await?;
         for row in rows {
             let sequence: i64 = row.try_get("sequence")?;
             let serialized = SerializedEvent::new(
@@ -167,6 +240,70 @@ impl EventStore {
             loaded.position = Some(position_from_row(&row)?);
         }
         Ok(loaded)
+    }
+
+    /// Saves the state of aggregate `id` after event `version` (at `position`), in the
+    /// caller's transaction. A snapshot already there is kept.
+    pub async fn save_snapshot<A: Aggregate>(
+        &self,
+        conn: &mut PgConnection,
+        id: &str,
+        version: i64,
+        position: Position,
+        state: &A,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO snapshots (aggregate_type, aggregate_id, version, position, state_schema, state) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(A::TYPE)
+        .bind(id)
+        .bind(version)
+        .bind(position.to_string())
+        .bind(snapshot_schema::<A>())
+        .bind(serde_json::to_value(state)?)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// The version aggregate `id` had at time `at` (its last event recorded at or before
+    /// it), if it existed then.
+    pub async fn version_at_time(
+        &self,
+        aggregate_type: &str,
+        id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT max(sequence) FROM events \
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND recorded_at <= $3",
+        )
+        .bind(aggregate_type)
+        .bind(id)
+        .bind(at)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The version aggregate `id` had at `position` of the global order.
+    pub async fn version_at_position(
+        &self,
+        aggregate_type: &str,
+        id: &str,
+        position: Position,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT max(sequence) FROM events \
+              WHERE aggregate_type = $1 AND aggregate_id = $2 \
+                AND (tx_id, global_position) <= ($3::text::xid8, $4)",
+        )
+        .bind(aggregate_type)
+        .bind(id)
+        .bind(position.tx_id_text())
+        .bind(position.global_position)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     fn upcast(&self, event: SerializedEvent) -> SerializedEvent {

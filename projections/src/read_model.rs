@@ -115,18 +115,20 @@ where
         folded.insert(id, entry);
     }
     for event in events {
-        let payload: A::Event =
-            serde_json::from_value(event.payload.clone()).map_err(|source| {
-                ProjectionError::Decode {
-                    what: format!(
-                        "event {} of {} {}",
-                        event.sequence,
-                        A::TYPE,
-                        event.aggregate_id
-                    ),
-                    source,
-                }
-            })?;
+        let payload: A::Event = serde_json::from_value(commandcenter_domain::upcast_payload(
+            &event.event_type,
+            &event.event_version,
+            event.payload.clone(),
+        ))
+        .map_err(|source| ProjectionError::Decode {
+            what: format!(
+                "event {} of {} {}",
+                event.sequence,
+                A::TYPE,
+                event.aggregate_id
+            ),
+            source,
+        })?;
         let entry = folded
             .entry(event.aggregate_id.clone())
             .or_insert_with(|| Folded {

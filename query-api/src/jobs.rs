@@ -200,13 +200,26 @@ async fn job_row(
     Ok((job.ok_or(ApiError::NotFound("job"))?, position, pool))
 }
 
-/// `GET /api/v1/jobs/{id}`.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)")), responses((status = 200, description = "The job"), (status = 404, description = "Unknown or deleted (problem+json)")))]
+/// `GET /api/v1/jobs/{id}`; with `as_of`, `as_of_position` or `as_of_version`, the job
+/// as it was then, rebuilt from its events.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("as_of" = Option<String>, Query, description = "Time travel: the state at this RFC 3339 time"), ("as_of_position" = Option<String>, Query, description = "Time travel: the state at this position of the global order"), ("as_of_version" = Option<i64>, Query, description = "Time travel: the state after this many events")), responses((status = 200, description = "The job"), (status = 400, description = "Malformed time-travel parameter (problem+json)"), (status = 404, description = "Unknown or deleted, or not existing at that time (problem+json)")))]
 pub async fn get_job(
     State(state): State<QueryState>,
     min: MinPosition,
     Path(id): Path<String>,
+    as_of: Result<Query<crate::time_travel::AsOf>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(as_of) = as_of.map_err(ApiError::from)?;
+    if let Some(response) = crate::time_travel::as_of::<commandcenter_domain::job::Job>(
+        &state.primary,
+        &id,
+        &as_of,
+        "job",
+    )
+    .await?
+    {
+        return Ok(response);
+    }
     let (job, position, pool) = job_row(&state, &id, min).await?;
     Ok(json_response(&job, position, &pool))
 }

@@ -17,6 +17,7 @@ pub mod params;
 pub mod pools;
 pub mod response;
 pub mod technologies;
+pub mod time_travel;
 pub mod ws;
 
 use std::path::PathBuf;

@@ -21,7 +21,9 @@ use crate::cursor::Cursor;
 use crate::error::invalid;
 use crate::params::Params;
 use crate::response::{cached_or, json_response, position_columns, read_position};
+use crate::time_travel::AsOf;
 use crate::QueryState;
+use commandcenter_domain::technology::Technology;
 
 /// Default page size.
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -278,13 +280,22 @@ pub async fn list_technologies(
     .await
 }
 
-/// `GET /api/v1/technologies/{id}`: the view row; 404 when unknown or deleted.
-#[utoipa::path(get, path = "/api/v1/technologies/{id}", tag = "technologies", params(("id" = String, Path, description = "Technology id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)")), responses((status = 200, description = "The technology"), (status = 404, description = "Unknown or deleted (problem+json)"), (status = 503, description = "X-CC-Min-Position not reached in time")))]
+/// `GET /api/v1/technologies/{id}`: the view row; 404 when unknown or deleted. With
+/// `as_of`, `as_of_position` or `as_of_version`: the technology as it was then, rebuilt
+/// from its events.
+#[utoipa::path(get, path = "/api/v1/technologies/{id}", tag = "technologies", params(("id" = String, Path, description = "Technology id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("as_of" = Option<String>, Query, description = "Time travel: the state at this RFC 3339 time"), ("as_of_position" = Option<String>, Query, description = "Time travel: the state at this position of the global order"), ("as_of_version" = Option<i64>, Query, description = "Time travel: the state after this many events")), responses((status = 200, description = "The technology (as of the time asked, with as_of.lifecycle)"), (status = 400, description = "Malformed time-travel parameter (problem+json)"), (status = 404, description = "Unknown or deleted, or not existing at that time (problem+json)"), (status = 503, description = "X-CC-Min-Position not reached in time")))]
 pub async fn get_technology(
     State(state): State<QueryState>,
     min: MinPosition,
     Path(id): Path<String>,
+    as_of: Result<Query<AsOf>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(as_of) = as_of.map_err(ApiError::from)?;
+    if let Some(response) =
+        crate::time_travel::as_of::<Technology>(&state.primary, &id, &as_of, "technology").await?
+    {
+        return Ok(response);
+    }
     let pool = state.pools.choose();
     crate::consistency::wait_until_reached(
         &pool.pool,

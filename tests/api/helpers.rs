@@ -4,7 +4,12 @@
 
 use std::time::Duration;
 
-use commandcenter::config::{DatabaseArgs, NatsArgs, QueryArgs, ServeArgs, WorkerArgs};
+use commandcenter::config::{
+    AuditKeyArgs, DatabaseArgs, NatsArgs, QueryArgs, ServeArgs, WorkerArgs,
+};
+
+/// The audit key test services sign checkpoints with.
+pub const AUDIT_KEY: &str = "test-audit-key";
 use commandcenter::startup::Application;
 use commandcenter_event_store::EventStream;
 use reqwest::{Client, Response};
@@ -167,6 +172,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
         // Tests that exercise workers turn them on; the others drive jobs through PATCH.
         no_workers: true,
         worker: WorkerArgs::default(),
+        audit: AuditKeyArgs {
+            audit_key: Some(AUDIT_KEY.into()),
+        },
         demo: false,
     };
     adjust(&mut args);
@@ -203,6 +211,11 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server ran");
         }
+    }
+
+    /// Connection string of this test's database.
+    pub fn database_url(&self) -> String {
+        self._db.url.clone()
     }
 
     /// `base + path`.

@@ -1,6 +1,7 @@
 //! End-to-end tests against the real PostgreSQL and NATS, one crate for fast linking.
 //! Each test starts the service on its own database and NATS prefix.
 
+mod audit;
 mod concurrency;
 mod demo;
 mod feed_ordering;

@@ -65,9 +65,16 @@ impl Running {
         job
     }
 
-    /// Forgets job `id`.
-    pub fn remove(&self, id: &str) {
-        self.lock().remove(id);
+    /// Forgets job `id` if `job` is still the one registered under it (a later attempt
+    /// of the same job, claimed again by this worker, keeps its entry).
+    pub fn remove(&self, id: &str, job: &Arc<RunningJob>) {
+        let mut jobs = self.lock();
+        if jobs
+            .get(id)
+            .is_some_and(|current| Arc::ptr_eq(current, job))
+        {
+            jobs.remove(id);
+        }
     }
 
     /// The running job `id`, if it runs here.

@@ -69,7 +69,7 @@ pub(crate) async fn supervise(
     } else {
         tracing::info!(job_id = %record.id, "job taken over by another worker; nothing recorded");
     }
-    shared.running.remove(&record.id);
+    shared.running.remove(&record.id, &job);
 }
 
 async fn until(at: Option<Instant>) {

@@ -70,7 +70,13 @@ impl DomainEvent for TechnologyEvent {
         .to_string()
     }
 
+    /// `TechnologyCreated` and `TechnologyUpdated` are at 1.1 (`tags` a list; see
+    /// `crate::upcasting`), the others at 1.0.
     fn event_version(&self) -> String {
-        "1.0".to_string()
+        match self {
+            Self::TechnologyCreated { .. } | Self::TechnologyUpdated { .. } => "1.1",
+            Self::TechnologyStatusChanged { .. } | Self::TechnologyDeleted { .. } => "1.0",
+        }
+        .to_string()
     }
 }

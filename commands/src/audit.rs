@@ -1,0 +1,58 @@
+//! `GET /api/v1/audit/verify`: recomputes the hash chains (of one project, or of the
+//! whole store with the latest checkpoint) and reports every broken link.
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use commandcenter_event_store::audit::{verify, VerifyScope};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::CommandState;
+
+/// The query of `GET /api/v1/audit/verify`.
+#[derive(Debug, Deserialize)]
+pub struct VerifyQuery {
+    project_id: Option<String>,
+    from_position: Option<String>,
+}
+
+/// `GET /api/v1/audit/verify?project_id=P&from_position=T` → 200 with the report
+/// (`passed`, events checked, broken links with aggregate, sequence, position and
+/// reason, and the latest checkpoint's check when the whole store was verified).
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", params(("project_id" = Option<i64>, Query, description = "Only this project's aggregates (without it: the whole store and the latest checkpoint)"), ("from_position" = Option<String>, Query, description = "Only links from this position on")), responses((status = 200, description = "{passed, events_checked, aggregates, broken_count, broken: [{aggregate_type, aggregate_id, sequence, position, reason}], checkpoint}"), (status = 400, description = "Malformed parameter (problem+json)")))]
+pub async fn verify_chains(
+    State(state): State<CommandState>,
+    query: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(ApiError::from)?;
+    let project_id = match query.project_id.as_deref().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(text) => Some(text.parse::<i64>().ok().filter(|p| *p > 0).ok_or_else(|| {
+            ApiError::BadParameter {
+                name: "project_id".into(),
+                message: "must be a positive whole number".into(),
+            }
+        })?),
+    };
+    let from = match query.from_position.as_deref().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(text) => Some(text.parse().map_err(
+            |e: commandcenter_event_store::PositionParseError| ApiError::BadParameter {
+                name: "from_position".into(),
+                message: e.to_string(),
+            },
+        )?),
+    };
+    let scope = VerifyScope { project_id, from };
+    let report = verify(
+        state.store.pool(),
+        &scope,
+        state.audit_key.as_deref().map(Vec::as_slice),
+    )
+    .await?;
+    let mut body = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body["passed"] = json!(report.passed());
+    Ok(Json(body).into_response())
+}

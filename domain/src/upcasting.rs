@@ -1,0 +1,108 @@
+//! How old event payloads are read: `cqrs-es` upcasters, applied wherever events are
+//! decoded (aggregate loads, projections, time travel), never rewriting stored events.
+//!
+//! Schema history:
+//! - `TechnologyCreated` / `TechnologyUpdated` **1.0** stored `tags` as one comma-separated
+//!   string (`"dsp, audio"`); **1.1** stores a list (`["dsp", "audio"]`). A 1.0 payload
+//!   that already holds a list (written by early builds of this service) passes unchanged.
+
+use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster, SerializedEvent};
+use serde_json::Value;
+
+/// The shape of the aggregates' serialized state, for snapshots: change it whenever a
+/// state struct changes shape, and older snapshots are ignored.
+pub const STATE_SCHEMA: &str = "1";
+
+/// Every upcaster, in the order they apply.
+pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
+    ["TechnologyCreated", "TechnologyUpdated"]
+        .into_iter()
+        .map(|event_type| {
+            Box::new(SemanticVersionEventUpcaster::new(
+                event_type,
+                "1.1",
+                Box::new(tags_as_list),
+            )) as Box<dyn EventUpcaster>
+        })
+        .collect()
+}
+
+/// `payload` of an event stored as `event_type` `event_version`, upcast to the current
+/// version.
+pub fn upcast_payload(event_type: &str, event_version: &str, payload: Value) -> Value {
+    let mut event = SerializedEvent::new(
+        String::new(),
+        0,
+        String::new(),
+        event_type.to_string(),
+        event_version.to_string(),
+        payload,
+        Value::Null,
+    );
+    for upcaster in upcasters() {
+        if upcaster.can_upcast(&event.event_type, &event.event_version) {
+            event = upcaster.upcast(event);
+        }
+    }
+    event.payload
+}
+
+/// 1.0 → 1.1: every `tags` string in the payload becomes a list of trimmed, non-empty
+/// labels.
+fn tags_as_list(mut payload: Value) -> Value {
+    fn walk(value: &mut Value) {
+        if let Value::Object(map) = value {
+            for (key, inner) in map.iter_mut() {
+                match inner {
+                    Value::String(text) if key == "tags" => {
+                        let tags = text
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|t| !t.is_empty())
+                            .map(|t| Value::String(t.to_string()))
+                            .collect();
+                        *inner = Value::Array(tags);
+                    }
+                    Value::Object(_) => walk(inner),
+                    _ => {}
+                }
+            }
+        }
+    }
+    walk(&mut payload);
+    payload
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::technology::TechnologyEvent;
+
+    #[test]
+    fn version_1_0_tags_string_becomes_a_list() {
+        let stored = json!({"TechnologyUpdated": {"changes": {"tags": " dsp, audio ,,"}, "at": "2026-11-01T12:00:00Z"}});
+        let upcast = upcast_payload("TechnologyUpdated", "1.0", stored);
+        assert_eq!(
+            upcast["TechnologyUpdated"]["changes"]["tags"],
+            json!(["dsp", "audio"])
+        );
+        let event: TechnologyEvent = serde_json::from_value(upcast).unwrap();
+        assert!(matches!(event, TechnologyEvent::TechnologyUpdated { .. }));
+    }
+
+    #[test]
+    fn current_payloads_pass_unchanged() {
+        let stored = json!({"TechnologyUpdated": {"changes": {"tags": "a,b"}}});
+        assert_eq!(
+            upcast_payload("TechnologyUpdated", "1.1", stored.clone()),
+            stored
+        );
+        let listed = json!({"TechnologyCreated": {"technology": {"tags": ["a"]}}});
+        assert_eq!(
+            upcast_payload("TechnologyCreated", "1.0", listed.clone()),
+            listed
+        );
+    }
+}
