@@ -362,6 +362,10 @@ pub struct WorkerArgs {
     /// Key of the HMAC-SHA256 signature of webhook deliveries; without it webhook jobs fail.
     #[arg(long, env = "CC_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+    /// Let webhook jobs reach loopback, private and link-local addresses (refused by
+    /// default, so a job cannot probe the deployment's own network).
+    #[arg(long, env = "CC_WEBHOOK_ALLOW_PRIVATE_NETWORKS")]
+    pub webhook_allow_private_networks: bool,
 }
 
 impl WorkerArgs {
@@ -380,6 +384,7 @@ impl WorkerArgs {
             config.limits.set(over.job_type, over.limit);
         }
         config.webhook_secret = self.webhook_secret.clone().filter(|s| !s.is_empty());
+        config.webhook_allow_private = self.webhook_allow_private_networks;
         config
     }
 }

@@ -12,7 +12,7 @@ use commandcenter::config::{
 };
 use commandcenter::database::{ensure_database, migrate, redact};
 use commandcenter::demo::{seed, SeedPlan};
-use commandcenter::startup::{stop, Application, Services};
+use commandcenter::startup::{stop, stop_grace, Application, Services};
 use commandcenter::telemetry;
 use commandcenter_commands::history::annotated_history;
 use commandcenter_domain::job::Job;
@@ -111,6 +111,7 @@ async fn run_background(
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     services.spawn_wakeup_bridge(&mut tasks, &shutdown).await?;
+    let mut grace = stop_grace(None);
     match role {
         Role::Relay => services.spawn_relay(&mut tasks, &shutdown),
         Role::Projectors => services.spawn_projectors(&mut tasks, &shutdown),
@@ -118,11 +119,13 @@ async fn run_background(
             std::fs::create_dir_all(&args.data_dir).with_context(|| {
                 format!("cannot create data directory {}", args.data_dir.display())
             })?;
-            services.spawn_worker(args.worker.config(&args.data_dir), &mut tasks, &shutdown)?;
+            let config = args.worker.config(&args.data_dir);
+            grace = stop_grace(Some(&config));
+            services.spawn_worker(config, &mut tasks, &shutdown)?;
         }
     }
     shutdown_signal().await;
-    stop(tasks, &shutdown).await;
+    stop(tasks, &shutdown, grace).await;
     Ok(())
 }
 

@@ -196,13 +196,19 @@ pub async fn query_state(
     })
 }
 
-/// Cancels `shutdown`, then waits for `tasks` (aborting what outlives the grace period).
-pub async fn stop(mut tasks: JoinSet<()>, shutdown: &CancellationToken) {
-    shutdown.cancel();
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while tasks.join_next().await.is_some() {}
+/// How long background tasks get to stop: 10 s, or longer when a worker's shutdown and
+/// cancel graces need it (so its unfinished jobs are released, not abandoned).
+pub fn stop_grace(worker: Option<&commandcenter_worker::WorkerConfig>) -> Duration {
+    worker.map_or(SHUTDOWN_GRACE, |w| {
+        SHUTDOWN_GRACE.max(w.shutdown_grace + w.cancel_grace + Duration::from_secs(2))
     })
-    .await;
+}
+
+/// Cancels `shutdown`, then waits for `tasks` (aborting what outlives `grace`).
+pub async fn stop(mut tasks: JoinSet<()>, shutdown: &CancellationToken, grace: Duration) {
+    shutdown.cancel();
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!("background tasks did not stop in time; aborting them");
         tasks.shutdown().await;
@@ -215,6 +221,7 @@ pub struct Application {
     router: Router,
     tasks: JoinSet<()>,
     shutdown: CancellationToken,
+    grace: Duration,
 }
 
 impl Application {
@@ -243,8 +250,11 @@ impl Application {
         if !args.no_projectors {
             services.spawn_projectors(&mut tasks, &shutdown);
         }
+        let mut grace = stop_grace(None);
         if !args.no_workers {
-            services.spawn_worker(args.worker.config(&args.data_dir), &mut tasks, &shutdown)?;
+            let config = args.worker.config(&args.data_dir);
+            grace = stop_grace(Some(&config));
+            services.spawn_worker(config, &mut tasks, &shutdown)?;
         }
         tasks.spawn(purge_idempotency_keys(
             services.pool.clone(),
@@ -297,6 +307,7 @@ impl Application {
             router,
             tasks,
             shutdown,
+            grace,
         })
     }
 
@@ -316,12 +327,13 @@ impl Application {
             router,
             tasks,
             shutdown: token,
+            grace,
         } = self;
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await
             .context("HTTP server failed");
-        stop(tasks, &token).await;
+        stop(tasks, &token, grace).await;
         served
     }
 }

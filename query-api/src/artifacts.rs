@@ -20,12 +20,12 @@ pub async fn job_artifact(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     // The primary: a completed job's file is served as soon as the job is.
-    let row: Option<(String, String, Option<Value>)> =
-        sqlx::query_as("SELECT job_type, status, result FROM job_view WHERE id = $1")
+    let row: Option<(String, String, Option<Value>, i32)> =
+        sqlx::query_as("SELECT job_type, status, result, attempts FROM job_view WHERE id = $1")
             .bind(&id)
             .fetch_optional(&state.primary)
             .await?;
-    let (job_type, status, result) = row.ok_or(ApiError::NotFound("job"))?;
+    let (job_type, status, result, attempts) = row.ok_or(ApiError::NotFound("job"))?;
     if job_type != "export" && job_type != "batch_export" {
         return Err(ApiError::NotFound("artifact"));
     }
@@ -42,8 +42,13 @@ pub async fn job_artifact(
             ApiError::Internal(format!("export job {id} has no format in its result"))
         })?;
     let sha256 = result["sha256"].as_str().unwrap_or_default().to_string();
-    // The path is derived from the job's id (a row of job_view), never read from input.
-    let path = state.config.data_dir.join(format.artifact_path(&id));
+    // The path is derived from the job's id (a row of job_view) and the attempt that
+    // completed, never read from input.
+    let attempt = u32::try_from(attempts).unwrap_or_default();
+    let path = state
+        .config
+        .data_dir
+        .join(format.artifact_path(&id, attempt));
     let file = match tokio::fs::File::open(&path).await {
         Ok(file) => file,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -86,7 +91,7 @@ pub async fn job_artifact(
 }
 
 fn hex_to_bytes(text: &str) -> Result<Vec<u8>, ()> {
-    if text.len() != 64 {
+    if text.len() != 64 || !text.is_ascii() {
         return Err(());
     }
     (0..text.len())

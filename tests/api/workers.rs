@@ -50,6 +50,8 @@ fn fast_config(app: &TestApp, id: &str) -> WorkerConfig {
     config.sweep_interval = Duration::from_millis(200);
     config.retry_base = Duration::from_millis(200);
     config.webhook_secret = Some(SECRET.into());
+    // The test receivers listen on 127.0.0.1.
+    config.webhook_allow_private = true;
     config
 }
 
@@ -501,6 +503,35 @@ async fn failing_job_backs_off_between_attempts_then_fails() {
     worker.stop().await;
     always_down.server.abort();
     rejecting.server.abort();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_to_private_addresses_are_refused_by_default() {
+    let app = spawn_app().await;
+    let hook = receiver(vec![200]).await;
+    let mut config = fast_config(&app, "w1");
+    config.webhook_allow_private = false;
+    let worker = start_worker(&app, config).await;
+    let id = submit(
+        &app,
+        json!({"project_id": 1, "job_type": "webhook_delivery", "parameters": {"url": hook.url}}),
+        None,
+    )
+    .await;
+    let job = wait_terminal(&app, &id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["attempts"], 1, "not worth retrying");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("private or local address"),
+        "{job}"
+    );
+    assert_eq!(hook.calls.load(Ordering::SeqCst), 0, "nothing was sent");
+    worker.stop().await;
+    hook.server.abort();
     app.stop().await;
 }
 

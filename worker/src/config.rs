@@ -136,6 +136,9 @@ pub struct WorkerConfig {
     pub data_dir: PathBuf,
     /// The key of the webhook signature; webhook jobs fail without one.
     pub webhook_secret: Option<String>,
+    /// Let webhooks reach loopback, private and link-local addresses (off: a job could
+    /// otherwise probe the deployment's own network).
+    pub webhook_allow_private: bool,
 }
 
 impl WorkerConfig {
@@ -154,6 +157,7 @@ impl WorkerConfig {
             limits: TimeLimits::default(),
             data_dir: data_dir.into(),
             webhook_secret: None,
+            webhook_allow_private: false,
         }
     }
 
@@ -165,6 +169,14 @@ impl WorkerConfig {
             || !self.worker_id.bytes().all(|b| b.is_ascii_graphic())
         {
             return bad("the worker id must be 1 to 100 printable characters without spaces");
+        }
+        if self.worker_id == commandcenter_domain::job::EXTERNAL_WORKER {
+            return bad("the worker id `external` is reserved for jobs driven through PATCH");
+        }
+        if self.cancel_grace > Duration::from_secs(60)
+            || self.shutdown_grace > Duration::from_secs(600)
+        {
+            return bad("the cancel grace is at most 60 s and the shutdown grace at most 10 min");
         }
         if self.concurrency == 0 || self.concurrency > 1024 {
             return bad("concurrency must be from 1 to 1024");

@@ -38,6 +38,8 @@ pub struct JobContext {
     pub http: reqwest::Client,
     /// The webhook signing key.
     pub webhook_secret: Option<String>,
+    /// Whether webhooks may reach private and local addresses.
+    pub webhook_allow_private: bool,
     pub(crate) progress: watch::Sender<Option<ProgressReport>>,
 }
 

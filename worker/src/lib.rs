@@ -23,6 +23,7 @@
 mod cancels;
 mod config;
 mod context;
+mod destinations;
 mod error;
 mod jobs;
 mod progress;
@@ -39,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{Limit, LimitOverride, TimeLimits, WorkerConfig};
 pub use context::{JobContext, JobFailure};
+pub use destinations::is_public;
 pub use error::WorkerError;
 pub use jobs::webhook::{sign, SIGNATURE_HEADER};
 
@@ -70,7 +72,11 @@ impl Worker {
         metrics: Arc<Metrics>,
     ) -> Result<Self, WorkerError> {
         config.validate()?;
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if !config.webhook_allow_private {
+            http = http.dns_resolver(Arc::new(destinations::PublicOnly));
+        }
+        let http = http
             .user_agent(concat!("commandcenter-worker/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -101,7 +107,8 @@ impl Worker {
     /// Claims and runs jobs until `shutdown`, then drains: running jobs get
     /// `shutdown_grace` to finish and are released after that. Dropping the returned
     /// future (aborting its task) stops everything at once, as a killed process would:
-    /// leases then lapse and the sweeper re-queues the jobs.
+    /// no further command is issued (one already in flight still commits or rolls back
+    /// on its own task), leases lapse and the sweeper re-queues the jobs.
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(worker_id = %self.id(), concurrency = self.shared.config.concurrency, "worker started");
         let mut tasks = JoinSet::new();

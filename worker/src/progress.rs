@@ -69,17 +69,20 @@ impl Reporter {
         .await
     }
 
-    /// Sends `action`, trying again while the database is unavailable. Gives up after
-    /// about 25 s: the lease then lapses and the sweeper takes over.
+    /// Sends `action`, trying again while the database is unavailable or other writers
+    /// keep winning the race. Gives up after 8 tries (about 12 s of pauses): the lease
+    /// then lapses and the sweeper takes over.
     pub async fn send_durably(&self, action: WorkerAction) -> Result<(), ApiError> {
         let mut pause = Duration::from_millis(100);
         let mut tries = 1;
         loop {
             match self.send(action.clone()).await {
                 Ok(_) => return Ok(()),
-                Err(err @ (ApiError::Unavailable(_) | ApiError::Internal(_)))
-                    if tries < DURABLE_TRIES =>
-                {
+                Err(
+                    err @ (ApiError::Unavailable(_)
+                    | ApiError::Internal(_)
+                    | ApiError::Conflict { .. }),
+                ) if tries < DURABLE_TRIES => {
                     tracing::warn!(job_id = %self.job_id, %err, "cannot record the job's outcome yet; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
@@ -123,11 +126,18 @@ pub(crate) async fn write(
                         .unwrap_or(Progress::DONE),
                     current_step: Some(report.step.clone()),
                 };
-                if let Err(err) = reporter.send(action).await {
-                    reporter.heed(job, &err);
+                match reporter.send(action).await {
+                    Ok(_) => written = Some(report),
+                    // Not written: tried again at the next turn, or at the end.
+                    Err(ApiError::Unavailable(_) | ApiError::Internal(_)) if !closed => {}
+                    Err(err) => {
+                        reporter.heed(job, &err);
+                        written = Some(report);
+                    }
                 }
+            } else {
+                written = Some(report);
             }
-            written = Some(report);
         }
         if closed {
             return;

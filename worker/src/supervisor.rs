@@ -13,9 +13,11 @@ use futures::FutureExt;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
+
+use crate::cancels::RunningJob;
 use tokio_util::sync::CancellationToken;
 
-use crate::cancels::{RunningJob, Stop};
+use crate::cancels::Stop;
 use crate::context::{JobContext, JobFailure};
 use crate::progress::{self, Reporter};
 use crate::{jobs, Shared};
@@ -33,19 +35,21 @@ enum Ending {
     HardTimeout,
 }
 
-/// Runs the attempt `claim` of `record` to its end and records the outcome.
+/// Runs the attempt `claim` of `record` to its end and records the outcome. `job` is its
+/// entry in the worker's running jobs, registered before the claim so a cancel request
+/// that arrives meanwhile is not missed.
 pub(crate) async fn supervise(
     shared: Arc<Shared>,
     record: JobRecord,
     claim: WorkerClaim,
     correlation_id: String,
+    job: Arc<RunningJob>,
     drain: CancellationToken,
 ) {
-    let job = shared.running.insert(&record.id);
     let reporter = Reporter::new(shared.clone(), record.id.clone(), claim, correlation_id);
     tracing::info!(job_id = %record.id, job_type = %record.job_type, attempt = record.attempts, "job started");
-    let ending = run(&shared, &record, &job, &reporter, &drain).await;
-    let action = outcome(&shared, &record, &job, ending);
+    let (ending, drained) = run(&shared, &record, &job, &reporter, &drain).await;
+    let action = outcome(&shared, &record, job.reason(), drained, ending);
     if let Some(action) = action {
         let summary = match &action {
             WorkerAction::Complete { .. } => "completed",
@@ -70,6 +74,7 @@ pub(crate) async fn supervise(
         tracing::info!(job_id = %record.id, "job taken over by another worker; nothing recorded");
     }
     shared.running.remove(&record.id, &job);
+    drop(job);
 }
 
 async fn until(at: Option<Instant>) {
@@ -79,21 +84,39 @@ async fn until(at: Option<Instant>) {
     }
 }
 
+/// Renews the lease every `every` until dropped; a refusal stops the job.
+async fn heartbeats(reporter: &Reporter, job: &RunningJob, every: Duration, lease_seconds: u32) {
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let renew = WorkerAction::RenewLease { lease_seconds };
+        if let Err(err) = reporter.send(renew).await {
+            reporter.heed(job, &err);
+        }
+    }
+}
+
+/// Runs the body to its end; returns how it ended and whether the worker drained it
+/// (shutdown grace over).
 async fn run(
     shared: &Shared,
     record: &JobRecord,
     job: &Arc<RunningJob>,
     reporter: &Reporter,
     drain: &CancellationToken,
-) -> Ending {
+) -> (Ending, bool) {
     let config = &shared.config;
     let parameters = match typed_parameters(record.job_type, &record.parameters) {
         Ok(p) => p,
         Err(err) => {
-            return Ending::Finished(Err(JobFailure::permanent(format!(
-                "invalid parameters: {}: {}",
-                err.field, err.message
-            ))))
+            return (
+                Ending::Finished(Err(JobFailure::permanent(format!(
+                    "invalid parameters: {}: {}",
+                    err.field, err.message
+                )))),
+                false,
+            )
         }
     };
     let limit = config.limits.of(record.job_type);
@@ -111,6 +134,7 @@ async fn run(
         data_dir: config.data_dir.clone(),
         http: shared.http.clone(),
         webhook_secret: config.webhook_secret.clone(),
+        webhook_allow_private: config.webhook_allow_private,
         progress: progress_tx,
     };
     let finished = CancellationToken::new();
@@ -122,11 +146,12 @@ async fn run(
         finished.clone(),
     ));
     let mut writer_done = false;
+    let mut drained = false;
     let ending = {
         let body = AssertUnwindSafe(jobs::run(context)).catch_unwind();
         tokio::pin!(body);
-        let mut heartbeat = tokio::time::interval_at(started + config.heartbeat, config.heartbeat);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let beats = heartbeats(reporter, job, config.heartbeat, config.lease_seconds());
+        tokio::pin!(beats);
         let mut soft_at = Some(started + limit.soft);
         let mut drain_at: Option<Instant> = None;
         let mut abort_at: Option<Instant> = None;
@@ -152,19 +177,18 @@ async fn run(
                     tracing::info!(job_id = %record.id, "soft time limit reached; asking the job to stop");
                     job.stop(Stop::SoftTimeout);
                 }
-                () = drain.cancelled(), if drain_at.is_none() => {
+                () = drain.cancelled(), if drain_at.is_none() && !drained => {
                     drain_at = Some(Instant::now() + config.shutdown_grace);
                 }
                 () = until(drain_at) => {
+                    // The shutdown grace is over: stop now, whatever other deadline runs.
                     drain_at = None;
+                    drained = true;
                     job.stop(Stop::Shutdown);
+                    let limit = Instant::now() + config.cancel_grace;
+                    abort_at = Some(abort_at.map_or(limit, |at| at.min(limit)));
                 }
-                _ = heartbeat.tick() => {
-                    let renew = WorkerAction::RenewLease { lease_seconds: config.lease_seconds() };
-                    if let Err(err) = reporter.send(renew).await {
-                        reporter.heed(job, &err);
-                    }
-                }
+                () = &mut beats => {}
                 () = &mut writer, if !writer_done => writer_done = true,
             }
         }
@@ -175,7 +199,7 @@ async fn run(
         // last value and ends.
         let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     }
-    ending
+    (ending, drained)
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -186,11 +210,13 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// What to record for `ending`; `None` when the attempt is no longer this worker's.
+/// What to record for `ending`, given why the job was asked to stop and whether the
+/// worker drained it; `None` when the attempt is no longer this worker's.
 fn outcome(
     shared: &Shared,
     record: &JobRecord,
-    job: &RunningJob,
+    reason: Option<Stop>,
+    drained: bool,
     ending: Ending,
 ) -> Option<WorkerAction> {
     let config = &shared.config;
@@ -219,7 +245,11 @@ fn outcome(
             backoff,
         )
     };
-    match (ending, job.reason()) {
+    if drained && !matches!(ending, Ending::Finished(Ok(_))) && reason != Some(Stop::Cancelled) {
+        // Unfinished at the end of the shutdown grace: another worker takes it over.
+        return (reason != Some(Stop::Lost)).then(release);
+    }
+    match (ending, reason) {
         (_, Some(Stop::Lost)) => None,
         (Ending::Finished(_) | Ending::Aborted | Ending::Panicked(_), Some(Stop::Cancelled)) => {
             Some(WorkerAction::ConfirmCancelled)

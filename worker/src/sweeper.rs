@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use commandcenter_commands::executor::apply;
 use commandcenter_commands::{clock, ApiError};
-use commandcenter_domain::job::{Job, JobCommand, JobError};
+use commandcenter_domain::job::{Job, JobCommand, JobError, EXTERNAL_WORKER};
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::Reporter;
@@ -15,7 +15,9 @@ use crate::Shared;
 const SWEEP_BATCH: i64 = 200;
 
 /// Sweeps every `sweep_interval` until `stop`. Every worker sweeps; the aggregate
-/// accepts one expiry per attempt, so concurrent sweepers are harmless.
+/// accepts one expiry per attempt, so concurrent sweepers are harmless. Jobs driven by
+/// external workers through `PATCH` (worker id `external`) have no heartbeat and are
+/// never swept.
 pub(crate) async fn sweep(shared: Arc<Shared>, stop: CancellationToken) {
     let mut every = tokio::time::interval(shared.config.sweep_interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -34,10 +36,12 @@ async fn sweep_once(shared: &Shared) -> Result<(), sqlx::Error> {
     let now = clock::now();
     let lapsed: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM job_view WHERE status = 'running' AND lease_until <= $1 \
+            AND worker_id IS DISTINCT FROM $3 \
          ORDER BY lease_until LIMIT $2",
     )
     .bind(now)
     .bind(SWEEP_BATCH)
+    .bind(EXTERNAL_WORKER)
     .fetch_all(shared.store.pool())
     .await?;
     for id in lapsed {

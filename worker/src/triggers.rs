@@ -187,6 +187,8 @@ async fn claim_and_run(
         "{}:{}:{}",
         trigger.aggregate_type, trigger.aggregate_id, trigger.sequence
     ));
+    // Registered before the claim: a cancel request right after it is not missed.
+    let job = shared.running.insert(&trigger.aggregate_id);
     let start = JobCommand::StartJob {
         worker_id: worker_id.clone(),
         lease_seconds: shared.config.lease_seconds(),
@@ -200,17 +202,25 @@ async fn claim_and_run(
         meta,
     )
     .await;
+    if claimed.is_err() {
+        shared.running.remove(&trigger.aggregate_id, &job);
+    }
     let record = match claimed {
         Ok(applied) => match applied.state.live() {
             Ok(record) => record.clone(),
             Err(err) => {
                 tracing::error!(%err, "started job has no record");
+                shared.running.remove(&trigger.aggregate_id, &job);
                 return acknowledge(&message, AckKind::Ack).await;
             }
         },
         Err(ApiError::JobRefused(JobError::NotDue { scheduled_for })) => {
             let wait = (scheduled_for - Utc::now()).to_std().unwrap_or_default();
             return acknowledge(&message, AckKind::Nak(Some(wait))).await;
+        }
+        // Lost the race with other writers several times: not a refusal, try again.
+        Err(ApiError::Conflict { .. }) => {
+            return acknowledge(&message, AckKind::Nak(Some(Duration::from_millis(50)))).await;
         }
         Err(err @ (ApiError::Unavailable(_) | ApiError::Internal(_))) => {
             tracing::warn!(%err, job_id = %trigger.aggregate_id, "cannot claim the job now; it will be offered again");
@@ -227,6 +237,6 @@ async fn claim_and_run(
         worker_id,
         attempt: record.attempts,
     };
-    supervise(shared, record, claim, correlation_id, drain).await;
+    supervise(shared, record, claim, correlation_id, job, drain).await;
     drop(permit);
 }

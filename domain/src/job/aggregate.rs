@@ -49,6 +49,10 @@ pub struct JobRecord {
     pub attempts: u32,
     /// Attempts before giving up.
     pub max_attempts: u32,
+    /// Attempts given back unfinished by a worker shutting down: they do not count
+    /// against `max_attempts`.
+    #[serde(default)]
+    pub releases: u32,
     /// Earliest start of the next attempt, once dispatched.
     pub scheduled_for: Option<DateTime<Utc>>,
     /// When it was handed to the workers.
@@ -67,6 +71,13 @@ pub struct JobRecord {
     pub completed_at: Option<DateTime<Utc>>,
     /// When any event last touched it.
     pub updated_at: DateTime<Utc>,
+}
+
+impl JobRecord {
+    /// Attempts that ended otherwise than by a release (the running one included).
+    pub fn failed_attempts(&self) -> u32 {
+        self.attempts.saturating_sub(self.releases)
+    }
 }
 
 /// The job aggregate's lifecycle.
@@ -238,9 +249,10 @@ impl Job {
             return Ok(());
         }
         let attempt = record.attempts;
+        let failed = record.failed_attempts();
         let retry_at = match retry {
-            RetryPolicy::Backoff { base_ms } if attempt < record.max_attempts => {
-                Some(at + backoff_after(attempt, base_ms))
+            RetryPolicy::Backoff { base_ms } if failed < record.max_attempts => {
+                Some(at + backoff_after(failed, base_ms))
             }
             RetryPolicy::Backoff { .. } | RetryPolicy::Never => None,
         };
@@ -384,15 +396,14 @@ impl Job {
                 at,
             }
         } else {
-            let attempt = record.attempts;
             JobEvent::JobFailed {
                 error: format!(
                     "lease of worker {worker} expired at {}: the worker stopped without reporting",
                     lease_until.to_rfc3339()
                 ),
                 traceback: None,
-                attempt,
-                retry_at: (attempt < record.max_attempts).then_some(at),
+                attempt: record.attempts,
+                retry_at: (record.failed_attempts() < record.max_attempts).then_some(at),
                 at,
             }
         };
@@ -595,6 +606,7 @@ impl Aggregate for Job {
                 traceback: None,
                 attempts: 0,
                 max_attempts,
+                releases: 0,
                 scheduled_for: None,
                 dispatched_at: None,
                 worker_id: None,
@@ -676,6 +688,7 @@ impl Aggregate for Job {
             JobEvent::JobCancelRequested { .. } => job.cancel_requested = true,
             JobEvent::JobLeaseRenewed { lease_until, .. } => job.lease_until = Some(lease_until),
             JobEvent::JobReleased { at, .. } => {
+                job.releases += 1;
                 job.status = JobStatus::Pending;
                 job.scheduled_for = Some(at);
                 job.lease_until = None;
@@ -2270,6 +2283,49 @@ mod tests {
             .when_async(start(at(3)))
             .await
             .then_expect_events(vec![started(2, at(3))]);
+    }
+
+    #[tokio::test]
+    async fn a_released_attempt_does_not_count_against_max_attempts() {
+        let events = vec![
+            created_with(1),
+            dispatched(1),
+            started(1, at(2)),
+            JobEvent::JobReleased {
+                worker_id: WORKER.into(),
+                attempt: 1,
+                reason: "shutting down".into(),
+                at: at(3),
+            },
+            started(2, at(3)),
+        ];
+        let result = Spec::with(())
+            .given(events.clone())
+            .when_async(by_worker(
+                2,
+                WorkerAction::Fail {
+                    error: "boom".into(),
+                    traceback: None,
+                    retry: RetryPolicy::Backoff { base_ms: 1000 },
+                },
+                at(4),
+            ))
+            .await
+            .inspect_result();
+        assert!(result.is_ok());
+        // max_attempts 1, one real attempt: given up, not retried.
+        let mut job = replay(events);
+        assert_eq!(job.live().unwrap().failed_attempts(), 1);
+        let sink = EventSink::default();
+        job.handle(fail(4), &(), &sink).await.unwrap();
+        assert!(matches!(
+            sink.collect().await.as_slice(),
+            [JobEvent::JobFailed {
+                retry_at: None,
+                attempt: 2,
+                ..
+            }]
+        ));
     }
 
     #[tokio::test]

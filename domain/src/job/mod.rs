@@ -24,7 +24,7 @@ mod error;
 mod events;
 mod parameters;
 
-pub use aggregate::{Job, JobRecord};
+pub use aggregate::{Job, JobRecord, EXTERNAL_WORKER};
 pub use commands::{JobCommand, JobPatch, RetryPolicy, WorkerAction, WorkerClaim};
 pub use error::JobError;
 pub use events::JobEvent;

@@ -53,10 +53,11 @@ impl ExportFormat {
         }
     }
 
-    /// Where the export of job `job_id` is written, relative to the data directory:
-    /// `artifacts/<job_id>.<format>`.
-    pub fn artifact_path(self, job_id: &str) -> String {
-        format!("artifacts/{job_id}.{}", self.as_str())
+    /// Where attempt `attempt` of export job `job_id` writes its file, relative to the
+    /// data directory: `artifacts/<job_id>-<attempt>.<format>`. One file per attempt, so
+    /// an attempt that lost its claim can never overwrite the one that completed.
+    pub fn artifact_path(self, job_id: &str, attempt: u32) -> String {
+        format!("artifacts/{job_id}-{attempt}.{}", self.as_str())
     }
 }
 

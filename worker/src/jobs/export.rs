@@ -1,7 +1,7 @@
 //! `export` and `batch_export`: a project's technologies (or several projects', in one
 //! file) from `technology_view`, as JSON or CSV, written to
-//! `<data_dir>/artifacts/<job_id>.<format>` (through a temporary file renamed into place
-//! once synced). The result names the file with its rows, bytes and sha256;
+//! `<data_dir>/artifacts/<job_id>-<attempt>.<format>` (through a temporary file renamed
+//! into place once synced). The result names the file with its rows, bytes and sha256;
 //! `GET /api/v1/jobs/{id}/artifact` serves it.
 //!
 //! JSON: one array of objects. CSV (RFC 4180, CRLF line ends): a header row, then one
@@ -70,11 +70,19 @@ pub(crate) async fn export(
     projects: &[ProjectId],
     format: ExportFormat,
 ) -> Result<Value, JobFailure> {
-    let relative = format.artifact_path(&context.id);
+    let relative = format.artifact_path(&context.id, context.attempt);
     let path = context.data_dir.join(&relative);
     let partial = path.with_extension(format!("{}.part", format.as_str()));
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    }
+    // Earlier attempts that were aborted mid-write left their partial files behind.
+    for earlier in 1..context.attempt {
+        let stale = context
+            .data_dir
+            .join(format.artifact_path(&context.id, earlier))
+            .with_extension(format!("{}.part", format.as_str()));
+        let _ = tokio::fs::remove_file(stale).await;
     }
     let ids: Vec<i64> = projects.iter().map(|p| p.get()).collect();
     let total: i64 =

@@ -3,9 +3,10 @@
 //! Headers: `Content-Type: application/json`, `X-CC-Signature: sha256=<hex>` (HMAC-SHA256
 //! of the exact body with the configured secret), `X-CC-Job-Id` (the same on every
 //! attempt, so a receiver can drop repeats) and `X-CC-Attempt`. A 2xx completes the job;
-//! a 5xx, a timeout or a network error fails the attempt retryably (the job is re-queued
-//! with backoff while attempts remain); any other status fails the job at once.
-//! Redirects are not followed.
+//! a 5xx, 408, 429, a timeout or a network error fails the attempt retryably (the job is
+//! re-queued with backoff while attempts remain); any other status fails the job at once.
+//! Redirects are not followed. Private, loopback and link-local destinations are refused
+//! unless the deployment allows them (`destinations.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,11 @@ pub(crate) async fn deliver(
             "no webhook secret is configured (CC_WEBHOOK_SECRET): deliveries are always signed",
         ));
     };
+    if !context.webhook_allow_private {
+        if let Some(why) = crate::destinations::refused(url).await {
+            return Err(JobFailure::permanent(why));
+        }
+    }
     let body = serde_json::to_vec(payload)
         .map_err(|e| JobFailure::permanent(format!("cannot encode the payload: {e}")))?;
     let request = context
@@ -71,19 +77,28 @@ pub(crate) async fn deliver(
             "elapsed_ms": elapsed_ms,
         }));
     }
-    let snippet: String = response
-        .text()
-        .await
-        .unwrap_or_default()
-        .chars()
-        .take(200)
-        .collect();
+    let snippet = body_start(response).await;
     let error = format!("webhook to {url} answered {status}: {snippet}");
-    if status.is_server_error() {
+    let retryable = status.is_server_error()
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+    if retryable {
         Err(JobFailure::retryable(error))
     } else {
         Err(JobFailure::permanent(error))
     }
+}
+
+/// The first 200 characters of the body, reading at most 4 KiB of it.
+async fn body_start(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < 4096 {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&bytes).chars().take(200).collect()
 }
 
 #[cfg(test)]
