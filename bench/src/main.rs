@@ -15,6 +15,8 @@
 //!
 //! Latencies are reported as p50/p99/max from an HDR histogram.
 
+mod load;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -107,6 +109,85 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         step_ms: u64,
     },
+    /// Closed-loop GET load on one URL path: req/s and latency percentiles.
+    HttpLoad {
+        /// Base URL of the service (must be on this machine).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Path and query to GET.
+        #[arg(long)]
+        path: String,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Seconds of load before measuring.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Name of the result line.
+        #[arg(long, default_value = "http_load")]
+        name: String,
+    },
+    /// Closed-loop command load: `technologies` (POST, unique titles) or `progress`
+    /// (PATCH progress on running jobs, one per client at a time).
+    WriteLoad {
+        /// Base URL of the service (must be on this machine).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// `technologies` or `progress`.
+        #[arg(long)]
+        kind: String,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Seconds of load before measuring.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+    },
+    /// Serve a fixed 20-item JSON page on `GET /page` (the HTTP ceiling).
+    FixedServer {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:18100")]
+        listen: String,
+    },
+    /// Core NATS publish → subscribe round trips (the push ceiling).
+    NatsRtt {
+        /// NATS server.
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// Round trips.
+        #[arg(long, default_value_t = 5000)]
+        samples: u64,
+    },
+    /// Walk a jobs list to a depth and print the cursor there.
+    DeepCursor {
+        /// Base URL of the service (must be on this machine).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Path and query of the list (with a `?`).
+        #[arg(long)]
+        path: String,
+        /// Rows deep.
+        #[arg(long)]
+        depth: u64,
+    },
+    /// Hold idle WebSocket clients and report the server's RSS per client.
+    IdleSockets {
+        /// Base URL of the service (must be on this machine).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The server's process id (its RSS is read from /proc).
+        #[arg(long)]
+        pid: u32,
+        /// Clients to open.
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+    },
     /// Delete the JetStream stream of a subject prefix (benchmark clean-up).
     DropStream {
         /// NATS server.
@@ -139,6 +220,27 @@ fn report(name: &str, histogram: &Histogram<u64>) {
         ms(histogram.value_at_quantile(0.50)),
         ms(histogram.value_at_quantile(0.99)),
         ms(histogram.max())
+    );
+    let slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    println!(
+        "result {} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} n={}",
+        slug.split('_')
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("_"),
+        ms(histogram.value_at_quantile(0.50)),
+        ms(histogram.value_at_quantile(0.99)),
+        ms(histogram.max()),
+        histogram.len()
     );
 }
 
@@ -338,6 +440,10 @@ async fn wait_jobs(url: &str, jobs: u64, project_id: i64, timeout: Duration) -> 
                 completed as f64 / seconds,
                 completed as f64 / seconds * 3600.0
             );
+            println!(
+                "result noop_jobs jobs={completed} seconds={seconds:.2} jobs_per_hour={:.0}",
+                completed as f64 / seconds * 3600.0
+            );
             return Ok(());
         }
         if started.elapsed() > timeout {
@@ -465,5 +571,50 @@ async fn main() -> anyhow::Result<()> {
             nats_url,
             nats_prefix,
         } => drop_stream(&nats_url, &nats_prefix).await,
+        Command::HttpLoad {
+            url,
+            path,
+            clients,
+            seconds,
+            warmup,
+            name,
+        } => {
+            loopback_only(&url)?;
+            let target = format!("{url}{path}");
+            load::run_load(
+                &name,
+                &url,
+                load::Request::Get(target),
+                clients,
+                seconds,
+                warmup,
+            )
+            .await
+        }
+        Command::WriteLoad {
+            url,
+            kind,
+            clients,
+            seconds,
+            warmup,
+        } => {
+            loopback_only(&url)?;
+            let (name, request) = match kind.as_str() {
+                "technologies" => ("post_technologies", load::Request::CreateTechnology),
+                "progress" => ("job_progress", load::Request::Progress),
+                other => bail!("unknown kind {other:?}: technologies or progress"),
+            };
+            load::run_load(name, &url, request, clients, seconds, warmup).await
+        }
+        Command::FixedServer { listen } => load::fixed_server(&listen).await,
+        Command::NatsRtt { nats_url, samples } => load::nats_rtt(&nats_url, samples).await,
+        Command::DeepCursor { url, path, depth } => {
+            loopback_only(&url)?;
+            load::deep_cursor(&url, &path, depth).await
+        }
+        Command::IdleSockets { url, pid, clients } => {
+            loopback_only(&url)?;
+            load::idle_sockets(&url, pid, clients).await
+        }
     }
 }

@@ -7,6 +7,8 @@
 //!   that already holds a list (written by early builds of this service) passes unchanged.
 
 use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster, SerializedEvent};
+use std::sync::OnceLock;
+
 use serde_json::Value;
 
 /// The shape of the aggregates' serialized state, for snapshots: change it whenever a
@@ -30,6 +32,15 @@ pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
 /// `payload` of an event stored as `event_type` `event_version`, upcast to the current
 /// version.
 pub fn upcast_payload(event_type: &str, event_version: &str, payload: Value) -> Value {
+    static UPCASTERS: OnceLock<Vec<Box<dyn EventUpcaster>>> = OnceLock::new();
+    let upcasters = UPCASTERS.get_or_init(upcasters);
+    // The hot path (projections, rebuilds): current payloads pass without a copy.
+    if !upcasters
+        .iter()
+        .any(|u| u.can_upcast(event_type, event_version))
+    {
+        return payload;
+    }
     let mut event = SerializedEvent::new(
         String::new(),
         0,
@@ -39,7 +50,7 @@ pub fn upcast_payload(event_type: &str, event_version: &str, payload: Value) -> 
         payload,
         Value::Null,
     );
-    for upcaster in upcasters() {
+    for upcaster in upcasters {
         if upcaster.can_upcast(&event.event_type, &event.event_version) {
             event = upcaster.upcast(event);
         }

@@ -156,19 +156,24 @@ pub async fn rebuild<M: ReadModel>(
     let mut position = Position::ZERO;
     let mut applied: u64 = 0;
     let mut last_log = Instant::now();
-    loop {
-        let events = read_feed_of(pool, M::AGGREGATE_TYPE, position, batch_size).await?;
-        let Some(last) = events.last().map(|e| e.position) else {
-            break;
+    let mut events = read_feed_of(pool, M::AGGREGATE_TYPE, position, batch_size).await?;
+    while let Some(last) = events.last().map(|e| e.position) {
+        // The next batch is read while this one is applied (two connections, so the
+        // database reads and writes at once while this process folds).
+        let apply = async {
+            let mut tx = pool.begin().await?;
+            use_shadow::<M>(&mut tx).await?;
+            // A crash loses nothing that matters: a rebuild starts over from scratch.
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+            model.apply(&mut tx, &events).await?;
+            tx.commit().await?;
+            Ok::<_, ProjectionError>(())
         };
-        let mut tx = pool.begin().await?;
-        use_shadow::<M>(&mut tx).await?;
-        // A crash loses nothing that matters: a rebuild starts over from scratch.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-        model.apply(&mut tx, &events).await?;
-        tx.commit().await?;
+        let read = read_feed_of(pool, M::AGGREGATE_TYPE, last, batch_size);
+        let (done, next) = tokio::join!(apply, read);
+        done?;
         position = last;
         applied += events.len() as u64;
         bar.inc(events.len() as u64);
@@ -176,6 +181,7 @@ pub async fn rebuild<M: ReadModel>(
             tracing::info!(read_model = M::NAME, applied, total, "rebuild progress");
             last_log = Instant::now();
         }
+        events = next?;
     }
 
     bar.set_message(format!("indexing {}", M::NAME));

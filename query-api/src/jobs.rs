@@ -18,7 +18,7 @@ use crate::cache::CacheKey;
 use crate::consistency::{wait_until_reached, MinPosition};
 use crate::cursor::Cursor;
 use crate::params::Params;
-use crate::response::{cached_or, json_response, position_columns, read_position};
+use crate::response::{cached_or, json_response, position_columns, read_position, RawJson};
 use crate::QueryState;
 
 /// Default page size.
@@ -81,8 +81,9 @@ async fn page(
         .transpose()?;
     let key = CacheKey::new(endpoint, &["job_view"], filters.project_id, &params.0);
     cached_or(state, key, min, VIEWS, |pool| async move {
+        // Rows come back as JSON text and are spliced into the answer unparsed.
         let mut qb = QueryBuilder::<Postgres>::new(
-            "WITH page AS (SELECT to_jsonb(j) AS row, j.id, j.created_position FROM job_view j WHERE true",
+            "WITH page AS (SELECT to_jsonb(j)::text AS row, j.id, j.created_position FROM job_view j WHERE true",
         );
         filters.push(&mut qb);
         if let Some(cursor) = &cursor {
@@ -102,32 +103,38 @@ async fn page(
         let first = rows.first().ok_or_else(|| ApiError::Internal("page query returned no row".into()))?;
         let total: i64 = first.try_get("total")?;
         let position = read_position(first)?;
-        let mut jobs = Vec::with_capacity(rows.len());
-        let mut keys = Vec::with_capacity(rows.len());
+        let mut jobs = String::with_capacity(rows.len() * 1024 + 2);
+        let mut count = 0_i64;
+        let mut last_key = None;
+        let mut more = false;
         for row in &rows {
-            let Some(job) = row.try_get::<Option<Value>, _>("row")? else { continue };
-            keys.push((row.try_get::<String, _>("created_position")?, row.try_get::<String, _>("id")?));
-            jobs.push(job);
-        }
-        let next_cursor = (jobs.len() as i64 > limit).then(|| {
-            jobs.truncate(limit as usize);
-            let (value, id) = keys.swap_remove(limit as usize - 1);
-            Cursor {
-                sort: SORT.into(),
-                value,
-                id,
+            let Some(job) = row.try_get::<Option<String>, _>("row")? else { continue };
+            if count == limit {
+                more = true;
+                break;
             }
-            .encode()
-        });
-        let body = json!({
-            "jobs": jobs,
-            "total": total,
-            "skip": skip,
-            "limit": limit,
-            "next_cursor": next_cursor,
-            "position": position,
-        });
-        Ok((body, vec![position]))
+            jobs.push(if count == 0 { '[' } else { ',' });
+            jobs.push_str(&job);
+            count += 1;
+            last_key = Some((row.try_get::<String, _>("created_position")?, row.try_get::<String, _>("id")?));
+        }
+        jobs.push_str(if count == 0 { "[]" } else { "]" });
+        let next_cursor = match (more, last_key) {
+            (true, Some((value, id))) => Value::String(
+                Cursor {
+                    sort: SORT.into(),
+                    value,
+                    id,
+                }
+                .encode(),
+            ),
+            _ => Value::Null,
+        };
+        let body = format!(
+            "{{\"jobs\":{jobs},\"total\":{total},\"skip\":{skip},\"limit\":{limit},\"next_cursor\":{next_cursor},\"position\":{}}}",
+            Value::String(position.to_string())
+        );
+        Ok((RawJson(body), vec![position]))
     })
     .await
 }

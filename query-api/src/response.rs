@@ -65,7 +65,31 @@ pub fn json_response(body: &Value, position: Position, pool: &ChosenPool) -> Res
 /// Serves `key` from the cache, or computes it with `fetch` on a chosen pool (after the
 /// read-your-writes wait) and caches it. `views` are `(read model, aggregate type)`
 /// pairs; `fetch` returns the body and each read model's position, in that order.
-pub async fn cached_or<F, Fut>(
+/// A JSON answer body: a value to serialize, or JSON text already assembled (from rows
+/// PostgreSQL rendered as JSON, passed through without parsing).
+pub trait IntoJsonBytes {
+    /// The body's bytes.
+    fn into_json_bytes(self) -> Result<Bytes, ApiError>;
+}
+
+impl IntoJsonBytes for Value {
+    fn into_json_bytes(self) -> Result<Bytes, ApiError> {
+        serde_json::to_vec(&self)
+            .map(Bytes::from)
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+}
+
+/// JSON text that is valid by construction.
+pub struct RawJson(pub String);
+
+impl IntoJsonBytes for RawJson {
+    fn into_json_bytes(self) -> Result<Bytes, ApiError> {
+        Ok(Bytes::from(self.0))
+    }
+}
+
+pub async fn cached_or<F, Fut, B>(
     state: &QueryState,
     key: CacheKey,
     min: MinPosition,
@@ -74,7 +98,8 @@ pub async fn cached_or<F, Fut>(
 ) -> Result<Response, ApiError>
 where
     F: FnOnce(ChosenPool) -> Fut,
-    Fut: Future<Output = Result<(Value, Vec<Position>), ApiError>>,
+    Fut: Future<Output = Result<(B, Vec<Position>), ApiError>>,
+    B: IntoJsonBytes,
 {
     if let Some(hit) = state.cache.get(&key, min.0) {
         state.metrics.cache_hits.inc();
@@ -94,8 +119,7 @@ where
     let source = pool.name.clone();
     let (body, positions) = fetch(pool).await?;
     let position = positions.iter().copied().min().unwrap_or(Position::ZERO);
-    let bytes =
-        Bytes::from(serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?);
+    let bytes = body.into_json_bytes()?;
     state.cache.put(key, generation, positions, bytes.clone());
     Ok(bytes_response(bytes, position, &source))
 }

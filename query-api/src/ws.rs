@@ -100,7 +100,7 @@ pub async fn job_socket(
     Path(job_id): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    ws.on_upgrade(move |socket| follow_job(state, job_id, socket))
+    lean(ws).on_upgrade(move |socket| follow_job(state, job_id, socket))
 }
 
 async fn follow_job(state: QueryState, job_id: String, mut socket: WebSocket) {
@@ -304,10 +304,22 @@ fn push_message(topic: &str, change: &ViewChange) -> Value {
     })
 }
 
+/// Buffers sized for what our sockets carry: clients send small control messages, and
+/// every push is written out at once. The library defaults (128 KiB read and write
+/// buffers, 64 MiB messages) would cost about 130 KiB per idle client and accept huge
+/// frames.
+fn lean(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
+}
+
 /// `GET /api/v1/ws`.
 #[utoipa::path(get, path = "/api/v1/ws", tag = "push", responses((status = 101, description = "WebSocket: subscribe to jobs:<project_id>, job:<id>, technologies:<project_id>; change and lagged messages")))]
 pub async fn multiplexed_socket(State(state): State<QueryState>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| serve_socket(state, socket))
+    lean(ws).on_upgrade(move |socket| serve_socket(state, socket))
 }
 
 async fn serve_socket(state: QueryState, mut socket: WebSocket) {

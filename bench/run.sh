@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Every performance goal of CommandCenter in one run, each next to a ceiling measured in
+# the same run on the same machine, so results are ratios that survive a noisy machine.
+#
+#   bench/run.sh --quick   small data, under 5 minutes
+#   bench/run.sh --full    500,000+ jobs (about 2.9 M events), 10,000 and 18,000 sockets
+#
+# Finds or starts PostgreSQL and NATS (like scripts/run.sh), builds the release binaries,
+# uses fresh databases and subject prefixes and removes them afterwards. Writes
+# bench/results/<date>-<commit>-<mode>.md and prints it.
+set -euo pipefail
+source "$(dirname "$0")/../scripts/lib/services.sh"
+
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+MODE=quick
+case "${1:-}" in
+    "" | --quick) MODE=quick ;;
+    --full) MODE=full ;;
+    -h | --help) usage; exit 0 ;;
+    *) die "unknown option $1 (use --quick or --full; --help explains)" ;;
+esac
+if [ "$MODE" = quick ]; then
+    TECHS=5000; JOBS=60000; DEPTH=25000; SECS=6; WARMUP=1; NOOP_JOBS=20000
+    SOCKETS="2000 5000"; WS_SAMPLES=1000
+else
+    TECHS=50000; JOBS=520000; DEPTH=500000; SECS=15; WARMUP=3; NOOP_JOBS=100000
+    SOCKETS="10000 18000"; WS_SAMPLES=3000
+fi
+
+ensure_rust
+ensure_postgres
+ensure_nats
+cd "$CC_ROOT"
+say "building (release)"
+cargo build --release --quiet -p commandcenter -p commandcenter-bench
+BIN="${CARGO_TARGET_DIR:-$CC_ROOT/target}/release"
+command -v pgbench >/dev/null || PATH="$(pg_bindir):$PATH"
+command -v pgbench >/dev/null || die "pgbench not found (it comes with PostgreSQL's client tools)"
+
+RUN="ccbench$$"
+WORK="$(mktemp -d)"
+RESULTS="$WORK/results.txt"
+: >"$RESULTS"
+export NATS_URL
+pids=()
+databases=()
+prefixes=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    for db in "${databases[@]}"; do
+        psql "$PG_SERVER_URL/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+    for prefix in "${prefixes[@]}"; do
+        "$BIN/cc-bench" drop-stream --nats-url "$NATS_URL" --nats-prefix "$prefix" >/dev/null 2>&1 || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+record() { tee -a "$WORK/log.txt" | grep '^result ' >>"$RESULTS" || true; }
+# val NAME KEY: a value from the collected result lines.
+val() {
+    awk -v n="$1" -v k="$2" '$1 == "result" && $2 == n {
+        for (i = 3; i <= NF; i++) { split($i, a, "="); if (a[1] == k) v = a[2] } }
+        END { print v }' "$RESULTS"
+}
+put() { echo "result $*" >>"$RESULTS"; }
+new_db() { local db="${RUN}_$1"; databases+=("$db"); echo "$PG_SERVER_URL/$db"; }
+
+# start_service NAME PORT DB_URL [serve flags...]: starts `serve` in the background.
+start_service() {
+    local name="$1" port="$2" url="$3"
+    shift 3
+    prefixes+=("${RUN}$name")
+    DATABASE_URL="$url" CC_NATS_PREFIX="${RUN}$name" CC_DATA_DIR="$WORK/data-$name" \
+        CC_LOG_FORMAT=json RUST_LOG=warn CC_LISTEN_ADDR="127.0.0.1:$port" \
+        "$BIN/commandcenter" serve "$@" >"$WORK/$name.log" 2>&1 &
+    SERVICE_PID=$!
+    pids+=("$SERVICE_PID")
+    for _ in $(seq 1 150); do
+        curl -fs "http://127.0.0.1:$port/health/live" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    die "service $name did not start (see $WORK/$name.log)"
+}
+stop_service() { kill "$SERVICE_PID" 2>/dev/null || true; wait "$SERVICE_PID" 2>/dev/null || true; }
+wait_caught_up() {
+    for _ in $(seq 1 1500); do
+        local behind
+        behind=$(DATABASE_URL="$1" "$BIN/commandcenter" projections status --nats-prefix "$2" --json |
+            awk -F: '/lag_events/ { gsub(/[ ,]/, "", $2); s += $2 } END { print s + 0 }')
+        [ "$behind" = 0 ] && return 0
+        sleep 0.2
+    done
+    die "the projections did not catch up"
+}
+
+# --- ceilings ----------------------------------------------------------------------
+say "ceiling: HTTP (fixed 20-item JSON page, 64 clients)"
+"$BIN/cc-bench" fixed-server --listen 127.0.0.1:18100 &
+pids+=($!)
+sleep 0.5
+"$BIN/cc-bench" http-load --url http://127.0.0.1:18100 --path /page --clients 64 \
+    --seconds "$SECS" --warmup "$WARMUP" --name ceiling_http | record
+
+say "ceiling: append (pgbench single-row INSERT into an events-shaped table, 32 clients)"
+CEILING_DB="$(new_db ceiling)"
+psql "$PG_SERVER_URL/postgres" -qc "CREATE DATABASE \"${RUN}_ceiling\"" >/dev/null
+psql "$CEILING_DB" -q -f bench/pgbench/events_shape.sql >/dev/null
+tps=$(pgbench -n -c 32 -j 2 -T "$SECS" -f bench/pgbench/insert_event.sql "$CEILING_DB" 2>/dev/null |
+    awk '/^tps = / { print $3 }')
+put ceiling_append "tps=$tps"
+
+say "ceiling: push (core NATS publish -> subscribe round trip)"
+"$BIN/cc-bench" nats-rtt --nats-url "$NATS_URL" --samples 5000 | record
+
+# --- read scenarios on a seeded store -------------------------------------------------
+READ_DB="$(new_db read)"
+say "seeding $TECHS technologies and $JOBS jobs"
+DATABASE_URL="$READ_DB" "$BIN/commandcenter" demo seed --projects 1 \
+    --technologies "$TECHS" --jobs "$JOBS" | tee -a "$WORK/log.txt"
+say "scenario 6: projections rebuild over the seeded store"
+for view in technology_view job_view; do
+    DATABASE_URL="$READ_DB" "$BIN/commandcenter" projections rebuild "$view" 2>/dev/null |
+        tee -a "$WORK/log.txt" |
+        awk -v v="$view" '{ print "result rebuild_" v " events=" $2 " seconds=" $5 }' >>"$RESULTS"
+done
+
+say "ceiling: read (pgbench running the jobs endpoint's page statement, 64 clients)"
+tps=$(pgbench -n -c 64 -j 2 -T "$SECS" -f bench/pgbench/jobs_keyset.sql "$READ_DB" 2>/dev/null |
+    awk '/^tps = / { print $3 }')
+put ceiling_read "tps=$tps"
+
+JOBS_PATH="/api/v1/jobs?project_id=1&status_filter=completed"
+say "scenarios 1-2: jobs list, page 1 and $DEPTH rows deep, uncached, 64 clients"
+start_service read 18101 "$READ_DB" --no-relay --no-projectors --no-workers --cache-entries 0
+"$BIN/cc-bench" http-load --url http://127.0.0.1:18101 --path "$JOBS_PATH" --clients 64 \
+    --seconds "$SECS" --warmup "$WARMUP" --name jobs_page1 | record
+cursor=$("$BIN/cc-bench" deep-cursor --url http://127.0.0.1:18101 --path "$JOBS_PATH" \
+    --depth "$DEPTH" | awk '{ for (i = 3; i <= NF; i++) if ($i ~ /^cursor=/) print substr($i, 8) }')
+"$BIN/cc-bench" http-load --url http://127.0.0.1:18101 --path "$JOBS_PATH&cursor=$cursor" \
+    --clients 64 --seconds "$SECS" --warmup "$WARMUP" --name jobs_deep | record
+stop_service
+
+say "scenarios 3 and 7: cached dashboard, 64 clients; idle WebSocket clients"
+start_service cached 18102 "$READ_DB" --no-relay --no-projectors --no-workers
+"$BIN/cc-bench" http-load --url http://127.0.0.1:18102 --path "/api/v1/dashboard/stats?project_id=1" \
+    --clients 64 --seconds "$SECS" --warmup "$WARMUP" --name dashboard_cached | record
+for n in $SOCKETS; do
+    "$BIN/cc-bench" idle-sockets --url http://127.0.0.1:18102 --pid "$SERVICE_PID" --clients "$n" | record
+done
+stop_service
+
+# --- write scenarios on a fresh store -------------------------------------------------
+WRITE_DB="$(new_db write)"
+say "scenarios 4-5: commands (32 clients) and command -> WebSocket latency"
+start_service write 18103 "$WRITE_DB" --no-workers
+"$BIN/cc-bench" write-load --url http://127.0.0.1:18103 --kind technologies --clients 32 \
+    --seconds "$SECS" --warmup "$WARMUP" | record
+"$BIN/cc-bench" write-load --url http://127.0.0.1:18103 --kind progress --clients 32 \
+    --seconds "$SECS" --warmup "$WARMUP" | record
+wait_caught_up "$WRITE_DB" "${RUN}write"
+"$BIN/cc-bench" ws-latency --url http://127.0.0.1:18103 --samples "$WS_SAMPLES" | record
+stop_service
+
+say "ceiling of our write path: pgbench sending the executor's statements for a create, 32 clients"
+PATH_DB="$(new_db path)"
+DATABASE_URL="$PATH_DB" "$BIN/commandcenter" migrate >/dev/null 2>&1
+tps=$(pgbench -n -c 32 -j 2 -T "$SECS" -f bench/pgbench/command_path.sql "$PATH_DB" 2>/dev/null |
+    awk '/^tps = / { print $3 }')
+put ceiling_command_path "tps=$tps"
+
+say "scenario 8: $NOOP_JOBS noop jobs through one worker process"
+JOBS_DB="$(new_db jobs)"
+start_service jobs 18104 "$JOBS_DB" --no-workers
+"$BIN/cc-bench" submit-jobs --url http://127.0.0.1:18104 --jobs "$NOOP_JOBS" | tee -a "$WORK/log.txt"
+DATABASE_URL="$JOBS_DB" CC_NATS_PREFIX="${RUN}jobs" CC_DATA_DIR="$WORK/data-jobs" RUST_LOG=warn \
+    "$BIN/commandcenter" worker >"$WORK/worker.log" 2>&1 &
+pids+=($!)
+"$BIN/cc-bench" wait-jobs --url http://127.0.0.1:18104 --jobs "$NOOP_JOBS" | record
+stop_service
+
+# --- the table ------------------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f%%", 100 * a / b; else print "-" }'; }
+times() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else print "-" }'; }
+check() { awk "BEGIN { exit !($1) }" && echo yes || echo no; }
+
+s1=$(val jobs_page1 rps); s1p50=$(val jobs_page1 p50_ms); s1p99=$(val jobs_page1 p99_ms)
+s2=$(val jobs_deep rps); s2p50=$(val jobs_deep p50_ms); s2p99=$(val jobs_deep p99_ms)
+s3=$(val dashboard_cached rps); s3p99=$(val dashboard_cached p99_ms)
+s4=$(val post_technologies rps); s4p99=$(val post_technologies p99_ms)
+s4b=$(val job_progress rps); s4bp99=$(val job_progress p99_ms)
+path=$(val ceiling_command_path tps)
+s5p50=$(val progress_2xx_websocket_message p50_ms); s5p99=$(val progress_2xx_websocket_message p99_ms)
+s5max=$(val progress_2xx_websocket_message max_ms)
+http=$(val ceiling_http rps); append=$(val ceiling_append tps); read=$(val ceiling_read tps)
+natsp99=$(val nats_rtt p99_ms)
+rebuild=$(awk '$1 == "result" && $2 ~ /^rebuild_/ { for (i = 3; i <= NF; i++) { split($i, a, "=");
+    if (a[1] == "events") e += a[2]; if (a[1] == "seconds") s += a[2] } } END { if (s > 0) printf "%.0f", e / s }' "$RESULTS")
+jobs_hour=$(val noop_jobs jobs_per_hour)
+last_ws=${SOCKETS##* }
+ws_kib=$(val "idle_ws_$last_ws" per_client_kib)
+ws_all=""
+for n in $SOCKETS; do ws_all="$ws_all $n: $(val "idle_ws_$n" per_client_kib) KiB;"; done
+
+commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' || echo -dirty)"
+mkdir -p bench/results
+OUT="bench/results/$(date -u +%Y-%m-%d)-$commit-$MODE.md"
+{
+    echo "# Benchmark results: $MODE run, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $commit"
+    echo
+    echo "Machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)."
+    echo "Data: $TECHS technologies and $JOBS jobs in one project (read scenarios); fresh stores for the write scenarios. Load: closed-loop clients, ${SECS} s measured after ${WARMUP} s of warm-up. Command: \`bench/run.sh --$MODE\`."
+    echo
+    echo "| # | Scenario | Figure | Ceiling (same run) | Ratio | Target | Met |"
+    echo "|---|---|---|---|---|---|---|"
+    echo "| 1 | \`GET $JOBS_PATH\` page 1, uncached, 64 clients | $s1 req/s, p50 $s1p50 ms, p99 $s1p99 ms | pgbench same statement: $read tps | $(ratio "$s1" "$read") | ≥ 70%, p99 ≤ 10 ms | $(check "$s1 >= 0.7 * $read && $s1p99 <= 10") |"
+    echo "| 2 | same, cursor $DEPTH rows deep | $s2 req/s, p50 $s2p50 ms, p99 $s2p99 ms | scenario 1 | p50 $(times "$s2p50" "$s1p50"), p99 $(times "$s2p99" "$s1p99") | ≤ 1.2 × scenario 1 | $(check "$s2p50 <= 1.2 * $s1p50 && $s2p99 <= 1.2 * $s1p99") |"
+    echo "| 3 | \`GET /api/v1/dashboard/stats?project_id=1\` from the cache, 64 clients | $s3 req/s, p99 $s3p99 ms | axum fixed 20-item page: $http req/s | $(ratio "$s3" "$http") | ≥ 40% | $(check "$s3 >= 0.4 * $http") |"
+    echo "| 4 | \`POST /api/v1/technologies\`, 32 clients | $s4 commands/s, p99 $s4p99 ms | pgbench events-shaped INSERT: $append tps | $(ratio "$s4" "$append") | ≥ 50%, p99 ≤ 10 ms | $(check "$s4 >= 0.5 * $append && $s4p99 <= 10") |"
+    echo "| 4b | job progress \`PATCH\`, 32 clients | $s4b commands/s, p99 $s4bp99 ms | same | $(ratio "$s4b" "$append") | ≥ 50%, p99 ≤ 10 ms | $(check "$s4b >= 0.5 * $append && $s4bp99 <= 10") |"
+    echo "| 4c | our write path alone: pgbench sending the executor's statements for a create (load, BEGIN, INSERT with hash trigger, claim, COMMIT), 32 clients | $path tps | pgbench events-shaped INSERT | $(ratio "$path" "$append") | (diagnostic: bounds 4) | - |"
+    echo "| 5 | command 2xx → job WebSocket message | p50 $s5p50 ms, p99 $s5p99 ms, max $s5max ms | NATS round trip p99 $natsp99 ms | - | p99 ≤ 20 ms | $(check "$s5p99 <= 20") |"
+    echo "| 6 | \`projections rebuild\` (both views) over the seeded store | $rebuild events/s | - | - | ≥ 100,000 events/s | $(check "$rebuild >= 100000") |"
+    echo "| 7 | idle WebSocket clients, server RSS per client | $ws_all | - | - | ≤ 30 KiB at 20,000 | $(check "${ws_kib:-999} <= 30") (at $last_ws) |"
+    echo "| 8 | \`noop\` jobs through one worker process | $jobs_hour jobs/hour | - | - | ≥ 500,000 jobs/hour | $(check "${jobs_hour:-0} >= 500000") |"
+    echo
+    echo "Raw result lines:"
+    echo
+    echo '```'
+    cat "$RESULTS"
+    echo '```'
+} >"$OUT"
+if [ "$MODE" = full ]; then
+    cp "$OUT" bench/results/LATEST.md
+fi
+cat "$OUT"
+say "written to $OUT"
