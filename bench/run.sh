@@ -147,10 +147,14 @@ say "scenarios 3 and 7: cached dashboard, 64 clients; idle WebSocket clients"
 start_service cached 18102 "$READ_DB" --no-relay --no-projectors --no-workers
 "$BIN/cc-bench" http-load --url http://127.0.0.1:18102 --path "/api/v1/dashboard/stats?project_id=1" \
     --clients 64 --seconds "$SECS" --warmup "$WARMUP" --name dashboard_cached | record
-for n in $SOCKETS; do
-    "$BIN/cc-bench" idle-sockets --url http://127.0.0.1:18102 --pid "$SERVICE_PID" --clients "$n" | record
-done
 stop_service
+# A fresh process per count: memory freed by earlier clients stays with the process and
+# would hide the cost of the next ones.
+for n in $SOCKETS; do
+    start_service "sockets$n" 18102 "$READ_DB" --no-relay --no-projectors --no-workers
+    "$BIN/cc-bench" idle-sockets --url http://127.0.0.1:18102 --pid "$SERVICE_PID" --clients "$n" | record
+    stop_service
+done
 
 # --- write scenarios on a fresh store -------------------------------------------------
 WRITE_DB="$(new_db write)"
