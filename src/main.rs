@@ -261,7 +261,7 @@ async fn run_import(args: &ImportArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     writeln!(
         std::io::stdout().lock(),
-        "imported {} events in {} transactions; run `commandcenter events verify` and \
+        "imported {} events ({} groups, one transaction); run `commandcenter events verify` and \
          `commandcenter projections rebuild` next",
         report.events,
         report.transactions

@@ -11,9 +11,10 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-/// The shape of the aggregates' serialized state, for snapshots: change it whenever a
-/// state struct changes shape, and older snapshots are ignored.
-pub const STATE_SCHEMA: &str = "1";
+/// The shape and meaning of the aggregates' serialized state, for snapshots: change it
+/// whenever a state struct changes shape or the fold changes what it computes, and older
+/// snapshots are ignored. 2: `JobRecord.releases`.
+pub const STATE_SCHEMA: &str = "2";
 
 /// Every upcaster, in the order they apply.
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {

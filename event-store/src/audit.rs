@@ -7,8 +7,8 @@
 //!   last (sequence, hash) up to it, signed with HMAC-SHA256: events deleted at the tail
 //!   of a chain, invisible to the links, change that hash.
 //! - [`export`] writes events in the global order as NDJSON; [`import`] loads such a file
-//!   into an empty store, one transaction per original transaction (so positions keep
-//!   their order), and checks each recomputed hash against the file's.
+//!   into an empty store in one transaction (positions keep the file's order), checking
+//!   each recomputed hash against the file's: a bad file leaves the store empty.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use futures::TryStreamExt;
@@ -112,7 +112,8 @@ pub async fn verify(
                    FROM events \
                   WHERE $1::bigint IS NULL OR metadata->>'project_id' = $1::text \
                  WINDOW w AS (PARTITION BY aggregate_type, aggregate_id ORDER BY sequence)) c \
-          WHERE (tx_id, global_position) >= ($2::text::xid8, $3)",
+          WHERE (tx_id, global_position) >= ($2::text::xid8, $3) \
+          ORDER BY aggregate_type, aggregate_id, sequence",
     )
     .bind(scope.project_id)
     .bind(from.tx_id_text())
@@ -366,7 +367,7 @@ pub async fn export(
 pub struct ImportReport {
     /// Events written.
     pub events: u64,
-    /// Transactions used.
+    /// Groups inserted (one per original transaction, split past 5,000 events).
     pub transactions: u64,
 }
 
@@ -380,8 +381,15 @@ pub async fn import(
     input: &mut (impl AsyncBufRead + Unpin),
     mut progress: impl FnMut(u64),
 ) -> Result<ImportReport, StoreError> {
+    // One transaction for the whole file: a file that fails half-way leaves the store
+    // empty, so the import can be fixed and run again. Positions still keep the file's
+    // order (identity values rise within a transaction).
+    let mut tx = pool.begin().await?;
+    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
     let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM (SELECT 1 FROM events LIMIT 1) e")
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await?;
     if existing > 0 {
         return Err(StoreError::NotEmpty);
@@ -405,7 +413,7 @@ pub async fn import(
             .last()
             .is_none_or(|e| e.position.tx_id == event.position.tx_id);
         if !same_tx || group.len() >= IMPORT_BATCH {
-            write_group(pool, &group).await?;
+            write_group(&mut tx, &group).await?;
             report.transactions += 1;
             report.events += group.len() as u64;
             progress(report.events);
@@ -414,16 +422,19 @@ pub async fn import(
         group.push(event);
     }
     if !group.is_empty() {
-        write_group(pool, &group).await?;
+        write_group(&mut tx, &group).await?;
         report.transactions += 1;
         report.events += group.len() as u64;
         progress(report.events);
     }
+    tx.commit().await?;
     Ok(report)
 }
 
-async fn write_group(pool: &PgPool, group: &[StoredEvent]) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+async fn write_group(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    group: &[StoredEvent],
+) -> Result<(), StoreError> {
     let column = |f: fn(&StoredEvent) -> String| group.iter().map(f).collect::<Vec<_>>();
     let rows = sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
@@ -445,7 +456,7 @@ async fn write_group(pool: &PgPool, group: &[StoredEvent]) -> Result<(), StoreEr
     .bind(group.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
     .bind(group.iter().map(|e| e.metadata.clone()).collect::<Vec<_>>())
     .bind(group.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await
     .map_err(|err| StoreError::BadImport(format!("cannot insert: {err}")))?;
     for row in rows {
@@ -470,6 +481,5 @@ async fn write_group(pool: &PgPool, group: &[StoredEvent]) -> Result<(), StoreEr
             )));
         }
     }
-    tx.commit().await?;
     Ok(())
 }
