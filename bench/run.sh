@@ -66,7 +66,9 @@ val() {
         END { print v }' "$RESULTS"
 }
 put() { echo "result $*" >>"$RESULTS"; }
-new_db() { local db="${RUN}_$1"; databases+=("$db"); echo "$PG_SERVER_URL/$db"; }
+# new_db NAME VAR: registers database <run>_NAME for clean-up and sets VAR to its URL
+# (not through $(...): a subshell's registration would be lost).
+new_db() { databases+=("${RUN}_$1"); printf -v "$2" '%s' "$PG_SERVER_URL/${RUN}_$1"; }
 
 # start_service NAME PORT DB_URL [serve flags...]: starts `serve` in the background.
 start_service() {
@@ -105,7 +107,7 @@ sleep 0.5
     --seconds "$SECS" --warmup "$WARMUP" --name ceiling_http | record
 
 say "ceiling: append (pgbench single-row INSERT into an events-shaped table, 32 clients)"
-CEILING_DB="$(new_db ceiling)"
+new_db ceiling CEILING_DB
 psql "$PG_SERVER_URL/postgres" -qc "CREATE DATABASE \"${RUN}_ceiling\"" >/dev/null
 psql "$CEILING_DB" -q -f bench/pgbench/events_shape.sql >/dev/null
 tps=$(pgbench -n -c 32 -j 2 -T "$SECS" -f bench/pgbench/insert_event.sql "$CEILING_DB" 2>/dev/null |
@@ -116,7 +118,7 @@ say "ceiling: push (core NATS publish -> subscribe round trip)"
 "$BIN/cc-bench" nats-rtt --nats-url "$NATS_URL" --samples 5000 | record
 
 # --- read scenarios on a seeded store -------------------------------------------------
-READ_DB="$(new_db read)"
+new_db read READ_DB
 say "seeding $TECHS technologies and $JOBS jobs"
 DATABASE_URL="$READ_DB" "$BIN/commandcenter" demo seed --projects 1 \
     --technologies "$TECHS" --jobs "$JOBS" | tee -a "$WORK/log.txt"
@@ -157,7 +159,7 @@ for n in $SOCKETS; do
 done
 
 # --- write scenarios on a fresh store -------------------------------------------------
-WRITE_DB="$(new_db write)"
+new_db write WRITE_DB
 say "scenarios 4-5: commands (32 clients) and command -> WebSocket latency"
 start_service write 18103 "$WRITE_DB" --no-workers
 "$BIN/cc-bench" write-load --url http://127.0.0.1:18103 --kind technologies --clients 32 \
@@ -169,14 +171,14 @@ wait_caught_up "$WRITE_DB" "${RUN}write"
 stop_service
 
 say "ceiling of our write path: pgbench sending the executor's statements for a create, 32 clients"
-PATH_DB="$(new_db path)"
+new_db path PATH_DB
 DATABASE_URL="$PATH_DB" "$BIN/commandcenter" migrate >/dev/null 2>&1
 tps=$(pgbench -n -c 32 -j 2 -T "$SECS" -f bench/pgbench/command_path.sql "$PATH_DB" 2>/dev/null |
     awk '/^tps = / { print $3 }')
 put ceiling_command_path "tps=$tps"
 
 say "scenario 8: $NOOP_JOBS noop jobs through one worker process"
-JOBS_DB="$(new_db jobs)"
+new_db jobs JOBS_DB
 start_service jobs 18104 "$JOBS_DB" --no-workers
 "$BIN/cc-bench" submit-jobs --url http://127.0.0.1:18104 --jobs "$NOOP_JOBS" | tee -a "$WORK/log.txt"
 DATABASE_URL="$JOBS_DB" CC_NATS_PREFIX="${RUN}jobs" CC_DATA_DIR="$WORK/data-jobs" RUST_LOG=warn \
