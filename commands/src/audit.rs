@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::history::{number, position};
 use crate::CommandState;
 
 /// The query of `GET /api/v1/audit/verify`.
@@ -27,24 +28,13 @@ pub async fn verify_chains(
     query: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(ApiError::from)?;
-    let project_id = match query.project_id.as_deref().filter(|t| !t.is_empty()) {
-        None => None,
-        Some(text) => Some(text.parse::<i64>().ok().filter(|p| *p > 0).ok_or_else(|| {
-            ApiError::BadParameter {
-                name: "project_id".into(),
-                message: "must be a positive whole number".into(),
-            }
-        })?),
-    };
-    let from = match query.from_position.as_deref().filter(|t| !t.is_empty()) {
-        None => None,
-        Some(text) => Some(text.parse().map_err(
-            |e: commandcenter_event_store::PositionParseError| ApiError::BadParameter {
-                name: "from_position".into(),
-                message: e.to_string(),
-            },
-        )?),
-    };
+    let project_id = query
+        .project_id
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(|t| number("project_id", Some(t), 0, 1, i64::MAX))
+        .transpose()?;
+    let from = position("from_position", query.from_position.as_deref())?;
     let scope = VerifyScope { project_id, from };
     let report = verify(
         state.store.pool(),

@@ -63,8 +63,9 @@ pub struct HistoryEntry {
     pub changes: Vec<FieldChange>,
 }
 
-/// The lifecycle variant and fields of a serialized aggregate state.
-fn state_fields(state: &Value) -> (String, Map<String, Value>) {
+/// The lifecycle variant (`NotCreated`, `Live`, `Deleted`) and fields of a serialized
+/// aggregate state.
+pub fn state_fields(state: &Value) -> (String, Map<String, Value>) {
     match state {
         Value::Object(map) if map.len() == 1 => {
             let (variant, inner) = map
@@ -185,7 +186,7 @@ fn time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiErr
         .transpose()
 }
 
-fn position(name: &str, value: Option<&str>) -> Result<Option<Position>, ApiError> {
+pub(crate) fn position(name: &str, value: Option<&str>) -> Result<Option<Position>, ApiError> {
     value
         .filter(|t| !t.is_empty())
         .map(|text| {
@@ -312,7 +313,7 @@ struct FeedBody {
     next_after: Position,
 }
 
-fn number<T: std::str::FromStr + PartialOrd>(
+pub(crate) fn number<T: std::str::FromStr + PartialOrd>(
     name: &str,
     value: Option<&str>,
     default: T,

@@ -93,16 +93,13 @@ pub async fn as_of<A: Aggregate>(
     }
     let state = serde_json::to_value(&loaded.aggregate)
         .map_err(|e| ApiError::Internal(format!("cannot serialize the state: {e}")))?;
-    let (lifecycle, fields) = match &state {
-        Value::Object(map) if map.len() == 1 => map
-            .iter()
-            .next()
-            .map(|(k, v)| (k.to_lowercase(), v.clone()))
-            .unwrap_or_default(),
-        _ => return Err(ApiError::NotFound(what)),
-    };
+    let (variant, fields) = commandcenter_commands::history::state_fields(&state);
+    if variant.is_empty() || variant == "NotCreated" {
+        return Err(ApiError::NotFound(what));
+    }
+    let lifecycle = variant.to_lowercase();
     let position = loaded.position.unwrap_or(Position::ZERO);
-    let mut body = fields;
+    let mut body = Value::Object(fields);
     body["version"] = json!(loaded.version);
     body["position"] = json!(position.to_string());
     body["as_of"] = json!({
