@@ -75,13 +75,22 @@ start_service() {
     local name="$1" port="$2" url="$3"
     shift 3
     prefixes+=("${RUN}$name")
+    # One key drives every client of a scenario, so its per-key limits are lifted.
     DATABASE_URL="$url" CC_NATS_PREFIX="${RUN}$name" CC_DATA_DIR="$WORK/data-$name" \
         CC_LOG_FORMAT=json RUST_LOG=warn CC_LISTEN_ADDR="127.0.0.1:$port" \
+        CC_RATE_LIMIT_PER_SECOND=0 CC_MAX_SOCKETS_PER_KEY=1000000 \
+        CC_MAX_SUBSCRIPTIONS_PER_KEY=10000000 \
         "$BIN/commandcenter" serve "$@" >"$WORK/$name.log" 2>&1 &
     SERVICE_PID=$!
     pids+=("$SERVICE_PID")
     for _ in $(seq 1 150); do
-        curl -fs "http://127.0.0.1:$port/health/live" >/dev/null 2>&1 && return 0
+        if curl -fs "http://127.0.0.1:$port/health/live" >/dev/null 2>&1; then
+            # A deployment-wide admin key for cc-bench (CC_API_KEY).
+            CC_API_KEY=$(DATABASE_URL="$url" "$BIN/commandcenter" keys create --role admin --name bench) ||
+                die "cannot create a key for $name"
+            export CC_API_KEY
+            return 0
+        fi
         sleep 0.2
     done
     die "service $name did not start (see $WORK/$name.log)"

@@ -66,6 +66,171 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// The project registry: every technology and job belongs to one project.
+    Projects {
+        /// What to do.
+        #[command(subcommand)]
+        command: ProjectsCommand,
+    },
+    /// API keys: each has a role (reader, writer, auditor, admin) and is scoped to one
+    /// project, or is a deployment-wide admin key.
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// `commandcenter projects …`.
+#[derive(Debug, Subcommand)]
+pub enum ProjectsCommand {
+    /// Register a project and print its id.
+    Create(ProjectCreateArgs),
+    /// List the projects.
+    List(ListArgs),
+}
+
+/// Settings of `projects create`.
+#[derive(Debug, Clone, Args)]
+pub struct ProjectCreateArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The project's name (unique, ignoring case).
+    pub name: String,
+}
+
+/// Settings of `projects list` and `keys list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Only this project's keys (`keys list`).
+    #[arg(long)]
+    pub project: Option<i64>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `commandcenter keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it, once: only a hash of it is stored.
+    Create(KeyCreateArgs),
+    /// List keys (never their secrets).
+    List(ListArgs),
+    /// Revoke a key: it stops working at once, and its open WebSockets are closed.
+    Revoke(KeyRevokeArgs),
+}
+
+/// Settings of `keys create`.
+#[derive(Debug, Clone, Args)]
+pub struct KeyCreateArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The project the key is scoped to; leave out only for a deployment-wide admin key.
+    #[arg(long)]
+    pub project: Option<i64>,
+    /// reader (queries, sockets), writer (+ commands), auditor (+ history, feed, verify,
+    /// export) or admin (all, and key management).
+    #[arg(long, value_parser = parse_role)]
+    pub role: commandcenter_auth::Role,
+    /// A label for listings.
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// When the key stops working: an RFC 3339 time, or a span such as 90d, 12h, 30m.
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Print the key's record as JSON (with its token) instead of the token alone.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_role(value: &str) -> Result<commandcenter_auth::Role, String> {
+    value.parse()
+}
+
+/// Settings of `keys revoke`.
+#[derive(Debug, Clone, Args)]
+pub struct KeyRevokeArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// NATS settings (to tell running servers at once; they also notice within
+    /// `CC_KEY_REVOCATION_POLL_MS` without it).
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// The key's id (as listed by `keys list`).
+    pub id: String,
+}
+
+/// Access control and abuse limits of the HTTP API. Every limit has a safe default.
+#[derive(Debug, Clone, Args)]
+pub struct AccessArgs {
+    /// Sustained requests per second per API key (token bucket); 0 turns it off.
+    #[arg(long, env = "CC_RATE_LIMIT_PER_SECOND", default_value_t = 100.0)]
+    pub rate_limit_per_second: f64,
+    /// Requests per API key allowed in a burst (the bucket's size).
+    #[arg(long, env = "CC_RATE_LIMIT_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: u32,
+    /// The longest a request may take to produce its response (milliseconds; 503 after).
+    /// Keep it above the event feed's 30 s long-poll.
+    #[arg(long, env = "CC_REQUEST_TIMEOUT_MS", default_value_t = 40_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub request_timeout_ms: u64,
+    /// Most WebSockets open at once per API key.
+    #[arg(long, env = "CC_MAX_SOCKETS_PER_KEY", default_value_t = 64)]
+    pub max_sockets_per_key: usize,
+    /// Most WebSocket topics subscribed at once per API key, across its sockets.
+    #[arg(long, env = "CC_MAX_SUBSCRIPTIONS_PER_KEY", default_value_t = 1000)]
+    pub max_subscriptions_per_key: usize,
+    /// Deepest nesting of arrays and objects in a JSON body.
+    #[arg(long, env = "CC_MAX_JSON_DEPTH", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=128))]
+    pub max_json_depth: u32,
+    /// Longest string (in characters) anywhere in a JSON body.
+    #[arg(long, env = "CC_MAX_JSON_STRING_CHARS", default_value_t = 65_536)]
+    pub max_json_string_chars: usize,
+    /// How often revoked and expired keys are looked for (milliseconds), in case a
+    /// revocation announcement on NATS was missed.
+    #[arg(long, env = "CC_KEY_REVOCATION_POLL_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub key_revocation_poll_ms: u64,
+}
+
+impl AccessArgs {
+    /// The guard's configuration.
+    pub fn guard(&self) -> commandcenter_auth::GuardConfig {
+        commandcenter_auth::GuardConfig {
+            rate_per_second: self.rate_limit_per_second.max(0.0),
+            burst: f64::from(self.rate_limit_burst),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_sockets_per_key: self.max_sockets_per_key,
+            max_subscriptions_per_key: self.max_subscriptions_per_key,
+            revocation_poll: Duration::from_millis(self.key_revocation_poll_ms),
+            ..commandcenter_auth::GuardConfig::default()
+        }
+    }
+
+    /// The JSON body limits.
+    pub fn json(&self) -> commandcenter_commands::extract::JsonLimits {
+        commandcenter_commands::extract::JsonLimits {
+            max_depth: self.max_json_depth as usize,
+            max_string_chars: self.max_json_string_chars,
+        }
+    }
+}
+
+impl Default for AccessArgs {
+    /// The command line's defaults (and whatever the environment sets).
+    fn default() -> Self {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            access: AccessArgs,
+        }
+        Defaults::parse_from(["commandcenter"]).access
+    }
 }
 
 /// Settings of the query API.
@@ -383,7 +548,11 @@ impl WorkerArgs {
         for over in &self.time_limits {
             config.limits.set(over.job_type, over.limit);
         }
-        config.webhook_secret = self.webhook_secret.clone().filter(|s| !s.is_empty());
+        config.webhook_secret = self
+            .webhook_secret
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(commandcenter_worker::Secret::new);
         config.webhook_allow_private = self.webhook_allow_private_networks;
         config
     }
@@ -494,6 +663,9 @@ pub struct ServeArgs {
     /// Checkpoint signature key, for `GET /api/v1/audit/verify`.
     #[command(flatten)]
     pub audit: AuditKeyArgs,
+    /// Access control and limits.
+    #[command(flatten)]
+    pub access: AccessArgs,
     /// Seed a small demo dataset (two projects, a dozen technologies, a few jobs) when
     /// the event store is empty.
     #[arg(long, env = "CC_DEMO")]

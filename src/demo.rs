@@ -203,6 +203,14 @@ pub async fn seed_if_empty(store: &EventStore) -> anyhow::Result<bool> {
     if existing > 0 {
         return Ok(false);
     }
+    // The demo's two projects, by name; the ids the data below uses.
+    sqlx::query(
+        "INSERT INTO projects (id, name) VALUES (1, 'Demo platform radar'), (2, 'Demo data radar') \
+         ON CONFLICT DO NOTHING",
+    )
+    .execute(store.pool())
+    .await
+    .context("cannot register the demo projects")?;
     let metrics = commandcenter_metrics::Metrics::new();
     let meta = RequestMeta {
         request_id: Uuid::now_v7().to_string(),
@@ -312,6 +320,10 @@ pub async fn seed_if_empty(store: &EventStore) -> anyhow::Result<bool> {
             run::<Job>(store, &metrics, &meta, &id, complete).await?;
         }
     }
+    commandcenter_auth::ProjectStore::new(store.pool().clone())
+        .register_from_events()
+        .await
+        .context("cannot register the demo projects")?;
     Ok(true)
 }
 

@@ -7,13 +7,14 @@ use anyhow::Context;
 use clap::Parser;
 use commandcenter::config::{
     CheckpointArgs, Cli, Command, DatabaseArgs, DemoCommand, EventsCommand, ExportArgs, ImportArgs,
-    NatsArgs, ProjectionsCommand, RebuildArgs, SeedArgs, StatusArgs, TimelineArgs, VerifyArgs,
-    WorkerProcessArgs,
+    KeysCommand, NatsArgs, ProjectionsCommand, ProjectsCommand, RebuildArgs, SeedArgs, StatusArgs,
+    TimelineArgs, VerifyArgs, WorkerProcessArgs,
 };
 use commandcenter::database::{ensure_database, migrate, redact};
 use commandcenter::demo::{seed, SeedPlan};
 use commandcenter::startup::{stop, stop_grace, Application, Services};
 use commandcenter::telemetry;
+use commandcenter_auth::{KeyStore, ProjectStore};
 use commandcenter_commands::history::annotated_history;
 use commandcenter_domain::job::Job;
 use commandcenter_domain::technology::Technology;
@@ -22,6 +23,22 @@ use commandcenter_event_store::{AppendSignal, EventStore, EventStream, Position}
 use commandcenter_projections::{rebuild, status, JobView, ProjectionError, TechnologyView};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+/// Shows the first admin key on the terminal, once: it is not logged, and cannot be
+/// shown again (only its hash is stored).
+fn show_first_admin_key(key: &commandcenter_auth::NewKey) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "\nFirst start: created a deployment-wide admin API key. It is shown this once; store it now.\n\n    {}\n\n\
+         Use it as `Authorization: Bearer <key>`; create project keys with\n\
+         `commandcenter keys create --project ID --role reader|writer|auditor|admin`.\n",
+        key.token
+    )?;
+    out.flush()?;
+    tracing::info!(key_id = %key.key.id, "first admin key created and shown on standard output");
+    Ok(())
+}
 
 /// Transactions idle this long are ended on the pools of the background roles.
 const BACKGROUND_IDLE_TX_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +55,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             let app = Application::build(&args).await?;
+            if let Some(key) = app.first_admin_key() {
+                show_first_admin_key(key)?;
+            }
             tracing::info!(addr = %app.local_addr()?, "commandcenter listening");
             app.run(shutdown_signal()).await?;
             tracing::info!("commandcenter stopped");
@@ -68,6 +88,97 @@ async fn main() -> anyhow::Result<()> {
             EventsCommand::Export(args) => run_export(&args).await?,
             EventsCommand::Import(args) => run_import(&args).await?,
             EventsCommand::History(args) => print_timeline(&args).await?,
+        },
+        Command::Projects { command } => match command {
+            ProjectsCommand::Create(args) => {
+                let pool = open(&args.database.database_url).await?;
+                let project = ProjectStore::new(pool).create(&args.name).await?;
+                writeln!(std::io::stdout().lock(), "{}", project.id)?;
+            }
+            ProjectsCommand::List(args) => {
+                let pool = open(&args.database.database_url).await?;
+                let projects = ProjectStore::new(pool).list(args.project).await?;
+                let mut out = std::io::stdout().lock();
+                if args.json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&projects)?)?;
+                } else {
+                    writeln!(out, "{:>8}  {:<25}  name", "id", "created")?;
+                    for p in projects {
+                        let created = p.created_at.format("%Y-%m-%d %H:%M:%S");
+                        writeln!(out, "{:>8}  {created:<25}  {}", p.id, p.name)?;
+                    }
+                }
+            }
+        },
+        Command::Keys { command } => match command {
+            KeysCommand::Create(args) => {
+                let pool = open(&args.database.database_url).await?;
+                let expires = args
+                    .expires
+                    .as_deref()
+                    .map(|text| commandcenter_auth::keys::parse_expiry(text, chrono::Utc::now()))
+                    .transpose()
+                    .map_err(|message| anyhow::anyhow!("--expires: {message}"))?;
+                let key = KeyStore::new(pool)
+                    .create(args.project, args.role, args.name.trim(), expires)
+                    .await?;
+                let mut out = std::io::stdout().lock();
+                if args.json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&key)?)?;
+                } else {
+                    writeln!(out, "{}", key.token)?;
+                }
+                tracing::info!(key_id = %key.key.id, role = %args.role, "API key created; it is shown once");
+            }
+            KeysCommand::List(args) => {
+                let pool = open(&args.database.database_url).await?;
+                let keys = KeyStore::new(pool).list(args.project).await?;
+                let mut out = std::io::stdout().lock();
+                if args.json {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&keys)?)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:<16}  {:<7}  {:>8}  {:<7}  {:<20}  name",
+                        "id", "role", "project", "status", "expires"
+                    )?;
+                    for k in keys {
+                        let project = k.project_id.map_or("all".to_string(), |p| p.to_string());
+                        let expires = k.expires_at.map_or("never".to_string(), |at| {
+                            at.format("%Y-%m-%d %H:%M").to_string()
+                        });
+                        writeln!(
+                            out,
+                            "{:<16}  {:<7}  {project:>8}  {:<7}  {expires:<20}  {}",
+                            k.id, k.role, k.status, k.name
+                        )?;
+                    }
+                }
+            }
+            KeysCommand::Revoke(args) => {
+                let pool = open(&args.database.database_url).await?;
+                let key = KeyStore::new(pool)
+                    .revoke(&args.id)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no key with id {:?}", args.id))?;
+                // Running servers poll for revocations; the announcement makes it immediate.
+                let announced = tokio::time::timeout(Duration::from_secs(3), async {
+                    let client = async_nats::connect(args.nats.nats_url.as_str()).await?;
+                    commandcenter_auth::guard::announce_revocation(
+                        &client,
+                        &args.nats.nats_prefix,
+                        &key.id,
+                    )
+                    .await
+                })
+                .await;
+                if !matches!(announced, Ok(Ok(()))) {
+                    tracing::warn!(
+                        "NATS unreachable: servers will notice the revocation by polling"
+                    );
+                }
+                writeln!(std::io::stdout().lock(), "revoked {}", key.id)?;
+            }
         },
         Command::Projections { command } => match command {
             ProjectionsCommand::Status(args) => print_status(&args).await?,
@@ -259,6 +370,9 @@ async fn run_import(args: &ImportArgs) -> anyhow::Result<()> {
         }
     };
     bar.finish_and_clear();
+    ProjectStore::new(pool.clone())
+        .register_from_events()
+        .await?;
     writeln!(
         std::io::stdout().lock(),
         "imported {} events ({} groups, one transaction); run `commandcenter events verify` and \
@@ -356,6 +470,9 @@ async fn run_seed(args: &SeedArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let written = seed(&store, plan).await?;
     let seconds = started.elapsed().as_secs_f64();
+    ProjectStore::new(store.pool().clone())
+        .register_from_events()
+        .await?;
     writeln!(
         std::io::stdout().lock(),
         "seeded {written} events in {seconds:.1} s ({:.0} events/s)",

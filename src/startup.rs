@@ -8,7 +8,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::response::IntoResponse;
 use axum::Router;
+use commandcenter_auth::http::AuthState;
+use commandcenter_auth::{Guard, NewKey};
 use commandcenter_commands::{idempotency, CommandState};
 use commandcenter_event_store::{
     connect, AppendSignal, EventStore, EventStream, Relay, RelayConfig,
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::{DatabaseArgs, NatsArgs, QueryArgs, ServeArgs};
@@ -222,6 +226,7 @@ pub struct Application {
     tasks: JoinSet<()>,
     shutdown: CancellationToken,
     grace: Duration,
+    first_admin_key: Option<NewKey>,
 }
 
 impl Application {
@@ -241,9 +246,21 @@ impl Application {
         let mut tasks = JoinSet::new();
         services.spawn_wakeup_bridge(&mut tasks, &shutdown).await?;
         let store = EventStore::new(services.pool.clone(), services.signal.clone());
+        let guard = Guard::new(services.pool.clone(), args.access.guard());
         if args.demo && crate::demo::seed_if_empty(&store).await? {
             tracing::info!("demo dataset seeded");
         }
+        // Never locked out, never left open: the first start makes one admin key.
+        let first_admin_key = guard
+            .keys()
+            .ensure_first_admin()
+            .await
+            .context("cannot create the first admin key")?;
+        tasks.spawn(guard.clone().watch_revocations(
+            services.nats.clone(),
+            services.stream.prefix().to_string(),
+            shutdown.clone(),
+        ));
         if !args.no_relay {
             services.spawn_relay(&mut tasks, &shutdown);
         }
@@ -273,11 +290,13 @@ impl Application {
         .await?;
         let read_pools = query.pools.clone();
         let router = crate::openapi::assemble(vec![
-            commandcenter_commands::api(args.max_body_bytes).with_state(CommandState {
-                store,
-                metrics: services.metrics.clone(),
-                audit_key: args.audit.bytes().map(Arc::new),
-            }),
+            commandcenter_commands::api(args.max_body_bytes, args.access.json()).with_state(
+                CommandState {
+                    store,
+                    metrics: services.metrics.clone(),
+                    audit_key: args.audit.bytes().map(Arc::new),
+                },
+            ),
             commandcenter_query_api::api().with_state(query),
             health::api().with_state(HealthState {
                 pool: services.pool.clone(),
@@ -286,12 +305,29 @@ impl Application {
                 max_lag_events: args.ready_max_lag_events,
             }),
             crate::observability::api().with_state(services.metrics.clone()),
+            commandcenter_auth::http::api().with_state(AuthState {
+                guard: guard.clone(),
+                nats: services.nats.clone(),
+                prefix: services.stream.prefix().to_string(),
+            }),
         ])
+        // After routing, so the guard knows the route template; every route passes it.
+        .route_layer(axum::middleware::from_fn_with_state(guard, Guard::enforce))
         .layer(axum::middleware::from_fn_with_state(
             services.metrics.clone(),
             crate::observability::track,
         ))
-        .layer(TraceLayer::new_for_http());
+        .layer(CatchPanicLayer::custom(panic_response))
+        // Spans name the path only: queries may carry a socket's access token.
+        .layer(TraceLayer::new_for_http().make_span_with(
+            |request: &axum::http::Request<axum::body::Body>| {
+                tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                )
+            },
+        ));
         tasks.spawn(crate::observability::sample(
             services.metrics.clone(),
             services.pool.clone(),
@@ -308,7 +344,14 @@ impl Application {
             tasks,
             shutdown,
             grace,
+            first_admin_key,
         })
+    }
+
+    /// The admin key made on this first start against an empty key table, to be shown
+    /// to the operator once (`None` on every later start).
+    pub fn first_admin_key(&self) -> Option<&NewKey> {
+        self.first_admin_key.as_ref()
     }
 
     /// The address the service listens on.
@@ -328,6 +371,7 @@ impl Application {
             tasks,
             shutdown: token,
             grace,
+            ..
         } = self;
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
@@ -336,6 +380,18 @@ impl Application {
         stop(tasks, &token, grace).await;
         served
     }
+}
+
+/// A handler that panicked answers 500 with a problem document (the panic is logged),
+/// instead of dropping the connection.
+fn panic_response(cause: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let cause = cause
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| cause.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown");
+    tracing::error!(cause, "request handler panicked");
+    commandcenter_commands::ApiError::Internal("handler panicked".into()).into_response()
 }
 
 async fn purge_idempotency_keys(pool: PgPool, shutdown: CancellationToken) {

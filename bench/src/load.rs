@@ -112,7 +112,7 @@ pub async fn run_load(
     seconds: f64,
     warmup: f64,
 ) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
+    let http = crate::key::client_builder()
         .pool_max_idle_per_host(clients)
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -234,7 +234,7 @@ pub async fn nats_rtt(nats_url: &str, samples: u64) -> anyhow::Result<()> {
 /// Walks `path` (a jobs list) page by page with `limit=1000` until `depth` rows deep and
 /// prints the cursor found there.
 pub async fn deep_cursor(base: &str, path: &str, depth: u64) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = crate::key::client();
     let mut cursor: Option<String> = None;
     let mut seen = 0;
     while seen < depth {
@@ -285,7 +285,7 @@ pub async fn idle_sockets(base: &str, pid: u32, clients: usize) -> anyhow::Resul
         .map(|n| {
             let ws = ws.clone();
             async move {
-                let (mut socket, _) = tokio_tungstenite::connect_async(ws).await?;
+                let (mut socket, _) = tokio_tungstenite::connect_async(crate::key::ws(ws)).await?;
                 let subscribe = json!({"subscribe": [format!("job:idle-{n}")]}).to_string();
                 futures::SinkExt::send(&mut socket, Message::text(subscribe)).await?;
                 Ok::<_, anyhow::Error>(socket)

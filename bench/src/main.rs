@@ -15,6 +15,7 @@
 //!
 //! Latencies are reported as p50/p99/max from an HDR histogram.
 
+mod key;
 mod load;
 
 use std::collections::HashMap;
@@ -32,6 +33,9 @@ use serde_json::{json, Value};
     about = "Latency probes against a running CommandCenter"
 )]
 struct Cli {
+    /// API key sent with every request and socket (an admin key of the service measured).
+    #[arg(long, env = "CC_API_KEY", global = true, hide_env_values = true)]
+    api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -257,7 +261,7 @@ async fn view_latency(
         .subscribe(format!("{prefix}.views.technology_view.{project_id}.>"))
         .await?;
     nats.flush().await?;
-    let http = reqwest::Client::new();
+    let http = crate::key::client();
     let run = std::process::id();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     // Announcements that arrive before the 2xx is read are kept here by position.
@@ -304,7 +308,7 @@ async fn view_latency(
 async fn ws_latency(url: &str, samples: u64) -> anyhow::Result<()> {
     use tokio_tungstenite::tungstenite::Message;
     loopback_only(url)?;
-    let http = reqwest::Client::new();
+    let http = crate::key::client();
     let job: Value = http
         .post(format!("{url}/api/v1/jobs"))
         .json(&json!({"project_id": 999, "job_type": "noop"}))
@@ -336,7 +340,7 @@ async fn ws_latency(url: &str, samples: u64) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ws_url = format!("{}/api/v1/jobs/ws/{id}", url.replacen("http", "ws", 1));
-    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url).await?;
+    let (mut socket, _) = tokio_tungstenite::connect_async(crate::key::ws(ws_url)).await?;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for n in 0..samples {
         let step = format!("step {n}");
@@ -381,7 +385,7 @@ async fn submit_jobs(
     concurrency: usize,
 ) -> anyhow::Result<()> {
     loopback_only(url)?;
-    let http = reqwest::Client::new();
+    let http = crate::key::client();
     let started = Instant::now();
     let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..jobs)
         .map(|_| {
@@ -421,7 +425,7 @@ async fn submit_jobs(
 
 async fn wait_jobs(url: &str, jobs: u64, project_id: i64, timeout: Duration) -> anyhow::Result<()> {
     loopback_only(url)?;
-    let http = reqwest::Client::new();
+    let http = crate::key::client();
     let started = Instant::now();
     loop {
         let summary: Value = http
@@ -455,7 +459,7 @@ async fn wait_jobs(url: &str, jobs: u64, project_id: i64, timeout: Duration) -> 
 
 async fn cancel_latency(url: &str, samples: u64, step_ms: u64) -> anyhow::Result<()> {
     loopback_only(url)?;
-    let http = reqwest::Client::new();
+    let http = crate::key::client();
     let mut histogram = Histogram::<u64>::new(3)?;
     for _ in 0..samples {
         let body = json!({"project_id": 4243, "job_type": "noop", "parameters": {"steps": 100_000, "step_ms": step_ms}});
@@ -541,7 +545,9 @@ async fn drop_stream(nats_url: &str, prefix: &str) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    key::init(cli.api_key);
+    match cli.command {
         Command::WsLatency { url, samples } => ws_latency(&url, samples).await,
         Command::ViewLatency {
             url,

@@ -3,6 +3,8 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use commandcenter_auth::problem::{problem_body, problem_response};
+use commandcenter_auth::AccessError;
 use commandcenter_domain::job::JobError;
 use commandcenter_domain::technology::TechnologyError;
 use commandcenter_domain::ValidationError;
@@ -67,6 +69,9 @@ pub enum ApiError {
     /// A bug or an unexpected failure; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
+    /// The calling key may not do this (or not on this project).
+    #[error(transparent)]
+    Access(#[from] AccessError),
 }
 
 impl ApiError {
@@ -89,6 +94,7 @@ impl ApiError {
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Access(refusal) => refusal.status(),
         }
     }
 
@@ -105,6 +111,7 @@ impl ApiError {
             Self::IdempotencyKeyReused => "idempotency-key-reused",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
+            Self::Access(refusal) => refusal.kind(),
         }
     }
 
@@ -119,6 +126,7 @@ impl ApiError {
             Self::JobRefused(JobError::ProgressWentBackwards { .. }) => Some("progress"),
             Self::PreconditionFailed { .. } => Some("If-Match"),
             Self::IdempotencyKeyReused => Some("Idempotency-Key"),
+            Self::Access(refusal) => refusal.field(),
             _ => None,
         }
     }
@@ -126,6 +134,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Self::Access(refusal) = self {
+            return refusal.into_response();
+        }
         let status = self.status();
         let detail = match &self {
             Self::Internal(cause) => {
@@ -135,24 +146,11 @@ impl IntoResponse for ApiError {
             Self::Validation(e) => e.message.clone(),
             other => other.to_string(),
         };
-        let mut body = json!({
-            "type": format!("urn:commandcenter:problem:{}", self.kind()),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": detail,
-        });
-        if let Some(field) = self.field() {
-            body["field"] = json!(field);
-            body["errors"] = json!([{ "field": field, "message": detail }]);
-        }
+        let mut body = problem_body(status, self.kind(), &detail, self.field());
         if let Self::PreconditionFailed { actual, .. } = &self {
             body["current_version"] = json!(actual);
         }
-        let mut response = (status, body.to_string()).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        let mut response = problem_response(status, &body);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

@@ -9,6 +9,9 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use commandcenter_auth::Caller;
+use commandcenter_domain::values::ProjectId;
+
 use crate::error::ApiError;
 use crate::idempotency::IdempotentRequest;
 
@@ -42,6 +45,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .get::<BodyLimit>()
             .map(|l| l.0)
             .unwrap_or(DEFAULT_BODY_LIMIT);
+        let shape = req
+            .extensions()
+            .get::<JsonLimits>()
+            .copied()
+            .unwrap_or_default();
         let raw = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge { limit }
@@ -51,13 +59,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         })?;
         if raw.iter().all(u8::is_ascii_whitespace) {
             // An empty body is an empty object, so optional bodies may be left out.
-            let value = parse_json(b"{}")?;
+            let value = parse_json(b"{}", shape)?;
             return Ok(Self { value, raw });
         }
         if declared_json == Some(false) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let value = parse_json(&raw)?;
+        let value = parse_json(&raw, shape)?;
         Ok(Self { value, raw })
     }
 }
@@ -70,11 +78,92 @@ pub struct BodyLimit(pub usize);
 /// The body limit when none is configured.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
-/// Parses JSON into `T`: text that is not JSON is a 400; JSON of the wrong shape is a
-/// 422 naming the field at fault.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// Limits on the shape of any JSON body, whatever its fields: nesting depth and string
+/// length (in characters, keys included). Put in request extensions by the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonLimits {
+    /// Deepest nesting of arrays and objects.
+    pub max_depth: usize,
+    /// Longest string.
+    pub max_string_chars: usize,
+}
+
+impl Default for JsonLimits {
+    fn default() -> Self {
+        Self {
+            max_depth: 32,
+            max_string_chars: 65_536,
+        }
+    }
+}
+
+/// The first place where `value` breaks `limits`: its path and what is wrong.
+fn check_shape(value: &serde_json::Value, limits: JsonLimits) -> Option<(String, String)> {
+    fn walk(
+        value: &serde_json::Value,
+        path: &mut String,
+        depth: usize,
+        limits: JsonLimits,
+    ) -> Option<(String, String)> {
+        let too_long = |s: &str| s.chars().count() > limits.max_string_chars;
+        let long = || format!("longer than {} characters", limits.max_string_chars);
+        let nested = || format!("nested deeper than {} levels", limits.max_depth);
+        match value {
+            serde_json::Value::String(s) if too_long(s) => Some((path.clone(), long())),
+            serde_json::Value::Array(items) => {
+                if depth >= limits.max_depth {
+                    return Some((path.clone(), nested()));
+                }
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    let found = walk(item, path, depth + 1, limits);
+                    path.truncate(len);
+                    if found.is_some() {
+                        return found;
+                    }
+                }
+                None
+            }
+            serde_json::Value::Object(fields) => {
+                if depth >= limits.max_depth {
+                    return Some((path.clone(), nested()));
+                }
+                for (name, item) in fields {
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    if too_long(name) {
+                        path.push_str("<key>");
+                        return Some((path.clone(), long()));
+                    }
+                    path.push_str(name);
+                    let found = walk(item, path, depth + 1, limits);
+                    path.truncate(len);
+                    if found.is_some() {
+                        return found;
+                    }
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+    walk(value, &mut String::new(), 0, limits)
+        .map(|(path, message)| (if path.is_empty() { "body".into() } else { path }, message))
+}
+
+/// Parses JSON into `T`: text that is not JSON is a 400; JSON beyond `limits` or of the
+/// wrong shape is a 422 naming the field at fault.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], limits: JsonLimits) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::MalformedJson(strip_location(&e.to_string())))?;
+    if let Some((field, message)) = check_shape(&value, limits) {
+        return Err(ApiError::Validation(
+            commandcenter_domain::ValidationError::new(field, message),
+        ));
+    }
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let message = strip_location(&err.into_inner().to_string());
@@ -167,7 +256,7 @@ pub struct RequestMeta {
     pub correlation_id: String,
     /// The message that caused it (from `X-Causation-Id`), if any.
     pub causation_id: Option<String>,
-    /// The acting key's id (`anonymous` until API keys exist).
+    /// The acting key's id (`anonymous` where no key was needed).
     pub actor: String,
 }
 
@@ -199,15 +288,22 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
             causation_id: tracing_id(&parts.headers, "x-causation-id"),
             request_id,
             correlation_id,
-            actor: "anonymous".into(),
+            actor: parts
+                .extensions
+                .get::<Caller>()
+                .map_or_else(|| "anonymous".to_string(), |c| c.key_id().to_string()),
         })
     }
 }
 
-/// Everything a command takes from the request besides its path and body: tracing ids,
-/// `If-Match`, `Idempotency-Key`, and the method and URI the idempotency hash covers.
-#[derive(Debug, Clone)]
+/// Everything a command takes from the request besides its path and body: the calling
+/// key, tracing ids, `If-Match`, `Idempotency-Key`, and the method and URI the
+/// idempotency hash covers. Without a key (a route the guard does not cover) it is a 401,
+/// so every command route is closed by default.
+#[derive(Clone)]
 pub struct CommandContext {
+    /// The calling key.
+    pub caller: Caller,
     /// Tracing ids and actor.
     pub meta: RequestMeta,
     /// The version the client requires.
@@ -218,6 +314,12 @@ pub struct CommandContext {
 }
 
 impl CommandContext {
+    /// The project a create command writes to (see [`Caller::project_for`]).
+    pub async fn project_for(&self, requested: Option<i64>) -> Result<ProjectId, ApiError> {
+        let project = self.caller.project_for(requested).await?;
+        Ok(ProjectId::parse("project_id", project)?)
+    }
+
     /// The idempotency record of this request with `body`, when it carries a key.
     pub fn idempotent(&self, body: &[u8]) -> Option<IdempotentRequest> {
         self.key.clone().map(|key| {
@@ -230,16 +332,44 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
         let Ok(meta) = RequestMeta::from_request_parts(parts, state).await;
         let IfMatch(if_match) = IfMatch::from_request_parts(parts, state).await?;
         let MaybeIdempotencyKey(key) =
             MaybeIdempotencyKey::from_request_parts(parts, state).await?;
         Ok(Self {
+            caller,
             meta,
             if_match,
             key,
             method: parts.method.clone(),
             uri: parts.uri.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIGHT: JsonLimits = JsonLimits {
+        max_depth: 3,
+        max_string_chars: 5,
+    };
+
+    #[test]
+    fn shape_limits_name_the_field() {
+        let ok = serde_json::json!({"a": {"b": ["12345"]}});
+        assert_eq!(check_shape(&ok, TIGHT), None);
+        let deep = serde_json::json!({"a": {"b": [[1]]}});
+        assert_eq!(check_shape(&deep, TIGHT).unwrap().0, "a.b[0]");
+        let long = serde_json::json!({"a": ["x", "123456"]});
+        assert_eq!(check_shape(&long, TIGHT).unwrap().0, "a[1]");
+        let long_key = serde_json::json!({"abcdef": 1});
+        assert_eq!(check_shape(&long_key, TIGHT).unwrap().0, "<key>");
+        assert_eq!(
+            check_shape(&serde_json::json!("123456"), TIGHT).unwrap().0,
+            "body"
+        );
     }
 }

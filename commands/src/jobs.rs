@@ -7,8 +7,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use commandcenter_domain::job::{
-    parse_parameters, Job, JobCommand, JobEvent, JobPatch, JobRecord, JobStatus, JobType,
-    WorkerAction, DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_DISPATCH_DELAY_SECONDS,
+    parse_parameters, typed_parameters, Job, JobCommand, JobEvent, JobParameters, JobPatch,
+    JobRecord, JobStatus, JobType, WorkerAction, DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT,
+    MAX_DISPATCH_DELAY_SECONDS,
 };
 use commandcenter_domain::values::{
     bounded_text, Progress, ProjectId, Tags, MAX_LABEL_LEN, MAX_TEXT_LEN,
@@ -128,7 +129,8 @@ fn job_reply(status: StatusCode, outcome: &Outcome<Job>) -> Result<Reply, ApiErr
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJobBody {
-    project_id: i64,
+    /// Defaults to the key's project; required with a deployment-wide key.
+    project_id: Option<i64>,
     job_type: String,
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -173,8 +175,7 @@ fn text(field: &str, value: &str) -> Result<String, ValidationError> {
 }
 
 impl CreateJobBody {
-    fn parse(self, id: String) -> Result<JobCommand, ValidationError> {
-        let project_id = ProjectId::parse("project_id", self.project_id)?;
+    fn parse(self, id: String, project_id: ProjectId) -> Result<JobCommand, ValidationError> {
         let job_type = JobType::parse("job_type", &self.job_type)?;
         let max_attempts = match self.max_attempts {
             None => DEFAULT_MAX_ATTEMPTS,
@@ -264,7 +265,28 @@ pub async fn create_job(
     body: JsonBody<CreateJobBody>,
 ) -> Result<Response, ApiError> {
     let id = Uuid::now_v7().to_string();
-    let command = body.value.parse(id.clone())?;
+    let project_id = context.project_for(body.value.project_id).await?;
+    let command = body.value.parse(id.clone(), project_id)?;
+    // A batch job reads other projects: the key must reach each of them.
+    if let JobCommand::CreateJob {
+        job_type,
+        parameters,
+        ..
+    } = &command
+    {
+        if let Ok(
+            JobParameters::BatchAnalysis { project_ids, .. }
+            | JobParameters::BatchExport { project_ids, .. },
+        ) = typed_parameters(*job_type, parameters)
+        {
+            for project in project_ids {
+                context
+                    .caller
+                    .check_project("parameters.project_ids", project.get())
+                    .await?;
+            }
+        }
+    }
     let location = format!("/api/v1/jobs/{id}");
     run(&state, &id, command, context, &body.raw, move |outcome| {
         Ok(job_reply(StatusCode::CREATED, outcome)?.with_header("location", location.clone()))

@@ -36,8 +36,8 @@ pub struct CommandState {
 }
 
 /// The write API's routes, documented (OpenAPI) from the handlers' annotations, with
-/// request bodies limited to `max_body_bytes`.
-pub fn api(max_body_bytes: usize) -> OpenApiRouter<CommandState> {
+/// request bodies limited to `max_body_bytes` and JSON shapes to `json`.
+pub fn api(max_body_bytes: usize, json: extract::JsonLimits) -> OpenApiRouter<CommandState> {
     OpenApiRouter::new()
         .routes(routes!(technologies::create_technology))
         .routes(routes!(
@@ -54,4 +54,5 @@ pub fn api(max_body_bytes: usize) -> OpenApiRouter<CommandState> {
         .routes(routes!(audit::verify_chains))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(extract::BodyLimit(max_body_bytes)))
+        .layer(Extension(json))
 }

@@ -88,7 +88,8 @@ fn technology_reply(status: StatusCode, outcome: &Outcome<Technology>) -> Result
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTechnologyBody {
-    project_id: i64,
+    /// Defaults to the key's project; required with a deployment-wide key.
+    project_id: Option<i64>,
     title: String,
     vendor: Option<String>,
     domain: Option<String>,
@@ -182,8 +183,7 @@ fn opt<T, U>(
 }
 
 impl CreateTechnologyBody {
-    fn parse(self) -> Result<(ProjectId, TechnologyFields), ValidationError> {
-        let project_id = ProjectId::parse("project_id", self.project_id)?;
+    fn parse(self) -> Result<TechnologyFields, ValidationError> {
         let fields = TechnologyFields {
             title: Title::parse("title", &self.title)?,
             vendor: opt(self.vendor, |v| label("vendor", &v))?,
@@ -231,7 +231,7 @@ impl CreateTechnologyBody {
             dependencies: dependencies(self.dependencies.unwrap_or_default())?,
             alternatives: alternatives(self.alternatives.unwrap_or_default())?,
         };
-        Ok((project_id, fields))
+        Ok(fields)
     }
 }
 
@@ -416,7 +416,8 @@ pub async fn create_technology(
     context: CommandContext,
     body: JsonBody<CreateTechnologyBody>,
 ) -> Result<Response, ApiError> {
-    let (project_id, fields) = body.value.parse()?;
+    let project_id = context.project_for(body.value.project_id).await?;
+    let fields = body.value.parse()?;
     let id = Uuid::now_v7().to_string();
     let command = TechnologyCommand::CreateTechnology {
         id: id.clone(),

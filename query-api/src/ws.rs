@@ -9,6 +9,10 @@
 //!   the row and its position. `since_position` replays, from the read tables, the rows
 //!   that changed after it (rows deleted meanwhile cannot be replayed).
 //!
+//! Every socket is opened with an API key (the `Authorization` header, or `access_token`
+//! in the query for browsers), and is closed with code 1008 the moment that key is revoked
+//! or expires. Topics of another project than the key's are refused as unknown.
+//!
 //! Each client has a bounded queue in the hub; when it overflows the client gets
 //! `{"type":"lagged","position":…}` (the last position it was sent) and can resubscribe
 //! with that `since_position`. The server pings every 30 s and drops a client that did
@@ -25,6 +29,10 @@ use commandcenter_event_store::Position;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use commandcenter_auth::guard::SubscriptionBudget;
+use commandcenter_auth::policy::Kind;
+use commandcenter_auth::Caller;
+
 use crate::hub::ViewChange;
 use crate::QueryState;
 
@@ -34,8 +42,10 @@ pub const PING_EVERY: Duration = Duration::from_secs(30);
 pub const MAX_TOPICS: usize = 100;
 /// Most rows replayed per topic for `since_position`.
 pub const MAX_REPLAY: i64 = 1000;
-/// WebSocket close code for a policy violation (unknown job).
+/// WebSocket close code for a policy violation (unknown job, revoked key).
 const POLICY_VIOLATION: u16 = 1008;
+/// The close reason when the socket's key is revoked or expires.
+const KEY_REVOKED: &str = "API key revoked or expired";
 
 async fn send_json(state: &QueryState, socket: &mut WebSocket, value: &Value) -> bool {
     let sent = socket
@@ -97,13 +107,15 @@ async fn load_job(state: &QueryState, id: &str) -> Result<Option<(Value, Positio
 #[utoipa::path(get, path = "/api/v1/jobs/ws/{job_id}", tag = "push", params(("job_id" = String, Path, description = "Job id")), responses((status = 101, description = "WebSocket: connected, progress..., completed; closes 1008 for an unknown job")))]
 pub async fn job_socket(
     State(state): State<QueryState>,
+    caller: Caller,
     Path(job_id): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    lean(ws).on_upgrade(move |socket| follow_job(state, job_id, socket))
+    lean(ws).on_upgrade(move |socket| follow_job(state, caller, job_id, socket))
 }
 
-async fn follow_job(state: QueryState, job_id: String, mut socket: WebSocket) {
+async fn follow_job(state: QueryState, caller: Caller, job_id: String, mut socket: WebSocket) {
+    let mut revoked = caller.session().revoked();
     let mut subscriber = state.hub.connect();
     let topic = format!("job:{job_id}");
     // Subscribe before reading the row, so no change falls between the two.
@@ -136,6 +148,9 @@ async fn follow_job(state: QueryState, job_id: String, mut socket: WebSocket) {
     let mut awaiting_pong = false;
     loop {
         tokio::select! {
+            () = async { let _ = revoked.wait_for(|r| *r).await; } => {
+                return close(&mut socket, POLICY_VIOLATION, KEY_REVOKED).await;
+            }
             change = subscriber.receiver.recv() => {
                 let Some(change) = change else { return };
                 if change.position <= sent {
@@ -318,11 +333,17 @@ fn lean(ws: WebSocketUpgrade) -> WebSocketUpgrade {
 
 /// `GET /api/v1/ws`.
 #[utoipa::path(get, path = "/api/v1/ws", tag = "push", responses((status = 101, description = "WebSocket: subscribe to jobs:<project_id>, job:<id>, technologies:<project_id>; change and lagged messages")))]
-pub async fn multiplexed_socket(State(state): State<QueryState>, ws: WebSocketUpgrade) -> Response {
-    lean(ws).on_upgrade(move |socket| serve_socket(state, socket))
+pub async fn multiplexed_socket(
+    State(state): State<QueryState>,
+    caller: Caller,
+    ws: WebSocketUpgrade,
+) -> Response {
+    lean(ws).on_upgrade(move |socket| serve_socket(state, caller, socket))
 }
 
-async fn serve_socket(state: QueryState, mut socket: WebSocket) {
+async fn serve_socket(state: QueryState, caller: Caller, mut socket: WebSocket) {
+    let mut revoked = caller.session().revoked();
+    let mut budget = caller.session().subscription_budget();
     let mut subscriber = state.hub.connect();
     let mut guard = Unsubscribe::new(&state, subscriber.id, Vec::new());
     let mut topics: HashSet<String> = HashSet::new();
@@ -332,6 +353,9 @@ async fn serve_socket(state: QueryState, mut socket: WebSocket) {
     let mut awaiting_pong = false;
     loop {
         tokio::select! {
+            () = async { let _ = revoked.wait_for(|r| *r).await; } => {
+                return close(&mut socket, POLICY_VIOLATION, KEY_REVOKED).await;
+            }
             change = subscriber.receiver.recv() => {
                 let Some(change) = change else { return };
                 sent = sent.max(change.position);
@@ -349,7 +373,7 @@ async fn serve_socket(state: QueryState, mut socket: WebSocket) {
             }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => {
-                    let reply = handle_request(&state, &text, &mut topics, &subscriber).await;
+                    let reply = handle_request(&state, &caller, &text, &mut topics, &mut budget, &subscriber).await;
                     guard.topics = topics.iter().cloned().collect();
                     for message in reply {
                         if !send_json(&state, &mut socket, &message).await {
@@ -377,8 +401,10 @@ async fn serve_socket(state: QueryState, mut socket: WebSocket) {
 
 async fn handle_request(
     state: &QueryState,
+    caller: &Caller,
     text: &str,
     topics: &mut HashSet<String>,
+    budget: &mut SubscriptionBudget,
     subscriber: &crate::hub::Subscriber,
 ) -> Vec<Value> {
     let error = |message: String| vec![json!({"type": "error", "message": message})];
@@ -401,25 +427,47 @@ async fn handle_request(
     };
     let mut parsed = Vec::with_capacity(request.subscribe.len());
     for name in &request.subscribe {
-        match Topic::parse(name) {
-            Some(topic) => parsed.push((name.clone(), topic)),
-            None => {
-                return error(format!(
-                    "unknown topic {name:?}: use jobs:<project_id>, job:<id> or technologies:<project_id>"
-                ))
-            }
+        let unknown = || {
+            error(format!(
+                "unknown topic {name:?}: use jobs:<project_id>, job:<id> or technologies:<project_id>"
+            ))
+        };
+        let Some(topic) = Topic::parse(name) else {
+            return unknown();
+        };
+        // Another project's topic is as unknown as one that does not exist.
+        let visible = match &topic {
+            Topic::Jobs(project) | Topic::Technologies(project) => caller.sees_project(*project),
+            Topic::Job(id) => match caller.sees(Kind::Job, id).await {
+                Ok(visible) => visible,
+                Err(err) => return error(format!("cannot check {name}: {err}")),
+            },
+        };
+        if !visible {
+            return unknown();
         }
+        parsed.push((name.clone(), topic));
     }
     let new = parsed
         .iter()
         .filter(|(name, _)| !topics.contains(name))
-        .count();
+        .map(|(name, _)| name)
+        .collect::<HashSet<_>>()
+        .len();
     if topics.len() + new > MAX_TOPICS {
         return error(format!("at most {MAX_TOPICS} topics per socket"));
     }
     for name in &request.unsubscribe {
-        topics.remove(name);
+        if topics.remove(name) {
+            budget.give_back(1);
+        }
         state.hub.unsubscribe(subscriber.id, name);
+    }
+    if !budget.take(new) {
+        return error(
+            "this API key has no subscriptions left (its limit counts every socket it has open)"
+                .to_string(),
+        );
     }
     let mut replies = Vec::new();
     for (name, topic) in parsed {

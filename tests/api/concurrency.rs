@@ -164,9 +164,11 @@ async fn abandoned_requests_never_leave_half_written_changes() {
             .build()
             .unwrap();
         let url = app.url("/api/v1/technologies");
+        let key = app.admin_key.clone();
         async move {
             let _ = client
                 .post(url)
+                .bearer_auth(key)
                 .header("idempotency-key", format!("abandoned-{i}"))
                 .json(&json!({"project_id": 1, "title": format!("abandoned {i}")}))
                 .send()

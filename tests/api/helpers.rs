@@ -5,8 +5,11 @@
 use std::time::Duration;
 
 use commandcenter::config::{
-    AuditKeyArgs, DatabaseArgs, NatsArgs, QueryArgs, ServeArgs, WorkerArgs,
+    AccessArgs, AuditKeyArgs, DatabaseArgs, NatsArgs, QueryArgs, ServeArgs, WorkerArgs,
 };
+
+/// Projects every test service has registered (ids 1 to this).
+pub const TEST_PROJECTS: i64 = 8;
 
 /// The audit key test services sign checkpoints with.
 pub const AUDIT_KEY: &str = "test-audit-key";
@@ -115,8 +118,10 @@ impl Drop for TestNats {
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
-    /// HTTP client.
+    /// HTTP client, sending the deployment-wide admin key made on first start.
     pub client: Client,
+    /// That key.
+    pub admin_key: String,
     /// A pool on the test database, for assertions and for holding transactions open.
     pub pool: PgPool,
     /// This test's NATS prefix and stream.
@@ -175,22 +180,51 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
         audit: AuditKeyArgs {
             audit_key: Some(AUDIT_KEY.into()),
         },
+        // Tests send bursts from one key; the rate-limit test turns limiting on.
+        access: AccessArgs {
+            rate_limit_per_second: 0.0,
+            ..AccessArgs::default()
+        },
         demo: false,
     };
     adjust(&mut args);
     let app = Application::build(&args).await.expect("service starts");
+    let admin_key = app
+        .first_admin_key()
+        .expect("a fresh database gets a first admin key")
+        .token
+        .clone();
     let base = format!("http://{}", app.local_addr().expect("bound"));
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run(async move {
         let _ = stopped.await;
     }));
     let pool = PgPool::connect(&db.url).await.expect("test pool");
+    sqlx::query(
+        "INSERT INTO projects (id, name) SELECT g, 'project ' || g FROM generate_series(1, $1) g \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(TEST_PROJECTS)
+    .execute(&pool)
+    .await
+    .expect("test projects registered");
+    sqlx::query("SELECT cc_register_event_projects()")
+        .execute(&pool)
+        .await
+        .expect("project ids move on");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {admin_key}").parse().expect("header value"),
+    );
     TestApp {
         base,
         client: Client::builder()
             .timeout(Duration::from_secs(30))
+            .default_headers(headers)
             .build()
             .expect("client"),
+        admin_key,
         pool,
         nats,
         data_dir,
@@ -221,6 +255,38 @@ impl TestApp {
     /// `base + path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// A WebSocket URL for `path`, carrying `key` as `access_token` (as a browser would).
+    pub fn ws_url(&self, path: &str, key: &str) -> String {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{path}{separator}access_token={key}",
+            self.base.replace("http://", "ws://")
+        )
+    }
+
+    /// Creates a key for `project` (or deployment-wide) with `role`; returns its token.
+    pub async fn key(&self, project: Option<i64>, role: &str) -> String {
+        commandcenter_auth::KeyStore::new(self.pool.clone())
+            .create(project, role.parse().expect("role"), "test", None)
+            .await
+            .expect("key created")
+            .token
+    }
+
+    /// A client sending `key`.
+    pub fn client_with(&self, key: &str) -> Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().expect("header value"),
+        );
+        Client::builder()
+            .timeout(Duration::from_secs(30))
+            .default_headers(headers)
+            .build()
+            .expect("client")
     }
 
     /// POSTs JSON.
@@ -375,6 +441,15 @@ impl TestApp {
         }
         events
     }
+}
+
+/// The public id of a key token (`cc_<id>_<secret>`), as recorded in `actor`.
+pub fn key_id(token: &str) -> String {
+    token
+        .strip_prefix("cc_")
+        .and_then(|rest| rest.split('_').next())
+        .expect("a key token")
+        .to_string()
 }
 
 /// Asserts `response` is a problem document with `status` naming `field` (`""`: naming

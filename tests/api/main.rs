@@ -1,10 +1,12 @@
 //! End-to-end tests against the real PostgreSQL and NATS, one crate for fast linking.
 //! Each test starts the service on its own database and NATS prefix.
 
+mod access;
 mod audit;
 mod concurrency;
 mod demo;
 mod feed_ordering;
+mod fuzz;
 mod hash_chain;
 mod health;
 mod helpers;

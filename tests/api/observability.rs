@@ -65,7 +65,7 @@ async fn metrics_count_what_a_scripted_session_did() {
             200
         );
     }
-    let url = format!("{}/api/v1/ws", app.base.replace("http://", "ws://"));
+    let url = app.ws_url("/api/v1/ws", &app.admin_key);
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     socket
         .send(Message::text(
@@ -243,10 +243,9 @@ async fn a_correlation_id_follows_a_command_to_its_events_stream_and_push() {
     app.post(&format!("{path}/dispatch"), &json!({})).await;
     app.patch(&path, &json!({"status": "running"})).await;
     app.wait_caught_up().await;
-    let url = format!(
-        "{}/api/v1/jobs/ws/{}",
-        app.base.replace("http://", "ws://"),
-        job["id"].as_str().unwrap()
+    let url = app.ws_url(
+        &format!("/api/v1/jobs/ws/{}", job["id"].as_str().unwrap()),
+        &app.admin_key,
     );
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let _connected = socket.next().await.unwrap().unwrap();

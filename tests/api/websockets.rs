@@ -13,8 +13,7 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(app: &TestApp, path: &str) -> Socket {
-    let url = format!("{}{path}", app.base.replace("http://", "ws://"));
-    tokio_tungstenite::connect_async(url)
+    tokio_tungstenite::connect_async(app.ws_url(path, &app.admin_key))
         .await
         .expect("socket opens")
         .0

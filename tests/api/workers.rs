@@ -441,6 +441,16 @@ async fn webhook_is_signed_and_retried_after_server_errors() {
         assert!(valid, "every delivery is signed");
         assert_eq!(serde_json::from_slice::<Value>(body).unwrap(), payload);
     }
+    // The signing secret is in no event, and not in the worker's configuration dump.
+    let leaked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE strpos(payload::text || metadata::text, $1) > 0",
+    )
+    .bind(SECRET)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(leaked, 0);
+    assert!(!format!("{:?}", fast_config(&app, "w1")).contains(SECRET));
     worker.stop().await;
     hook.server.abort();
     app.stop().await;

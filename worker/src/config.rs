@@ -109,6 +109,35 @@ impl FromStr for LimitOverride {
     }
 }
 
+/// A secret value. Its `Debug` form is redacted, so printing a configuration can never
+/// put it in a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self::new(value)
+    }
+}
+
 /// How one worker process runs jobs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -135,7 +164,7 @@ pub struct WorkerConfig {
     /// Where exports are written (under `artifacts/`).
     pub data_dir: PathBuf,
     /// The key of the webhook signature; webhook jobs fail without one.
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
     /// Let webhooks reach loopback, private and link-local addresses (off: a job could
     /// otherwise probe the deployment's own network).
     pub webhook_allow_private: bool,

@@ -37,7 +37,7 @@ pub struct JobContext {
     /// HTTP client for outbound calls.
     pub http: reqwest::Client,
     /// The webhook signing key.
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<crate::config::Secret>,
     /// Whether webhooks may reach private and local addresses.
     pub webhook_allow_private: bool,
     pub(crate) progress: watch::Sender<Option<ProgressReport>>,

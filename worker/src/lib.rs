@@ -38,7 +38,7 @@ use commandcenter_metrics::Metrics;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Limit, LimitOverride, TimeLimits, WorkerConfig};
+pub use config::{Limit, LimitOverride, Secret, TimeLimits, WorkerConfig};
 pub use context::{JobContext, JobFailure};
 pub use destinations::is_public;
 pub use error::WorkerError;

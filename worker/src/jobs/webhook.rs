@@ -34,7 +34,7 @@ pub(crate) async fn deliver(
     payload: &Value,
     timeout_ms: i64,
 ) -> Result<Value, JobFailure> {
-    let Some(secret) = context.webhook_secret.as_deref() else {
+    let Some(secret) = context.webhook_secret.as_ref().map(|s| s.expose()) else {
         return Err(JobFailure::permanent(
             "no webhook secret is configured (CC_WEBHOOK_SECRET): deliveries are always signed",
         ));
