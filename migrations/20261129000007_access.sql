@@ -16,9 +16,10 @@ DECLARE
 BEGIN
     INSERT INTO projects (id, name)
     SELECT DISTINCT p, 'project ' || p
-      FROM (SELECT (metadata->>'project_id')::bigint AS p
+      FROM (SELECT CASE WHEN metadata->>'project_id' ~ '^[0-9]{1,18}$'
+                        THEN (metadata->>'project_id')::bigint END AS p
               FROM events
-             WHERE sequence = 1 AND metadata->>'project_id' ~ '^[0-9]{1,18}$') named
+             WHERE sequence = 1) named
      WHERE p >= 1
     ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS added = ROW_COUNT;

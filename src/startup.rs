@@ -305,7 +305,7 @@ impl Application {
                 max_lag_events: args.ready_max_lag_events,
             }),
             crate::observability::api().with_state(services.metrics.clone()),
-            commandcenter_auth::http::api().with_state(AuthState {
+            commandcenter_auth::http::api(args.max_body_bytes).with_state(AuthState {
                 guard: guard.clone(),
                 nats: services.nats.clone(),
                 prefix: services.stream.prefix().to_string(),

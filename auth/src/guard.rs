@@ -285,7 +285,11 @@ impl Guard {
         }
         match (rule.scope, principal.project) {
             (Scope::Query, Some(project)) => {
-                parts.uri = with_project(&parts.uri, project);
+                parts.uri =
+                    with_project(&parts.uri, project).ok_or_else(|| AccessError::Invalid {
+                        field: "query".into(),
+                        message: "the query string cannot be read".into(),
+                    })?;
             }
             (Scope::Resource { kind, param }, Some(project)) => {
                 let params = RawPathParams::from_request_parts(&mut parts, &())
@@ -303,6 +307,11 @@ impl Guard {
             _ => {}
         }
         let session = self.session(&principal.key_id);
+        if *session.revoked.borrow() {
+            return Err(AccessError::Unauthenticated(
+                "the API key is invalid, revoked or expired",
+            ));
+        }
         let socket = if rule.socket {
             Some(Arc::new(session.open_socket().ok_or_else(|| {
                 AccessError::TooMany(format!(
@@ -335,6 +344,10 @@ impl Guard {
             self.0.principals.remove(&digest);
             return Ok(None);
         };
+        // Revoked while it was being read: never cache it.
+        if self.is_revoked(&principal.key_id) {
+            return Ok(None);
+        }
         let principal = Arc::new(principal);
         self.0
             .principals
@@ -395,8 +408,16 @@ impl Guard {
         if let Some(project) = self.0.owners.get(&key) {
             return Ok(Some(*project));
         }
+        // A job whose parameters name other projects (a batch made before batches were
+        // kept to their own project) holds their data: it belongs to no single project.
         let project: Option<i64> = sqlx::query_scalar(
             "SELECT CASE WHEN metadata->>'project_id' ~ '^[0-9]{1,18}$' \
+                          AND NOT EXISTS ( \
+                              SELECT 1 FROM jsonb_array_elements_text(CASE \
+                                  WHEN jsonb_typeof(payload->'JobCreated'->'parameters'->'project_ids') = 'array' \
+                                  THEN payload->'JobCreated'->'parameters'->'project_ids' \
+                                  ELSE '[]'::jsonb END) AS listed(p) \
+                               WHERE listed.p <> metadata->>'project_id') \
                          THEN (metadata->>'project_id')::bigint END \
                FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = 1",
         )
@@ -415,15 +436,22 @@ impl Guard {
         Ok(project)
     }
 
-    /// Forgets everything known about `key_id` and tells its sockets to close.
+    /// Forgets everything known about `key_id` and tells its sockets to close. The key's
+    /// session stays, marked revoked, so a request that authenticated just before is
+    /// still refused when it reaches its session.
     pub fn forget(&self, key_id: &str) {
+        self.session(key_id).revoked.send_replace(true);
         self.0
             .principals
             .retain(|_, (principal, _)| principal.key_id != key_id);
         self.0.buckets.remove(key_id);
-        if let Some((_, session)) = self.0.sessions.remove(key_id) {
-            session.revoked.send_replace(true);
-        }
+    }
+
+    fn is_revoked(&self, key_id: &str) -> bool {
+        self.0
+            .sessions
+            .get(key_id)
+            .is_some_and(|session| *session.revoked.borrow())
     }
 
     /// Revokes a key, here at once and on other servers through `nats` (when given).
@@ -522,7 +550,7 @@ fn has_any_param(query: Option<&str>, names: &[&str]) -> bool {
 }
 
 /// `uri` with every `project_id` in its query replaced by one naming `project`.
-fn with_project(uri: &Uri, project: i64) -> Uri {
+fn with_project(uri: &Uri, project: i64) -> Option<Uri> {
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (name, value) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
         if name != "project_id" {
@@ -531,10 +559,7 @@ fn with_project(uri: &Uri, project: i64) -> Uri {
     }
     query.append_pair("project_id", &project.to_string());
     let path_and_query = format!("{}?{}", uri.path(), query.finish());
-    Uri::builder()
-        .path_and_query(path_and_query)
-        .build()
-        .unwrap_or_else(|_| uri.clone())
+    Uri::builder().path_and_query(path_and_query).build().ok()
 }
 
 /// The key a request was admitted with: its principal, and its session in this process.
@@ -561,6 +586,11 @@ impl Caller {
     /// The key's live state (revocation signal, subscription budget).
     pub fn session(&self) -> &Arc<KeySession> {
         &self.session
+    }
+
+    /// Takes one request from the key's rate limit (for messages on an open socket).
+    pub fn take_token(&self) -> Result<(), AccessError> {
+        self.guard.take_token(self.key_id())
     }
 
     /// Whether the key may see `project`'s data.
@@ -635,7 +665,7 @@ mod tests {
         let uri: Uri = "/api/v1/jobs?project_id=2&limit=5&project%5Fid=3&project_id=4&q=a+b"
             .parse()
             .unwrap();
-        let rewritten = with_project(&uri, 7);
+        let rewritten = with_project(&uri, 7).unwrap();
         let pairs: Vec<(String, String)> =
             form_urlencoded::parse(rewritten.query().unwrap().as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))

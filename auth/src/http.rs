@@ -27,12 +27,13 @@ pub struct AuthState {
     pub prefix: String,
 }
 
-/// The management routes.
-pub fn api() -> OpenApiRouter<AuthState> {
+/// The management routes, with request bodies limited to `max_body_bytes`.
+pub fn api(max_body_bytes: usize) -> OpenApiRouter<AuthState> {
     OpenApiRouter::new()
         .routes(routes!(list_projects, create_project))
         .routes(routes!(list_keys, create_key))
         .routes(routes!(revoke_key))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
 }
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, AccessError> {

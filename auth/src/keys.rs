@@ -37,14 +37,24 @@ pub struct ApiKey {
     pub status: &'static str,
 }
 
-/// A key just created: the only time its secret exists outside the caller.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// A key just created: the only time its secret exists outside the caller. Its `Debug`
+/// form leaves the token out.
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct NewKey {
     /// The key's record.
     #[serde(flatten)]
     pub key: ApiKey,
     /// The bearer token, `cc_<id>_<secret>`. Shown once; store it now.
     pub token: String,
+}
+
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKey")
+            .field("key", &self.key)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 type KeyRow = (
@@ -115,7 +125,7 @@ pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Str
     let at = if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         at.with_timezone(&Utc)
     } else {
-        let split = text.len().saturating_sub(1);
+        let split = text.char_indices().last().map_or(0, |(i, _)| i);
         let (number, unit) = text.split_at(split);
         let n: i64 = number
             .parse()
@@ -364,5 +374,7 @@ mod tests {
         assert!(parse_expiry("0d", now).is_err());
         assert!(parse_expiry("5y", now).is_err());
         assert!(parse_expiry("soon", now).is_err());
+        assert!(parse_expiry("é", now).is_err());
+        assert!(parse_expiry("", now).is_err());
     }
 }

@@ -216,11 +216,17 @@ pub const RULES: &[(&str, &str, Rule)] = {
 /// The rule for a route missing from [`RULES`]: deployment-wide admins only.
 pub const CLOSED: Rule = rule(Access::DeploymentAdmin, Scope::Unscoped);
 
-/// The rule of `method` on the route template `path`.
+/// The rule of `method` on the route template `path` (HEAD is served by GET handlers, so
+/// it has GET's rule).
 pub fn rule_for(method: &Method, path: &str) -> Rule {
+    let method = if method == Method::HEAD {
+        Method::GET.as_str()
+    } else {
+        method.as_str()
+    };
     RULES
         .iter()
-        .find(|(m, p, _)| *p == path && method.as_str() == *m)
+        .find(|(m, p, _)| *p == path && method == *m)
         .map_or(CLOSED, |(_, _, rule)| *rule)
 }
 
@@ -258,5 +264,7 @@ mod tests {
         assert_eq!(rule_for(&Method::GET, "/api/v1/secret"), CLOSED);
         assert_eq!(rule_for(&Method::PUT, "/api/v1/jobs"), CLOSED);
         assert_eq!(rule_for(&Method::GET, "/api/v1/jobs").scope, Scope::Query);
+        assert_eq!(rule_for(&Method::HEAD, "/api/v1/jobs").scope, Scope::Query);
+        assert_eq!(rule_for(&Method::HEAD, "/metrics").access, Access::Public);
     }
 }

@@ -284,6 +284,18 @@ pub async fn create_job(
                     .caller
                     .check_project("parameters.project_ids", project.get())
                     .await?;
+                // A job's result is its project's data: a batch may not read another
+                // project's (its readers could not otherwise be kept from that data).
+                if project != project_id {
+                    return Err(ValidationError::new(
+                        "parameters.project_ids",
+                        format!(
+                            "a job's results stay in its project: list only project {project_id} \
+                             (run one job per project)"
+                        ),
+                    )
+                    .into());
+                }
             }
         }
     }

@@ -38,7 +38,8 @@ impl CacheKey {
         let sorted: BTreeMap<&String, &String> = params.iter().collect();
         let params = sorted
             .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
+            // Quoted, so a value holding `&` or `=` cannot pass for another parameter.
+            .map(|(k, v)| format!("{k:?}={v:?}"))
             .collect::<Vec<_>>()
             .join("&");
         Self {

@@ -425,6 +425,14 @@ async fn handle_request(
         Ok(since) => since,
         Err(err) => return error(format!("since_position: {err}")),
     };
+    // Every message costs one request of the key's rate, and is bounded before any
+    // topic is looked up.
+    if let Err(refusal) = caller.take_token() {
+        return error(refusal.to_string());
+    }
+    if request.subscribe.len() > MAX_TOPICS {
+        return error(format!("at most {MAX_TOPICS} topics per socket"));
+    }
     let mut parsed = Vec::with_capacity(request.subscribe.len());
     for name in &request.subscribe {
         let unknown = || {
@@ -440,13 +448,23 @@ async fn handle_request(
             Topic::Jobs(project) | Topic::Technologies(project) => caller.sees_project(*project),
             Topic::Job(id) => match caller.sees(Kind::Job, id).await {
                 Ok(visible) => visible,
-                Err(err) => return error(format!("cannot check {name}: {err}")),
+                Err(err) => {
+                    tracing::warn!(%err, "socket topic check failed");
+                    return error(format!("cannot check {name} now; try again"));
+                }
             },
         };
         if !visible {
             return unknown();
         }
         parsed.push((name.clone(), topic));
+    }
+    // Unsubscribe first, then charge what the subscription set grows by.
+    for name in &request.unsubscribe {
+        if topics.remove(name) {
+            budget.give_back(1);
+        }
+        state.hub.unsubscribe(subscriber.id, name);
     }
     let new = parsed
         .iter()
@@ -456,12 +474,6 @@ async fn handle_request(
         .len();
     if topics.len() + new > MAX_TOPICS {
         return error(format!("at most {MAX_TOPICS} topics per socket"));
-    }
-    for name in &request.unsubscribe {
-        if topics.remove(name) {
-            budget.give_back(1);
-        }
-        state.hub.unsubscribe(subscriber.id, name);
     }
     if !budget.take(new) {
         return error(
@@ -478,7 +490,10 @@ async fn handle_request(
                 Ok(rows) => replies.extend(rows.into_iter().map(|(row, position)| {
                     json!({"type": "change", "topic": name, "id": row["id"], "position": position, "deleted": false, "row": row, "replayed": true})
                 })),
-                Err(err) => return error(format!("cannot replay {name}: {err}")),
+                Err(err) => {
+                    tracing::warn!(%err, "socket replay failed");
+                    return error(format!("cannot replay {name} now; try again"));
+                }
             }
         }
     }

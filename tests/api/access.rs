@@ -1159,3 +1159,84 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+async fn ask(socket: &mut Socket, request: Value) -> Value {
+    socket
+        .send(tungstenite::Message::Text(request.to_string().into()))
+        .await
+        .unwrap();
+    next_json(socket).await
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+#[tokio::test]
+async fn socket_subscriptions_are_counted_per_key_across_its_sockets() {
+    let app = spawn_app_with(|args| args.access.max_subscriptions_per_key = 3).await;
+    let key = app.key(Some(OWN), "reader").await;
+    let (mut first, _) = tokio_tungstenite::connect_async(app.ws_url("/api/v1/ws", &key))
+        .await
+        .unwrap();
+    let (mut second, _) = tokio_tungstenite::connect_async(app.ws_url("/api/v1/ws", &key))
+        .await
+        .unwrap();
+    let jobs = format!("jobs:{OWN}");
+    let technologies = format!("technologies:{OWN}");
+    let reply = ask(&mut first, json!({"subscribe": [jobs, technologies]})).await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    // Re-subscribing to what a socket holds costs nothing; swapping a topic for itself
+    // frees nothing.
+    let reply = ask(
+        &mut first,
+        json!({"subscribe": [jobs], "unsubscribe": [jobs]}),
+    )
+    .await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    let job = app.create_job().await;
+    let job_topic = format!("job:{}", job["id"].as_str().unwrap());
+    let reply = ask(&mut second, json!({"subscribe": [job_topic]})).await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    // The key's fourth subscription, on either socket, is refused.
+    let reply = ask(&mut second, json!({"subscribe": [jobs]})).await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    let reply = ask(
+        &mut first,
+        json!({"subscribe": [jobs, technologies, job_topic]}),
+    )
+    .await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    // Giving one back makes room; closing a socket gives back all it held.
+    let reply = ask(&mut first, json!({"unsubscribe": [technologies]})).await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    let reply = ask(&mut second, json!({"subscribe": [technologies]})).await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = ask(&mut second, json!({"subscribe": [jobs]})).await;
+        if reply["type"] == "subscribed" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{reply}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn head_requests_follow_the_rules_of_get() {
+    let app = spawn_app().await;
+    let client = Client::new();
+    let head = |path: &str, key: Option<&str>| {
+        let mut request = client.head(app.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(head("/health/live", None).await, 200);
+    assert_eq!(head("/api/v1/jobs", None).await, 401);
+    let reader = app.key(Some(OWN), "reader").await;
+    assert_eq!(head("/api/v1/jobs", Some(&reader)).await, 200);
+    assert_eq!(head("/api/v1/events", Some(&reader)).await, 403);
+}

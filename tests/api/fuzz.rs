@@ -415,8 +415,11 @@ fn hostile_requests_to_every_route_never_5xx_and_refusals_never_write() {
             job: job["id"].as_str().unwrap().to_string(),
             writer,
             auditor,
+            // A fresh connection per request: a refused upload may close its connection
+            // early, and a pooled client would then send the next request into it.
             client: Client::builder()
                 .timeout(Duration::from_secs(20))
+                .pool_max_idle_per_host(0)
                 .build()
                 .unwrap(),
             app,

@@ -703,18 +703,30 @@ async fn analyses_report_on_the_projects_technologies() {
     assert_eq!(report["risks"][0]["flag"], "alpha_in_use");
     assert_eq!(report["risks"][0]["id"], alpha["id"]);
 
+    // A job's results stay in its project: a batch over another project is refused,
+    // even for a deployment-wide key.
+    assert_problem(
+        app.post(
+            "/api/v1/jobs",
+            &json!({"project_id": 1, "job_type": "batch_analysis", "parameters": {"project_ids": [1, 2]}}),
+        )
+        .await,
+        422,
+        "parameters.project_ids",
+    )
+    .await;
     let batch = submit(
         &app,
-        json!({"project_id": 1, "job_type": "batch_analysis", "parameters": {"project_ids": [1, 2]}}),
+        json!({"project_id": 1, "job_type": "batch_analysis", "parameters": {"project_ids": [1]}}),
         None,
     )
     .await;
     let job = wait_terminal(&app, &batch).await;
     assert_eq!(job["status"], "completed", "{job}");
     let projects = job["result"]["projects"].as_array().unwrap();
-    assert_eq!(projects.len(), 2);
-    assert_eq!(projects[1]["project_id"], 2);
-    assert_eq!(projects[1]["technologies"], 1);
+    assert_eq!(projects.len(), 1);
+    assert_eq!(projects[0]["project_id"], 1);
+    assert_eq!(projects[0]["technologies"], 2);
     let steps: Vec<String> = job_events(&app, &batch)
         .await
         .iter()
@@ -729,7 +741,7 @@ async fn analyses_report_on_the_projects_technologies() {
     assert!(
         steps
             .iter()
-            .any(|s| s.contains("analysed project 1 (1 of 2)")),
+            .any(|s| s.contains("analysed project 1 (1 of 1)")),
         "{steps:?}"
     );
 
