@@ -95,6 +95,12 @@ start_service() {
     done
     die "service $name did not start (see $WORK/$name.log)"
 }
+# register_project DB_URL: project 1 on a fresh store, where the write scenarios work.
+register_project() {
+    local id
+    id=$(DATABASE_URL="$1" "$BIN/commandcenter" projects create bench) || die "cannot register a project"
+    [ "$id" = 1 ] || die "the fresh store's first project is $id, not 1"
+}
 stop_service() { kill "$SERVICE_PID" 2>/dev/null || true; wait "$SERVICE_PID" 2>/dev/null || true; }
 wait_caught_up() {
     for _ in $(seq 1 1500); do
@@ -171,6 +177,7 @@ done
 new_db write WRITE_DB
 say "scenarios 4-5: commands (32 clients) and command -> WebSocket latency"
 start_service write 18103 "$WRITE_DB" --no-workers
+register_project "$WRITE_DB"
 "$BIN/cc-bench" write-load --url http://127.0.0.1:18103 --kind technologies --clients 32 \
     --seconds "$SECS" --warmup "$WARMUP" | record
 "$BIN/cc-bench" write-load --url http://127.0.0.1:18103 --kind progress --clients 32 \
@@ -189,6 +196,7 @@ put ceiling_command_path "tps=$tps"
 say "scenario 8: $NOOP_JOBS noop jobs through one worker process"
 new_db jobs JOBS_DB
 start_service jobs 18104 "$JOBS_DB" --no-workers
+register_project "$JOBS_DB"
 "$BIN/cc-bench" submit-jobs --url http://127.0.0.1:18104 --jobs "$NOOP_JOBS" | tee -a "$WORK/log.txt"
 DATABASE_URL="$JOBS_DB" CC_NATS_PREFIX="${RUN}jobs" CC_DATA_DIR="$WORK/data-jobs" RUST_LOG=warn \
     "$BIN/commandcenter" worker >"$WORK/worker.log" 2>&1 &

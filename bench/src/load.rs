@@ -53,7 +53,7 @@ impl Client {
         let job: Value = self
             .http
             .post(format!("{base}/api/v1/jobs"))
-            .json(&json!({"project_id": 777, "job_type": "noop"}))
+            .json(&json!({"project_id": 1, "job_type": "noop"}))
             .send()
             .await?
             .json()

@@ -65,8 +65,8 @@ enum Command {
         /// Commands to time.
         #[arg(long, default_value_t = 2000)]
         samples: u64,
-        /// Project the probe technologies go to.
-        #[arg(long, default_value_t = 999)]
+        /// Project the probe technologies go to (registered: `commandcenter projects create`).
+        #[arg(long, default_value_t = 1)]
         project_id: i64,
     },
     /// Create and dispatch `noop` jobs (steps=1, step_ms=0) in one project.
@@ -77,8 +77,8 @@ enum Command {
         /// Jobs to submit.
         #[arg(long, default_value_t = 20_000)]
         jobs: u64,
-        /// Project of the jobs.
-        #[arg(long, default_value_t = 4242)]
+        /// Project of the jobs (registered: `commandcenter projects create`).
+        #[arg(long, default_value_t = 1)]
         project_id: i64,
         /// Requests in flight.
         #[arg(long, default_value_t = 32)]
@@ -92,8 +92,8 @@ enum Command {
         /// Jobs to wait for.
         #[arg(long, default_value_t = 20_000)]
         jobs: u64,
-        /// Project of the jobs.
-        #[arg(long, default_value_t = 4242)]
+        /// Project of the jobs (registered: `commandcenter projects create`).
+        #[arg(long, default_value_t = 1)]
         project_id: i64,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 600)]
@@ -311,7 +311,7 @@ async fn ws_latency(url: &str, samples: u64) -> anyhow::Result<()> {
     let http = crate::key::client();
     let job: Value = http
         .post(format!("{url}/api/v1/jobs"))
-        .json(&json!({"project_id": 999, "job_type": "noop"}))
+        .json(&json!({"project_id": 1, "job_type": "noop"}))
         .send()
         .await?
         .json()
@@ -462,7 +462,7 @@ async fn cancel_latency(url: &str, samples: u64, step_ms: u64) -> anyhow::Result
     let http = crate::key::client();
     let mut histogram = Histogram::<u64>::new(3)?;
     for _ in 0..samples {
-        let body = json!({"project_id": 4243, "job_type": "noop", "parameters": {"steps": 100_000, "step_ms": step_ms}});
+        let body = json!({"project_id": 1, "job_type": "noop", "parameters": {"steps": 100_000, "step_ms": step_ms}});
         let job: Value = http
             .post(format!("{url}/api/v1/jobs"))
             .json(&body)
