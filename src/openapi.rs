@@ -19,7 +19,10 @@ use utoipa_axum::routes;
 #[openapi(info(
     title = "CommandCenter",
     description = "Event-sourced CQRS backend: commands on technologies and jobs, read models, WebSocket push. \
-                   Errors are application/problem+json documents naming the field at fault."
+                   Errors are application/problem+json documents naming the field at fault. \
+                   Every operation but health, metrics and this document needs `Authorization: Bearer <API key>`; \
+                   each operation's security requirement lists the roles that may call it. \
+                   401: no valid key; 403: role too weak; 404: unknown, or another project's; 429: per-key limit."
 ))]
 struct ApiDoc;
 
@@ -42,6 +45,60 @@ async fn openapi_json(State(spec): State<SpecState>) -> Response {
     }
 }
 
+/// Declares the bearer key scheme, and on every operation the roles its rule in
+/// `commandcenter_auth::policy` admits (OpenAPI 3.1 allows role names for HTTP schemes),
+/// so the document says what the guard enforces.
+fn document_access(document: &mut utoipa::openapi::OpenApi) {
+    use axum::http::Method;
+    use commandcenter_auth::policy::{rule_for, Access};
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+
+    document
+        .components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("cc_<id>_<secret>")
+                    .description(Some(
+                        "An API key (`commandcenter keys create`); sockets may pass it as `access_token`.",
+                    ))
+                    .build(),
+            ),
+        );
+    for (path, item) in document.paths.paths.iter_mut() {
+        let operations = [
+            (Method::GET, &mut item.get),
+            (Method::POST, &mut item.post),
+            (Method::PUT, &mut item.put),
+            (Method::PATCH, &mut item.patch),
+            (Method::DELETE, &mut item.delete),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation else { continue };
+            let roles: &[&str] = match rule_for(&method, path).access {
+                Access::Public => {
+                    operation.security = Some(vec![SecurityRequirement::default()]);
+                    continue;
+                }
+                Access::Read => &["reader", "writer", "auditor", "admin"],
+                Access::Write => &["writer", "admin"],
+                Access::Audit => &["auditor", "admin"],
+                Access::Admin => &["admin"],
+                Access::DeploymentAdmin => &["admin (deployment-wide)"],
+            };
+            operation.security = Some(vec![SecurityRequirement::new(
+                "api_key",
+                roles.iter().copied(),
+            )]);
+        }
+    }
+}
+
 /// Merges the documented routers into the application router and its document.
 pub fn assemble(parts: Vec<OpenApiRouter>) -> Router {
     let spec = SpecState::default();
@@ -57,6 +114,7 @@ pub fn assemble(parts: Vec<OpenApiRouter>) -> Router {
         )
         .split_for_parts();
     document.info.version = env!("CARGO_PKG_VERSION").to_string();
+    document_access(&mut document);
     let body = serde_json::to_vec(&document).unwrap_or_default();
     let _ = spec.0.set(Bytes::from(body));
     router

@@ -127,4 +127,41 @@ async fn the_document_and_the_router_describe_the_same_routes() {
     assert!(schemas["CreateTechnologyBody"]["properties"]
         .get("title")
         .is_some());
+    // The key scheme, and on every operation the roles the guard admits.
+    assert_eq!(
+        document["components"]["securitySchemes"]["api_key"]["scheme"],
+        "bearer"
+    );
+    let mut public = Vec::new();
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().unwrap() {
+            let security = operation["security"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{method} {path} states its security"));
+            if security == &vec![json!({})] {
+                public.push(format!("{method} {path}"));
+            } else {
+                assert!(
+                    security[0]["api_key"]
+                        .as_array()
+                        .is_some_and(|r| !r.is_empty()),
+                    "{method} {path}: {security:?}"
+                );
+            }
+        }
+    }
+    public.sort();
+    assert_eq!(
+        public,
+        [
+            "get /api/v1/openapi.json",
+            "get /health/live",
+            "get /health/ready",
+            "get /metrics"
+        ]
+    );
+    assert_eq!(
+        paths["/api/v1/technologies"]["post"]["security"],
+        json!([{"api_key": ["writer", "admin"]}])
+    );
 }
