@@ -220,11 +220,6 @@ impl Guard {
         &self.0.projects
     }
 
-    /// The guard's limits.
-    pub fn config(&self) -> &GuardConfig {
-        &self.0.config
-    }
-
     /// The middleware: see the module documentation.
     pub async fn enforce(
         axum::extract::State(guard): axum::extract::State<Guard>,
@@ -273,15 +268,21 @@ impl Guard {
                 needs: needs.needs(),
             });
         }
-        // No id contains control characters (PostgreSQL text cannot even hold NUL): such a
-        // path names nothing.
-        if let Ok(params) = RawPathParams::from_request_parts(&mut parts, &()).await {
-            if params
-                .iter()
-                .any(|(_, value)| value.chars().any(char::is_control))
-            {
-                return Err(AccessError::NotFound("resource"));
-            }
+        // Path parameters, read once. No id contains control characters (PostgreSQL text
+        // cannot even hold NUL): such a path names nothing.
+        let params = RawPathParams::from_request_parts(&mut parts, &())
+            .await
+            .ok();
+        let params: Vec<(String, String)> = params
+            .iter()
+            .flat_map(|p| p.iter())
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        if params
+            .iter()
+            .any(|(_, value)| value.chars().any(char::is_control))
+        {
+            return Err(AccessError::NotFound("resource"));
         }
         match (rule.scope, principal.project) {
             (Scope::Query, Some(project)) => {
@@ -292,15 +293,11 @@ impl Guard {
                     })?;
             }
             (Scope::Resource { kind, param }, Some(project)) => {
-                let params = RawPathParams::from_request_parts(&mut parts, &())
-                    .await
-                    .map_err(|_| AccessError::NotFound(kind.noun()))?;
                 let id = params
                     .iter()
-                    .find(|(name, _)| *name == param)
-                    .map(|(_, value)| value.to_string())
-                    .unwrap_or_default();
-                if self.owner(kind, &id).await? != Some(project) {
+                    .find(|(name, _)| name == param)
+                    .map_or("", |(_, value)| value.as_str());
+                if self.owner(kind, id).await? != Some(project) {
                     return Err(AccessError::NotFound(kind.noun()));
                 }
             }
