@@ -8,6 +8,12 @@ CREATE TABLE projects (
 );
 CREATE UNIQUE INDEX projects_name_key ON projects (lower(name));
 
+-- The project an event's metadata names, when it names one as a number.
+CREATE FUNCTION cc_event_project(metadata jsonb) RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN metadata->>'project_id' ~ '^[0-9]{1,18}$'
+                THEN (metadata->>'project_id')::bigint END
+$$;
+
 -- Registers every project the event store names (an upgrade, or a store just imported),
 -- and moves the id sequence past them. Returns how many were added.
 CREATE FUNCTION cc_register_event_projects() RETURNS bigint LANGUAGE plpgsql AS $$
@@ -16,10 +22,7 @@ DECLARE
 BEGIN
     INSERT INTO projects (id, name)
     SELECT DISTINCT p, 'project ' || p
-      FROM (SELECT CASE WHEN metadata->>'project_id' ~ '^[0-9]{1,18}$'
-                        THEN (metadata->>'project_id')::bigint END AS p
-              FROM events
-             WHERE sequence = 1) named
+      FROM (SELECT cc_event_project(metadata) AS p FROM events WHERE sequence = 1) named
      WHERE p >= 1
     ON CONFLICT DO NOTHING;
     GET DIAGNOSTICS added = ROW_COUNT;

@@ -157,26 +157,24 @@ async fn main() -> anyhow::Result<()> {
             }
             KeysCommand::Revoke(args) => {
                 let pool = open(&args.database.database_url).await?;
-                let key = KeyStore::new(pool)
-                    .revoke(&args.id)
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("no key with id {:?}", args.id))?;
                 // Running servers poll for revocations; the announcement makes it immediate.
-                let announced = tokio::time::timeout(Duration::from_secs(3), async {
-                    let client = async_nats::connect(args.nats.nats_url.as_str()).await?;
-                    commandcenter_auth::guard::announce_revocation(
-                        &client,
-                        &args.nats.nats_prefix,
-                        &key.id,
-                    )
-                    .await
-                })
-                .await;
-                if !matches!(announced, Ok(Ok(()))) {
+                let nats = tokio::time::timeout(
+                    Duration::from_secs(3),
+                    async_nats::connect(args.nats.nats_url.as_str()),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok);
+                if nats.is_none() {
                     tracing::warn!(
                         "NATS unreachable: servers will notice the revocation by polling"
                     );
                 }
+                let announce = nats.as_ref().map(|c| (c, args.nats.nats_prefix.as_str()));
+                let key = commandcenter_auth::Guard::new(pool, Default::default())
+                    .revoke(&args.id, announce)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no key with id {:?}", args.id))?;
                 writeln!(std::io::stdout().lock(), "revoked {}", key.id)?;
             }
         },

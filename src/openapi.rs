@@ -51,6 +51,7 @@ async fn openapi_json(State(spec): State<SpecState>) -> Response {
 fn document_access(document: &mut utoipa::openapi::OpenApi) {
     use axum::http::Method;
     use commandcenter_auth::policy::{rule_for, Access};
+    use commandcenter_auth::{Principal, Role};
     use utoipa::openapi::security::{
         HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
     };
@@ -80,21 +81,28 @@ fn document_access(document: &mut utoipa::openapi::OpenApi) {
         ];
         for (method, operation) in operations {
             let Some(operation) = operation else { continue };
-            let roles: &[&str] = match rule_for(&method, path).access {
+            let access = rule_for(&method, path).access;
+            let roles: Vec<String> = match access {
                 Access::Public => {
                     operation.security = Some(vec![SecurityRequirement::default()]);
                     continue;
                 }
-                Access::Read => &["reader", "writer", "auditor", "admin"],
-                Access::Write => &["writer", "admin"],
-                Access::Audit => &["auditor", "admin"],
-                Access::Admin => &["admin"],
-                Access::DeploymentAdmin => &["admin (deployment-wide)"],
+                Access::DeploymentAdmin => vec!["admin (deployment-wide)".into()],
+                // The roles the guard admits, asked of the guard's own rule.
+                _ => Role::ALL
+                    .into_iter()
+                    .filter(|&role| {
+                        access.allows(&Principal {
+                            key_id: String::new(),
+                            role,
+                            project: Some(1),
+                            expires_at: None,
+                        })
+                    })
+                    .map(|role| role.to_string())
+                    .collect(),
             };
-            operation.security = Some(vec![SecurityRequirement::new(
-                "api_key",
-                roles.iter().copied(),
-            )]);
+            operation.security = Some(vec![SecurityRequirement::new("api_key", roles)]);
         }
     }
 }

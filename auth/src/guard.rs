@@ -100,6 +100,7 @@ struct Bucket {
 /// its socket and subscription counts.
 pub struct KeySession {
     revoked: watch::Sender<bool>,
+    bucket: std::sync::Mutex<Bucket>,
     sockets: AtomicUsize,
     subscriptions: AtomicUsize,
     max_sockets: usize,
@@ -107,9 +108,12 @@ pub struct KeySession {
 }
 
 impl KeySession {
-    /// Becomes `true` when the key is revoked or expires.
-    pub fn revoked(&self) -> watch::Receiver<bool> {
-        self.revoked.subscribe()
+    /// Completes when the key is revoked or expires (at once if it already is).
+    pub fn until_revoked(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut revoked = self.revoked.subscribe();
+        async move {
+            let _ = revoked.wait_for(|r| *r).await;
+        }
     }
 
     fn open_socket(self: &Arc<Self>) -> Option<SocketPermit> {
@@ -147,27 +151,29 @@ pub struct SubscriptionBudget {
 }
 
 impl SubscriptionBudget {
-    /// Takes `n` more subscriptions; `false` (taking none) if the key has not that many left.
-    pub fn take(&mut self, n: usize) -> bool {
+    /// Makes this socket hold exactly `n` of the key's subscriptions (its topic count);
+    /// `false`, holding what it held, if the key has not that many left.
+    pub fn settle(&mut self, n: usize) -> bool {
+        if n < self.held {
+            self.session
+                .subscriptions
+                .fetch_sub(self.held - n, Ordering::AcqRel);
+            self.held = n;
+            return true;
+        }
+        let more = n - self.held;
         let max = self.session.max_subscriptions;
         let taken = self
             .session
             .subscriptions
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                (held + n <= max).then_some(held + n)
+                (held + more <= max).then_some(held + more)
             })
             .is_ok();
         if taken {
-            self.held += n;
+            self.held = n;
         }
         taken
-    }
-
-    /// Gives `n` subscriptions back.
-    pub fn give_back(&mut self, n: usize) {
-        let n = n.min(self.held);
-        self.held -= n;
-        self.session.subscriptions.fetch_sub(n, Ordering::AcqRel);
     }
 }
 
@@ -186,7 +192,6 @@ struct Inner {
     config: GuardConfig,
     /// sha256(token) → principal and when it was read (tokens themselves are not kept).
     principals: DashMap<[u8; 32], (Arc<Principal>, Instant)>,
-    buckets: DashMap<String, Bucket>,
     sessions: DashMap<String, Arc<KeySession>>,
     owners: DashMap<(Kind, String), i64>,
 }
@@ -204,7 +209,6 @@ impl Guard {
             pool,
             config,
             principals: DashMap::new(),
-            buckets: DashMap::new(),
             sessions: DashMap::new(),
             owners: DashMap::new(),
         }))
@@ -256,7 +260,13 @@ impl Guard {
             .ok_or(AccessError::Unauthenticated(
                 "the API key is invalid, revoked or expired",
             ))?;
-        self.take_token(&principal.key_id)?;
+        let session = self.session(&principal.key_id);
+        if *session.revoked.borrow() {
+            return Err(AccessError::Unauthenticated(
+                "the API key is invalid, revoked or expired",
+            ));
+        }
+        self.take_token(&session)?;
         let needs = if rule.time_travel && has_any_param(parts.uri.query(), &TIME_TRAVEL_PARAMS) {
             Access::Audit
         } else {
@@ -298,16 +308,10 @@ impl Guard {
                     .find(|(name, _)| name == param)
                     .map_or("", |(_, value)| value.as_str());
                 if self.owner(kind, id).await? != Some(project) {
-                    return Err(AccessError::NotFound(kind.noun()));
+                    return Err(AccessError::NotFound(kind.aggregate_type()));
                 }
             }
             _ => {}
-        }
-        let session = self.session(&principal.key_id);
-        if *session.revoked.borrow() {
-            return Err(AccessError::Unauthenticated(
-                "the API key is invalid, revoked or expired",
-            ));
         }
         let socket = if rule.socket {
             Some(Arc::new(session.open_socket().ok_or_else(|| {
@@ -352,23 +356,19 @@ impl Guard {
         Ok(Some(principal))
     }
 
-    fn take_token(&self, key_id: &str) -> Result<(), AccessError> {
+    fn take_token(&self, session: &KeySession) -> Result<(), AccessError> {
         let config = &self.0.config;
         if config.rate_per_second <= 0.0 {
             return Ok(());
         }
         let now = Instant::now();
-        let mut bucket = self
-            .0
-            .buckets
-            .entry(key_id.to_string())
-            .or_insert_with(|| Bucket {
-                tokens: config.burst.max(1.0),
-                updated: now,
-            });
+        let burst = config.burst.max(1.0);
+        let mut bucket = session
+            .bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let elapsed = now.duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens =
-            (bucket.tokens + elapsed * config.rate_per_second).min(config.burst.max(1.0));
+        bucket.tokens = (bucket.tokens + elapsed * config.rate_per_second).min(burst);
         bucket.updated = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -387,6 +387,10 @@ impl Guard {
             .or_insert_with(|| {
                 Arc::new(KeySession {
                     revoked: watch::channel(false).0,
+                    bucket: std::sync::Mutex::new(Bucket {
+                        tokens: self.0.config.burst.max(1.0),
+                        updated: Instant::now(),
+                    }),
                     sockets: AtomicUsize::new(0),
                     subscriptions: AtomicUsize::new(0),
                     max_sockets: self.0.config.max_sockets_per_key,
@@ -408,14 +412,13 @@ impl Guard {
         // A job whose parameters name other projects (a batch made before batches were
         // kept to their own project) holds their data: it belongs to no single project.
         let project: Option<i64> = sqlx::query_scalar(
-            "SELECT CASE WHEN metadata->>'project_id' ~ '^[0-9]{1,18}$' \
-                          AND NOT EXISTS ( \
+            "SELECT CASE WHEN NOT EXISTS ( \
                               SELECT 1 FROM jsonb_array_elements_text(CASE \
                                   WHEN jsonb_typeof(payload->'JobCreated'->'parameters'->'project_ids') = 'array' \
                                   THEN payload->'JobCreated'->'parameters'->'project_ids' \
                                   ELSE '[]'::jsonb END) AS listed(p) \
                                WHERE listed.p <> metadata->>'project_id') \
-                         THEN (metadata->>'project_id')::bigint END \
+                         THEN cc_event_project(metadata) END \
                FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = 1",
         )
         .bind(kind.aggregate_type())
@@ -441,7 +444,6 @@ impl Guard {
         self.0
             .principals
             .retain(|_, (principal, _)| principal.key_id != key_id);
-        self.0.buckets.remove(key_id);
     }
 
     fn is_revoked(&self, key_id: &str) -> bool {
@@ -587,7 +589,7 @@ impl Caller {
 
     /// Takes one request from the key's rate limit (for messages on an open socket).
     pub fn take_token(&self) -> Result<(), AccessError> {
-        self.guard.take_token(self.key_id())
+        self.guard.take_token(&self.session)
     }
 
     /// Whether the key may see `project`'s data.

@@ -10,9 +10,6 @@ use subtle::ConstantTimeEq;
 
 use crate::{AccessError, Principal, Role};
 
-/// What a key is called in listings and errors, at most this long.
-pub const MAX_NAME_LEN: usize = 200;
-
 /// A key as listed (never with its secret).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiKey {
@@ -297,32 +294,12 @@ async fn insert_key(
             ),
         });
     }
-    if name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
-        return Err(AccessError::Invalid {
-            field: "name".into(),
-            message: format!(
-                "must be at most {MAX_NAME_LEN} characters, without control characters"
-            ),
-        });
-    }
+    crate::check_name(name, 0)?;
     if expires_at.is_some_and(|at| at <= Utc::now()) {
         return Err(AccessError::Invalid {
             field: "expires_at".into(),
             message: "must be in the future".into(),
         });
-    }
-    if let Some(project) = project {
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM projects WHERE id = $1)")
-                .bind(project)
-                .fetch_one(&mut **tx)
-                .await?;
-        if !exists {
-            return Err(AccessError::UnknownProject {
-                field: "project_id".into(),
-                project,
-            });
-        }
     }
     let id = random_hex(8)?;
     let secret = random_hex(32)?;
@@ -337,7 +314,17 @@ async fn insert_key(
     .bind(name)
     .bind(expires_at)
     .fetch_one(&mut **tx)
-    .await?;
+    .await
+    .map_err(|err| match (&err, project) {
+        // The foreign key on projects: no such project.
+        (sqlx::Error::Database(db), Some(project)) if db.is_foreign_key_violation() => {
+            AccessError::UnknownProject {
+                field: "project_id".into(),
+                project,
+            }
+        }
+        _ => AccessError::Database(err),
+    })?;
     Ok(NewKey {
         key: key_from_row(row),
         token: format!("cc_{id}_{secret}"),

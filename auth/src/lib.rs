@@ -29,6 +29,27 @@ pub use keys::{ApiKey, KeyStore, NewKey};
 pub use policy::{Access, Rule, Scope};
 pub use projects::{Project, ProjectStore};
 
+/// Longest name of a project or key.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// Checks a project's or key's `name`: at least `min` and at most [`MAX_NAME_LEN`]
+/// characters, none of them control characters.
+pub(crate) fn check_name(name: &str, min: usize) -> Result<(), AccessError> {
+    let len = name.chars().count();
+    if len < min || len > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        let length = if min == 0 {
+            format!("at most {MAX_NAME_LEN}")
+        } else {
+            format!("{min} to {MAX_NAME_LEN}")
+        };
+        return Err(AccessError::Invalid {
+            field: "name".into(),
+            message: format!("must be {length} characters, without control characters"),
+        });
+    }
+    Ok(())
+}
+
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

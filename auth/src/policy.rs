@@ -66,11 +66,6 @@ impl Kind {
             Self::Job => "job",
         }
     }
-
-    /// The word used in a 404.
-    pub fn noun(self) -> &'static str {
-        self.aggregate_type()
-    }
 }
 
 /// How a route is kept to the key's project.

@@ -64,13 +64,18 @@ pub fn problem_body(
     body
 }
 
-/// `body` as an `application/problem+json` response with `status`.
+/// `body` as an `application/problem+json` response with `status`; a 503 says when to
+/// retry (`Retry-After: 1`).
 pub fn problem_response(status: StatusCode, body: &serde_json::Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     response
 }
 
@@ -98,7 +103,7 @@ impl IntoResponse for AccessError {
             Self::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            Self::TooMany(_) | Self::Timeout(_) | Self::Database(_) => {
+            Self::TooMany(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -10,9 +10,6 @@ use sqlx::PgPool;
 
 use crate::AccessError;
 
-/// Longest project name.
-pub const MAX_NAME_LEN: usize = 200;
-
 /// A registered project.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Project {
@@ -44,17 +41,7 @@ impl ProjectStore {
     /// Registers a project named `name` (trimmed; unique ignoring case).
     pub async fn create(&self, name: &str) -> Result<Project, AccessError> {
         let name = name.trim();
-        if name.is_empty()
-            || name.chars().count() > MAX_NAME_LEN
-            || name.chars().any(char::is_control)
-        {
-            return Err(AccessError::Invalid {
-                field: "name".into(),
-                message: format!(
-                    "must be 1 to {MAX_NAME_LEN} characters, without control characters"
-                ),
-            });
-        }
+        crate::check_name(name, 1)?;
         let row: Option<(i64, String, DateTime<Utc>)> = sqlx::query_as(
             "INSERT INTO projects (name) VALUES ($1) ON CONFLICT DO NOTHING \
              RETURNING id, name, created_at",

@@ -1,7 +1,7 @@
 //! The write API's one error type and its one mapping to HTTP: an
 //! `application/problem+json` document (RFC 9457) that names the field at fault.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use commandcenter_auth::problem::{problem_body, problem_response};
 use commandcenter_auth::AccessError;
@@ -150,13 +150,7 @@ impl IntoResponse for ApiError {
         if let Self::PreconditionFailed { actual, .. } = &self {
             body["current_version"] = json!(actual);
         }
-        let mut response = problem_response(status, &body);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
+        problem_response(status, &body)
     }
 }
 

@@ -7,8 +7,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use commandcenter_domain::job::{
-    parse_parameters, typed_parameters, Job, JobCommand, JobEvent, JobParameters, JobPatch,
-    JobRecord, JobStatus, JobType, WorkerAction, DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT,
+    parse_typed_parameters, Job, JobCommand, JobEvent, JobParameters, JobPatch, JobRecord,
+    JobStatus, JobType, WorkerAction, DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT,
     MAX_DISPATCH_DELAY_SECONDS,
 };
 use commandcenter_domain::values::{
@@ -175,7 +175,12 @@ fn text(field: &str, value: &str) -> Result<String, ValidationError> {
 }
 
 impl CreateJobBody {
-    fn parse(self, id: String, project_id: ProjectId) -> Result<JobCommand, ValidationError> {
+    /// The command, and its parameters typed.
+    fn parse(
+        self,
+        id: String,
+        project_id: ProjectId,
+    ) -> Result<(JobCommand, JobParameters), ValidationError> {
         let job_type = JobType::parse("job_type", &self.job_type)?;
         let max_attempts = match self.max_attempts {
             None => DEFAULT_MAX_ATTEMPTS,
@@ -189,11 +194,12 @@ impl CreateJobBody {
                     )
                 })?,
         };
-        Ok(JobCommand::CreateJob {
+        let typed = parse_typed_parameters(job_type, self.parameters)?;
+        let command = JobCommand::CreateJob {
             id,
             project_id,
             job_type,
-            parameters: parse_parameters(job_type, self.parameters)?,
+            parameters: typed.to_map(),
             tags: Tags::parse("tags", &self.tags.unwrap_or_default())?,
             created_by: self
                 .created_by
@@ -201,7 +207,8 @@ impl CreateJobBody {
                 .transpose()?,
             max_attempts,
             at: clock::now(),
-        })
+        };
+        Ok((command, typed))
     }
 }
 
@@ -266,37 +273,26 @@ pub async fn create_job(
 ) -> Result<Response, ApiError> {
     let id = Uuid::now_v7().to_string();
     let project_id = context.project_for(body.value.project_id).await?;
-    let command = body.value.parse(id.clone(), project_id)?;
-    // A batch job reads other projects: the key must reach each of them.
-    if let JobCommand::CreateJob {
-        job_type,
-        parameters,
-        ..
-    } = &command
+    let (command, typed) = body.value.parse(id.clone(), project_id)?;
+    // A job's result is its project's data: a batch may not read another project's (its
+    // readers could not otherwise be kept from that data). A key that cannot see the
+    // project named gets the 404 it gets everywhere else.
+    if let JobParameters::BatchAnalysis { project_ids, .. }
+    | JobParameters::BatchExport { project_ids, .. } = &typed
     {
-        if let Ok(
-            JobParameters::BatchAnalysis { project_ids, .. }
-            | JobParameters::BatchExport { project_ids, .. },
-        ) = typed_parameters(*job_type, parameters)
-        {
-            for project in project_ids {
-                context
-                    .caller
-                    .check_project("parameters.project_ids", project.get())
-                    .await?;
-                // A job's result is its project's data: a batch may not read another
-                // project's (its readers could not otherwise be kept from that data).
-                if project != project_id {
-                    return Err(ValidationError::new(
-                        "parameters.project_ids",
-                        format!(
-                            "a job's results stay in its project: list only project {project_id} \
-                             (run one job per project)"
-                        ),
-                    )
-                    .into());
-                }
-            }
+        if let Some(other) = project_ids.iter().find(|p| **p != project_id) {
+            context
+                .caller
+                .check_project("parameters.project_ids", other.get())
+                .await?;
+            return Err(ValidationError::new(
+                "parameters.project_ids",
+                format!(
+                    "a job's results stay in its project: list only project {project_id} \
+                     (run one job per project)"
+                ),
+            )
+            .into());
         }
     }
     let location = format!("/api/v1/jobs/{id}");

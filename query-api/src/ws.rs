@@ -115,7 +115,8 @@ pub async fn job_socket(
 }
 
 async fn follow_job(state: QueryState, caller: Caller, job_id: String, mut socket: WebSocket) {
-    let mut revoked = caller.session().revoked();
+    let revoked = caller.session().until_revoked();
+    tokio::pin!(revoked);
     let mut subscriber = state.hub.connect();
     let topic = format!("job:{job_id}");
     // Subscribe before reading the row, so no change falls between the two.
@@ -148,7 +149,7 @@ async fn follow_job(state: QueryState, caller: Caller, job_id: String, mut socke
     let mut awaiting_pong = false;
     loop {
         tokio::select! {
-            () = async { let _ = revoked.wait_for(|r| *r).await; } => {
+            () = &mut revoked => {
                 return close(&mut socket, POLICY_VIOLATION, KEY_REVOKED).await;
             }
             change = subscriber.receiver.recv() => {
@@ -342,7 +343,8 @@ pub async fn multiplexed_socket(
 }
 
 async fn serve_socket(state: QueryState, caller: Caller, mut socket: WebSocket) {
-    let mut revoked = caller.session().revoked();
+    let revoked = caller.session().until_revoked();
+    tokio::pin!(revoked);
     let mut budget = caller.session().subscription_budget();
     let mut subscriber = state.hub.connect();
     let mut guard = Unsubscribe::new(&state, subscriber.id, Vec::new());
@@ -353,7 +355,7 @@ async fn serve_socket(state: QueryState, caller: Caller, mut socket: WebSocket) 
     let mut awaiting_pong = false;
     loop {
         tokio::select! {
-            () = async { let _ = revoked.wait_for(|r| *r).await; } => {
+            () = &mut revoked => {
                 return close(&mut socket, POLICY_VIOLATION, KEY_REVOKED).await;
             }
             change = subscriber.receiver.recv() => {
@@ -459,13 +461,12 @@ async fn handle_request(
         }
         parsed.push((name.clone(), topic));
     }
-    // Unsubscribe first, then charge what the subscription set grows by.
+    // Unsubscribe first; the key's budget is then charged the socket's topic count.
     for name in &request.unsubscribe {
-        if topics.remove(name) {
-            budget.give_back(1);
-        }
+        topics.remove(name);
         state.hub.unsubscribe(subscriber.id, name);
     }
+    budget.settle(topics.len());
     let new = parsed
         .iter()
         .filter(|(name, _)| !topics.contains(name))
@@ -475,7 +476,7 @@ async fn handle_request(
     if topics.len() + new > MAX_TOPICS {
         return error(format!("at most {MAX_TOPICS} topics per socket"));
     }
-    if !budget.take(new) {
+    if !budget.settle(topics.len() + new) {
         return error(
             "this API key has no subscriptions left (its limit counts every socket it has open)"
                 .to_string(),
@@ -492,6 +493,7 @@ async fn handle_request(
                 })),
                 Err(err) => {
                     tracing::warn!(%err, "socket replay failed");
+                    budget.settle(topics.len());
                     return error(format!("cannot replay {name} now; try again"));
                 }
             }

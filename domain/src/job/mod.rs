@@ -29,7 +29,8 @@ pub use commands::{JobCommand, JobPatch, RetryPolicy, WorkerAction, WorkerClaim}
 pub use error::JobError;
 pub use events::JobEvent;
 pub use parameters::{
-    parse_parameters, typed_parameters, AnalysisOptions, ExportFormat, JobParameters,
+    parse_parameters, parse_typed_parameters, typed_parameters, AnalysisOptions, ExportFormat,
+    JobParameters,
 };
 
 use crate::values::closed_set;

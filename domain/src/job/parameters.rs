@@ -115,6 +115,14 @@ pub fn parse_parameters(
     job_type: JobType,
     value: Value,
 ) -> Result<Map<String, Value>, ValidationError> {
+    Ok(parse_typed_parameters(job_type, value)?.to_map())
+}
+
+/// Validates `value` as the parameters of a `job_type` job, typed.
+pub fn parse_typed_parameters(
+    job_type: JobType,
+    value: Value,
+) -> Result<JobParameters, ValidationError> {
     let params = match value {
         Value::Object(map) => map,
         Value::Null => Map::new(),
@@ -127,7 +135,7 @@ pub fn parse_parameters(
             format!("must serialize to at most {MAX_PARAMETERS_BYTES} bytes (got {size})"),
         ));
     }
-    Ok(typed_parameters(job_type, &params)?.to_map())
+    typed_parameters(job_type, &params)
 }
 
 /// The typed parameters of a `job_type` job from its (stored) parameter object.
