@@ -47,18 +47,23 @@ struct Client {
     job: Option<(String, u64)>,
 }
 
+/// Creates a `noop` job in project 1 on the service at `base`; returns its id.
+pub async fn create_noop_job(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let job: Value = http
+        .post(format!("{base}/api/v1/jobs"))
+        .json(&json!({"project_id": 1, "job_type": "noop"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(job["id"].as_str().context("job id")?.to_string())
+}
+
 impl Client {
     async fn new_job(&mut self) -> anyhow::Result<()> {
         let base = &self.base;
-        let job: Value = self
-            .http
-            .post(format!("{base}/api/v1/jobs"))
-            .json(&json!({"project_id": 1, "job_type": "noop"}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let id = job["id"].as_str().context("job id")?.to_string();
+        let id = create_noop_job(&self.http, base).await?;
         self.http
             .post(format!("{base}/api/v1/jobs/{id}/dispatch"))
             .send()

@@ -309,14 +309,7 @@ async fn ws_latency(url: &str, samples: u64) -> anyhow::Result<()> {
     use tokio_tungstenite::tungstenite::Message;
     loopback_only(url)?;
     let http = crate::key::client();
-    let job: Value = http
-        .post(format!("{url}/api/v1/jobs"))
-        .json(&json!({"project_id": 1, "job_type": "noop"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let id = job["id"].as_str().context("job id")?.to_string();
+    let id = load::create_noop_job(&http, url).await?;
     let path = format!("{url}/api/v1/jobs/{id}");
     http.post(format!("{path}/dispatch"))
         .send()
