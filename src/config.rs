@@ -224,13 +224,16 @@ impl AccessArgs {
 impl Default for AccessArgs {
     /// The command line's defaults (and whatever the environment sets).
     fn default() -> Self {
-        #[derive(Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            access: AccessArgs,
-        }
-        Defaults::parse_from(["commandcenter"]).access
+        command_line_defaults()
     }
+}
+
+/// A group of arguments as the command line gives it with no flags: the defaults, and
+/// whatever the environment sets.
+fn command_line_defaults<T: Args + clap::FromArgMatches>() -> T {
+    let matches =
+        T::augment_args(clap::Command::new("commandcenter")).get_matches_from(["commandcenter"]);
+    T::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
 }
 
 /// Settings of the query API.
@@ -561,12 +564,7 @@ impl WorkerArgs {
 impl Default for WorkerArgs {
     /// The command line's defaults (and whatever the environment sets).
     fn default() -> Self {
-        #[derive(Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            worker: WorkerArgs,
-        }
-        Defaults::parse_from(["commandcenter"]).worker
+        command_line_defaults()
     }
 }
 
