@@ -401,6 +401,11 @@ pub enum ProjectionsCommand {
     /// Rebuild a read model from the event store into shadow tables, then swap them in
     /// (the API keeps serving the old tables until the swap).
     Rebuild(RebuildArgs),
+    /// Compare each read model, row for row (versions, positions, every field, and the
+    /// counts tables), with a fold of the event store at the read model's checkpoint. Exits
+    /// 1 naming the first differences when any read model differs. Runs beside a live
+    /// projector without pausing it.
+    Verify(VerifyViewArgs),
 }
 
 /// Settings of `projections status`.
@@ -413,6 +418,23 @@ pub struct StatusArgs {
     #[arg(long, env = "CC_NATS_PREFIX", default_value = "cc")]
     pub nats_prefix: String,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Settings of `projections verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyViewArgs {
+    /// Database settings.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Only this read model (technology_view or job_view); every one by default.
+    #[arg(long)]
+    pub view: Option<String>,
+    /// Events read and folded per transaction.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub batch_size: i64,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

@@ -1,5 +1,6 @@
 //! `/health/live` (the process answers) and `/health/ready` (PostgreSQL reachable,
-//! migrations applied, NATS connected, relay and read models within the lag bound),
+//! migrations applied, NATS connected, relay and read models within the lag bound, no read
+//! model stopped at a gap it cannot fill),
 //! each with a JSON body naming what is not ready.
 
 use axum::extract::State;
@@ -38,7 +39,7 @@ async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "live" }))
 }
 
-#[utoipa::path(get, path = "/health/ready", tag = "operations", responses((status = 200, description = "PostgreSQL reachable, migrations applied, NATS connected, lag within bound"), (status = 503, description = "Not ready; the body names what is not")))]
+#[utoipa::path(get, path = "/health/ready", tag = "operations", responses((status = 200, description = "PostgreSQL reachable, migrations applied, NATS connected, lag within bound, no read model stopped at a gap"), (status = 503, description = "Not ready; the body names what is not")))]
 async fn ready(State(state): State<HealthState>) -> Response {
     let postgres = match migrations_applied(&state.pool).await {
         Ok(true) => Ok(()),
@@ -49,7 +50,23 @@ async fn ready(State(state): State<HealthState>) -> Response {
         async_nats::connection::State::Connected => Ok(()),
         other => Err(format!("not connected ({other:?})")),
     };
-    let lag = match commandcenter_projections::status(&state.pool, &state.stream).await {
+    let report = commandcenter_projections::status(&state.pool, &state.stream).await;
+    let gaps = match &report {
+        Ok(report) => {
+            let open: Vec<String> = report
+                .projections
+                .iter()
+                .filter_map(|l| l.open_gap.as_ref().map(|gap| format!("{}: {gap}", l.name)))
+                .collect();
+            if open.is_empty() {
+                Ok(())
+            } else {
+                Err(open.join("; "))
+            }
+        }
+        Err(err) => Err(format!("cannot read gaps: {err}")),
+    };
+    let lag = match report {
         Ok(report) => {
             let behind: Vec<String> = std::iter::once(&report.relay)
                 .chain(&report.projections)
@@ -73,11 +90,16 @@ async fn ready(State(state): State<HealthState>) -> Response {
         Ok(()) => json!({ "ok": true }),
         Err(reason) => json!({ "ok": false, "reason": reason }),
     };
-    let not_ready: Vec<&str> = [("postgres", &postgres), ("nats", &nats), ("lag", &lag)]
-        .into_iter()
-        .filter(|(_, r)| r.is_err())
-        .map(|(name, _)| name)
-        .collect();
+    let not_ready: Vec<&str> = [
+        ("postgres", &postgres),
+        ("nats", &nats),
+        ("lag", &lag),
+        ("gaps", &gaps),
+    ]
+    .into_iter()
+    .filter(|(_, r)| r.is_err())
+    .map(|(name, _)| name)
+    .collect();
     let status = if not_ready.is_empty() {
         StatusCode::OK
     } else {
@@ -86,7 +108,12 @@ async fn ready(State(state): State<HealthState>) -> Response {
     let body = json!({
         "status": if not_ready.is_empty() { "ready" } else { "not_ready" },
         "not_ready": not_ready,
-        "checks": { "postgres": check(&postgres), "nats": check(&nats), "lag": check(&lag) },
+        "checks": {
+            "postgres": check(&postgres),
+            "nats": check(&nats),
+            "lag": check(&lag),
+            "gaps": check(&gaps),
+        },
     });
     (status, Json(body)).into_response()
 }

@@ -8,7 +8,7 @@ use clap::Parser;
 use commandcenter::config::{
     CheckpointArgs, Cli, Command, DatabaseArgs, DemoCommand, EventsCommand, ExportArgs, ImportArgs,
     KeysCommand, NatsArgs, ProjectionsCommand, ProjectsCommand, RebuildArgs, SeedArgs, StatusArgs,
-    TimelineArgs, VerifyArgs, WorkerProcessArgs,
+    TimelineArgs, VerifyArgs, VerifyViewArgs, WorkerProcessArgs,
 };
 use commandcenter::database::{ensure_database, migrate, redact};
 use commandcenter::demo::{seed, SeedPlan};
@@ -19,8 +19,10 @@ use commandcenter_commands::history::annotated_history;
 use commandcenter_domain::job::Job;
 use commandcenter_domain::technology::Technology;
 use commandcenter_event_store::audit::{self, ExportScope, VerifyScope};
-use commandcenter_event_store::{AppendSignal, EventStore, EventStream, Position};
-use commandcenter_projections::{rebuild, status, JobView, ProjectionError, TechnologyView};
+use commandcenter_event_store::{AppendSignal, Deployment, EventStore, EventStream, Position};
+use commandcenter_projections::{
+    rebuild, status, verify, JobView, ProjectionError, TechnologyView, VerifyReport,
+};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -170,7 +172,10 @@ async fn main() -> anyhow::Result<()> {
                         "NATS unreachable: servers will notice the revocation by polling"
                     );
                 }
-                let announce = nats.as_ref().map(|c| (c, args.nats.nats_prefix.as_str()));
+                let core_prefix = Deployment::load(&pool)
+                    .await?
+                    .core_prefix(&args.nats.nats_prefix);
+                let announce = nats.as_ref().map(|c| (c, core_prefix.as_str()));
                 let key = commandcenter_auth::Guard::new(pool, Default::default())
                     .revoke(&args.id, announce)
                     .await?
@@ -181,6 +186,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Projections { command } => match command {
             ProjectionsCommand::Status(args) => print_status(&args).await?,
             ProjectionsCommand::Rebuild(args) => run_rebuild(&args).await?,
+            ProjectionsCommand::Verify(args) => {
+                if !verify_views(&args).await? {
+                    std::process::exit(1);
+                }
+            }
         },
     }
     Ok(())
@@ -440,18 +450,29 @@ async fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "{:<18} {:<34} {:>12} {:>12}",
-        "consumer", "checkpoint", "lag events", "lag seconds"
+        "{:<18} {:<34} {:>12} {:>12} {:>6}  active",
+        "consumer", "checkpoint", "lag events", "lag seconds", "gaps"
     )?;
     for lag in std::iter::once(&report.relay).chain(&report.projections) {
+        let gaps = if lag.name == "relay" {
+            "-".to_string()
+        } else {
+            lag.gaps_detected.to_string()
+        };
         writeln!(
             out,
-            "{:<18} {:<34} {:>12} {:>12.3}",
+            "{:<18} {:<34} {:>12} {:>12.3} {gaps:>6}  {}",
             lag.name,
             position(lag.checkpoint),
             lag.lag_events,
-            lag.lag_seconds
+            lag.lag_seconds,
+            lag.active.as_deref().unwrap_or("none")
         )?;
+    }
+    for lag in &report.projections {
+        if let Some(gap) = &lag.open_gap {
+            writeln!(out, "STOPPED {}: {gap}", lag.name)?;
+        }
     }
     Ok(())
 }
@@ -477,6 +498,62 @@ async fn run_seed(args: &SeedArgs) -> anyhow::Result<()> {
         written as f64 / seconds.max(1e-9)
     )?;
     Ok(())
+}
+
+/// `projections verify`: prints each read model's comparison; false when any differs.
+async fn verify_views(args: &VerifyViewArgs) -> anyhow::Result<bool> {
+    let pool = open(&args.database.database_url).await?;
+    let names: Vec<&str> = match args.view.as_deref() {
+        Some(name) => vec![name],
+        None => commandcenter_projections::READ_MODELS.to_vec(),
+    };
+    let mut reports = Vec::new();
+    for name in names {
+        reports.push(match name {
+            TechnologyView::NAME => verify(&pool, &TechnologyView, args.batch_size).await?,
+            JobView::NAME => verify(&pool, &JobView, args.batch_size).await?,
+            other => return Err(ProjectionError::UnknownReadModel(other.to_string()).into()),
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &reports)?;
+        writeln!(out)?;
+    } else {
+        for report in &reports {
+            let verdict = if report.is_clean() {
+                "equals the event store".to_string()
+            } else {
+                format!("{} row(s) DIFFER from the event store", report.differences)
+            };
+            writeln!(
+                out,
+                "{}: {verdict} ({} rows, {} events folded, checkpoint {})",
+                report.name, report.rows, report.events, report.position
+            )?;
+            for difference in &report.first {
+                writeln!(
+                    out,
+                    "    {} {}: {}",
+                    difference.table, difference.key, difference.detail
+                )?;
+            }
+            if report.differences > report.first.len() as i64 {
+                writeln!(
+                    out,
+                    "    … and {} more",
+                    report.differences - report.first.len() as i64
+                )?;
+            }
+        }
+        if reports.iter().any(|r| !r.is_clean()) {
+            writeln!(
+                out,
+                "Repair with `commandcenter projections rebuild NAME`; the event store is the source of truth."
+            )?;
+        }
+    }
+    Ok(reports.iter().all(VerifyReport::is_clean))
 }
 
 async fn run_rebuild(args: &RebuildArgs) -> anyhow::Result<()> {

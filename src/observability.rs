@@ -102,6 +102,14 @@ pub async fn sample(
                         .projection_lag_seconds
                         .with_label_values(&[name])
                         .set(lag.lag_seconds);
+                    metrics
+                        .projection_gaps
+                        .with_label_values(&[name])
+                        .set(lag.gaps_detected);
+                    metrics
+                        .projection_gap_open
+                        .with_label_values(&[name])
+                        .set(i64::from(lag.open_gap.is_some()));
                 }
             }
             Err(err) => tracing::debug!(%err, "lag sample failed"),

@@ -14,7 +14,7 @@ use commandcenter_auth::http::AuthState;
 use commandcenter_auth::{Guard, NewKey};
 use commandcenter_commands::{idempotency, CommandState};
 use commandcenter_event_store::{
-    connect, AppendSignal, EventStore, EventStream, Relay, RelayConfig,
+    connect, AppendSignal, Deployment, EventStore, EventStream, Relay, RelayConfig,
 };
 use commandcenter_projections::{JobView, Projector, ProjectorConfig, TechnologyView};
 use commandcenter_query_api::{Hub, QueryCache, QueryConfig, QueryState, ReadPools};
@@ -45,6 +45,10 @@ pub struct Services {
     pub signal: AppendSignal,
     /// The event stream's names.
     pub stream: EventStream,
+    /// The event store's identity.
+    pub deployment: Deployment,
+    /// The prefix of this deployment's core NATS subjects (`<prefix>.<deployment>`).
+    pub core_prefix: String,
     /// This process's metrics.
     pub metrics: Arc<commandcenter_metrics::Metrics>,
 }
@@ -63,6 +67,9 @@ impl Services {
             .await
             .with_context(|| format!("cannot connect to {}", redact(url)))?;
         migrate(&pool).await?;
+        let deployment = Deployment::load(&pool)
+            .await
+            .context("cannot read the deployment id")?;
         // Retrying the first connect lets the service start (not ready) while NATS is down.
         let client = async_nats::ConnectOptions::new()
             .name("commandcenter")
@@ -70,11 +77,16 @@ impl Services {
             .connect(nats.nats_url.as_str())
             .await
             .with_context(|| format!("invalid NATS URL {}", nats.nats_url))?;
+        let stream = EventStream::new(&nats.nats_prefix);
+        check_stream_owner(&client, &stream, &deployment, &pool).await?;
+        let core_prefix = deployment.core_prefix(&nats.nats_prefix);
         Ok(Self {
             pool,
-            signal: AppendSignal::with_nats(client.clone(), &nats.nats_prefix),
+            signal: AppendSignal::with_nats(client.clone(), &core_prefix),
             nats: client,
-            stream: EventStream::new(&nats.nats_prefix),
+            stream,
+            deployment,
+            core_prefix,
             metrics: commandcenter_metrics::Metrics::new(),
         })
     }
@@ -156,6 +168,32 @@ impl Services {
     }
 }
 
+/// Refuses to start on a subject prefix whose stream belongs to another event store. When
+/// NATS cannot be asked now, the relay, projectors and workers check again before they
+/// consume or publish anything.
+async fn check_stream_owner(
+    client: &async_nats::Client,
+    stream: &EventStream,
+    deployment: &Deployment,
+    pool: &PgPool,
+) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(client.clone());
+    match tokio::time::timeout(Duration::from_secs(3), stream.ensure(&js, deployment, pool)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) if err.is_permanent() => Err(err.into()),
+        Ok(Err(err)) => {
+            tracing::warn!(%err, "cannot check the event stream now; checked again before use");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!(
+                "NATS did not answer in time; the event stream is checked again before use"
+            );
+            Ok(())
+        }
+    }
+}
+
 /// Builds the query API's state and starts its hub and replica health checks.
 pub async fn query_state(
     services: &Services,
@@ -184,7 +222,7 @@ pub async fn query_state(
     let hub = Arc::new(Hub::new(cache.clone(), args.socket_queue));
     tasks.spawn(hub.clone().run(
         services.nats.clone(),
-        services.stream.prefix().to_string(),
+        services.core_prefix.clone(),
         shutdown.clone(),
     ));
     Ok(QueryState {
@@ -258,7 +296,7 @@ impl Application {
             .context("cannot create the first admin key")?;
         tasks.spawn(guard.clone().watch_revocations(
             services.nats.clone(),
-            services.stream.prefix().to_string(),
+            services.core_prefix.clone(),
             shutdown.clone(),
         ));
         if !args.no_relay {
@@ -308,7 +346,7 @@ impl Application {
             commandcenter_auth::http::api(args.max_body_bytes).with_state(AuthState {
                 guard: guard.clone(),
                 nats: services.nats.clone(),
-                prefix: services.stream.prefix().to_string(),
+                prefix: services.core_prefix.clone(),
             }),
         ])
         // After routing, so the guard knows the route template; every route passes it.

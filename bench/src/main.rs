@@ -258,7 +258,8 @@ async fn view_latency(
     loopback_only(url)?;
     let nats = async_nats::connect(nats_url).await.context("NATS")?;
     let mut announcements = nats
-        .subscribe(format!("{prefix}.views.technology_view.{project_id}.>"))
+        // `<prefix>.<deployment>.views…`: the run has one deployment per prefix.
+        .subscribe(format!("{prefix}.*.views.technology_view.{project_id}.>"))
         .await?;
     nats.flush().await?;
     let http = crate::key::client();

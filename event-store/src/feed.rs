@@ -95,6 +95,54 @@ pub async fn read_range(
     Ok(StoredEvent::from_rows(&rows)?)
 }
 
+/// Events `after` < sequence < `before` of one aggregate, in sequence order: what a read
+/// model misses when an aggregate's events do not continue its row. Committed history
+/// never changes, so the read can run inside any transaction.
+pub async fn read_aggregate_between(
+    conn: &mut sqlx::PgConnection,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    after: i64,
+    before: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {STORED_EVENT_COLUMNS} FROM events \
+          WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 AND sequence < $4 \
+          ORDER BY sequence"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(after)
+        .bind(before)
+        .fetch_all(conn)
+        .await?;
+    Ok(StoredEvent::from_rows(&rows)?)
+}
+
+/// How many events of `aggregate_type` lie after `after` up to and including `upto` (an
+/// `upto` some feed reader has reached, as for [`read_range`]).
+pub async fn count_range(
+    conn: &mut sqlx::PgConnection,
+    aggregate_type: &str,
+    after: Position,
+    upto: Position,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM events \
+          WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+            AND (tx_id, global_position) <= ($3::text::xid8, $4) \
+            AND aggregate_type = $5",
+    )
+    .bind(after.tx_id_text())
+    .bind(after.global_position)
+    .bind(upto.tx_id_text())
+    .bind(upto.global_position)
+    .bind(aggregate_type)
+    .fetch_one(conn)
+    .await?)
+}
+
 /// Like [`read_feed`], but when nothing is there yet, waits up to `wait` for events,
 /// woken by `signal` after commits and re-reading every [`FALLBACK_POLL`] otherwise.
 pub async fn wait_for_feed(

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 /// How often a standing-by instance tries to take the lock.
@@ -27,6 +27,17 @@ pub fn lock_key(name: &str) -> i64 {
     hash as i64
 }
 
+/// The lock connection's `application_name`: `commandcenter pid=<pid> <lock name>`, cut
+/// to PostgreSQL's 63 bytes. `pg_stat_activity` (and `projections status`) then tell
+/// which process holds which lock.
+pub fn application_name(name: &str) -> String {
+    let mut text = format!("commandcenter pid={} {name}", std::process::id());
+    while text.len() > 63 {
+        text.pop();
+    }
+    text
+}
+
 impl Leadership {
     /// Waits until this instance holds the lock called `name`, or `None` if `shutdown`
     /// fires first.
@@ -38,7 +49,13 @@ impl Leadership {
         let key = lock_key(name);
         let mut logged = false;
         loop {
-            let mut conn = pool.acquire().await?.detach();
+            let mut conn = pool
+                .connect_options()
+                .as_ref()
+                .clone()
+                .application_name(&application_name(name))
+                .connect()
+                .await?;
             let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
                 .bind(key)
                 .fetch_one(&mut conn)

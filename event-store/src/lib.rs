@@ -13,10 +13,12 @@
 
 pub mod audit;
 mod claims;
+mod deployment;
 mod error;
 mod feed;
 mod history;
 mod leadership;
+pub mod pause;
 mod position;
 mod relay;
 mod signal;
@@ -25,10 +27,11 @@ mod stored_event;
 mod stream;
 
 pub use claims::{claim, claim_batch, release, Claim};
+pub use deployment::{Deployment, HEADER_DEPLOYMENT};
 pub use error::StoreError;
 pub use feed::{
-    head, read_feed, read_feed_filtered, read_feed_of, read_range, wait_for_feed, FeedFilter,
-    FALLBACK_POLL,
+    count_range, head, read_aggregate_between, read_feed, read_feed_filtered, read_feed_of,
+    read_range, wait_for_feed, FeedFilter, FALLBACK_POLL,
 };
 pub use history::read_history;
 pub use leadership::{lock_key, Leadership};
@@ -39,7 +42,9 @@ pub use store::{
     connect, AggregateEvents, Committed, EventStore, Loaded, NewEvent, SNAPSHOT_EVERY,
 };
 pub use stored_event::StoredEvent;
-pub use stream::{EventStream, DUPLICATE_WINDOW, HEADER_CORRELATION_ID, HEADER_POSITION};
+pub use stream::{
+    EventStream, StreamError, DUPLICATE_WINDOW, HEADER_CORRELATION_ID, HEADER_POSITION,
+};
 
 /// The migrations of the event store and the read models, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

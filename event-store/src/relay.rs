@@ -9,9 +9,13 @@
 //! - each publish names the previous event's message id as the stream's expected last
 //!   message id, so a lost or failed publish can never let a later event into the stream
 //!   ahead of it: the stream's order is the feed's order;
-//! - on start and after any failure the relay reads the stream's last message back and
-//!   resumes after it, so a crash between publish and checkpoint republishes nothing;
-//!   `Nats-Msg-Id` de-duplication covers the rest;
+//! - on start and after any failure the relay reads the stream's last message of this
+//!   deployment back and resumes after it — never after its own checkpoint — so a crash
+//!   between publish and checkpoint republishes nothing, and a stream that lost its tail
+//!   (a NATS host crash before its writes reached the disk, a restored store directory)
+//!   gets that tail published again; `Nats-Msg-Id` de-duplication covers the rest;
+//! - the stream is bound to this deployment ([`EventStream::ensure`]) and every message
+//!   carries its id (`CC-Deployment`);
 //! - the checkpoint in `relay_checkpoints` is informative (status and lag), written after
 //!   acknowledged batches; the stream is the authority.
 
@@ -24,11 +28,18 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::leadership::Leadership;
+use crate::pause::{pause_point, RELAY_AFTER_PUBLISH};
 use crate::stream::{
-    EventStream, HEADER_CORRELATION_ID, HEADER_EVENT_TYPE, HEADER_EVENT_VERSION,
+    EventStream, StreamError, HEADER_CORRELATION_ID, HEADER_EVENT_TYPE, HEADER_EVENT_VERSION,
     HEADER_GLOBAL_POSITION, HEADER_POSITION, HEADER_PROJECT_ID, HEADER_SEQUENCE,
 };
-use crate::{read_feed, AppendSignal, Position, StoreError, StoredEvent};
+use crate::{
+    read_feed, AppendSignal, Deployment, Position, StoreError, StoredEvent, HEADER_DEPLOYMENT,
+};
+
+/// How many messages back from the stream's end the relay looks for its own last one
+/// (past deleted messages and messages another deployment published there).
+const RESUME_SEARCH: u64 = 10_000;
 
 /// How the relay batches and polls.
 #[derive(Debug, Clone)]
@@ -60,6 +71,9 @@ pub enum RelayError {
     /// The advisory lock's session ended.
     #[error("lost leadership")]
     LostLeadership,
+    /// The stream cannot be used by this deployment.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
 }
 
 impl From<sqlx::Error> for RelayError {
@@ -128,6 +142,10 @@ impl Relay {
             };
             match self.lead(leader, &shutdown).await {
                 Ok(()) => return,
+                Err(RelayError::Stream(err)) if err.is_permanent() => {
+                    tracing::error!(%err, "relay cannot publish: the stream is another deployment's");
+                    pause(&shutdown, Duration::from_secs(10)).await;
+                }
                 Err(err) => {
                     tracing::warn!(%err, "relay stepped down; retrying");
                     pause(&shutdown, Duration::from_millis(500)).await;
@@ -141,8 +159,12 @@ impl Relay {
         mut leader: Leadership,
         shutdown: &CancellationToken,
     ) -> Result<(), RelayError> {
-        let stream = self.stream.ensure(&self.js).await.map_err(nats)?;
-        let (mut position, mut last_id) = self.resume_point(&stream).await?;
+        let deployment = Deployment::load(&self.pool).await?;
+        let stream = self
+            .stream
+            .ensure(&self.js, &deployment, &self.pool)
+            .await?;
+        let (mut position, mut last_id) = self.resume_point(&stream, &deployment).await?;
         tracing::info!(stream = %self.stream.name(), %position, "relay publishing");
         let mut wakeups = self.signal.subscribe();
         let mut lock_checked = Instant::now();
@@ -167,14 +189,17 @@ impl Relay {
                 continue;
             }
             let before = position;
-            let outcome = self.publish(&events, &mut position, &mut last_id).await;
+            let outcome = self
+                .publish(&events, &deployment, &mut position, &mut last_id)
+                .await;
             if position != before {
+                pause_point(RELAY_AFTER_PUBLISH).await;
                 save_checkpoint(&self.pool, &self.stream.name(), position).await?;
             }
             if let Err(err) = outcome {
                 tracing::warn!(%err, %position, "publish failed; re-reading the stream's last message");
                 pause(shutdown, Duration::from_millis(200)).await;
-                (position, last_id) = self.resume_point(&stream).await?;
+                (position, last_id) = self.resume_point(&stream, &deployment).await?;
             }
         }
     }
@@ -184,6 +209,7 @@ impl Relay {
     async fn publish(
         &self,
         events: &[StoredEvent],
+        deployment: &Deployment,
         position: &mut Position,
         last_id: &mut Option<String>,
     ) -> Result<(), RelayError> {
@@ -195,7 +221,7 @@ impl Relay {
             let payload = serde_json::to_vec(event).map_err(StoreError::from)?;
             let mut message = PublishMessage::build()
                 .payload(payload.into())
-                .headers(headers(event))
+                .headers(headers(event, deployment))
                 .message_id(&id);
             if let Some(previous) = &expected {
                 message = message.expected_last_message_id(previous);
@@ -224,34 +250,60 @@ impl Relay {
         send_error.map_or(Ok(()), Err)
     }
 
-    /// Where to resume: after the stream's last message (the authority), or after the
-    /// stored checkpoint when the stream has none.
+    /// Where to resume: after the last message of this deployment in the stream (the
+    /// authority on what was published), or from the start when it holds none. The
+    /// checkpoint is not consulted: a stream that lost messages the relay had seen
+    /// acknowledged (and checkpointed) must get them again.
     async fn resume_point(
         &self,
         stream: &jetstream::stream::Stream,
+        deployment: &Deployment,
     ) -> Result<(Position, Option<String>), RelayError> {
-        let checkpoint = load_checkpoint(&self.pool, &self.stream.name()).await?;
         let info = stream.get_info().await.map_err(nats)?;
-        let last_sequence = info.state.last_sequence;
-        if last_sequence == 0 {
-            return Ok((checkpoint.unwrap_or(Position::ZERO), None));
+        let (first, last) = (info.state.first_sequence.max(1), info.state.last_sequence);
+        let mut sequence = last;
+        while sequence >= first && sequence > 0 && last - sequence < RESUME_SEARCH {
+            // A deleted message reads as an error: look further back.
+            if let Ok(message) = stream.get_raw_message(sequence).await {
+                if deployment.owns(Some(&message.headers)) {
+                    let header =
+                        |name: &str| message.headers.get(name).map(|v| v.as_str().to_string());
+                    let position = header(HEADER_POSITION)
+                        .and_then(|p| p.parse::<Position>().ok())
+                        .ok_or_else(|| {
+                            nats(format!(
+                                "stream message {sequence} has no {HEADER_POSITION} header"
+                            ))
+                        })?;
+                    return Ok((position, header("Nats-Msg-Id")));
+                }
+                tracing::error!(
+                    sequence,
+                    "stream message published by another deployment; it is ignored"
+                );
+            }
+            sequence -= 1;
         }
-        let last = stream.get_raw_message(last_sequence).await.map_err(nats)?;
-        let header = |name: &str| last.headers.get(name).map(|v| v.as_str().to_string());
-        let position = header(HEADER_POSITION)
-            .and_then(|p| p.parse::<Position>().ok())
-            .ok_or_else(|| {
-                nats(format!(
-                    "stream message {last_sequence} has no {HEADER_POSITION} header"
-                ))
-            })?;
-        let last_id = header("Nats-Msg-Id");
-        Ok((position.max(checkpoint.unwrap_or(Position::ZERO)), last_id))
+        if last > 0 && last - sequence >= RESUME_SEARCH {
+            return Err(nats(format!(
+                "none of the stream's last {RESUME_SEARCH} messages is this deployment's"
+            )));
+        }
+        let checkpoint = load_checkpoint(&self.pool, &self.stream.name()).await?;
+        if checkpoint.is_some_and(|c| c > Position::ZERO) {
+            tracing::warn!(
+                stream = %self.stream.name(),
+                "the stream holds none of this store's events although the relay published \
+                 before: republishing every event from the event store"
+            );
+        }
+        Ok((Position::ZERO, None))
     }
 }
 
-fn headers(event: &StoredEvent) -> HeaderMap {
+fn headers(event: &StoredEvent, deployment: &Deployment) -> HeaderMap {
     let mut headers = HeaderMap::new();
+    headers.insert(HEADER_DEPLOYMENT, deployment.as_str());
     headers.insert(HEADER_POSITION, event.position.to_string().as_str());
     headers.insert(
         HEADER_GLOBAL_POSITION,

@@ -9,8 +9,9 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
+use sqlx::PgPool;
 
-use crate::StoredEvent;
+use crate::{Deployment, StoredEvent, HEADER_DEPLOYMENT};
 
 /// How long JetStream remembers message ids to drop re-published duplicates.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -29,6 +30,57 @@ pub const HEADER_EVENT_VERSION: &str = "CC-Event-Version";
 pub const HEADER_CORRELATION_ID: &str = "CC-Correlation-Id";
 /// Header: the project id from the event's metadata.
 pub const HEADER_PROJECT_ID: &str = "CC-Project-Id";
+
+/// Why a process cannot use the event stream of its prefix.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The stream belongs to another event store.
+    #[error(
+        "NATS stream {stream} belongs to another deployment ({owner}); this database is \
+         deployment {ours}. Two deployments cannot share a subject prefix on one NATS server: \
+         start this one with another CC_NATS_PREFIX (e.g. CC_NATS_PREFIX=cc_{short}), or point \
+         DATABASE_URL at the database that owns the stream"
+    )]
+    OtherDeployment {
+        /// The stream's name.
+        stream: String,
+        /// Who owns it, as far as the stream says.
+        owner: String,
+        /// This process's deployment.
+        ours: Deployment,
+        /// Its first digits, for the suggested prefix.
+        short: String,
+    },
+    /// NATS failed or refused.
+    #[error("NATS: {0}")]
+    Nats(#[source] async_nats::Error),
+    /// The event store could not be asked whether a legacy stream's events are its own.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StreamError {
+    /// True when retrying cannot help: the configuration must change.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::OtherDeployment { .. })
+    }
+}
+
+fn nats_error(err: impl Into<async_nats::Error>) -> StreamError {
+    StreamError::Nats(err.into())
+}
+
+/// The description that binds a stream to a deployment.
+fn description(deployment: &Deployment) -> String {
+    format!("CommandCenter events of deployment {deployment}")
+}
+
+/// The deployment a stream description names, if it names one.
+fn owner(description: Option<&str>) -> Option<&str> {
+    description?
+        .strip_prefix("CommandCenter events of deployment ")
+        .map(str::trim)
+}
 
 /// Names of the event stream for one subject prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,11 +132,13 @@ impl EventStream {
         )
     }
 
-    /// The stream's configuration: file storage, the duplicate window, no limits beyond
-    /// the server's (PostgreSQL keeps the authoritative copy).
-    pub fn config(&self) -> stream::Config {
+    /// The stream's configuration for `deployment`: file storage, the duplicate window,
+    /// no limits beyond the server's (PostgreSQL keeps the authoritative copy), and the
+    /// owning deployment in its description.
+    pub fn config(&self, deployment: &Deployment) -> stream::Config {
         stream::Config {
             name: self.name(),
+            description: Some(description(deployment)),
             subjects: vec![self.subjects()],
             storage: stream::StorageType::File,
             duplicate_window: DUPLICATE_WINDOW,
@@ -92,12 +146,110 @@ impl EventStream {
         }
     }
 
-    /// Creates the stream, or brings an existing one's configuration up to date.
+    /// The stream of `deployment`: created bound to it, or an existing one checked to be
+    /// its own and brought up to date. A stream bound to another deployment is refused
+    /// ([`StreamError::OtherDeployment`]). A stream made before deployment ids is adopted
+    /// when it is empty or its last event is one of `pool`'s events, and refused otherwise.
     pub async fn ensure(
         &self,
         js: &jetstream::Context,
-    ) -> Result<stream::Stream, async_nats::Error> {
-        js.create_or_update_stream(self.config()).await?;
-        Ok(js.get_stream(self.name()).await?)
+        deployment: &Deployment,
+        pool: &PgPool,
+    ) -> Result<stream::Stream, StreamError> {
+        let existing = match js.get_stream(self.name()).await {
+            Ok(existing) => existing,
+            Err(missing) => match js.create_stream(self.config(deployment)).await {
+                Ok(created) => return Ok(created),
+                // Another process may have created it meanwhile: look again.
+                Err(create) => js.get_stream(self.name()).await.map_err(|_| {
+                    tracing::debug!(%missing, "stream not found before the create");
+                    nats_error(create)
+                })?,
+            },
+        };
+        let info = existing.cached_info().clone();
+        match owner(info.config.description.as_deref()) {
+            Some(owner) if owner == deployment.as_str() => {}
+            Some(owner) => return Err(self.refusal(owner, deployment)),
+            None => {
+                if !self.holds_only_ours(&existing, &info, pool).await? {
+                    return Err(self.refusal(
+                        "unknown: a stream made before deployment ids, whose last event is \
+                         not in this database",
+                        deployment,
+                    ));
+                }
+                tracing::info!(stream = %self.name(), %deployment, "stream adopted by this deployment");
+            }
+        }
+        let wanted = self.config(deployment);
+        if info.config.description != wanted.description
+            || info.config.subjects != wanted.subjects
+            || info.config.duplicate_window != wanted.duplicate_window
+        {
+            js.update_stream(wanted).await.map_err(nats_error)?;
+        }
+        Ok(existing)
+    }
+
+    fn refusal(&self, owner: &str, deployment: &Deployment) -> StreamError {
+        StreamError::OtherDeployment {
+            stream: self.name(),
+            owner: owner.to_string(),
+            ours: deployment.clone(),
+            short: deployment.short().to_string(),
+        }
+    }
+
+    /// Whether a stream without an owner can be adopted: empty, or its last message is an
+    /// event of this store (same message id and position).
+    async fn holds_only_ours(
+        &self,
+        stream: &stream::Stream,
+        info: &stream::Info,
+        pool: &PgPool,
+    ) -> Result<bool, StreamError> {
+        if info.state.messages == 0 {
+            return Ok(true);
+        }
+        let last = stream
+            .get_raw_message(info.state.last_sequence)
+            .await
+            .map_err(nats_error)?;
+        let header = |name: &str| last.headers.get(name).map(|v| v.as_str().to_string());
+        if header(HEADER_DEPLOYMENT).is_some() {
+            return Ok(false);
+        }
+        let (Some(id), Some(position)) = (header("Nats-Msg-Id"), header(HEADER_POSITION)) else {
+            return Ok(false);
+        };
+        let mut parts = id.rsplitn(2, ':');
+        let (Some(sequence), Some(rest)) = (parts.next(), parts.next()) else {
+            return Ok(false);
+        };
+        let Some((aggregate_type, aggregate_id)) = rest.split_once(':') else {
+            return Ok(false);
+        };
+        let Ok(sequence) = sequence.parse::<i64>() else {
+            return Ok(false);
+        };
+        let Ok(position) = position.parse::<crate::Position>() else {
+            return Ok(false);
+        };
+        let stored: Option<(String, i64)> = sqlx::query_as(
+            "SELECT tx_id::text, global_position FROM events \
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(sequence)
+        .fetch_optional(pool)
+        .await?;
+        let stored = stored.and_then(|(tx, pos)| {
+            tx.parse::<u64>()
+                .ok()
+                .map(|tx| crate::Position::new(tx, pos))
+        });
+        Ok(stored == Some(position))
     }
 }

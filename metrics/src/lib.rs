@@ -40,6 +40,10 @@ pub struct Metrics {
     pub projection_lag_events: IntGaugeVec,
     /// `projection_lag_seconds{projection}`.
     pub projection_lag_seconds: GaugeVec,
+    /// `projection_gaps_total{projection}`: gaps ever detected (filled or not).
+    pub projection_gaps: IntGaugeVec,
+    /// `projection_gap_open{projection}`: 1 while a gap stops the read model.
+    pub projection_gap_open: IntGaugeVec,
     /// `projection_batch_size{projection}`.
     pub projection_batch_size: HistogramVec,
     /// `projection_apply_duration_seconds{projection}`.
@@ -175,6 +179,26 @@ impl Metrics {
                     &["projection"]
                 )
             ),
+            projection_gaps: register!(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "projection_gaps_total",
+                        "Gaps a read model met: events the stream did not deliver, or an aggregate whose versions did not continue its row"
+                    ),
+                    &["projection"]
+                )
+            ),
+            projection_gap_open: register!(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "projection_gap_open",
+                        "1 while a read model is stopped at a gap the event store cannot fill"
+                    ),
+                    &["projection"]
+                )
+            ),
             projection_batch_size: register!(
                 r,
                 HistogramVec::new(
@@ -276,6 +300,8 @@ impl Metrics {
             "projection_checkpoint_position",
             "projection_lag_events",
             "projection_lag_seconds",
+            "projection_gaps_total",
+            "projection_gap_open",
             "projection_batch_size",
             "projection_apply_duration_seconds",
             "db_pool_connections",

@@ -25,6 +25,17 @@ pub enum ProjectionError {
     /// Another rebuild of the same read model is running.
     #[error("a rebuild of {0} is already running")]
     RebuildRunning(&'static str),
+    /// A read model missed events that the event store cannot supply either.
+    #[error("{view}: gap that cannot be filled from the event store: {detail}")]
+    Gap {
+        /// The read model.
+        view: String,
+        /// Where the gap is.
+        detail: String,
+    },
+    /// The stream cannot be used by this deployment.
+    #[error(transparent)]
+    Stream(#[from] commandcenter_event_store::StreamError),
     /// No read model has this name.
     #[error("unknown read model {0:?} (known: {known})", known = crate::READ_MODELS.join(", "))]
     UnknownReadModel(String),

@@ -150,6 +150,7 @@ impl ReadModel for JobView {
         // first event.
         let entries = fold(
             conn,
+            Self::NAME,
             "SELECT id, to_jsonb(j) FROM job_view j WHERE id = ANY($1)",
             events,
             |id, row| {

@@ -11,6 +11,12 @@
 //!   are acknowledged to JetStream only after that commit;
 //! - events at or below the checkpoint are skipped, so redelivery never applies an event
 //!   twice: every event is applied exactly once in effect;
+//! - the checkpoint never moves across an event the read model has not applied: a batch
+//!   from the stream is completed from the event store (the source of truth) when the
+//!   stream delivered fewer events than the store holds in its range, an aggregate whose
+//!   versions do not continue its row gets the missing events from the store, and every
+//!   such gap is recorded in `projection_gaps` ([`verify`] compares a read model with a
+//!   fold of the store);
 //! - one projector per read model is active (advisory lock); every apply transaction
 //!   also takes the read model's apply lock, which is how a rebuild pauses it for the
 //!   swap.
@@ -24,6 +30,7 @@ mod read_model;
 mod rebuild;
 mod status;
 mod technology_view;
+mod verify;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint};
 pub use error::ProjectionError;
@@ -34,6 +41,7 @@ pub use read_model::{apply_lock_name, ReadModel};
 pub use rebuild::{rebuild, RebuildReport};
 pub use status::{status, LagStatus, StatusReport};
 pub use technology_view::TechnologyView;
+pub use verify::{verify, Difference, VerifyReport};
 
 /// The names of every read model, for the CLI.
 pub const READ_MODELS: &[&str] = &[TechnologyView::NAME, JobView::NAME];

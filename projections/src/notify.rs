@@ -1,5 +1,6 @@
 //! After each commit, every changed row is announced on core NATS as
-//! `<prefix>.views.<view>.<project_id>.<id>`: the WebSocket hub and caches listen there.
+//! `<prefix>.<deployment>.views.<view>.<project_id>.<id>` (the deployment's core prefix, see
+//! `Deployment::core_prefix`): the WebSocket hub and caches listen there.
 //! Announcements are best effort (core NATS, after the commit); a subscriber that
 //! misses one can read the row, whose `position` says how fresh it is.
 

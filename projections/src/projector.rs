@@ -1,11 +1,24 @@
 //! The projector: one durable JetStream pull consumer per read model, batches applied in
 //! one short transaction with the checkpoint, then acknowledged.
+//!
+//! The stream is a transport; the event store is the truth. A batch is applied only
+//! together with every event of the read model's aggregate type between the checkpoint
+//! and the batch's last position: when the stream delivered fewer (messages still pending
+//! with a dead instance, acknowledged by a later cumulative ack, or lost), the missing
+//! ones are read from the store in the same transaction and the hole is recorded in
+//! `projection_gaps`. A new leader, and an idle one every second, also catches up from
+//! the store directly. So the checkpoint never moves across an event the read model has
+//! not applied, whoever dies when.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
-use commandcenter_event_store::{lock_key, EventStream, Leadership, StoredEvent};
+use commandcenter_event_store::pause::{pause_point, PROJECTOR_BEFORE_COMMIT};
+use commandcenter_event_store::{
+    count_range, lock_key, read_feed_of, read_range, Deployment, EventStream, Leadership, Position,
+    StoredEvent,
+};
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -14,7 +27,7 @@ use tracing::Instrument;
 
 use crate::checkpoint::{load_checkpoint, save_checkpoint};
 use crate::notify::announce;
-use crate::read_model::apply_lock_name;
+use crate::read_model::{apply_lock_name, record_gap};
 use crate::{ProjectionError, ReadModel};
 
 /// How a projector batches.
@@ -75,10 +88,15 @@ impl<M: ReadModel> Projector<M> {
         format!("{}_{}", stream.name(), name)
     }
 
+    /// The advisory lock name of the projector of read model `name` on `stream`.
+    pub fn lock_name(stream: &EventStream, name: &str) -> String {
+        format!("projector:{}:{name}", stream.name())
+    }
+
     /// Runs until `shutdown`: stands by while another instance is active, projects while
     /// this one is, and after a failure steps down, waits a moment and tries again.
     pub async fn run(self, shutdown: CancellationToken) {
-        let lock = format!("projector:{}:{}", self.stream.name(), M::NAME);
+        let lock = Self::lock_name(&self.stream, M::NAME);
         while !shutdown.is_cancelled() {
             let leader = match Leadership::acquire(&self.pool, &lock, &shutdown).await {
                 Ok(Some(leader)) => leader,
@@ -91,6 +109,17 @@ impl<M: ReadModel> Projector<M> {
             };
             match self.lead(leader, &shutdown).await {
                 Ok(()) => return,
+                Err(ProjectionError::Stream(err)) if err.is_permanent() => {
+                    tracing::error!(%err, projection = M::NAME, "projector cannot consume: the stream is another deployment's");
+                    pause(&shutdown, Duration::from_secs(10)).await;
+                }
+                Err(err @ ProjectionError::Gap { .. }) => {
+                    tracing::error!(%err, projection = M::NAME, "read model stopped at a gap it cannot fill; run `projections verify` and `projections rebuild`");
+                    if let Err(record) = record_open_gap(&self.pool, M::NAME, &err).await {
+                        tracing::error!(%record, projection = M::NAME, "cannot record the gap");
+                    }
+                    pause(&shutdown, Duration::from_secs(5)).await;
+                }
                 Err(err) => {
                     tracing::warn!(%err, projection = M::NAME, "projector stepped down; retrying");
                     pause(&shutdown, Duration::from_millis(500)).await;
@@ -99,13 +128,12 @@ impl<M: ReadModel> Projector<M> {
         }
     }
 
-    async fn consumer(&self) -> Result<consumer::PullConsumer, ProjectionError> {
+    async fn consumer(
+        &self,
+        deployment: &Deployment,
+    ) -> Result<consumer::PullConsumer, ProjectionError> {
         let js = jetstream::new(self.client.clone());
-        let stream = self
-            .stream
-            .ensure(&js)
-            .await
-            .map_err(ProjectionError::nats)?;
+        let stream = self.stream.ensure(&js, deployment, &self.pool).await?;
         let name = Self::consumer_name(&self.stream, M::NAME);
         stream
             .get_or_create_consumer(
@@ -130,7 +158,9 @@ impl<M: ReadModel> Projector<M> {
         mut leader: Leadership,
         shutdown: &CancellationToken,
     ) -> Result<(), ProjectionError> {
-        let consumer = self.consumer().await?;
+        let deployment = Deployment::load(&self.pool).await?;
+        let announce_prefix = deployment.core_prefix(self.stream.prefix());
+        let consumer = self.consumer(&deployment).await?;
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(self.config.max_batch)
@@ -140,6 +170,8 @@ impl<M: ReadModel> Projector<M> {
             .await
             .map_err(ProjectionError::nats)?;
         tracing::info!(projection = M::NAME, "projecting");
+        // Whatever a previous leader had delivered but not committed is in the store.
+        self.catch_up(&announce_prefix).await?;
         let mut lock_checked = Instant::now();
         loop {
             let first = tokio::select! {
@@ -153,7 +185,12 @@ impl<M: ReadModel> Projector<M> {
                 }
                 lock_checked = Instant::now();
             }
-            let Some(first) = first else { continue };
+            let Some(first) = first else {
+                // Idle: anything committed that the stream has not brought (yet, or ever)
+                // comes from the store.
+                self.catch_up(&announce_prefix).await?;
+                continue;
+            };
             let first = first
                 .ok_or_else(|| ProjectionError::nats("consumer stream ended"))?
                 .map_err(ProjectionError::nats)?;
@@ -165,52 +202,121 @@ impl<M: ReadModel> Projector<M> {
                     Ok(None) | Err(_) => break,
                 }
             }
-            let events = batch
-                .iter()
-                .map(|m| {
-                    serde_json::from_slice::<StoredEvent>(&m.payload).map_err(|source| {
+            let mut events = Vec::with_capacity(batch.len());
+            for message in &batch {
+                if !deployment.owns(message.headers.as_ref()) {
+                    tracing::error!(
+                        projection = M::NAME,
+                        subject = %message.subject,
+                        "message published by another deployment in this deployment's stream; ignored"
+                    );
+                    continue;
+                }
+                events.push(
+                    serde_json::from_slice::<StoredEvent>(&message.payload).map_err(|source| {
                         ProjectionError::Decode {
-                            what: format!("stream message on {}", m.subject),
+                            what: format!("stream message on {}", message.subject),
                             source,
                         }
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let started = Instant::now();
-            let first_correlation = events
-                .first()
-                .and_then(|e| e.metadata["correlation_id"].as_str())
-                .unwrap_or_default()
-                .to_string();
-            let changes = apply_batch(&self.pool, self.model.as_ref(), &events)
-                .instrument(tracing::debug_span!(
-                    "apply_batch",
-                    projection = M::NAME,
-                    events = events.len(),
-                    correlation_id = %first_correlation
-                ))
-                .await?;
-            if let Some(metrics) = &self.metrics {
-                metrics
-                    .projection_batch_size
-                    .with_label_values(&[M::NAME])
-                    .observe(events.len() as f64);
-                metrics
-                    .projection_apply_duration
-                    .with_label_values(&[M::NAME])
-                    .observe(started.elapsed().as_secs_f64());
+                    })?,
+                );
             }
+            self.apply(&events, &announce_prefix).await?;
             if let Some(last) = batch.last() {
                 // AckPolicy::All: acknowledging the last message acknowledges the batch.
+                // Earlier messages still pending with a dead instance are acknowledged too;
+                // `apply_batch` read any of them the read model lacked from the store.
                 last.ack().await.map_err(ProjectionError::nats)?;
             }
-            announce(&self.client, self.stream.prefix(), &changes).await;
+        }
+    }
+
+    /// Applies `events` as one batch (see [`apply_batch`]), with metrics and the
+    /// announcements of the changed rows.
+    async fn apply(
+        &self,
+        events: &[StoredEvent],
+        announce_prefix: &str,
+    ) -> Result<usize, ProjectionError> {
+        let started = Instant::now();
+        let first_correlation = events
+            .first()
+            .and_then(|e| e.metadata["correlation_id"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let changes = apply_batch(&self.pool, self.model.as_ref(), events)
+            .instrument(tracing::debug_span!(
+                "apply_batch",
+                projection = M::NAME,
+                events = events.len(),
+                correlation_id = %first_correlation
+            ))
+            .await?;
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .projection_batch_size
+                .with_label_values(&[M::NAME])
+                .observe(events.len() as f64);
+            metrics
+                .projection_apply_duration
+                .with_label_values(&[M::NAME])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        announce(&self.client, announce_prefix, &changes).await;
+        Ok(changes.len())
+    }
+
+    /// Applies every committed event of the read model's type after its checkpoint,
+    /// read from the event store's gap-safe feed.
+    async fn catch_up(&self, announce_prefix: &str) -> Result<(), ProjectionError> {
+        let mut after = {
+            let mut conn = self.pool.acquire().await?;
+            load_checkpoint(&mut conn, M::NAME).await?
+        };
+        let limit = i64::try_from(self.config.max_batch).unwrap_or(500);
+        loop {
+            let events = read_feed_of(&self.pool, M::AGGREGATE_TYPE, after, limit).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                return Ok(());
+            };
+            tracing::debug!(
+                projection = M::NAME,
+                events = events.len(),
+                "catching up from the event store"
+            );
+            self.apply(&events, announce_prefix).await?;
+            after = last;
         }
     }
 }
 
+/// Records a gap that stopped read model `view` (open until a batch applies again).
+async fn record_open_gap(
+    pool: &PgPool,
+    view: &str,
+    err: &ProjectionError,
+) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let open: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM projection_gaps WHERE projection = $1 AND resolved_at IS NULL)",
+    )
+    .bind(view)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !open {
+        record_gap(&mut conn, view, "unfillable", &err.to_string(), 0, false).await?;
+    }
+    Ok(())
+}
+
 /// Applies the events above the checkpoint and moves the checkpoint, in one
 /// transaction holding the read model's apply lock. Returns the changed rows.
+///
+/// `events` may come from the stream: duplicates, events at or below the checkpoint and
+/// events of other aggregate types are dropped; events the store does not hold (another
+/// deployment's) are never applied. The batch then applied is every stored event of the
+/// read model's type after the checkpoint up to the batch's last one: if the stream
+/// brought fewer, the rest is read from the store and the hole recorded.
 pub(crate) async fn apply_batch<M: ReadModel>(
     pool: &PgPool,
     model: &M,
@@ -222,16 +328,58 @@ pub(crate) async fn apply_batch<M: ReadModel>(
         .execute(&mut *tx)
         .await?;
     let checkpoint = load_checkpoint(&mut tx, M::NAME).await?;
-    let fresh: Vec<StoredEvent> = events
+    let mut fresh: Vec<&StoredEvent> = events
         .iter()
         .filter(|e| e.position > checkpoint && e.aggregate_type == M::AGGREGATE_TYPE)
-        .cloned()
         .collect();
-    let Some(last) = fresh.last().map(|e| e.position) else {
+    fresh.sort_by_key(|e| e.position);
+    fresh.dedup_by_key(|e| e.position);
+    let Some(upto) = fresh.last().map(|e| e.position) else {
         return Ok(Vec::new());
     };
-    let changes = model.apply(&mut tx, &fresh).await?;
+    let stored = count_range(&mut tx, M::AGGREGATE_TYPE, checkpoint, upto).await?;
+    let batch: Vec<StoredEvent> = if stored == fresh.len() as i64 {
+        fresh.into_iter().cloned().collect()
+    } else {
+        let complete = read_range(&mut tx, M::AGGREGATE_TYPE, checkpoint, upto).await?;
+        let known: std::collections::HashSet<(Position, &str, i64)> = complete
+            .iter()
+            .map(|e| (e.position, e.aggregate_id.as_str(), e.sequence))
+            .collect();
+        let (ours, foreign): (Vec<&StoredEvent>, Vec<&StoredEvent>) = fresh
+            .iter()
+            .partition(|e| known.contains(&(e.position, e.aggregate_id.as_str(), e.sequence)));
+        if !foreign.is_empty() {
+            tracing::error!(
+                projection = M::NAME,
+                events = foreign.len(),
+                first = %foreign[0].position,
+                "stream events that are not in this event store; ignored"
+            );
+        }
+        let filled = complete.len() - ours.len();
+        if filled > 0 {
+            let detail = format!(
+                "{filled} event(s) after checkpoint {checkpoint} up to {upto} were not delivered \
+                 by the stream; read from the event store"
+            );
+            tracing::warn!(projection = M::NAME, %detail, "feed gap filled");
+            record_gap(&mut tx, M::NAME, "feed", &detail, filled as i64, true).await?;
+        }
+        complete
+    };
+    let Some(last) = batch.last().map(|e| e.position) else {
+        return Ok(Vec::new());
+    };
+    let changes = model.apply(&mut tx, &batch).await?;
     save_checkpoint(&mut tx, M::NAME, last).await?;
+    sqlx::query(
+        "UPDATE projection_gaps SET resolved_at = now() WHERE projection = $1 AND resolved_at IS NULL",
+    )
+    .bind(M::NAME)
+    .execute(&mut *tx)
+    .await?;
+    pause_point(PROJECTOR_BEFORE_COMMIT).await;
     tx.commit().await?;
     Ok(changes)
 }

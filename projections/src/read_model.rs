@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use commandcenter_event_store::{Position, StoredEvent};
+use commandcenter_event_store::{read_aggregate_between, Position, StoredEvent};
 use cqrs_es::Aggregate;
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -79,8 +79,15 @@ pub(crate) struct Folded<A, E> {
 /// Loads the rows of the batch's aggregates (`select` takes the ids as `$1` and returns
 /// `(id, row as JSON)` with `version` and `position` among the row's fields), decodes
 /// each with `load`, starts unknown aggregates with `new`, and folds `events` into them.
+///
+/// Versions must continue each row: an event at or below the row's version was applied
+/// already and is skipped; an event beyond the next version means the read model missed
+/// some of the aggregate's events, which are read from the event store (the source of
+/// truth) and applied first, and the gap is recorded in `projection_gaps` for `view`. If
+/// the store cannot fill it either, the batch fails with [`ProjectionError::Gap`].
 pub(crate) async fn fold<A, E>(
     conn: &mut PgConnection,
+    view: &str,
     select: &str,
     events: &[StoredEvent],
     load: impl Fn(&str, Value) -> Result<(A, E), ProjectionError>,
@@ -114,37 +121,111 @@ where
         };
         folded.insert(id, entry);
     }
+    let mut gaps = Vec::new();
     for event in events {
-        let payload: A::Event = serde_json::from_value(commandcenter_domain::upcast_payload(
-            &event.event_type,
-            &event.event_version,
-            event.payload.clone(),
-        ))
-        .map_err(|source| ProjectionError::Decode {
-            what: format!(
-                "event {} of {} {}",
-                event.sequence,
+        let current = folded
+            .get(&event.aggregate_id)
+            .map_or(0, |entry: &Folded<A, E>| entry.version);
+        if event.sequence <= current {
+            continue;
+        }
+        if event.sequence > current + 1 {
+            let missing =
+                read_aggregate_between(conn, A::TYPE, &event.aggregate_id, current, event.sequence)
+                    .await?;
+            let detail = format!(
+                "{} {}: version {} followed by event {} (position {})",
                 A::TYPE,
-                event.aggregate_id
-            ),
-            source,
-        })?;
-        let entry = folded
-            .entry(event.aggregate_id.clone())
-            .or_insert_with(|| Folded {
-                before: A::default(),
-                state: A::default(),
-                extra: new(event),
-                version: 0,
-                position: Position::ZERO,
-                correlation_id: None,
-            });
-        entry.state.apply(payload);
-        entry.version = event.sequence;
-        entry.position = event.position;
-        entry.correlation_id = event.metadata["correlation_id"]
-            .as_str()
-            .map(str::to_string);
+                event.aggregate_id,
+                current,
+                event.sequence,
+                event.position
+            );
+            if missing.len() as i64 != event.sequence - current - 1 {
+                return Err(ProjectionError::Gap {
+                    view: view.to_string(),
+                    detail: format!(
+                        "{detail}; the event store has only {} of the events between",
+                        missing.len()
+                    ),
+                });
+            }
+            for earlier in &missing {
+                fold_one(&mut folded, earlier, &new)?;
+            }
+            gaps.push((detail, missing.len() as i64));
+        }
+        fold_one(&mut folded, event, &new)?;
+    }
+    for (detail, filled) in gaps {
+        tracing::warn!(view, %detail, filled, "gap in an aggregate's versions filled from the event store");
+        record_gap(&mut *conn, view, "aggregate", &detail, filled, true).await?;
     }
     Ok(folded)
+}
+
+/// Applies one event to its aggregate's entry (created with `new` if absent).
+fn fold_one<A, E>(
+    folded: &mut HashMap<String, Folded<A, E>>,
+    event: &StoredEvent,
+    new: &impl Fn(&StoredEvent) -> E,
+) -> Result<(), ProjectionError>
+where
+    A: Aggregate + Clone,
+{
+    let payload: A::Event = serde_json::from_value(commandcenter_domain::upcast_payload(
+        &event.event_type,
+        &event.event_version,
+        event.payload.clone(),
+    ))
+    .map_err(|source| ProjectionError::Decode {
+        what: format!(
+            "event {} of {} {}",
+            event.sequence,
+            A::TYPE,
+            event.aggregate_id
+        ),
+        source,
+    })?;
+    let entry = folded
+        .entry(event.aggregate_id.clone())
+        .or_insert_with(|| Folded {
+            before: A::default(),
+            state: A::default(),
+            extra: new(event),
+            version: 0,
+            position: Position::ZERO,
+            correlation_id: None,
+        });
+    entry.state.apply(payload);
+    entry.version = event.sequence;
+    entry.position = event.position;
+    entry.correlation_id = event.metadata["correlation_id"]
+        .as_str()
+        .map(str::to_string);
+    Ok(())
+}
+
+/// Records a gap of read model `view` in `projection_gaps` (see the migration):
+/// `resolved` when it was filled in the transaction that records it.
+pub(crate) async fn record_gap(
+    conn: &mut PgConnection,
+    view: &str,
+    kind: &str,
+    detail: &str,
+    events_filled: i64,
+    resolved: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO public.projection_gaps (projection, kind, detail, events_filled, resolved_at) \
+         VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END)",
+    )
+    .bind(view)
+    .bind(kind)
+    .bind(detail)
+    .bind(events_filled)
+    .bind(resolved)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

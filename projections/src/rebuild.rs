@@ -46,7 +46,7 @@ impl RebuildReport {
 
 /// Quotes an identifier for DDL. Names come from the read models' constants, never
 /// from input; quoting keeps even those honest.
-fn ident(name: &str) -> String {
+pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -55,11 +55,39 @@ fn shadow_schema<M: ReadModel>() -> String {
 }
 
 async fn use_shadow<M: ReadModel>(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    use_schema(conn, &shadow_schema::<M>()).await
+}
+
+/// Points this transaction's unqualified table names at `schema` (then `public`).
+pub(crate) async fn use_schema(conn: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error> {
     // SET LOCAL cannot take a bind parameter; set_config can.
     sqlx::query("SELECT set_config('search_path', $1, true)")
-        .bind(format!("{}, public", ident(&shadow_schema::<M>())))
+        .bind(format!("{}, public", ident(schema)))
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// (Re)creates schema `schema` (quoted) with empty copies of `tables`' definitions.
+pub(crate) async fn create_shadow_tables(
+    conn: &mut PgConnection,
+    schema: &str,
+    tables: &[&str],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut *conn)
+        .await?;
+    for table in tables {
+        let table = ident(table);
+        sqlx::query(&format!(
+            "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)"
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 
@@ -111,20 +139,7 @@ pub async fn rebuild<M: ReadModel>(
     tracing::info!(read_model = M::NAME, events = total, "rebuild started");
 
     let mut ddl = pool.begin().await?;
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .execute(&mut *ddl)
-        .await?;
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut *ddl)
-        .await?;
-    for table in M::TABLES {
-        let table = ident(table);
-        sqlx::query(&format!(
-            "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)"
-        ))
-        .execute(&mut *ddl)
-        .await?;
-    }
+    create_shadow_tables(&mut ddl, &schema, M::TABLES).await?;
     // Secondary indexes are cheaper to build once over the loaded rows than to maintain
     // row by row: drop them from the shadow tables now, recreate them before the swap.
     // Unique ones stay, the upserts need them.

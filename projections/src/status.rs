@@ -4,11 +4,11 @@
 //! The head and the lag count every *committed* event, including those the gap-safe
 //! feed still holds back behind an open transaction: a stall shows as growing lag.
 
-use commandcenter_event_store::{load_relay_checkpoint, EventStream, Position};
+use commandcenter_event_store::{load_relay_checkpoint, lock_key, EventStream, Position, Relay};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::{JobView, ProjectionError, TechnologyView};
+use crate::{JobView, ProjectionError, Projector, TechnologyView};
 
 /// How far one consumer of the event store is behind.
 #[derive(Debug, Clone, Serialize)]
@@ -21,6 +21,14 @@ pub struct LagStatus {
     pub lag_events: i64,
     /// Age of the oldest of those, in seconds (0 when caught up).
     pub lag_seconds: f64,
+    /// Gaps this read model met so far (filled from the event store, or open).
+    pub gaps_detected: i64,
+    /// Events read from the event store to fill those gaps.
+    pub gap_events_filled: i64,
+    /// The gap that stops the read model now, if one does.
+    pub open_gap: Option<String>,
+    /// The process that holds this consumer's lock (`pid=… <lock>`), if one does.
+    pub active: Option<String>,
 }
 
 /// The whole picture.
@@ -53,12 +61,42 @@ async fn lag(
     .bind(aggregate_type)
     .fetch_one(pool)
     .await?;
+    let (gaps_detected, gap_events_filled, open_gap): (i64, i64, Option<String>) =
+        sqlx::query_as(
+            "SELECT count(*), coalesce(sum(events_filled), 0)::bigint, \
+                    (SELECT detail FROM projection_gaps WHERE projection = $1 AND resolved_at IS NULL \
+                      ORDER BY id DESC LIMIT 1) \
+               FROM projection_gaps WHERE projection = $1",
+        )
+        .bind(name)
+        .fetch_one(pool)
+        .await?;
     Ok(LagStatus {
         name: name.to_string(),
         checkpoint,
         lag_events,
         lag_seconds: lag_seconds.unwrap_or(0.0).max(0.0),
+        gaps_detected,
+        gap_events_filled,
+        open_gap,
+        active: None,
     })
+}
+
+/// The `application_name` of the session holding advisory lock `name`, if any.
+async fn lock_holder(pool: &PgPool, name: &str) -> Result<Option<String>, ProjectionError> {
+    let key = lock_key(name);
+    Ok(sqlx::query_scalar(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+          WHERE l.locktype = 'advisory' AND l.granted AND l.database = \
+                (SELECT oid FROM pg_database WHERE datname = current_database()) \
+            AND l.classid = (($1 >> 32) & 4294967295)::bigint::oid \
+            AND l.objid = ($1 & 4294967295)::bigint::oid AND l.objsubid = 1 \
+          LIMIT 1",
+    )
+    .bind(key)
+    .fetch_optional(pool)
+    .await?)
 }
 
 async fn projection_checkpoint(
@@ -87,11 +125,15 @@ pub async fn status(pool: &PgPool, stream: &EventStream) -> Result<StatusReport,
         .fetch_one(pool)
         .await?;
     let relay_checkpoint = load_relay_checkpoint(pool, &stream.name()).await?;
-    let relay = lag(pool, "relay", relay_checkpoint, None).await?;
+    let mut relay = lag(pool, "relay", relay_checkpoint, None).await?;
+    relay.active = lock_holder(pool, &Relay::lock_name(stream)).await?;
     let mut projections = Vec::new();
     for (name, aggregate_type) in [(TechnologyView::NAME, "technology"), (JobView::NAME, "job")] {
         let checkpoint = projection_checkpoint(pool, name).await?;
-        projections.push(lag(pool, name, checkpoint, Some(aggregate_type)).await?);
+        let mut status = lag(pool, name, checkpoint, Some(aggregate_type)).await?;
+        status.active =
+            lock_holder(pool, &Projector::<TechnologyView>::lock_name(stream, name)).await?;
+        projections.push(status);
     }
     Ok(StatusReport {
         head,

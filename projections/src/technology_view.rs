@@ -94,6 +94,7 @@ impl ReadModel for TechnologyView {
     ) -> Result<Vec<Change>, ProjectionError> {
         let entries = fold(
             conn,
+            Self::NAME,
             "SELECT id, to_jsonb(t) - 'search' FROM technology_view t WHERE id = ANY($1)",
             events,
             |id, row| {

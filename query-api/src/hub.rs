@@ -1,4 +1,4 @@
-//! The change hub: one core NATS subscription per process to `<prefix>.views.>`, fanned
+//! The change hub: one core NATS subscription per process to `<core prefix>.views.>`, fanned
 //! out in memory to the cache (invalidation), read-your-writes waiters (wake-ups) and
 //! WebSocket clients (pushes).
 //!
@@ -153,7 +153,7 @@ impl Hub {
         }
     }
 
-    /// Listens on `<prefix>.views.>` until `shutdown` (or the subscription ends).
+    /// Listens on `<core prefix>.views.>` (`<prefix>.<deployment>`) until `shutdown` (or the subscription ends).
     pub async fn run(
         self: Arc<Self>,
         client: async_nats::Client,

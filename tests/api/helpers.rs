@@ -35,6 +35,7 @@ pub fn nats_url() -> String {
 /// A database that is dropped, with every connection to it, when this value is dropped.
 pub struct TestDb {
     name: String,
+    server: String,
     /// Connection string of the test database.
     pub url: String,
 }
@@ -42,16 +43,25 @@ pub struct TestDb {
 impl TestDb {
     /// Names a fresh database (created by the service on start).
     pub fn new() -> Self {
+        Self::on(&server_url())
+    }
+
+    /// Names a fresh database on the server at `server` (a URL without a database).
+    pub fn on(server: &str) -> Self {
         let name = format!("cc_test_{}", Uuid::now_v7().simple());
-        let url = format!("{}/{}", server_url(), name);
-        Self { name, url }
+        let url = format!("{server}/{name}");
+        Self {
+            name,
+            server: server.to_string(),
+            url,
+        }
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let admin = format!("{}/postgres", server_url());
+        let admin = format!("{}/postgres", self.server);
         // Drop runs inside the test's runtime, so the cleanup gets a thread and runtime of its own.
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -142,26 +152,19 @@ impl Drop for TestApp {
     }
 }
 
-/// Starts the service on a fresh database and a fresh NATS prefix.
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
-}
-
-/// Like [`spawn_app`], with a chance to adjust the configuration.
-pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
-    let db = TestDb::new();
-    let nats = TestNats::new();
-    let data_dir = std::env::temp_dir().join(&nats.prefix);
-    let mut args = ServeArgs {
+/// The configuration test services start with, on database `database_url`, NATS server
+/// `nats_url` and subject prefix `prefix`.
+pub fn serve_args(database_url: &str, nats_url: &str, prefix: &str) -> ServeArgs {
+    ServeArgs {
         database: DatabaseArgs {
-            database_url: db.url.clone(),
+            database_url: database_url.to_string(),
         },
         nats: NatsArgs {
-            nats_url: nats_url(),
-            nats_prefix: nats.prefix.clone(),
+            nats_url: nats_url.to_string(),
+            nats_prefix: prefix.to_string(),
         },
         listen_addr: "127.0.0.1:0".parse().expect("valid address"),
-        data_dir: data_dir.clone(),
+        data_dir: std::env::temp_dir().join(prefix),
         max_body_bytes: 64 * 1024,
         db_max_connections: 20,
         idle_tx_timeout_ms: 30_000,
@@ -186,7 +189,32 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
             ..AccessArgs::default()
         },
         demo: false,
-    };
+    }
+}
+
+/// Starts the service on a fresh database and a fresh NATS prefix.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with a chance to adjust the configuration.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
+    spawn_app_on(&server_url(), &nats_url(), adjust).await
+}
+
+/// Like [`spawn_app_with`], on the PostgreSQL server at `server` (a URL without a
+/// database) and the NATS server at `nats` (private servers a failure test restarts).
+pub async fn spawn_app_on(
+    server: &str,
+    nats: &str,
+    adjust: impl FnOnce(&mut ServeArgs),
+) -> TestApp {
+    let db = TestDb::on(server);
+    let nats_server = nats.to_string();
+    let nats = TestNats::new();
+    let data_dir = std::env::temp_dir().join(&nats.prefix);
+    let mut args = serve_args(&db.url, &nats_server, &nats.prefix);
+    args.data_dir = data_dir.clone();
     adjust(&mut args);
     let app = Application::build(&args).await.expect("service starts");
     let admin_key = app
@@ -245,6 +273,14 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server ran");
         }
+    }
+
+    /// The prefix of this deployment's core NATS subjects (view changes, wake-ups).
+    pub async fn core_prefix(&self) -> String {
+        commandcenter_event_store::Deployment::load(&self.pool)
+            .await
+            .expect("deployment id")
+            .core_prefix(&self.nats.prefix)
     }
 
     /// Connection string of this test's database.
@@ -422,7 +458,12 @@ impl TestApp {
 
     /// Every message of this test's stream, decoded, in stream order.
     pub async fn stream_events(&self) -> Vec<commandcenter_event_store::StoredEvent> {
-        let client = async_nats::connect(nats_url()).await.expect("nats");
+        self.stream_events_at(&nats_url()).await
+    }
+
+    /// [`Self::stream_events`] on the NATS server at `url`.
+    pub async fn stream_events_at(&self, url: &str) -> Vec<commandcenter_event_store::StoredEvent> {
+        let client = async_nats::connect(url).await.expect("nats");
         let js = async_nats::jetstream::new(client);
         let stream = js
             .get_stream(self.nats.stream().name())

@@ -3,6 +3,7 @@
 
 mod access;
 mod audit;
+mod chaos;
 mod concurrency;
 mod demo;
 mod feed_ordering;

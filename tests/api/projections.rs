@@ -74,7 +74,7 @@ async fn commands_reach_the_views_counts_and_change_announcements() {
     let app = spawn_app().await;
     let client = async_nats::connect(nats_url()).await.unwrap();
     let mut changes = client
-        .subscribe(format!("{}.views.>", app.nats.prefix))
+        .subscribe(format!("{}.views.>", app.core_prefix().await))
         .await
         .unwrap();
     client.flush().await.unwrap();
@@ -152,7 +152,7 @@ async fn commands_reach_the_views_counts_and_change_announcements() {
         .expect("the technology update was announced");
     assert_eq!(
         tech_change.0,
-        format!("{}.views.technology_view.1.{id}", app.nats.prefix)
+        format!("{}.views.technology_view.1.{id}", app.core_prefix().await)
     );
     assert_eq!(tech_change.1["row"]["status"], "research");
 }

@@ -575,7 +575,10 @@ async fn the_cache_never_serves_an_answer_older_than_a_notification() {
         .unwrap();
     for round in 0..20 {
         let mut announcements = client
-            .subscribe(format!("{}.views.technology_view.1.>", app.nats.prefix))
+            .subscribe(format!(
+                "{}.views.technology_view.1.>",
+                app.core_prefix().await
+            ))
             .await
             .unwrap();
         client.flush().await.unwrap();

@@ -858,3 +858,41 @@ async fn job_parameters_are_checked_when_the_job_is_created() {
         assert_problem(app.post("/api/v1/jobs", &body).await, 422, field).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_the_sweeper_cannot_expire_never_hide_a_lapsed_lease() {
+    let app = spawn_app().await;
+    let first = start_worker(&app, fast_config(&app, "doomed")).await;
+    let id = submit(
+        &app,
+        json!({"project_id": 1, "job_type": "noop", "parameters": {"steps": 30, "step_ms": 100}}),
+        None,
+    )
+    .await;
+    wait_for(&app, &id, "running with progress", |j| {
+        j["status"] == "running" && j["progress"].as_i64().unwrap_or(0) > 0
+    })
+    .await;
+    // More phantom `running` rows than one sweep takes, with leases that lapsed long
+    // before the real one: the event store knows none of them, so none can be expired.
+    sqlx::query(
+        "INSERT INTO job_view \
+         SELECT (jsonb_populate_record(NULL::job_view, to_jsonb(j) || jsonb_build_object( \
+                   'id', 'phantom-' || g, \
+                   'lease_until', now() - interval '1 hour', \
+                   'created_position', lpad(g::text, 32, '0')))).* \
+           FROM job_view j, generate_series(1, 250) g WHERE j.id = $1",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    first.kill().await;
+
+    let second = start_worker(&app, fast_config(&app, "survivor")).await;
+    let job = wait_terminal(&app, &id).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["attempts"], 2);
+    second.stop().await;
+    app.stop().await;
+}

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use commandcenter_event_store::EventStream;
+use commandcenter_event_store::{Deployment, EventStream};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -96,6 +96,18 @@ pub(crate) async fn listen(
     stop: CancellationToken,
 ) {
     let subject = cancel_subject(&stream);
+    let deployment = loop {
+        match Deployment::load(shared.store.pool()).await {
+            Ok(deployment) => break deployment,
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the deployment id; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
     while !stop.is_cancelled() {
         let mut subscriber = match nats.subscribe(subject.clone()).await {
             Ok(s) => s,
@@ -113,6 +125,9 @@ pub(crate) async fn listen(
                 m = subscriber.next() => m,
             };
             let Some(message) = message else { break };
+            if !deployment.owns(message.headers.as_ref()) {
+                continue;
+            }
             // <prefix>.events.job.<id>.JobCancelRequested
             let Some(id) = message.subject.as_str().split('.').nth(3) else {
                 continue;

@@ -8,7 +8,8 @@ use chrono::Utc;
 use commandcenter_commands::executor::apply;
 use commandcenter_commands::{clock, ApiError};
 use commandcenter_domain::job::{Job, JobCommand, JobError, JobEvent, WorkerClaim};
-use commandcenter_event_store::{EventStream, StoredEvent};
+use commandcenter_event_store::pause::{pause_point, WORKER_AFTER_CLAIM};
+use commandcenter_event_store::{Deployment, EventStream, StoredEvent, StreamError};
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -41,10 +42,18 @@ pub(crate) async fn consume(
         )
         .await;
         if let Err(err) = pulled {
-            tracing::warn!(%err, "job consumer failed; retrying");
+            let permanent = err
+                .downcast_ref::<StreamError>()
+                .is_some_and(StreamError::is_permanent);
+            if permanent {
+                tracing::error!(%err, "job consumer cannot start: the stream is another deployment's");
+            } else {
+                tracing::warn!(%err, "job consumer failed; retrying");
+            }
+            let wait = Duration::from_secs(if permanent { 10 } else { 1 });
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -62,9 +71,11 @@ pub(crate) async fn consume(
 async fn job_consumer(
     nats: &async_nats::Client,
     stream: &EventStream,
+    deployment: &Deployment,
+    pool: &sqlx::PgPool,
 ) -> Result<consumer::PullConsumer, NatsError> {
     let js = jetstream::new(nats.clone());
-    let handle = stream.ensure(&js).await?;
+    let handle = stream.ensure(&js, deployment, pool).await?;
     let name = Worker::consumer_name(stream);
     // NATS 2.9 has no multi-subject filters: the consumer sees every job event and the
     // workers acknowledge the ones that start nothing.
@@ -94,7 +105,8 @@ async fn pull(
     jobs: &mut JoinSet<()>,
     shutdown: &CancellationToken,
 ) -> Result<(), NatsError> {
-    let consumer = job_consumer(nats, stream).await?;
+    let deployment = Deployment::load(shared.store.pool()).await?;
+    let consumer = job_consumer(nats, stream, &deployment, shared.store.pool()).await?;
     loop {
         while jobs.try_join_next().is_some() {}
         let free = slots.available_permits();
@@ -119,7 +131,13 @@ async fn pull(
                 next = batch.next() => next,
             };
             let Some(message) = next else { break };
-            handle(shared, message?, slots, drain, jobs).await;
+            let message = message?;
+            if !deployment.owns(message.headers.as_ref()) {
+                tracing::error!(subject = %message.subject, "job event published by another deployment in this deployment's stream; ignored");
+                acknowledge(&message, AckKind::Term).await;
+                continue;
+            }
+            handle(shared, message, slots, drain, jobs).await;
         }
     }
 }
@@ -232,6 +250,7 @@ async fn claim_and_run(
             return acknowledge(&message, AckKind::Ack).await;
         }
     };
+    pause_point(WORKER_AFTER_CLAIM).await;
     acknowledge(&message, AckKind::Ack).await;
     let claim = WorkerClaim {
         worker_id,
