@@ -469,6 +469,9 @@ async fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
             lag.active.as_deref().unwrap_or("none")
         )?;
     }
+    if let Some(note) = &report.relay.note {
+        writeln!(out, "NOTE relay: {note}")?;
+    }
     for lag in &report.projections {
         if let Some(gap) = &lag.open_gap {
             writeln!(out, "STOPPED {}: {gap}", lag.name)?;

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::config::{DatabaseArgs, NatsArgs, QueryArgs, ServeArgs};
 use crate::database::{ensure_database, migrate, redact};
@@ -356,16 +356,21 @@ impl Application {
             crate::observability::track,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
-        // Spans name the path only: queries may carry a socket's access token.
-        .layer(TraceLayer::new_for_http().make_span_with(
-            |request: &axum::http::Request<axum::body::Body>| {
-                tracing::debug_span!(
-                    "request",
-                    method = %request.method(),
-                    path = %request.uri().path(),
-                )
-            },
-        ));
+        // Spans name the path only: queries may carry a socket's access token. A 5xx is
+        // logged here at WARN (a client-caused 503, such as an X-CC-Min-Position wait that
+        // ran out, is no fault of ours); server faults are logged at ERROR where they are
+        // known to be faults (internal errors, unavailable dependencies, panics).
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<axum::body::Body>| {
+                    tracing::debug_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                    )
+                })
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
+        );
         tasks.spawn(crate::observability::sample(
             services.metrics.clone(),
             services.pool.clone(),

@@ -63,9 +63,14 @@ pub enum ApiError {
     /// The same Idempotency-Key came with another request.
     #[error("Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
-    /// A dependency (the database) is unavailable; retry later.
+    /// A dependency (the database) is unavailable; retry later. A server fault: logged
+    /// at ERROR.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// The read model has not reached the position the client asked for
+    /// (`X-CC-Min-Position`) in time; retry later. The client's choice, not a fault.
+    #[error("{0}")]
+    NotCaughtUp(String),
     /// A bug or an unexpected failure; details are logged, not returned.
     #[error("internal error")]
     Internal(String),
@@ -92,7 +97,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } | Self::JobRefused(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::NotCaughtUp(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Access(refusal) => refusal.status(),
         }
@@ -110,6 +115,7 @@ impl ApiError {
             Self::PreconditionFailed { .. } => "precondition-failed",
             Self::IdempotencyKeyReused => "idempotency-key-reused",
             Self::Unavailable(_) => "unavailable",
+            Self::NotCaughtUp(_) => "not-caught-up",
             Self::Internal(_) => "internal",
             Self::Access(refusal) => refusal.kind(),
         }
@@ -142,6 +148,10 @@ impl IntoResponse for ApiError {
             Self::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
                 "an unexpected error occurred; it has been logged".to_string()
+            }
+            Self::Unavailable(cause) => {
+                tracing::error!(%cause, "a dependency is unavailable");
+                self.to_string()
             }
             Self::Validation(e) => e.message.clone(),
             other => other.to_string(),

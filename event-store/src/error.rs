@@ -52,14 +52,34 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when the error is the database's and retrying later may succeed.
+    /// True when the error is the database's and retrying later may succeed: the pool or
+    /// the connection is gone, or the server is shutting down, starting, out of
+    /// connections or cancelled the statement (a time limit). Nothing of the transaction
+    /// it happened in was committed.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Self::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-            )
-        )
+        match self {
+            Self::Database(err) => is_unavailable(err),
+            _ => false,
+        }
+    }
+}
+
+/// [`StoreError::is_unavailable`] for a bare database error.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::Io(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P01 admin shutdown (fast shutdown), 57P02 crash
+            // shutdown, 57P03 cannot connect now (starting or stopping); 53300 too many
+            // connections; 57014 statement cancelled (statement_timeout).
+            code.starts_with("08")
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "57014")
+        }),
+        _ => false,
     }
 }
 

@@ -28,7 +28,7 @@ mod stream;
 
 pub use claims::{claim, claim_batch, release, Claim};
 pub use deployment::{Deployment, HEADER_DEPLOYMENT};
-pub use error::StoreError;
+pub use error::{is_unavailable, StoreError};
 pub use feed::{
     count_range, head, read_aggregate_between, read_feed, read_feed_filtered, read_feed_of,
     read_range, wait_for_feed, FeedFilter, FALLBACK_POLL,

@@ -164,7 +164,11 @@ impl Relay {
             .stream
             .ensure(&self.js, &deployment, &self.pool)
             .await?;
-        let (mut position, mut last_id) = self.resume_point(&stream, &deployment).await?;
+        let Resume {
+            mut position,
+            mut last_id,
+            mut expect_sequence,
+        } = self.resume_point(&stream, &deployment).await?;
         tracing::info!(stream = %self.stream.name(), %position, "relay publishing");
         let mut wakeups = self.signal.subscribe();
         let mut lock_checked = Instant::now();
@@ -190,7 +194,13 @@ impl Relay {
             }
             let before = position;
             let outcome = self
-                .publish(&events, &deployment, &mut position, &mut last_id)
+                .publish(
+                    &events,
+                    &deployment,
+                    &mut position,
+                    &mut last_id,
+                    &mut expect_sequence,
+                )
                 .await;
             if position != before {
                 pause_point(RELAY_AFTER_PUBLISH).await;
@@ -199,22 +209,31 @@ impl Relay {
             if let Err(err) = outcome {
                 tracing::warn!(%err, %position, "publish failed; re-reading the stream's last message");
                 pause(shutdown, Duration::from_millis(200)).await;
-                (position, last_id) = self.resume_point(&stream, &deployment).await?;
+                Resume {
+                    position,
+                    last_id,
+                    expect_sequence,
+                } = self.resume_point(&stream, &deployment).await?;
             }
         }
     }
 
     /// Publishes `events` in order, many in flight; advances `position` and `last_id`
-    /// over each acknowledged event, stopping at the first failure.
+    /// over each acknowledged event, stopping at the first failure. Right after a resume
+    /// (`expect_sequence` set) the first publish names the stream's last sequence instead
+    /// of a message id: the server remembers the last message id only for its duplicate
+    /// window, and not at all for a deleted last message.
     async fn publish(
         &self,
         events: &[StoredEvent],
         deployment: &Deployment,
         position: &mut Position,
         last_id: &mut Option<String>,
+        expect_sequence: &mut Option<u64>,
     ) -> Result<(), RelayError> {
         let mut in_flight = Vec::with_capacity(events.len());
         let mut expected = last_id.clone();
+        let mut first_sequence = *expect_sequence;
         let mut send_error = None;
         for event in events {
             let id = EventStream::message_id(event);
@@ -223,7 +242,9 @@ impl Relay {
                 .payload(payload.into())
                 .headers(headers(event, deployment))
                 .message_id(&id);
-            if let Some(previous) = &expected {
+            if let Some(sequence) = first_sequence.take() {
+                message = message.expected_last_sequence(sequence);
+            } else if let Some(previous) = &expected {
                 message = message.expected_last_message_id(previous);
             }
             match self
@@ -243,6 +264,7 @@ impl Relay {
             ack.await.map_err(nats)?;
             *position = event_position;
             *last_id = Some(id);
+            *expect_sequence = None;
             if let Some(metrics) = &self.metrics {
                 metrics.relay_published.inc();
             }
@@ -258,14 +280,13 @@ impl Relay {
         &self,
         stream: &jetstream::stream::Stream,
         deployment: &Deployment,
-    ) -> Result<(Position, Option<String>), RelayError> {
+    ) -> Result<Resume, RelayError> {
         let info = stream.get_info().await.map_err(nats)?;
         let (first, last) = (info.state.first_sequence.max(1), info.state.last_sequence);
         let mut sequence = last;
         while sequence >= first && sequence > 0 && last - sequence < RESUME_SEARCH {
-            // A deleted message reads as an error: look further back.
-            if let Ok(message) = stream.get_raw_message(sequence).await {
-                if deployment.owns(Some(&message.headers)) {
+            match stream.get_raw_message(sequence).await {
+                Ok(message) if deployment.owns(Some(&message.headers)) => {
                     let header =
                         |name: &str| message.headers.get(name).map(|v| v.as_str().to_string());
                     let position = header(HEADER_POSITION)
@@ -275,12 +296,19 @@ impl Relay {
                                 "stream message {sequence} has no {HEADER_POSITION} header"
                             ))
                         })?;
-                    return Ok((position, header("Nats-Msg-Id")));
+                    return Ok(Resume {
+                        position,
+                        last_id: header("Nats-Msg-Id"),
+                        expect_sequence: Some(last),
+                    });
                 }
-                tracing::error!(
+                Ok(_) => tracing::error!(
                     sequence,
                     "stream message published by another deployment; it is ignored"
-                );
+                ),
+                // A deleted message: look further back. Any other error is an error.
+                Err(err) if is_missing(&err) => {}
+                Err(err) => return Err(nats(err)),
             }
             sequence -= 1;
         }
@@ -297,7 +325,33 @@ impl Relay {
                  before: republishing every event from the event store"
             );
         }
-        Ok((Position::ZERO, None))
+        Ok(Resume {
+            position: Position::ZERO,
+            last_id: None,
+            expect_sequence: Some(last),
+        })
+    }
+}
+
+/// Where the relay resumes publishing.
+struct Resume {
+    /// The position of the last event the stream holds.
+    position: Position,
+    /// That event's message id.
+    last_id: Option<String>,
+    /// The stream's last sequence, which the next publish must follow.
+    expect_sequence: Option<u64>,
+}
+
+/// True for the error a deleted (or never stored) stream message reads as.
+fn is_missing(err: &jetstream::stream::RawMessageError) -> bool {
+    use jetstream::stream::RawMessageErrorKind;
+    match err.kind() {
+        RawMessageErrorKind::NoMessageFound => true,
+        RawMessageErrorKind::JetStream(inner) => {
+            inner.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND
+        }
+        _ => false,
     }
 }
 

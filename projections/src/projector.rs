@@ -334,38 +334,39 @@ pub(crate) async fn apply_batch<M: ReadModel>(
         .collect();
     fresh.sort_by_key(|e| e.position);
     fresh.dedup_by_key(|e| e.position);
-    let Some(upto) = fresh.last().map(|e| e.position) else {
+    if fresh.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Only events this store holds, at the positions the stream says, are trusted: the
+    // range below ends at the last of them (never at a position the store has not
+    // reached), and the count compares like with like.
+    let known = stored_positions(&mut tx, M::AGGREGATE_TYPE, &fresh).await?;
+    let (ours, foreign): (Vec<&StoredEvent>, Vec<&StoredEvent>) = fresh
+        .iter()
+        .partition(|e| known.get(&(e.aggregate_id.clone(), e.sequence)) == Some(&e.position));
+    if !foreign.is_empty() {
+        tracing::error!(
+            projection = M::NAME,
+            events = foreign.len(),
+            first = %foreign[0].position,
+            "stream events that are not in this event store; ignored"
+        );
+    }
+    let Some(upto) = ours.last().map(|e| e.position) else {
         return Ok(Vec::new());
     };
     let stored = count_range(&mut tx, M::AGGREGATE_TYPE, checkpoint, upto).await?;
-    let batch: Vec<StoredEvent> = if stored == fresh.len() as i64 {
-        fresh.into_iter().cloned().collect()
+    let batch: Vec<StoredEvent> = if stored == ours.len() as i64 {
+        ours.into_iter().cloned().collect()
     } else {
         let complete = read_range(&mut tx, M::AGGREGATE_TYPE, checkpoint, upto).await?;
-        let known: std::collections::HashSet<(Position, &str, i64)> = complete
-            .iter()
-            .map(|e| (e.position, e.aggregate_id.as_str(), e.sequence))
-            .collect();
-        let (ours, foreign): (Vec<&StoredEvent>, Vec<&StoredEvent>) = fresh
-            .iter()
-            .partition(|e| known.contains(&(e.position, e.aggregate_id.as_str(), e.sequence)));
-        if !foreign.is_empty() {
-            tracing::error!(
-                projection = M::NAME,
-                events = foreign.len(),
-                first = %foreign[0].position,
-                "stream events that are not in this event store; ignored"
-            );
-        }
-        let filled = complete.len() - ours.len();
-        if filled > 0 {
-            let detail = format!(
-                "{filled} event(s) after checkpoint {checkpoint} up to {upto} were not delivered \
-                 by the stream; read from the event store"
-            );
-            tracing::warn!(projection = M::NAME, %detail, "feed gap filled");
-            record_gap(&mut tx, M::NAME, "feed", &detail, filled as i64, true).await?;
-        }
+        let filled = complete.len().saturating_sub(ours.len());
+        let detail = format!(
+            "{filled} event(s) after checkpoint {checkpoint} up to {upto} were not delivered \
+             by the stream; read from the event store"
+        );
+        tracing::warn!(projection = M::NAME, %detail, "feed gap filled");
+        record_gap(&mut tx, M::NAME, "feed", &detail, filled as i64, true).await?;
         complete
     };
     let Some(last) = batch.last().map(|e| e.position) else {
@@ -382,6 +383,33 @@ pub(crate) async fn apply_batch<M: ReadModel>(
     pause_point(PROJECTOR_BEFORE_COMMIT).await;
     tx.commit().await?;
     Ok(changes)
+}
+
+/// The positions the store holds for the events `(aggregate id, sequence)` of `events`.
+async fn stored_positions(
+    conn: &mut sqlx::PgConnection,
+    aggregate_type: &str,
+    events: &[&StoredEvent],
+) -> Result<std::collections::HashMap<(String, i64), Position>, ProjectionError> {
+    let ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+    let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+    let rows: Vec<(String, i64, String, i64)> = sqlx::query_as(
+        "SELECT e.aggregate_id, e.sequence, e.tx_id::text, e.global_position \
+           FROM unnest($2::text[], $3::bigint[]) AS f(id, seq) \
+           JOIN events e ON e.aggregate_type = $1 AND e.aggregate_id = f.id AND e.sequence = f.seq",
+    )
+    .bind(aggregate_type)
+    .bind(&ids)
+    .bind(&sequences)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, sequence, tx, global_position)| {
+            let tx = tx.parse::<u64>().ok()?;
+            Some(((id, sequence), Position::new(tx, global_position)))
+        })
+        .collect())
 }
 
 async fn pause(shutdown: &CancellationToken, duration: Duration) {

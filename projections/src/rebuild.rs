@@ -241,6 +241,13 @@ pub async fn rebuild<M: ReadModel>(
         .execute(&mut *tx)
         .await?;
     save_checkpoint(&mut tx, M::NAME, final_position).await?;
+    // The rebuilt tables come from the store itself: no gap of the old ones remains.
+    sqlx::query(
+        "UPDATE projection_gaps SET resolved_at = now() WHERE projection = $1 AND resolved_at IS NULL",
+    )
+    .bind(M::NAME)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     bar.finish_and_clear();
     drop(guard);

@@ -29,6 +29,10 @@ pub struct LagStatus {
     pub open_gap: Option<String>,
     /// The process that holds this consumer's lock (`pid=… <lock>`), if one does.
     pub active: Option<String>,
+    /// Why the figures above may not mean what they seem (e.g. a subject prefix no relay
+    /// of this database publishes under).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The whole picture.
@@ -80,6 +84,7 @@ async fn lag(
         gap_events_filled,
         open_gap,
         active: None,
+        note: None,
     })
 }
 
@@ -127,6 +132,27 @@ pub async fn status(pool: &PgPool, stream: &EventStream) -> Result<StatusReport,
     let relay_checkpoint = load_relay_checkpoint(pool, &stream.name()).await?;
     let mut relay = lag(pool, "relay", relay_checkpoint, None).await?;
     relay.active = lock_holder(pool, &Relay::lock_name(stream)).await?;
+    if relay_checkpoint.is_none() && events > 0 {
+        let known: Vec<String> =
+            sqlx::query_scalar("SELECT stream FROM relay_checkpoints ORDER BY stream")
+                .fetch_all(pool)
+                .await?;
+        relay.note = Some(if known.is_empty() {
+            format!(
+                "no relay has published this database's events to stream {} (prefix {:?}) yet",
+                stream.name(),
+                stream.prefix()
+            )
+        } else {
+            format!(
+                "no stream for prefix {:?} in this database's deployment: its relay publishes \
+                 to {}; set CC_NATS_PREFIX to the servers' prefix (the relay lag above counts \
+                 every event)",
+                stream.prefix(),
+                known.join(", ")
+            )
+        });
+    }
     let mut projections = Vec::new();
     for (name, aggregate_type) in [(TechnologyView::NAME, "technology"), (JobView::NAME, "job")] {
         let checkpoint = projection_checkpoint(pool, name).await?;

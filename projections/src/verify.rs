@@ -30,7 +30,7 @@ const SHOWN: i64 = 20;
 pub struct Difference {
     /// The table.
     pub table: String,
-    /// The row's primary key, `/`-separated.
+    /// The row's primary key, as a JSON array.
     pub key: String,
     /// What differs, in words.
     pub detail: String,
@@ -166,9 +166,10 @@ async fn compare_table(
     .bind(format!("public.{}", ident(table)))
     .fetch_all(&mut *conn)
     .await?;
+    // A JSON array of the key columns: unambiguous whatever the values hold.
     let key = key_columns
         .iter()
-        .map(|c| format!("t.{}::text", ident(c)))
+        .map(|c| format!("t.{}", ident(c)))
         .collect::<Vec<_>>()
         .join(", ");
     let strip: String = generated
@@ -176,16 +177,15 @@ async fn compare_table(
         .map(|c| format!(" - '{}'", c.replace('\'', "''")))
         .collect();
     let sides = format!(
-        "WITH l AS (SELECT concat_ws('/', {key}) AS k, to_jsonb(t){strip} AS row FROM public.{t} t), \
-              s AS (SELECT concat_ws('/', {key}) AS k, to_jsonb(t){strip} AS row FROM {schema}.{t} t), \
+        "WITH l AS (SELECT jsonb_build_array({key})::text AS k, to_jsonb(t){strip} AS row FROM public.{t} t), \
+              s AS (SELECT jsonb_build_array({key})::text AS k, to_jsonb(t){strip} AS row FROM {schema}.{t} t), \
               d AS (SELECT coalesce(l.k, s.k) AS k, l.row AS live, s.row AS store \
                       FROM l FULL JOIN s ON l.k = s.k WHERE l.row IS DISTINCT FROM s.row)",
         t = ident(table),
         schema = ident(schema),
     );
     let (rows, differences): (i64, i64) = sqlx::query_as(&format!(
-        "{sides} SELECT (SELECT count(*) FROM l) + (SELECT count(*) FROM s WHERE s.k NOT IN (SELECT k FROM l)), \
-                        (SELECT count(*) FROM d)"
+        "{sides} SELECT (SELECT count(*) FROM l FULL JOIN s USING (k)), (SELECT count(*) FROM d)"
     ))
     .fetch_one(&mut *conn)
     .await?;

@@ -96,7 +96,7 @@ pub async fn wait_until_reached(
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(ApiError::Unavailable(format!(
+            return Err(ApiError::NotCaughtUp(format!(
                 "the read model has not reached position {min} within {} ms; retry",
                 bound.as_millis()
             )));

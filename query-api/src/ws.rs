@@ -103,8 +103,60 @@ async fn load_job(state: &QueryState, id: &str) -> Result<Option<(Value, Positio
     Ok(row.map(|(job, position)| (job, position.parse().unwrap_or_default())))
 }
 
+/// How long a job socket waits for the row of a job the event store already has (created
+/// a moment ago, not projected yet).
+const JOB_APPEAR_WAIT: Duration = Duration::from_secs(10);
+
+/// What a job socket found for its job.
+enum Appeared {
+    /// The job's row and its position.
+    Row(Value, Position),
+    /// No such job in the event store, or a deleted one.
+    Unknown,
+    /// The event store has it, but its row did not appear within [`JOB_APPEAR_WAIT`].
+    NotYet,
+}
+
+/// The job's row. Existence is decided by the event store, not the read model: for a job
+/// whose events are committed but not projected yet, waits (bounded) for its row, woken by
+/// its topic's changes (the subscriber is subscribed to `job:<id>` already).
+async fn await_job(
+    state: &QueryState,
+    id: &str,
+    subscriber: &mut crate::hub::Subscriber,
+) -> Result<Appeared, sqlx::Error> {
+    if let Some((job, position)) = load_job(state, id).await? {
+        return Ok(Appeared::Row(job, position));
+    }
+    let deleted: Option<bool> = sqlx::query_scalar(
+        "SELECT bool_or(event_type = 'JobDeleted') FROM events \
+          WHERE aggregate_type = 'job' AND aggregate_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&state.primary)
+    .await?;
+    if deleted != Some(false) {
+        return Ok(Appeared::Unknown);
+    }
+    let deadline = tokio::time::Instant::now() + JOB_APPEAR_WAIT;
+    loop {
+        // A change consumed here is older than the row read after it: nothing is lost.
+        let woken = tokio::time::timeout_at(
+            deadline.min(tokio::time::Instant::now() + Duration::from_millis(100)),
+            subscriber.receiver.recv(),
+        )
+        .await;
+        if let Some((job, position)) = load_job(state, id).await? {
+            return Ok(Appeared::Row(job, position));
+        }
+        if matches!(woken, Ok(None)) || tokio::time::Instant::now() >= deadline {
+            return Ok(Appeared::NotYet);
+        }
+    }
+}
+
 /// `GET /api/v1/jobs/ws/{job_id}`.
-#[utoipa::path(get, path = "/api/v1/jobs/ws/{job_id}", tag = "push", params(("job_id" = String, Path, description = "Job id")), responses((status = 101, description = "WebSocket: connected, progress..., completed; closes 1008 for an unknown job")))]
+#[utoipa::path(get, path = "/api/v1/jobs/ws/{job_id}", tag = "push", params(("job_id" = String, Path, description = "Job id")), responses((status = 101, description = "WebSocket: connected, progress..., completed; closes 1008 for an unknown job; a job created a moment ago is awaited until its row is projected (up to 10 s, then close 1013)")))]
 pub async fn job_socket(
     State(state): State<QueryState>,
     caller: Caller,
@@ -122,9 +174,14 @@ async fn follow_job(state: QueryState, caller: Caller, job_id: String, mut socke
     // Subscribe before reading the row, so no change falls between the two.
     state.hub.subscribe(&subscriber, &topic);
     let _guard = Unsubscribe::new(&state, subscriber.id, vec![topic]);
-    let (job, mut sent) = match load_job(&state, &job_id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return close(&mut socket, POLICY_VIOLATION, "unknown job").await,
+    let (job, mut sent) = match await_job(&state, &job_id, &mut subscriber).await {
+        Ok(Appeared::Row(job, position)) => (job, position),
+        Ok(Appeared::Unknown) => {
+            return close(&mut socket, POLICY_VIOLATION, "unknown job").await;
+        }
+        Ok(Appeared::NotYet) => {
+            return close(&mut socket, 1013, "the job is not projected yet; try again").await;
+        }
         Err(err) => {
             tracing::warn!(%err, "job socket cannot read the job");
             return close(&mut socket, 1011, "try again").await;

@@ -88,7 +88,7 @@ async fn wait_for_port(port: u16, what: &str) {
 }
 
 /// A PostgreSQL server of the test's own (never the shared one), on a free port.
-struct PrivatePostgres {
+pub(crate) struct PrivatePostgres {
     bindir: PathBuf,
     data: PathBuf,
     port: u16,
@@ -115,7 +115,7 @@ fn running_as_root() -> bool {
 }
 
 impl PrivatePostgres {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let bindir = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries under /usr/lib/postgresql")
             .filter_map(Result::ok)
@@ -171,12 +171,12 @@ impl PrivatePostgres {
         assert!(status.success(), "pg_ctl {action:?} failed");
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}", self.port)
     }
 
     /// `pg_ctl restart -m <mode>`: every session is cut.
-    fn restart(&self, mode: &str) {
+    pub(crate) fn restart(&self, mode: &str) {
         self.pg_ctl(&["restart", "-m", mode]);
     }
 }
@@ -553,8 +553,36 @@ async fn fold_store(pool: &PgPool) -> (HashMap<String, Expected>, HashMap<String
 }
 
 /// Asserts both views equal the store's fold row for row, and the counts tables equal a
-/// `GROUP BY` over the views. Returns the number of events checked.
+/// `GROUP BY` over the views, once the read models have caught up with a store that may
+/// still be moving (workers finishing jobs, leases lapsing): waits, with a deadline, for a
+/// moment when they are equal. Returns the number of events checked.
 async fn assert_views_equal_the_store(app: &TestApp) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        app.wait_caught_up().await;
+        let problems = differences(app).await;
+        if problems.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} difference(s) between the views and the event store:\n{}",
+            problems.len(),
+            problems[..problems.len().min(20)].join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_counts_match_views(app).await;
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    usize::try_from(events).unwrap_or_default()
+}
+
+/// Where the views differ from a fold of the store.
+async fn differences(app: &TestApp) -> Vec<String> {
+    let mut problems = Vec::new();
     let (technologies, jobs) = fold_store(&app.pool).await;
     for (view, expected, fields) in [
         (
@@ -574,7 +602,6 @@ async fn assert_views_equal_the_store(app: &TestApp) -> usize {
         .fetch_all(&app.pool)
         .await
         .expect("view rows");
-        let mut problems = Vec::new();
         let mut seen = 0;
         for (id, version, position, row_fields) in &rows {
             match expected.get(id) {
@@ -604,19 +631,8 @@ async fn assert_views_equal_the_store(app: &TestApp) -> usize {
                 }
             }
         }
-        assert!(
-            problems.is_empty(),
-            "{} difference(s) between {view} and the event store:\n{}",
-            problems.len(),
-            problems[..problems.len().min(20)].join("\n")
-        );
     }
-    assert_counts_match_views(app).await;
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
-    usize::try_from(events).unwrap_or_default()
+    problems
 }
 
 /// `commandcenter projections verify` on the app's database: exit status and output.
@@ -838,7 +854,7 @@ async fn a_lost_event_is_detected_and_a_gap_is_filled_from_the_store() {
     let id = first["id"].as_str().unwrap();
     assert!(
         report.contains(&format!(
-            "technology_view {id}: missing from the read model"
+            "technology_view [\"{id}\"]: missing from the read model"
         )),
         "{report}"
     );

@@ -27,4 +27,31 @@ async fn demo_seeds_an_empty_store_once() {
         "a second start seeds nothing"
     );
     assert_eq!(app.stored_events().await.len(), events.len());
+
+    // Demo data looks alive without tripping the failure path: no job runs on a made-up
+    // worker whose lease would lapse a minute later (dispatched ones wait for a real one).
+    app.wait_caught_up().await;
+    let running: i64 = sqlx::query_scalar("SELECT count(*) FROM job_view WHERE status = 'running'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(running, 0);
+    let dispatched: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM job_view WHERE status = 'pending' AND dispatched_at IS NOT NULL",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(dispatched > 0, "some demo jobs wait for a worker");
+
+    // The README's first example works on the demo data.
+    let readme = include_str!("../../README.md");
+    let example = readme
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("-d '"))
+        .and_then(|body| body.strip_suffix('\''))
+        .expect("the README's first curl example has a -d body");
+    let body: serde_json::Value = serde_json::from_str(example).expect("the example is JSON");
+    let created = app.post("/api/v1/technologies", &body).await;
+    assert_eq!(created.status(), 201, "README example: {example}");
 }

@@ -6,6 +6,7 @@ mod audit;
 mod chaos;
 mod concurrency;
 mod demo;
+mod edges;
 mod feed_ordering;
 mod fuzz;
 mod hash_chain;

@@ -693,6 +693,19 @@ async fn the_cli_reports_status_and_rebuilds() {
         String::from_utf8_lossy(&rebuilt.stderr)
     );
     assert!(String::from_utf8_lossy(&rebuilt.stdout).starts_with("job_view: 1 events"));
+    // Another prefix than the servers': said, not shown as a false relay lag.
+    let other = std::process::Command::new(env!("CARGO_BIN_EXE_commandcenter"))
+        .args(["projections", "status"])
+        .env("DATABASE_URL", &url)
+        .env("CC_NATS_PREFIX", "not_the_servers")
+        .output()
+        .expect("commandcenter runs");
+    let text = String::from_utf8_lossy(&other.stdout);
+    assert!(
+        text.contains("no stream for prefix \"not_the_servers\" in this database's deployment")
+            && text.contains(&app.nats.stream().name()),
+        "{text}"
+    );
     let unknown = run(&["projections", "rebuild", "nope_view"]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown read model"));

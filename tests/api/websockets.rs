@@ -234,3 +234,84 @@ async fn a_slow_reader_is_told_it_lagged_and_can_resume() {
         .unwrap();
     assert_eq!(replayed as i64, total);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_socket_opened_before_the_job_is_projected_gets_connected_and_every_change() {
+    // No projector yet: the job is in the event store, its row is not.
+    let app = spawn_app_with(|args| args.no_projectors = true).await;
+    let job = app.create_job().await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let mut socket = connect(&app, &format!("/api/v1/jobs/ws/{id}")).await;
+    let mut multiplexed = connect(&app, "/api/v1/ws").await;
+    multiplexed
+        .send(Message::Text(
+            json!({"subscribe": [format!("job:{id}")]})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    let subscribed = next_json(&mut multiplexed).await.unwrap();
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+
+    // Now the row is projected: the socket that waited says connected, then follows.
+    let client = async_nats::connect(crate::helpers::nats_url())
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let projector = tokio::spawn(
+        commandcenter_projections::Projector::new(
+            commandcenter_projections::JobView,
+            app.pool.clone(),
+            client,
+            app.nats.stream(),
+            commandcenter_projections::ProjectorConfig::default(),
+        )
+        .run(stop.clone()),
+    );
+    let connected = next_json(&mut socket)
+        .await
+        .expect("connected, not refused");
+    assert_eq!(connected["type"], "connected", "{connected}");
+    assert_eq!(connected["status"], "pending");
+    let change = next_json(&mut multiplexed).await.unwrap();
+    assert_eq!(change["topic"], format!("job:{id}"), "{change}");
+
+    let path = format!("/api/v1/jobs/{id}");
+    app.post(&format!("{path}/dispatch"), &json!({})).await;
+    app.patch(&path, &json!({"status": "running", "progress": 40}))
+        .await;
+    loop {
+        let message = next_json(&mut socket).await.expect("progress");
+        assert_eq!(message["type"], "progress", "{message}");
+        if message["progress"] == 40 {
+            break;
+        }
+    }
+    stop.cancel();
+    projector.await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_socket_for_a_job_that_never_existed_closes_1008() {
+    let app = spawn_app().await;
+    let job = app.create_job().await;
+    let id = job["id"].as_str().unwrap().to_string();
+    app.wait_caught_up().await;
+    let deleted = app.delete(&format!("/api/v1/jobs/{id}")).await;
+    assert_eq!(deleted.status(), 204);
+    app.wait_caught_up().await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(
+        app.ws_url(&format!("/api/v1/jobs/ws/{id}"), &app.admin_key),
+    )
+    .await
+    .expect("socket opens");
+    let closed = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("closed at once");
+    match closed {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1008),
+        other => panic!("expected a 1008 close, got {other:?}"),
+    }
+}

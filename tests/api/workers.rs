@@ -676,6 +676,18 @@ async fn analyses_report_on_the_projects_technologies() {
     )
     .await;
     technology(&app, json!({"project_id": 2, "title": "Other project"})).await;
+    let retired = technology(
+        &app,
+        json!({"project_id": 1, "title": "Retired", "relevance_score": 10, "priority": 1}),
+    )
+    .await;
+    let archived = app
+        .patch(
+            &format!("/api/v1/technologies/{}", retired["id"].as_str().unwrap()),
+            &json!({"status": "archived"}),
+        )
+        .await;
+    assert_eq!(archived.status(), 200);
     app.wait_caught_up().await;
     let worker = start_worker(&app, fast_config(&app, "w1")).await;
 
@@ -688,14 +700,19 @@ async fn analyses_report_on_the_projects_technologies() {
     let job = wait_terminal(&app, &single).await;
     assert_eq!(job["status"], "completed", "{job}");
     let report = &job["result"];
-    assert_eq!(report["technologies"], 2);
+    assert_eq!(report["technologies"], 3);
     assert_eq!(
         report["by_status"],
-        json!({"implementation": 1, "research": 1})
+        json!({"implementation": 1, "research": 1, "archived": 1})
     );
     assert_eq!(report["by_domain"]["audio-dsp"]["total"], 1);
+    // The means leave the archived one out, and say so.
     assert_eq!(report["mean_relevance_score"], 70.0);
     assert_eq!(report["mean_priority"], 3.5);
+    assert_eq!(
+        report["means_over"],
+        json!({"technologies": 2, "excluded": {"archived": 1}})
+    );
     assert_eq!(report["stale"]["count"], 0);
     assert_eq!(report["top"]["technologies"][0]["id"], alpha["id"]);
     assert_eq!(report["top"]["technologies"][0]["score"], 90.0);
@@ -726,7 +743,7 @@ async fn analyses_report_on_the_projects_technologies() {
     let projects = job["result"]["projects"].as_array().unwrap();
     assert_eq!(projects.len(), 1);
     assert_eq!(projects[0]["project_id"], 1);
-    assert_eq!(projects[0]["technologies"], 2);
+    assert_eq!(projects[0]["technologies"], 3);
     let steps: Vec<String> = job_events(&app, &batch)
         .await
         .iter()
@@ -857,6 +874,24 @@ async fn job_parameters_are_checked_when_the_job_is_created() {
     ] {
         assert_problem(app.post("/api/v1/jobs", &body).await, 422, field).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_noop_job_shows_its_last_step() {
+    let app = spawn_app().await;
+    let worker = start_worker(&app, fast_config(&app, "w1")).await;
+    let id = submit(
+        &app,
+        json!({"project_id": 1, "job_type": "noop", "parameters": {"steps": 5, "step_ms": 20}}),
+        None,
+    )
+    .await;
+    let job = wait_terminal(&app, &id).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["current_step"], "step 5 of 5", "{job}");
+    assert_eq!(job["progress"], 100, "{job}");
+    worker.stop().await;
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,8 @@
 //! technologies, read from `technology_view`.
 //!
 //! - `by_domain`, `by_status`: technology counts (archived included, as a status);
-//! - `mean_relevance_score`, `mean_priority`: over technologies not archived;
+//! - `mean_relevance_score`, `mean_priority`: over technologies not archived, and
+//!   `means_over` says how many that is and how many archived ones were left out;
 //! - `stale`: technologies not archived and not updated for `stale_days` days, the
 //!   oldest first (at most 50 listed);
 //! - `top`: the `top` technologies not archived by **score = relevance_score × priority
@@ -91,8 +92,11 @@ pub(crate) async fn report(
     context.check_stop()?;
 
     let means = sqlx::query(
-        "SELECT avg(relevance_score)::float8 AS relevance, avg(priority)::float8 AS priority \
-         FROM technology_view WHERE project_id = $1 AND status <> 'archived'",
+        "SELECT avg(relevance_score) FILTER (WHERE status <> 'archived')::float8 AS relevance, \
+                avg(priority) FILTER (WHERE status <> 'archived')::float8 AS priority, \
+                count(*) FILTER (WHERE status <> 'archived') AS counted, \
+                count(*) FILTER (WHERE status = 'archived') AS archived \
+         FROM technology_view WHERE project_id = $1",
     )
     .bind(project.get())
     .fetch_one(pool)
@@ -100,6 +104,10 @@ pub(crate) async fn report(
     .map_err(database)?;
     let mean_relevance: Option<f64> = means.try_get("relevance").map_err(database)?;
     let mean_priority: Option<f64> = means.try_get("priority").map_err(database)?;
+    let means_over = json!({
+        "technologies": means.try_get::<i64, _>("counted").map_err(database)?,
+        "excluded": { "archived": means.try_get::<i64, _>("archived").map_err(database)? },
+    });
 
     let stale_count: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM technology_view \
@@ -160,6 +168,7 @@ pub(crate) async fn report(
         "by_status": by_status,
         "mean_relevance_score": mean_relevance,
         "mean_priority": mean_priority,
+        "means_over": means_over,
         "stale": {
             "days": options.stale_days,
             "count": stale_count,

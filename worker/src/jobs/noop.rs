@@ -20,9 +20,8 @@ pub(crate) async fn run(
         if step_ms > 0 {
             tokio::time::sleep(Duration::from_millis(step_ms.unsigned_abs())).await;
         }
-        if step < total {
-            context.progress(percent(step, total), format!("step {step} of {total}"));
-        }
+        // The last step too, so a finished job says "step N of N".
+        context.progress(percent(step, total), format!("step {step} of {total}"));
     }
     Ok(Some(json!({ "steps": steps })))
 }
