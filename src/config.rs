@@ -37,7 +37,7 @@ pub enum Command {
     /// Run the service, all in one process: the command API, the event-store read
     /// endpoints, health checks, the relay to NATS and the projectors. Applies pending
     /// migrations first.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run only the relay: publish committed events to JetStream, in order (one is
     /// active per stream; more stand by).
     Relay(BackgroundArgs),
@@ -253,6 +253,14 @@ pub struct QueryArgs {
     /// Pushes buffered per WebSocket client before it is told it lagged.
     #[arg(long, env = "CC_SOCKET_QUEUE", default_value_t = 256)]
     pub socket_queue: usize,
+    /// Time limit of one expensive read (a `skip` past 1000 or a search), in
+    /// milliseconds; past it the statement is cancelled and the client gets 503.
+    #[arg(long, env = "CC_READ_STATEMENT_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub read_statement_timeout_ms: u64,
+    /// Expensive reads (a `skip` past 1000 or a search) running at once per process;
+    /// more wait up to a second, then get 503. 0: half the database pool.
+    #[arg(long, env = "CC_EXPENSIVE_READS", default_value_t = 0)]
+    pub expensive_reads: usize,
 }
 
 /// `commandcenter demo …`.
@@ -636,6 +644,36 @@ pub struct DatabaseArgs {
     pub database_url: String,
 }
 
+/// Limits of the HTTP listener (see `src/listener.rs`).
+#[derive(Debug, Clone, Args)]
+pub struct ListenArgs {
+    /// Most HTTP connections (WebSockets included) open at once; more are closed at
+    /// once. Kept below the process's open-file limit whatever is asked.
+    #[arg(long, env = "CC_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Longest time a client may take to send a request's head (milliseconds).
+    #[arg(long, env = "CC_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub header_read_timeout_ms: u64,
+    /// A connection that sends and receives nothing this long is closed (milliseconds;
+    /// WebSockets are exempt, they are pinged). Keep it above CC_REQUEST_TIMEOUT_MS.
+    #[arg(long, env = "CC_IDLE_TIMEOUT_MS", default_value_t = 75_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub idle_timeout_ms: u64,
+}
+
+impl ListenArgs {
+    /// The listener's configuration under a descriptor limit of `descriptors`.
+    pub fn config(&self, descriptors: u64) -> crate::listener::ListenerConfig {
+        crate::listener::ListenerConfig {
+            max_connections: crate::listener::connection_cap(
+                usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+                descriptors,
+            ),
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+        }
+    }
+}
+
 /// Settings of `commandcenter serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -648,6 +686,9 @@ pub struct ServeArgs {
     /// Address the HTTP API listens on (port 0 picks a free port).
     #[arg(long, env = "CC_LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen_addr: SocketAddr,
+    /// Limits of the HTTP listener.
+    #[command(flatten)]
+    pub listen: ListenArgs,
     /// Directory for files the service writes (job artifacts); created if missing.
     #[arg(long, env = "CC_DATA_DIR", default_value = ".data")]
     pub data_dir: PathBuf,

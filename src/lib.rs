@@ -5,6 +5,7 @@ pub mod config;
 pub mod database;
 pub mod demo;
 pub mod health;
+pub mod listener;
 pub mod observability;
 pub mod openapi;
 pub mod startup;

@@ -17,6 +17,7 @@ use commandcenter_event_store::{
     connect, AppendSignal, Deployment, EventStore, EventStream, Relay, RelayConfig,
 };
 use commandcenter_projections::{JobView, Projector, ProjectorConfig, TechnologyView};
+use commandcenter_query_api::bounded::ExpensiveReads;
 use commandcenter_query_api::{Hub, QueryCache, QueryConfig, QueryState, ReadPools};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -233,6 +234,14 @@ pub async fn query_state(
         config: QueryConfig {
             min_position_wait: Duration::from_millis(args.min_position_wait_ms),
             data_dir: data_dir.to_path_buf(),
+            expensive: ExpensiveReads::new(
+                if args.expensive_reads == 0 {
+                    (max_connections as usize / 2).max(1)
+                } else {
+                    args.expensive_reads
+                },
+                Duration::from_millis(args.read_statement_timeout_ms),
+            ),
         },
         metrics: services.metrics.clone(),
     })
@@ -260,6 +269,8 @@ pub async fn stop(mut tasks: JoinSet<()>, shutdown: &CancellationToken, grace: D
 /// A built service, bound to its address, not yet serving.
 pub struct Application {
     listener: TcpListener,
+    limits: crate::listener::ListenerConfig,
+    metrics: Arc<commandcenter_metrics::Metrics>,
     router: Router,
     tasks: JoinSet<()>,
     shutdown: CancellationToken,
@@ -381,8 +392,16 @@ impl Application {
         let listener = TcpListener::bind(args.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
+        let descriptors = crate::listener::descriptor_limit();
+        tasks.spawn(crate::listener::watch_descriptors(
+            services.metrics.clone(),
+            descriptors,
+            shutdown.clone(),
+        ));
         Ok(Self {
             listener,
+            limits: args.listen.config(descriptors),
+            metrics: services.metrics.clone(),
             router,
             tasks,
             shutdown,
@@ -410,14 +429,15 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Self {
             listener,
+            limits,
+            metrics,
             router,
             tasks,
             shutdown: token,
             grace,
             ..
         } = self;
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
+        let served = crate::listener::serve(listener, router, limits, metrics, shutdown, grace)
             .await
             .context("HTTP server failed");
         stop(tasks, &token, grace).await;

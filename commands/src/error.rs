@@ -67,6 +67,9 @@ pub enum ApiError {
     /// at ERROR.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// Too much expensive work is running; retry later (503 with `Retry-After`).
+    #[error("{0}")]
+    Overloaded(String),
     /// The read model has not reached the position the client asked for
     /// (`X-CC-Min-Position`) in time; retry later. The client's choice, not a fault.
     #[error("{0}")]
@@ -97,7 +100,9 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } | Self::JobRefused(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            Self::Unavailable(_) | Self::NotCaughtUp(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::NotCaughtUp(_) | Self::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Access(refusal) => refusal.status(),
         }
@@ -116,6 +121,7 @@ impl ApiError {
             Self::IdempotencyKeyReused => "idempotency-key-reused",
             Self::Unavailable(_) => "unavailable",
             Self::NotCaughtUp(_) => "not-caught-up",
+            Self::Overloaded(_) => "overloaded",
             Self::Internal(_) => "internal",
             Self::Access(refusal) => refusal.kind(),
         }

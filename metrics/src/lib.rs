@@ -54,6 +54,14 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     /// `db_pool_connections{pool,state}`.
     pub db_pool_connections: IntGaugeVec,
+    /// `http_connections_open`: HTTP connections open now (WebSockets while upgrading).
+    pub http_connections_open: IntGauge,
+    /// `http_connections_refused_total`: connections closed at once at the cap.
+    pub http_connections_refused: IntCounter,
+    /// `process_open_fds`: file descriptors the process has open.
+    pub process_open_fds: IntGauge,
+    /// `process_max_fds`: the process's open-file limit.
+    pub process_max_fds: IntGauge,
     /// `websocket_connections_active`.
     pub websocket_connections: IntGauge,
     /// `websocket_messages_sent_total`.
@@ -234,6 +242,28 @@ impl Metrics {
                     Opts::new("db_pool_connections", "Database pool connections"),
                     &["pool", "state"]
                 )
+            ),
+            http_connections_open: register!(
+                r,
+                IntGauge::new(
+                    "http_connections_open",
+                    "HTTP connections open now (a WebSocket until its upgrade)"
+                )
+            ),
+            http_connections_refused: register!(
+                r,
+                IntCounter::new(
+                    "http_connections_refused_total",
+                    "Connections closed at once because the connection cap was reached"
+                )
+            ),
+            process_open_fds: register!(
+                r,
+                IntGauge::new("process_open_fds", "File descriptors the process has open")
+            ),
+            process_max_fds: register!(
+                r,
+                IntGauge::new("process_max_fds", "The process's open-file limit")
             ),
             websocket_connections: register!(
                 r,

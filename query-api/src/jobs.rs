@@ -14,6 +14,7 @@ use commandcenter_domain::values::ProjectId;
 use serde_json::{json, Value};
 use sqlx::{Postgres, QueryBuilder, Row};
 
+use crate::bounded::{fetch_all, EXPENSIVE_SKIP};
 use crate::cache::CacheKey;
 use crate::consistency::{wait_until_reached, MinPosition};
 use crate::cursor::Cursor;
@@ -80,10 +81,13 @@ async fn page(
         .map(|c| Cursor::decode(c, SORT))
         .transpose()?;
     let key = CacheKey::new(endpoint, &["job_view"], filters.project_id, &params.0);
+    let reads = state.config.expensive.clone();
     cached_or(state, key, min, VIEWS, |pool| async move {
         // Rows come back as JSON text and are spliced into the answer unparsed.
+        // The page's keys first (an index-only walk, even past a deep `skip`), then the
+        // JSON of those rows only: rendering every skipped row cost seconds.
         let mut qb = QueryBuilder::<Postgres>::new(
-            "WITH page AS (SELECT to_jsonb(j)::text AS row, j.id, j.created_position FROM job_view j WHERE true",
+            "WITH keys AS (SELECT j.id, j.created_position FROM job_view j WHERE true",
         );
         filters.push(&mut qb);
         if let Some(cursor) = &cursor {
@@ -93,13 +97,15 @@ async fn page(
         if cursor.is_none() {
             qb.push(" OFFSET ").push_bind(skip);
         }
-        qb.push("), total AS (SELECT coalesce(sum(n), 0)::bigint AS n FROM job_counts WHERE true");
+        qb.push("), page AS (SELECT to_jsonb(j)::text AS row, j.id, j.created_position \
+                   FROM keys k JOIN job_view j ON j.id = k.id), total AS (SELECT coalesce(sum(n), 0)::bigint AS n FROM job_counts WHERE true");
         filters.push(&mut qb);
         qb.push(") SELECT (SELECT n FROM total) AS total, ");
         position_columns(&mut qb, "job_view");
         qb.push(", page.row, page.id, page.created_position FROM (SELECT 1) one LEFT JOIN page ON true \
                  ORDER BY page.created_position DESC");
-        let rows = qb.build().fetch_all(&pool.pool).await?;
+        let expensive = cursor.is_none() && skip > EXPENSIVE_SKIP;
+        let rows = fetch_all(&reads, &pool.pool, &mut qb, expensive).await?;
         let first = rows.first().ok_or_else(|| ApiError::Internal("page query returned no row".into()))?;
         let total: i64 = first.try_get("total")?;
         let position = read_position(first)?;

@@ -6,6 +6,7 @@
 //! read in the same statement as the data.
 
 pub mod artifacts;
+pub mod bounded;
 pub mod cache;
 pub mod consistency;
 pub mod cursor;
@@ -39,6 +40,8 @@ pub struct QueryConfig {
     pub min_position_wait: Duration,
     /// Where job artifacts (exports) are found, under `artifacts/`.
     pub data_dir: PathBuf,
+    /// The budget of deep-offset and search reads.
+    pub expensive: bounded::ExpensiveReads,
 }
 
 /// What every read route needs.

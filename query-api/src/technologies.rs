@@ -15,6 +15,7 @@ use commandcenter_domain::values::{bounded_text, ProjectId};
 use serde_json::{json, Value};
 use sqlx::{Postgres, QueryBuilder, Row};
 
+use crate::bounded::{fetch_all, EXPENSIVE_SKIP};
 use crate::cache::CacheKey;
 use crate::consistency::MinPosition;
 use crate::cursor::Cursor;
@@ -210,9 +211,11 @@ pub async fn list_technologies(
         filters.project_id,
         &params.0,
     );
+    let reads = state.config.expensive.clone();
     cached_or(&state, cache_key, min, &[("technology_view", "technology")], |pool| async move {
         let (dir, cmp) = if descending { ("DESC", "<") } else { ("ASC", ">") };
-        let mut qb = QueryBuilder::<Postgres>::new("WITH page AS (SELECT to_jsonb(t) - 'search' AS row, t.id, ");
+        // The page's keys first, then the JSON of those rows only (not of skipped ones).
+        let mut qb = QueryBuilder::<Postgres>::new("WITH keys AS (SELECT t.id, ");
         push_sort_expr(&mut qb, key, &filters.search);
         qb.push(" AS sort_value FROM technology_view t WHERE true");
         filters.push(&mut qb, false);
@@ -235,7 +238,8 @@ pub async fn list_technologies(
         if cursor.is_none() {
             qb.push(" OFFSET ").push_bind(skip);
         }
-        qb.push("), total AS (");
+        qb.push("), page AS (SELECT to_jsonb(t) - 'search' AS row, t.id, k.sort_value \
+                   FROM keys k JOIN technology_view t ON t.id = k.id), total AS (");
         if filters.countable() {
             qb.push("SELECT coalesce(sum(n), 0)::bigint AS n FROM technology_counts WHERE true");
             filters.push(&mut qb, true);
@@ -249,7 +253,8 @@ pub async fn list_technologies(
             .push(dir)
             .push(", page.id ")
             .push(dir);
-        let rows = qb.build().fetch_all(&pool.pool).await?;
+        let expensive = filters.search.is_some() || (cursor.is_none() && skip > EXPENSIVE_SKIP);
+        let rows = fetch_all(&reads, &pool.pool, &mut qb, expensive).await?;
         let first = rows.first().ok_or_else(|| ApiError::Internal("page query returned no row".into()))?;
         let total: i64 = first.try_get("total")?;
         let position = read_position(first)?;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use commandcenter::config::{
-    AccessArgs, AuditKeyArgs, DatabaseArgs, NatsArgs, QueryArgs, ServeArgs, WorkerArgs,
+    AccessArgs, AuditKeyArgs, DatabaseArgs, ListenArgs, NatsArgs, QueryArgs, ServeArgs, WorkerArgs,
 };
 
 /// Projects every test service has registered (ids 1 to this).
@@ -164,6 +164,11 @@ pub fn serve_args(database_url: &str, nats_url: &str, prefix: &str) -> ServeArgs
             nats_prefix: prefix.to_string(),
         },
         listen_addr: "127.0.0.1:0".parse().expect("valid address"),
+        listen: ListenArgs {
+            max_connections: 10_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 75_000,
+        },
         data_dir: std::env::temp_dir().join(prefix),
         max_body_bytes: 64 * 1024,
         db_max_connections: 20,
@@ -173,6 +178,8 @@ pub fn serve_args(database_url: &str, nats_url: &str, prefix: &str) -> ServeArgs
             min_position_wait_ms: 2000,
             cache_entries: 1000,
             socket_queue: 64,
+            read_statement_timeout_ms: 10_000,
+            expensive_reads: 0,
         },
         ready_max_lag_events: 10_000,
         no_relay: false,

@@ -1,0 +1,122 @@
+//! Reads that can cost seconds — a deep `skip`, a substring search — are bounded so that
+//! a handful of them cannot starve every other request of database connections:
+//!
+//! - at most [`ExpensiveReads::slots`] run at once (by default half the pool); a read
+//!   that finds none free within a second is answered 503 with `Retry-After`, pointing
+//!   to `cursor`;
+//! - each runs under a statement time limit (`CC_READ_STATEMENT_TIMEOUT_MS`; past it
+//!   PostgreSQL cancels the statement and the client gets 503 with `Retry-After`);
+//! - when the client goes away (the request future is dropped), the statement is
+//!   cancelled on the server (`pg_cancel_backend`) instead of running to its end.
+//!
+//! Cheap reads take none of this: no extra round trip on the common path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use commandcenter_commands::ApiError;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use tokio::sync::Semaphore;
+
+/// How long an expensive read waits for a slot before it is refused.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
+
+/// The `skip` beyond which a page counts as expensive.
+pub const EXPENSIVE_SKIP: i64 = 1_000;
+
+/// The budget of expensive reads of one process.
+#[derive(Debug, Clone)]
+pub struct ExpensiveReads {
+    slots: Arc<Semaphore>,
+    statement_timeout: Duration,
+}
+
+impl ExpensiveReads {
+    /// At most `slots` at once (at least 1), each limited to `statement_timeout`.
+    pub fn new(slots: usize, statement_timeout: Duration) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(slots.max(1))),
+            statement_timeout,
+        }
+    }
+
+    /// Slots free now.
+    pub fn available(&self) -> usize {
+        self.slots.available_permits()
+    }
+}
+
+/// A transaction whose statement is cancelled on the server if the guard is dropped
+/// while armed (the request future holding it was dropped: its client went away). The
+/// connection stays out of the pool until the cancel has run, so it can never cancel
+/// another request's statement.
+struct CancelOnDrop {
+    pool: PgPool,
+    pid: i32,
+    tx: Option<sqlx::Transaction<'static, Postgres>>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(tx) = self.tx.take() else { return };
+        let (pool, pid) = (self.pool.clone(), self.pid);
+        tokio::spawn(async move {
+            match sqlx::query("SELECT pg_cancel_backend($1)")
+                .bind(pid)
+                .execute(&pool)
+                .await
+            {
+                Ok(_) => tracing::info!(pid, "client gone: its read was cancelled"),
+                Err(err) => tracing::warn!(pid, %err, "cannot cancel an abandoned read"),
+            }
+            drop(tx);
+        });
+    }
+}
+
+/// Runs the statement of `qb` on `pool`: directly when it is cheap, within the budget
+/// of `reads` when `expensive`.
+pub(crate) async fn fetch_all(
+    reads: &ExpensiveReads,
+    pool: &PgPool,
+    qb: &mut QueryBuilder<'_, Postgres>,
+    expensive: bool,
+) -> Result<Vec<PgRow>, ApiError> {
+    if !expensive {
+        return Ok(qb.build().fetch_all(pool).await?);
+    }
+    let _slot = tokio::time::timeout(SLOT_WAIT, reads.slots.clone().acquire_owned())
+        .await
+        .map_err(|_| {
+            ApiError::Overloaded(
+                "too many deep-offset or search reads are running; retry, or page with `cursor`"
+                    .into(),
+            )
+        })?
+        .map_err(|_| ApiError::Internal("the expensive-read semaphore closed".into()))?;
+    let mut tx = pool.begin().await?;
+    let pid: i32 = sqlx::query_scalar(
+        "SELECT pg_backend_pid() FROM set_config('statement_timeout', $1, true)",
+    )
+    .bind(reads.statement_timeout.as_millis().to_string())
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut guard = CancelOnDrop {
+        pool: pool.clone(),
+        pid,
+        tx: Some(tx),
+    };
+    let rows = match guard.tx.as_mut() {
+        Some(tx) => qb.build().fetch_all(&mut **tx).await,
+        None => return Err(ApiError::Internal("read transaction missing".into())),
+    };
+    // Finished (or failed) on the server: nothing to cancel.
+    let ended = match guard.tx.take() {
+        Some(tx) => tx.rollback().await,
+        None => Ok(()),
+    };
+    let rows = rows?;
+    ended?;
+    Ok(rows)
+}
