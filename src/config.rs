@@ -342,6 +342,16 @@ pub struct VerifyArgs {
     /// Checkpoint signature key.
     #[command(flatten)]
     pub key: AuditKeyArgs,
+    /// Also compare the store with the checkpoints witnessed on NATS (`<PREFIX>_AUDIT`),
+    /// so that rewriting PostgreSQL alone is caught.
+    #[arg(long)]
+    pub witness: bool,
+    /// Where the witness is (with --witness).
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// How far `recorded_at` may go backwards before it is reported (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub clock_tolerance: std::time::Duration,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -356,6 +366,9 @@ pub struct CheckpointArgs {
     /// Checkpoint signature key (required).
     #[command(flatten)]
     pub key: AuditKeyArgs,
+    /// Where the witness is: the checkpoint is published there too.
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 /// Settings of `events export`.
@@ -376,6 +389,9 @@ pub struct ExportArgs {
     /// Write here instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Signs the file's trailer when given.
+    #[command(flatten)]
+    pub key: AuditKeyArgs,
 }
 
 /// Settings of `events import`.
@@ -386,6 +402,9 @@ pub struct ImportArgs {
     pub database: DatabaseArgs,
     /// The export to load (`-` or nothing: standard input).
     pub file: Option<PathBuf>,
+    /// The key the export's trailer was signed with (required for a signed export).
+    #[command(flatten)]
+    pub key: AuditKeyArgs,
 }
 
 /// Settings of `events history`.
@@ -689,6 +708,10 @@ pub struct ServeArgs {
     /// Limits of the HTTP listener.
     #[command(flatten)]
     pub listen: ListenArgs,
+    /// Take a signed audit checkpoint this often (e.g. 10m) and publish it to the
+    /// witness stream on NATS; needs CC_AUDIT_KEY. Several servers share the schedule.
+    #[arg(long, env = "CC_CHECKPOINT_EVERY", value_parser = humantime::parse_duration)]
+    pub checkpoint_every: Option<Duration>,
     /// Directory for files the service writes (job artifacts); created if missing.
     #[arg(long, env = "CC_DATA_DIR", default_value = ".data")]
     pub data_dir: PathBuf,

@@ -273,9 +273,21 @@ async fn run_verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let scope = VerifyScope {
         project_id: args.project,
         from: parse_position("from-position", args.from_position.as_deref())?,
+        clock_tolerance: args.clock_tolerance,
     };
     let key = args.key.bytes();
-    let report = audit::verify(&pool, &scope, key.as_deref()).await?;
+    let witnessed = if args.witness {
+        let witness = witness_of(&pool, &args.nats).await?;
+        Some(
+            witness
+                .read()
+                .await
+                .context("cannot read the witnessed checkpoints")?,
+        )
+    } else {
+        None
+    };
+    let report = audit::verify(&pool, &scope, key.as_deref(), witnessed.as_deref()).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let mut body = serde_json::to_value(&report)?;
@@ -313,9 +325,45 @@ async fn run_verify(args: &VerifyArgs) -> anyhow::Result<()> {
                 c.signature
             )?,
         }
+        if let Some(chain) = &report.checkpoint_chain {
+            let state = format!("{} checkpoint(s)", chain.checkpoints);
+            write_problems(
+                &mut out,
+                "checkpoint chain",
+                &state,
+                "intact",
+                &chain.problems,
+            )?;
+        }
+        if let Some(witness) = &report.witness {
+            let state = format!("{} checkpoint(s) witnessed", witness.witnessed);
+            write_problems(
+                &mut out,
+                "witness",
+                &state,
+                "the store agrees",
+                &witness.problems,
+            )?;
+        }
     }
     if !report.passed() {
         anyhow::bail!("verification failed");
+    }
+    Ok(())
+}
+
+/// `<what>: <state>, <verdict>` (or `BROKEN`/`DISAGREES`) and a line per problem.
+fn write_problems(
+    out: &mut impl Write,
+    what: &str,
+    state: &str,
+    fine: &str,
+    problems: &[String],
+) -> std::io::Result<()> {
+    let verdict = if problems.is_empty() { fine } else { "BROKEN" };
+    writeln!(out, "{what}: {state}, {verdict}")?;
+    for problem in problems {
+        writeln!(out, "BROKEN {problem}")?;
     }
     Ok(())
 }
@@ -326,11 +374,46 @@ async fn run_checkpoint(args: &CheckpointArgs) -> anyhow::Result<()> {
         .bytes()
         .context("set CC_AUDIT_KEY (or --audit-key): checkpoints are signed")?;
     let pool = open(&args.database.database_url).await?;
-    let checkpoint = audit::create_checkpoint(&pool, &key).await?;
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, &checkpoint)?;
-    writeln!(out)?;
+    let checkpoint = audit::create_checkpoint(&pool, &key, None).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &checkpoint)?;
+        writeln!(out)?;
+    }
+    let witness = witness_of(&pool, &args.nats).await?;
+    let published = witness.publish_pending(&pool).await.with_context(|| {
+        format!(
+            "checkpoint {} is recorded but not witnessed on NATS; run `events checkpoint` again \
+             when NATS answers (it publishes every checkpoint not witnessed yet)",
+            checkpoint.id
+        )
+    })?;
+    tracing::info!(
+        id = checkpoint.id,
+        published,
+        stream = %witness.stream_name(),
+        "checkpoint recorded and witnessed"
+    );
     Ok(())
+}
+
+/// The witness of the deployment behind `pool`, on the NATS server of `nats`.
+async fn witness_of(
+    pool: &sqlx::PgPool,
+    nats: &NatsArgs,
+) -> anyhow::Result<commandcenter_event_store::witness::Witness> {
+    let client = tokio::time::timeout(
+        Duration::from_secs(5),
+        async_nats::connect(nats.nats_url.as_str()),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("NATS at {} did not answer within 5 s", nats.nats_url))?
+    .with_context(|| format!("cannot connect to NATS at {}", nats.nats_url))?;
+    Ok(commandcenter_event_store::witness::Witness::new(
+        client,
+        &EventStream::new(&nats.nats_prefix),
+        Deployment::load(pool).await?,
+    ))
 }
 
 async fn run_export(args: &ExportArgs) -> anyhow::Result<()> {
@@ -340,6 +423,7 @@ async fn run_export(args: &ExportArgs) -> anyhow::Result<()> {
         after: parse_position("since-position", args.since_position.as_deref())?,
         until: parse_position("until", args.until.as_deref())?,
     };
+    let key = args.key.bytes();
     let bar = counter("exported");
     let written = match &args.output {
         Some(path) => {
@@ -347,13 +431,19 @@ async fn run_export(args: &ExportArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot create {}", path.display()))?;
             let mut out = tokio::io::BufWriter::new(file);
-            let n = audit::export(&pool, &scope, &mut out, |n| bar.set_position(n)).await?;
+            let n = audit::export(&pool, &scope, key.as_deref(), &mut out, |n| {
+                bar.set_position(n)
+            })
+            .await?;
             out.into_inner().sync_all().await?;
             n
         }
         None => {
             let mut out = tokio::io::BufWriter::new(tokio::io::stdout());
-            audit::export(&pool, &scope, &mut out, |n| bar.set_position(n)).await?
+            audit::export(&pool, &scope, key.as_deref(), &mut out, |n| {
+                bar.set_position(n)
+            })
+            .await?
         }
     };
     bar.finish_and_clear();
@@ -361,8 +451,14 @@ async fn run_export(args: &ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The uniqueness claims an import rebuilds from its events.
+fn claims() -> audit::Derive {
+    Box::new(|conn| Box::pin(commandcenter_commands::executor::rebuild_claims(conn)))
+}
+
 async fn run_import(args: &ImportArgs) -> anyhow::Result<()> {
     let pool = open(&args.database.database_url).await?;
+    let key = args.key.bytes();
     let bar = counter("imported");
     let report = match args.file.as_deref().filter(|p| p.as_os_str() != "-") {
         Some(path) => {
@@ -370,11 +466,17 @@ async fn run_import(args: &ImportArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot open {}", path.display()))?;
             let mut input = tokio::io::BufReader::new(file);
-            audit::import(&pool, &mut input, |n| bar.set_position(n)).await?
+            audit::import(&pool, &mut input, key.as_deref(), claims(), |n| {
+                bar.set_position(n)
+            })
+            .await?
         }
         None => {
             let mut input = tokio::io::BufReader::new(tokio::io::stdin());
-            audit::import(&pool, &mut input, |n| bar.set_position(n)).await?
+            audit::import(&pool, &mut input, key.as_deref(), claims(), |n| {
+                bar.set_position(n)
+            })
+            .await?
         }
     };
     bar.finish_and_clear();

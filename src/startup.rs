@@ -392,6 +392,23 @@ impl Application {
         let listener = TcpListener::bind(args.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
+        if let Some(every) = args.checkpoint_every {
+            let key = args.audit.bytes().context(
+                "--checkpoint-every needs CC_AUDIT_KEY (or --audit-key): checkpoints are signed",
+            )?;
+            let witness = commandcenter_event_store::witness::Witness::new(
+                services.nats.clone(),
+                &services.stream,
+                services.deployment.clone(),
+            );
+            tasks.spawn(checkpoint_schedule(
+                services.pool.clone(),
+                witness,
+                key,
+                every,
+                shutdown.clone(),
+            ));
+        }
         let descriptors = crate::listener::descriptor_limit();
         tasks.spawn(crate::listener::watch_descriptors(
             services.metrics.clone(),
@@ -447,6 +464,49 @@ impl Application {
 
 /// A handler that panicked answers 500 with a problem document (the panic is logged),
 /// instead of dropping the connection.
+/// Takes a checkpoint every `every` (unless another server took one in the last half
+/// interval) and publishes every checkpoint the witness lacks.
+async fn checkpoint_schedule(
+    pool: PgPool,
+    witness: commandcenter_event_store::witness::Witness,
+    key: Vec<u8>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let recent: Result<bool, sqlx::Error> = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM audit_checkpoints WHERE created_at > now() - $1::interval)",
+        )
+        .bind(format!("{} milliseconds", every.as_millis() / 2))
+        .fetch_one(&pool)
+        .await;
+        match recent {
+            Ok(true) => {}
+            Ok(false) => {
+                match commandcenter_event_store::audit::create_checkpoint(&pool, &key, Some(every))
+                    .await
+                {
+                    Ok(checkpoint) => {
+                        tracing::info!(id = checkpoint.id, head = %checkpoint.head, "audit checkpoint taken")
+                    }
+                    Err(commandcenter_event_store::StoreError::Empty) => {}
+                    Err(err) => tracing::error!(%err, "cannot take the scheduled audit checkpoint"),
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot read the latest audit checkpoint"),
+        }
+        if let Err(err) = witness.publish_pending(&pool).await {
+            tracing::error!(%err, "checkpoints not witnessed yet; retrying at the next one");
+        }
+    }
+}
+
 fn panic_response(cause: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
     let cause = cause
         .downcast_ref::<String>()

@@ -35,11 +35,16 @@ pub async fn verify_chains(
         .map(|t| number("project_id", Some(t), 0, 1, i64::MAX))
         .transpose()?;
     let from = position("from_position", query.from_position.as_deref())?;
-    let scope = VerifyScope { project_id, from };
+    let scope = VerifyScope {
+        project_id,
+        from,
+        ..VerifyScope::default()
+    };
     let report = verify(
         state.store.pool(),
         &scope,
         state.audit_key.as_deref().map(Vec::as_slice),
+        None,
     )
     .await?;
     let mut body = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -395,3 +395,62 @@ fn metadata<A: Aggregate>(execution: &Execution<A>, project_id: Option<ProjectId
     }
     value
 }
+
+/// Rebuilds the uniqueness claims of every technology and job from the events, on
+/// `conn` (inside an import's transaction): what the executor would have claimed while
+/// the events were written. Returns how many claims it wrote.
+pub async fn rebuild_claims(conn: &mut sqlx::PgConnection) -> Result<u64, StoreError> {
+    use commandcenter_domain::job::Job;
+    use commandcenter_domain::technology::Technology;
+    let mut written = rebuild_claims_of::<Technology>(conn).await?;
+    written += rebuild_claims_of::<Job>(conn).await?;
+    Ok(written)
+}
+
+async fn rebuild_claims_of<A>(conn: &mut sqlx::PgConnection) -> Result<u64, StoreError>
+where
+    A: WriteModel,
+    A::Command: Clone,
+    ApiError: From<A::Error>,
+{
+    use futures::TryStreamExt;
+    let mut held: Vec<(Claim, String)> = Vec::new();
+    {
+        let mut rows = sqlx::query_as::<_, (String, i64, String, String, Value)>(
+            "SELECT aggregate_id, sequence, event_type, event_version, payload FROM events \
+              WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence",
+        )
+        .bind(A::TYPE)
+        .fetch(&mut *conn);
+        let mut current: Option<(String, A)> = None;
+        while let Some((id, sequence, event_type, version, payload)) = rows.try_next().await? {
+            if current.as_ref().is_none_or(|(c, _)| *c != id) {
+                if let Some((done, state)) = current.take() {
+                    held.extend(state.claims().into_iter().map(|c| (c, done.clone())));
+                }
+                current = Some((id.clone(), A::default()));
+            }
+            let event: A::Event = serde_json::from_value(commandcenter_domain::upcast_payload(
+                &event_type,
+                &version,
+                payload,
+            ))
+            .map_err(|source| StoreError::Corrupt {
+                aggregate_type: A::TYPE.to_string(),
+                aggregate_id: id.clone(),
+                sequence,
+                source,
+            })?;
+            if let Some((_, state)) = current.as_mut() {
+                state.apply(event);
+            }
+        }
+        if let Some((done, state)) = current.take() {
+            held.extend(state.claims().into_iter().map(|c| (c, done.clone())));
+        }
+    }
+    for (held_claim, owner) in &held {
+        claim(&mut *conn, held_claim, owner).await?;
+    }
+    Ok(held.len() as u64)
+}

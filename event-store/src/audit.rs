@@ -25,13 +25,20 @@ use crate::{head, Position, StoreError, StoredEvent};
 pub const MAX_LISTED: usize = 1000;
 
 /// What to verify.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct VerifyScope {
     /// Only the aggregates of this project.
     pub project_id: Option<i64>,
     /// Only links from this position on (every chain is still read from its start).
     pub from: Option<Position>,
+    /// How far `recorded_at` may go backwards (clocks and transaction start times
+    /// differ) before it is reported.
+    pub clock_tolerance: std::time::Duration,
 }
+
+/// The default [`VerifyScope::clock_tolerance`]: the longest a write transaction may sit
+/// idle (`CC_IDLE_TX_TIMEOUT_MS`), since `recorded_at` is its start time.
+pub const CLOCK_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One broken link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,38 +87,68 @@ pub struct VerifyReport {
     pub broken: Vec<BrokenLink>,
     /// The latest checkpoint's check (whole-store verifications only).
     pub checkpoint: Option<CheckpointCheck>,
+    /// The checkpoints' own chain (whole-store verifications only).
+    pub checkpoint_chain: Option<ChainCheck>,
+    /// The comparison with the witnessed checkpoints, when asked for.
+    pub witness: Option<WitnessCheck>,
+}
+
+impl Default for VerifyScope {
+    fn default() -> Self {
+        Self {
+            project_id: None,
+            from: None,
+            clock_tolerance: CLOCK_TOLERANCE,
+        }
+    }
 }
 
 impl VerifyReport {
-    /// True when nothing is broken and the checkpoint (if any) holds.
+    /// True when nothing is broken, the checkpoints hold and the witness agrees.
     pub fn passed(&self) -> bool {
         self.broken_count == 0
             && self
                 .checkpoint
                 .as_ref()
                 .is_none_or(|c| c.intact && c.signature != "invalid")
+            && self
+                .checkpoint_chain
+                .as_ref()
+                .is_none_or(|c| c.problems.is_empty())
+            && self.witness.as_ref().is_none_or(|w| w.problems.is_empty())
     }
 }
 
-/// Recomputes every hash link in `scope`, and checks the latest checkpoint when the scope
-/// is the whole store.
+/// Recomputes every hash link in `scope` and checks that `recorded_at` never goes back
+/// (along a chain, or against the global order) by more than the scope's tolerance. For
+/// the whole store it also checks the checkpoints' chain and the latest checkpoint, and,
+/// given `witnessed` checkpoints, compares the store with them.
 pub async fn verify(
     pool: &PgPool,
     scope: &VerifyScope,
     audit_key: Option<&[u8]>,
+    witnessed: Option<&[Checkpoint]>,
 ) -> Result<VerifyReport, StoreError> {
     let from = scope.from.unwrap_or(Position::ZERO);
+    let tolerance = chrono::Duration::from_std(scope.clock_tolerance)
+        .unwrap_or_else(|_| chrono::Duration::seconds(10));
     let mut rows = sqlx::query(
         "SELECT aggregate_type, aggregate_id, sequence, tx_id::text AS tx_text, global_position, \
-                prev_sequence, hash = expected AS linked \
+                prev_sequence, hash = expected AS linked, recorded_at, prev_recorded_at, \
+                latest_before \
            FROM (SELECT aggregate_type, aggregate_id, sequence, tx_id, global_position, hash, \
+                        recorded_at, \
                         lag(sequence) OVER w AS prev_sequence, \
+                        lag(recorded_at) OVER w AS prev_recorded_at, \
+                        max(recorded_at) OVER g AS latest_before, \
                         sha256(coalesce(lag(hash) OVER w, cc_genesis_hash()) || cc_event_canonical( \
                             aggregate_type, aggregate_id, sequence, event_type, event_version, \
                             payload, metadata, recorded_at)) AS expected \
                    FROM events \
                   WHERE $1::bigint IS NULL OR metadata->>'project_id' = $1::text \
-                 WINDOW w AS (PARTITION BY aggregate_type, aggregate_id ORDER BY sequence)) c \
+                 WINDOW w AS (PARTITION BY aggregate_type, aggregate_id ORDER BY sequence), \
+                        g AS (ORDER BY tx_id, global_position \
+                              ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) c \
           WHERE (tx_id, global_position) >= ($2::text::xid8, $3) \
           ORDER BY aggregate_type, aggregate_id, sequence",
     )
@@ -125,6 +162,8 @@ pub async fn verify(
         broken_count: 0,
         broken: Vec::new(),
         checkpoint: None,
+        checkpoint_chain: None,
+        witness: None,
     };
     let mut last_aggregate: Option<(String, String)> = None;
     while let Some(row) = rows.try_next().await? {
@@ -134,6 +173,9 @@ pub async fn verify(
         let sequence: i64 = row.try_get("sequence")?;
         let previous: Option<i64> = row.try_get("prev_sequence")?;
         let linked: bool = row.try_get("linked")?;
+        let recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
+        let prev_recorded: Option<DateTime<Utc>> = row.try_get("prev_recorded_at")?;
+        let latest_before: Option<DateTime<Utc>> = row.try_get("latest_before")?;
         let key = (aggregate_type, aggregate_id);
         if last_aggregate.as_ref() != Some(&key) {
             report.aggregates += 1;
@@ -147,7 +189,22 @@ pub async fn verify(
                 "hash does not match: this event (or the hash of the one before) was altered"
                     .to_string(),
             ),
-            _ => None,
+            _ => match (prev_recorded, latest_before) {
+                (Some(before), _) if recorded_at < before - tolerance => Some(format!(
+                    "recorded_at {recorded_at} goes backwards along the chain: {} before event \
+                     {}'s (tolerance {} s)",
+                    before - recorded_at,
+                    sequence - 1,
+                    tolerance.num_seconds()
+                )),
+                (_, Some(latest)) if recorded_at < latest - tolerance => Some(format!(
+                    "recorded_at {recorded_at} goes backwards against the global order: {} \
+                     before an event committed earlier (tolerance {} s)",
+                    latest - recorded_at,
+                    tolerance.num_seconds()
+                )),
+                _ => None,
+            },
         };
         if let Some(reason) = reason {
             report.broken_count += 1;
@@ -168,13 +225,18 @@ pub async fn verify(
         last_aggregate = Some(key);
     }
     if scope.project_id.is_none() && scope.from.is_none() {
-        report.checkpoint = check_latest_checkpoint(pool, audit_key).await?;
+        let all = checkpoints(pool).await?;
+        report.checkpoint = check_latest_checkpoint(pool, audit_key, &all).await?;
+        report.checkpoint_chain = Some(check_chain(pool, audit_key, &all).await?);
+        if let Some(witnessed) = witnessed {
+            report.witness = Some(check_witness(pool, &all, witnessed).await?);
+        }
     }
     Ok(report)
 }
 
 /// A signed record of the store's head.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Checkpoint {
     /// Its id.
     pub id: i64,
@@ -186,10 +248,20 @@ pub struct Checkpoint {
     pub aggregates: i64,
     /// Hex sha256 over every aggregate's last (sequence, hash) up to the head.
     pub heads_hash: String,
-    /// Hex HMAC-SHA256 of the fields above with the audit key.
+    /// Hex HMAC-SHA256 of the fields above (and, from format 2, the previous
+    /// checkpoint's hash and the schedule) with the audit key.
     pub signature: String,
     /// When it was taken.
     pub created_at: DateTime<Utc>,
+    /// Hex hash of the checkpoint before it (zeros for the first).
+    pub previous_hash: String,
+    /// Hex sha256(previous hash ‖ this checkpoint's canonical form), computed by the
+    /// database: the checkpoints' own chain.
+    pub hash: String,
+    /// 1: signed without the previous hash (taken before the chain); 2: signed with it.
+    pub format: i16,
+    /// The schedule it was taken on (`serve --checkpoint-every`), if any.
+    pub every_seconds: Option<i32>,
 }
 
 struct Heads {
@@ -223,32 +295,80 @@ async fn heads_upto(pool: &PgPool, upto: Position) -> Result<Heads, StoreError> 
     })
 }
 
-fn sign(key: &[u8], head: Position, heads: &Heads, created_at: DateTime<Utc>) -> Vec<u8> {
+/// What a checkpoint's signature covers.
+struct Signed<'a> {
+    head: Position,
+    heads: &'a Heads,
+    created_at: DateTime<Utc>,
+    previous_hash: &'a [u8],
+    format: i16,
+    every_seconds: Option<i32>,
+}
+
+fn sign(key: &[u8], signed: &Signed<'_>) -> Vec<u8> {
     // HMAC takes keys of any length.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(
-        format!(
-            "{head}|{}|{}|{}|{}",
-            heads.events,
-            heads.aggregates,
-            hex::encode(&heads.hash),
-            created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-        )
-        .as_bytes(),
+    let mut text = format!(
+        "{}|{}|{}|{}|{}",
+        signed.head,
+        signed.heads.events,
+        signed.heads.aggregates,
+        hex::encode(&signed.heads.hash),
+        signed
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
     );
+    if signed.format >= 2 {
+        text.push_str(&format!(
+            "|{}|{}",
+            hex::encode(signed.previous_hash),
+            signed
+                .every_seconds
+                .map_or(String::new(), |e| e.to_string())
+        ));
+    }
+    mac.update(text.as_bytes());
     mac.finalize().into_bytes().to_vec()
 }
 
-/// Records a checkpoint at the current head, signed with `key`.
-pub async fn create_checkpoint(pool: &PgPool, key: &[u8]) -> Result<Checkpoint, StoreError> {
+/// The advisory lock that orders checkpoint appends (the insert trigger takes it too).
+const CHAIN_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('cc_audit_checkpoint_chain'))";
+
+/// Records a checkpoint at the current head, chained to the latest one and signed with
+/// `key`; `every` names the schedule it is taken on.
+pub async fn create_checkpoint(
+    pool: &PgPool,
+    key: &[u8],
+    every: Option<std::time::Duration>,
+) -> Result<Checkpoint, StoreError> {
     let head = head(pool).await?.ok_or(StoreError::Empty)?;
     let heads = heads_upto(pool, head).await?;
+    let every_seconds = every.map(|e| i32::try_from(e.as_secs().max(1)).unwrap_or(i32::MAX));
+    let mut tx = pool.begin().await?;
+    sqlx::query(CHAIN_LOCK).execute(&mut *tx).await?;
+    let previous_hash: Vec<u8> = sqlx::query_scalar(
+        "SELECT coalesce((SELECT hash FROM audit_checkpoints ORDER BY id DESC LIMIT 1), cc_genesis_hash())",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let created_at = Utc::now().trunc_subsecs(6);
-    let signature = sign(key, head, &heads, created_at);
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO audit_checkpoints (head, events, aggregates, heads_hash, signature, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+    let format = 2;
+    let signature = sign(
+        key,
+        &Signed {
+            head,
+            heads: &heads,
+            created_at,
+            previous_hash: &previous_hash,
+            format,
+            every_seconds,
+        },
+    );
+    let (id, hash): (i64, Vec<u8>) = sqlx::query_as(
+        "INSERT INTO audit_checkpoints (head, events, aggregates, heads_hash, signature, created_at, \
+                                        previous_hash, format, every_seconds) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id, hash",
     )
     .bind(head.to_string())
     .bind(heads.events)
@@ -256,8 +376,12 @@ pub async fn create_checkpoint(pool: &PgPool, key: &[u8]) -> Result<Checkpoint, 
     .bind(&heads.hash)
     .bind(&signature)
     .bind(created_at)
-    .fetch_one(pool)
+    .bind(&previous_hash)
+    .bind(format)
+    .bind(every_seconds)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Checkpoint {
         id,
         head,
@@ -266,50 +390,231 @@ pub async fn create_checkpoint(pool: &PgPool, key: &[u8]) -> Result<Checkpoint, 
         heads_hash: hex::encode(&heads.hash),
         signature: hex::encode(signature),
         created_at,
+        previous_hash: hex::encode(previous_hash),
+        hash: hex::encode(hash),
+        format,
+        every_seconds,
+    })
+}
+
+/// Every checkpoint, oldest first.
+pub async fn checkpoints(pool: &PgPool) -> Result<Vec<Checkpoint>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, head, events, aggregates, heads_hash, signature, created_at, previous_hash, \
+                hash, format, every_seconds FROM audit_checkpoints ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(checkpoint_from_row).collect()
+}
+
+fn checkpoint_from_row(row: &sqlx::postgres::PgRow) -> Result<Checkpoint, StoreError> {
+    let head_text: String = row.try_get("head")?;
+    let head: Position = head_text
+        .parse()
+        .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
+    Ok(Checkpoint {
+        id: row.try_get("id")?,
+        head,
+        events: row.try_get("events")?,
+        aggregates: row.try_get("aggregates")?,
+        heads_hash: hex::encode(row.try_get::<Vec<u8>, _>("heads_hash")?),
+        signature: hex::encode(row.try_get::<Vec<u8>, _>("signature")?),
+        created_at: row.try_get("created_at")?,
+        previous_hash: hex::encode(row.try_get::<Vec<u8>, _>("previous_hash")?),
+        hash: hex::encode(row.try_get::<Vec<u8>, _>("hash")?),
+        format: row.try_get("format")?,
+        every_seconds: row.try_get("every_seconds")?,
     })
 }
 
 async fn check_latest_checkpoint(
     pool: &PgPool,
     key: Option<&[u8]>,
+    all: &[Checkpoint],
 ) -> Result<Option<CheckpointCheck>, StoreError> {
-    let Some(row) = sqlx::query(
-        "SELECT id, head, events, aggregates, heads_hash, signature, created_at \
-           FROM audit_checkpoints ORDER BY id DESC LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await?
-    else {
+    let Some(latest) = all.last() else {
         return Ok(None);
     };
-    let head_text: String = row.try_get("head")?;
-    let head: Position = head_text
-        .parse()
-        .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?;
     let recorded = Heads {
-        events: row.try_get("events")?,
-        aggregates: row.try_get("aggregates")?,
-        hash: row.try_get("heads_hash")?,
+        events: latest.events,
+        aggregates: latest.aggregates,
+        hash: hex::decode(&latest.heads_hash).unwrap_or_default(),
     };
-    let signature: Vec<u8> = row.try_get("signature")?;
-    let created_at: DateTime<Utc> = row.try_get("created_at")?;
-    let now = heads_upto(pool, head).await?;
-    let signature_state = match key {
-        None => "unchecked",
-        Some(key) if sign(key, head, &recorded, created_at) == signature => "valid",
-        Some(_) => "invalid",
-    };
+    let now = heads_upto(pool, latest.head).await?;
     Ok(Some(CheckpointCheck {
-        id: row.try_get("id")?,
-        head,
-        created_at,
+        id: latest.id,
+        head: latest.head,
+        created_at: latest.created_at,
         events_then: recorded.events,
         events_now: now.events,
         intact: now.events == recorded.events
             && now.aggregates == recorded.aggregates
             && now.hash == recorded.hash,
-        signature: signature_state,
+        signature: signature_state(key, latest),
     }))
+}
+
+/// `valid`, `invalid` or `unchecked` (no key) for `checkpoint`'s signature.
+fn signature_state(key: Option<&[u8]>, checkpoint: &Checkpoint) -> &'static str {
+    let Some(key) = key else { return "unchecked" };
+    let heads = Heads {
+        events: checkpoint.events,
+        aggregates: checkpoint.aggregates,
+        hash: hex::decode(&checkpoint.heads_hash).unwrap_or_default(),
+    };
+    let expected = sign(
+        key,
+        &Signed {
+            head: checkpoint.head,
+            heads: &heads,
+            created_at: checkpoint.created_at,
+            previous_hash: &hex::decode(&checkpoint.previous_hash).unwrap_or_default(),
+            format: checkpoint.format,
+            every_seconds: checkpoint.every_seconds,
+        },
+    );
+    if hex::encode(expected) == checkpoint.signature {
+        "valid"
+    } else {
+        "invalid"
+    }
+}
+
+/// How the checkpoints' own chain held up.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChainCheck {
+    /// Checkpoints in the store.
+    pub checkpoints: u64,
+    /// What is wrong with the chain, in words (empty when it holds).
+    pub problems: Vec<String>,
+}
+
+/// Checks every checkpoint: each follows the one before it, its hash matches its
+/// fields, its signature holds (with a key), scheduled ones leave no gap longer than
+/// twice their schedule, and no issued checkpoint id is missing at the end.
+async fn check_chain(
+    pool: &PgPool,
+    key: Option<&[u8]>,
+    all: &[Checkpoint],
+) -> Result<ChainCheck, StoreError> {
+    let mut check = ChainCheck {
+        checkpoints: all.len() as u64,
+        problems: Vec::new(),
+    };
+    let altered: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM audit_checkpoints \
+          WHERE hash <> sha256(previous_hash || cc_checkpoint_canonical(id, head, events, \
+                aggregates, heads_hash, signature, created_at, format, every_seconds)) \
+          ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?;
+    for id in altered {
+        check.problems.push(format!(
+            "checkpoint {id} was altered: its hash does not match its fields"
+        ));
+    }
+    let genesis = hex::encode([0_u8; 32]);
+    let mut before: Option<&Checkpoint> = None;
+    for checkpoint in all {
+        let expected = before.map_or(genesis.as_str(), |b| b.hash.as_str());
+        if checkpoint.previous_hash != expected {
+            check.problems.push(match before {
+                Some(b) => format!(
+                    "checkpoint {} does not follow checkpoint {}: one between them was removed \
+                     or altered",
+                    checkpoint.id, b.id
+                ),
+                None => format!(
+                    "checkpoint {} is the oldest but follows another: older checkpoints were removed",
+                    checkpoint.id
+                ),
+            });
+        }
+        if signature_state(key, checkpoint) == "invalid" {
+            check.problems.push(format!(
+                "checkpoint {}: the signature does not match (forged, or another audit key)",
+                checkpoint.id
+            ));
+        }
+        if let (Some(b), Some(every)) = (before, checkpoint.every_seconds) {
+            let gap = checkpoint.created_at - b.created_at;
+            if gap > chrono::Duration::seconds(2 * i64::from(every) + 60) {
+                check.problems.push(format!(
+                    "no checkpoint between {} ({}) and {} ({}) although one is taken every {every} s: \
+                     checkpoints were removed, or the schedule stopped",
+                    b.id, b.created_at, checkpoint.id, checkpoint.created_at
+                ));
+            }
+        }
+        before = Some(checkpoint);
+    }
+    let issued: Option<i64> = sqlx::query_scalar(
+        "SELECT pg_sequence_last_value(pg_get_serial_sequence('audit_checkpoints', 'id')::regclass)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let newest = all.last().map_or(0, |c| c.id);
+    if let Some(issued) = issued.filter(|issued| *issued > newest) {
+        check.problems.push(format!(
+            "checkpoint ids up to {issued} were issued but the newest checkpoint is {newest}: \
+             newer checkpoints were removed (or a checkpoint write crashed); verify against the \
+             witness"
+        ));
+    }
+    Ok(check)
+}
+
+/// How the store held up against the checkpoints witnessed outside it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WitnessCheck {
+    /// Checkpoints the witness holds.
+    pub witnessed: u64,
+    /// What is wrong, in words (empty when the store agrees with the witness).
+    pub problems: Vec<String>,
+}
+
+/// Compares the store with `witnessed` checkpoints: each must be in the store unchanged,
+/// and the events the newest one covers must all still be there.
+async fn check_witness(
+    pool: &PgPool,
+    all: &[Checkpoint],
+    witnessed: &[Checkpoint],
+) -> Result<WitnessCheck, StoreError> {
+    let mut check = WitnessCheck {
+        witnessed: witnessed.len() as u64,
+        problems: Vec::new(),
+    };
+    let stored: std::collections::HashMap<i64, &Checkpoint> =
+        all.iter().map(|c| (c.id, c)).collect();
+    for seen in witnessed {
+        match stored.get(&seen.id) {
+            None => check.problems.push(format!(
+                "checkpoint {} (head {}, {} events) was witnessed but is missing from the store",
+                seen.id, seen.head, seen.events
+            )),
+            Some(ours) if ours.hash != seen.hash => check.problems.push(format!(
+                "checkpoint {} differs from the witnessed one: it was rewritten",
+                seen.id
+            )),
+            Some(_) => {}
+        }
+    }
+    if let Some(newest) = witnessed.iter().max_by_key(|c| c.id) {
+        let now = heads_upto(pool, newest.head).await?;
+        if now.events != newest.events
+            || now.aggregates != newest.aggregates
+            || hex::encode(&now.hash) != newest.heads_hash
+        {
+            check.problems.push(format!(
+                "events covered by witnessed checkpoint {} are missing or changed: {} events up \
+                 to its head then, {} now",
+                newest.id, newest.events, now.events
+            ));
+        }
+    }
+    Ok(check)
 }
 
 /// Which events to export.
@@ -323,41 +628,115 @@ pub struct ExportScope {
     pub until: Option<Position>,
 }
 
+/// The last line of every export: how many events it holds, where it ends, a digest of
+/// every exported event's chain link, and an HMAC of those under the audit key when one
+/// was given. A file cut anywhere lacks it, or disagrees with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Trailer {
+    /// Trailer format.
+    pub format: u32,
+    /// Events in the file.
+    pub events: u64,
+    /// Position of the last one.
+    pub last_position: Option<Position>,
+    /// Hex sha256 over `type/id/sequence/hash\n` of every event, in file order.
+    pub digest: String,
+    /// Hex HMAC-SHA256 of the fields above under the audit key, if one was given.
+    pub hmac: Option<String>,
+}
+
+impl Trailer {
+    fn signed_text(&self) -> String {
+        format!(
+            "commandcenter-export|{}|{}|{}|{}",
+            self.format,
+            self.events,
+            self.last_position.map_or(String::new(), |p| p.to_string()),
+            self.digest
+        )
+    }
+
+    fn mac(&self, key: &[u8]) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(self.signed_text().as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// The running digest of a file's events.
+#[derive(Default)]
+struct Digest(Sha256, u64, Option<Position>);
+
+impl Digest {
+    fn add(&mut self, event: &StoredEvent) {
+        use sha2::Digest as _;
+        self.0.update(
+            format!(
+                "{}/{}/{}/{}\n",
+                event.aggregate_type, event.aggregate_id, event.sequence, event.hash
+            )
+            .as_bytes(),
+        );
+        self.1 += 1;
+        self.2 = Some(event.position);
+    }
+
+    fn trailer(self, key: Option<&[u8]>) -> Trailer {
+        use sha2::Digest as _;
+        let mut trailer = Trailer {
+            format: 1,
+            events: self.1,
+            last_position: self.2,
+            digest: hex::encode(self.0.finalize()),
+            hmac: None,
+        };
+        trailer.hmac = key.map(|key| trailer.mac(key));
+        trailer
+    }
+}
+
 /// Writes the events of `scope` up to the current head to `out`, one JSON object per
-/// line in the global order; calls `progress` with the running count. Returns the count.
+/// line in the global order, then the [`Trailer`] (signed with `audit_key` when given);
+/// calls `progress` with the running count. Returns the count.
 pub async fn export(
     pool: &PgPool,
     scope: &ExportScope,
+    audit_key: Option<&[u8]>,
     out: &mut (impl AsyncWrite + Unpin),
     mut progress: impl FnMut(u64),
 ) -> Result<u64, StoreError> {
-    let Some(head) = head(pool).await? else {
-        return Ok(0);
-    };
-    let until = scope.until.map_or(head, |u| u.min(head));
-    let filter = FeedFilter {
-        project_id: scope.project_id,
-        ..FeedFilter::default()
-    };
-    let mut after = scope.after.unwrap_or(Position::ZERO);
-    let mut written = 0;
-    'pages: loop {
-        let (events, next) = read_feed_filtered(pool, after, 5000, &filter).await?;
-        for event in &events {
-            if event.position > until {
-                break 'pages;
+    let mut digest = Digest::default();
+    if let Some(head) = head(pool).await? {
+        let until = scope.until.map_or(head, |u| u.min(head));
+        let filter = FeedFilter {
+            project_id: scope.project_id,
+            ..FeedFilter::default()
+        };
+        let mut after = scope.after.unwrap_or(Position::ZERO);
+        'pages: loop {
+            let (events, next) = read_feed_filtered(pool, after, 5000, &filter).await?;
+            for event in &events {
+                if event.position > until {
+                    break 'pages;
+                }
+                let mut line = serde_json::to_vec(event)?;
+                line.push(b'\n');
+                out.write_all(&line).await.map_err(StoreError::Io)?;
+                digest.add(event);
             }
-            let mut line = serde_json::to_vec(event)?;
-            line.push(b'\n');
-            out.write_all(&line).await.map_err(StoreError::Io)?;
-            written += 1;
+            progress(digest.1);
+            if next <= after || next >= until {
+                break;
+            }
+            after = next;
         }
-        progress(written);
-        if next <= after || next >= until {
-            break;
-        }
-        after = next;
     }
+    let written = digest.1;
+    let mut line =
+        serde_json::to_vec(&serde_json::json!({ "trailer": digest.trailer(audit_key) }))?;
+    line.push(b'\n');
+    out.write_all(&line).await.map_err(StoreError::Io)?;
     out.flush().await.map_err(StoreError::Io)?;
     Ok(written)
 }
@@ -369,16 +748,33 @@ pub struct ImportReport {
     pub events: u64,
     /// Groups inserted (one per original transaction, split past 5,000 events).
     pub transactions: u64,
+    /// Derived rows rebuilt (uniqueness claims).
+    pub derived: u64,
 }
 
 /// Events written per transaction at most when one original transaction was larger.
 const IMPORT_BATCH: usize = 5000;
 
-/// Loads an [`export`] into an empty store, checking every hash; calls `progress` with
-/// the running count.
+/// Derived state that is not a read model (uniqueness claims), rebuilt from the events
+/// inside the import's transaction; returns how many rows it wrote.
+pub type Derive = Box<
+    dyn for<'c> FnOnce(
+            &'c mut sqlx::PgConnection,
+        ) -> futures::future::BoxFuture<'c, Result<u64, StoreError>>
+        + Send,
+>;
+
+/// Loads an [`export`] into an empty store in one transaction: every recomputed hash
+/// must equal the file's, the file must end with its [`Trailer`] and agree with it (and
+/// its HMAC must hold under `audit_key` when one is given), and `derive` rebuilds what
+/// the events imply beyond themselves. Recorded times are kept as exported (the
+/// database's restore mode, for an empty store only). Anything wrong leaves the store
+/// empty. Calls `progress` with the running count.
 pub async fn import(
     pool: &PgPool,
     input: &mut (impl AsyncBufRead + Unpin),
+    audit_key: Option<&[u8]>,
+    derive: Derive,
     mut progress: impl FnMut(u64),
 ) -> Result<ImportReport, StoreError> {
     // One transaction for the whole file: a file that fails half-way leaves the store
@@ -394,11 +790,17 @@ pub async fn import(
     if existing > 0 {
         return Err(StoreError::NotEmpty);
     }
+    sqlx::query("SELECT set_config('cc.restoring', 'on', true)")
+        .execute(&mut *tx)
+        .await?;
     let mut report = ImportReport {
         events: 0,
         transactions: 0,
+        derived: 0,
     };
     let mut group: Vec<StoredEvent> = Vec::new();
+    let mut digest = Digest::default();
+    let mut trailer: Option<Trailer> = None;
     let mut lines = input.lines();
     let mut number = 0_u64;
     while let Some(line) = lines.next_line().await.map_err(StoreError::Io)? {
@@ -406,9 +808,26 @@ pub async fn import(
         if line.trim().is_empty() {
             continue;
         }
+        if trailer.is_some() {
+            return Err(StoreError::BadImport(format!(
+                "line {number} follows the trailer: the file was altered"
+            )));
+        }
+        if line.starts_with("{\"trailer\"") {
+            #[derive(serde::Deserialize)]
+            struct Last {
+                trailer: Trailer,
+            }
+            let last: Last = serde_json::from_str(&line).map_err(|source| {
+                StoreError::BadImport(format!("line {number} is not a valid trailer: {source}"))
+            })?;
+            trailer = Some(last.trailer);
+            continue;
+        }
         let event: StoredEvent = serde_json::from_str(&line).map_err(|source| {
             StoreError::BadImport(format!("line {number} is not an exported event: {source}"))
         })?;
+        digest.add(&event);
         let same_tx = group
             .last()
             .is_none_or(|e| e.position.tx_id == event.position.tx_id);
@@ -421,12 +840,50 @@ pub async fn import(
         }
         group.push(event);
     }
+    let Some(trailer) = trailer else {
+        return Err(StoreError::BadImport(
+            "the file ends without its trailer: it was cut short (or is not an export)".into(),
+        ));
+    };
+    let ours = digest.trailer(None);
+    if (ours.events, ours.last_position, &ours.digest)
+        != (trailer.events, trailer.last_position, &trailer.digest)
+    {
+        return Err(StoreError::BadImport(format!(
+            "the file disagrees with its trailer ({} events up to {:?} read, the trailer says {} \
+             up to {:?}): it was cut or altered",
+            ours.events, ours.last_position, trailer.events, trailer.last_position
+        )));
+    }
+    match (audit_key, &trailer.hmac) {
+        (Some(key), Some(hmac)) if &trailer.mac(key) == hmac => {}
+        (Some(_), Some(_)) => {
+            return Err(StoreError::BadImport(
+                "the trailer's signature does not hold under this CC_AUDIT_KEY: the file was \
+                 altered, or exported with another key"
+                    .into(),
+            ))
+        }
+        (Some(_), None) => {
+            return Err(StoreError::BadImport(
+                "the export is not signed although CC_AUDIT_KEY is set: export it with the key"
+                    .into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(StoreError::BadImport(
+                "the export is signed: give its CC_AUDIT_KEY to import it".into(),
+            ))
+        }
+        (None, None) => {}
+    }
     if !group.is_empty() {
         write_group(&mut tx, &group).await?;
         report.transactions += 1;
         report.events += group.len() as u64;
         progress(report.events);
     }
+    report.derived = derive(&mut tx).await?;
     tx.commit().await?;
     Ok(report)
 }

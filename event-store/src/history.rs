@@ -22,3 +22,27 @@ pub async fn read_history(
         .await?;
     Ok(StoredEvent::from_rows(&rows)?)
 }
+
+/// Up to `limit` events of `aggregate_type/aggregate_id` after sequence `after`, oldest
+/// first.
+pub async fn read_history_after(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {STORED_EVENT_COLUMNS} FROM events \
+          WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 \
+          ORDER BY sequence LIMIT $4"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(StoredEvent::from_rows(&rows)?)
+}

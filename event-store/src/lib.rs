@@ -25,6 +25,7 @@ mod signal;
 mod store;
 mod stored_event;
 mod stream;
+pub mod witness;
 
 pub use claims::{claim, claim_batch, release, Claim};
 pub use deployment::{Deployment, HEADER_DEPLOYMENT};
@@ -33,7 +34,7 @@ pub use feed::{
     count_range, head, read_aggregate_between, read_feed, read_feed_filtered, read_feed_of,
     read_range, wait_for_feed, FeedFilter, FALLBACK_POLL,
 };
-pub use history::read_history;
+pub use history::{read_history, read_history_after};
 pub use leadership::{lock_key, Leadership};
 pub use position::{Position, PositionParseError};
 pub use relay::{load_checkpoint as load_relay_checkpoint, Relay, RelayConfig, RelayError};

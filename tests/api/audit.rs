@@ -14,20 +14,27 @@ use crate::helpers::{assert_problem, spawn_app, TestApp, TestDb, AUDIT_KEY};
 
 /// Runs the `commandcenter` binary with `args` against `database_url`.
 async fn cli(database_url: &str, args: &[&str]) -> Output {
+    cli_on(database_url, "cc_unused_prefix", args).await
+}
+
+/// [`cli`] with the NATS subject prefix `prefix` (for the checkpoints' witness).
+pub(crate) async fn cli_on(database_url: &str, prefix: &str, args: &[&str]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_commandcenter"));
     command
         .args(args)
         .env("DATABASE_URL", database_url)
+        .env("NATS_URL", crate::helpers::nats_url())
+        .env("CC_NATS_PREFIX", prefix)
         .env("CC_AUDIT_KEY", AUDIT_KEY)
         .env("RUST_LOG", "warn");
     command.output().await.expect("the binary runs")
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-async fn create(app: &TestApp, project_id: i64, title: &str) -> String {
+pub(crate) async fn create(app: &TestApp, project_id: i64, title: &str) -> String {
     let response = app
         .post(
             "/api/v1/technologies",
@@ -40,7 +47,7 @@ async fn create(app: &TestApp, project_id: i64, title: &str) -> String {
 }
 
 /// Update `k` (1-based) sets `description = "rev k"` and `priority = k % 5 + 1`.
-async fn update(app: &TestApp, id: &str, k: i64) {
+pub(crate) async fn update(app: &TestApp, id: &str, k: i64) {
     let response = app
         .patch(
             &format!("/api/v1/technologies/{id}"),
@@ -183,7 +190,7 @@ async fn snapshot_equals_the_replayed_state() {
     }
 }
 
-async fn tamper(pool: &PgPool, sql: &str, id: &str) {
+pub(crate) async fn tamper(pool: &PgPool, sql: &str, id: &str) {
     let mut conn = pool.acquire().await.unwrap();
     // As a superuser bypassing the append-only triggers, as an intruder would.
     sqlx::query("SET session_replication_role = replica")
@@ -231,7 +238,7 @@ async fn verify_detects_altered_deleted_and_truncated_events() {
     // The checkpoint covers the gap-safe head: wait until other tests' open transactions
     // (anywhere in the cluster) no longer hold any of the 18 events back.
     app.feed_until("", 18).await;
-    let made = cli(&db, &["events", "checkpoint"]).await;
+    let made = cli_on(&db, &app.nats.prefix, &["events", "checkpoint"]).await;
     assert!(made.status.success(), "{made:?}");
     let checkpoint: Value = serde_json::from_str(&stdout(&made)).unwrap();
     assert_eq!(checkpoint["events"], 18);
@@ -344,7 +351,14 @@ async fn export_then_import_verifies_and_rebuilds_the_same_views() {
     .await;
     assert!(exported.status.success(), "{exported:?}");
     let lines = std::fs::read_to_string(&file).unwrap();
-    assert_eq!(lines.lines().count(), 9, "{lines}");
+    // Nine events and the trailer.
+    assert_eq!(lines.lines().count(), 10, "{lines}");
+    let trailer: Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert_eq!(trailer["trailer"]["events"], 9, "{trailer}");
+    assert!(
+        trailer["trailer"]["hmac"].is_string(),
+        "signed with CC_AUDIT_KEY"
+    );
 
     let restored = TestDb::new();
     let imported = cli(&restored.url, &["events", "import", file_arg]).await;
@@ -381,6 +395,13 @@ async fn stored_1_0_events_load_project_and_time_travel() {
     let app = spawn_app().await;
     let id = "0190b6c2-0000-7000-8000-0000000000aa";
     let fixture = include_str!("fixtures/technology_tags_v1_0.ndjson");
+    // A store of an older version, restored with its recorded times (only a restore into
+    // an empty store keeps them; every other insert gets the database's time).
+    let mut restore = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT set_config('cc.restoring', 'on', true)")
+        .execute(&mut *restore)
+        .await
+        .unwrap();
     for line in fixture.lines() {
         let e: Value = serde_json::from_str(line).unwrap();
         sqlx::query(
@@ -396,10 +417,11 @@ async fn stored_1_0_events_load_project_and_time_travel() {
         .bind(&e["payload"])
         .bind(&e["metadata"])
         .bind(e["recorded_at"].as_str())
-        .execute(&app.pool)
+        .execute(&mut *restore)
         .await
         .unwrap();
     }
+    restore.commit().await.unwrap();
     app.wait_caught_up().await;
     // Projected with the upcast payloads.
     let row: Value = app
@@ -608,12 +630,34 @@ async fn feed_filters_and_streams_ndjson() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
     let text = response.text().await.unwrap();
-    let lines: Vec<Value> = text
+    let mut lines: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // The stream ends with a record saying it was complete.
+    let end = lines.pop().expect("an end record");
+    assert_eq!(end["end"]["truncated"], false, "{end}");
+    assert_eq!(end["end"]["events"], 3);
     assert_eq!(lines.len(), 3);
     assert!(lines.iter().all(|e| e["aggregate_type"] == "technology"));
+    // Cut by `limit`: the end record says so, and where to resume.
+    let cut = app
+        .client
+        .get(app.url("/api/v1/events?aggregate_type=technology&limit=2"))
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cut: Vec<Value> = cut
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(cut.len(), 3);
+    assert_eq!(cut[2]["end"]["truncated"], true, "{:?}", cut[2]);
+    assert_eq!(cut[2]["end"]["next_after"], cut[1]["position"]);
     let positions: Vec<&str> = lines
         .iter()
         .map(|e| e["position"].as_str().unwrap())

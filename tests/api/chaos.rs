@@ -805,7 +805,13 @@ async fn nats_killed_and_a_stream_that_lost_its_tail_lose_nothing() {
             .into_iter()
             .map(|e| (e.aggregate_id, e.sequence))
             .collect();
-        let stored = app.stored_events().await;
+        // The feed's order (tx_id, global_position), which the relay publishes in.
+        let stored: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT aggregate_id, sequence FROM events ORDER BY tx_id, global_position",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .expect("store");
         if stream == stored {
             break;
         }

@@ -115,6 +115,8 @@ impl Drop for TestNats {
                 let js = async_nats::jetstream::new(client);
                 // Absent when the test never started a relay or projector.
                 let _ = js.delete_stream(&name).await;
+                // The audit witness, when the test took checkpoints.
+                let _ = js.delete_stream(name.replace("_EVENTS", "_AUDIT")).await;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
             })
         });
@@ -169,6 +171,7 @@ pub fn serve_args(database_url: &str, nats_url: &str, prefix: &str) -> ServeArgs
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 75_000,
         },
+        checkpoint_every: None,
         data_dir: std::env::temp_dir().join(prefix),
         max_body_bytes: 64 * 1024,
         db_max_connections: 20,

@@ -2,7 +2,7 @@
 //! Each test starts the service on its own database and NATS prefix.
 
 mod access;
-mod audit;
+pub(crate) mod audit;
 mod chaos;
 mod concurrency;
 mod demo;
@@ -19,6 +19,7 @@ mod openapi;
 mod projections;
 mod properties;
 mod queries;
+mod tamper;
 mod technologies;
 mod validation;
 mod websockets;
