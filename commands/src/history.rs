@@ -128,7 +128,7 @@ pub async fn annotated_history<A: Aggregate>(
         .collect()
 }
 
-/// Events read per query while a history page is folded.
+/// Most events read per query while a history page is folded.
 const HISTORY_CHUNK: i64 = 1000;
 
 /// Applies `event` to `state` and annotates it with its metadata and the fields it
@@ -275,8 +275,12 @@ async fn history<A: Aggregate>(
     let mut page: Vec<HistoryEntry> = Vec::new();
     let mut more = false;
     let mut cursor = start;
+    // A page and the one event that says whether another follows; more per read only
+    // when filters skip events.
+    let mut chunk = (limit + 1).min(HISTORY_CHUNK);
     'chunks: loop {
-        let events = read_history_after(pool, A::TYPE, &id, cursor, HISTORY_CHUNK).await?;
+        let events = read_history_after(pool, A::TYPE, &id, cursor, chunk).await?;
+        chunk = HISTORY_CHUNK;
         let Some(last) = events.last() else { break };
         cursor = last.sequence;
         for event in events {
