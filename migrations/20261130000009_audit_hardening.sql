@@ -79,7 +79,8 @@ $$;
 
 ALTER TABLE audit_checkpoints
     ALTER COLUMN previous_hash SET NOT NULL,
-    ALTER COLUMN hash SET NOT NULL;
+    ALTER COLUMN hash SET NOT NULL,
+    ALTER COLUMN format DROP DEFAULT;
 
 -- A checkpoint must follow the latest one; its hash is computed here.
 CREATE FUNCTION cc_checkpoints_before_insert() RETURNS trigger LANGUAGE plpgsql AS $$

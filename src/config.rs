@@ -670,13 +670,11 @@ pub struct ListenArgs {
     /// once. Kept below the process's open-file limit whatever is asked.
     #[arg(long, env = "CC_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
-    /// Longest time a client may take to send a request's head (milliseconds).
+    /// Longest time a client may take to send a request's head (milliseconds), after
+    /// connecting or after its previous response: also how long a kept-alive
+    /// connection may sit idle. A request in flight is never cut by it.
     #[arg(long, env = "CC_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub header_read_timeout_ms: u64,
-    /// A connection that sends and receives nothing this long is closed (milliseconds;
-    /// WebSockets are exempt, they are pinged). Keep it above CC_REQUEST_TIMEOUT_MS.
-    #[arg(long, env = "CC_IDLE_TIMEOUT_MS", default_value_t = 75_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
-    pub idle_timeout_ms: u64,
 }
 
 impl ListenArgs {
@@ -688,7 +686,6 @@ impl ListenArgs {
                 descriptors,
             ),
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
-            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The `commandcenter` binary's library: configuration, start-up and the operator
 //! commands, kept out of `main.rs` so the integration tests start the very same service.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod database;

@@ -1,10 +1,11 @@
 //! The HTTP listener: hyper's HTTP/1 connections with the limits `axum::serve` lacks.
 //!
-//! - **Header-read timeout**: a connection that has not sent a whole request head within
-//!   `header_read_timeout` of starting to read one is closed (slow or silent clients).
-//! - **Idle timeout**: a connection with no byte read or written for `idle_timeout` is
-//!   closed (kept-alive connections nobody uses). Upgraded connections (WebSockets) leave
-//!   it: they are pinged by the socket itself and dropped when they stop answering.
+//! - **Header-read and keep-alive timeout**: a connection that has not sent a whole
+//!   request head within `header_read_timeout` of waiting for one — after connecting, or
+//!   after its previous response — is closed. That covers slow and silent clients and
+//!   kept-alive connections nobody uses alike (hyper runs the timer whenever it waits for
+//!   a request head). A request in flight is never cut by it; upgraded connections
+//!   (WebSockets) leave HTTP, and are pinged by the socket itself instead.
 //! - **Connection cap**: at most `max_connections` connections (WebSockets included) are
 //!   open at once, kept below the process's descriptor limit so the process can always
 //!   accept, reach its database and answer `/health/live`. A connection past the cap is
@@ -15,7 +16,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -38,10 +39,8 @@ const RESERVED_DESCRIPTORS: u64 = 256;
 pub struct ListenerConfig {
     /// Most connections open at once (capped below the descriptor limit).
     pub max_connections: usize,
-    /// Longest time to receive a request's head.
+    /// Longest time to receive a request's head (also the keep-alive idle time).
     pub header_read_timeout: Duration,
-    /// Longest time a connection may send and receive nothing.
-    pub idle_timeout: Duration,
 }
 
 /// The descriptor limit of this process, raised to its hard limit when allowed.
@@ -66,53 +65,30 @@ pub fn connection_cap(wanted: usize, limit: u64) -> usize {
         .max(1)
 }
 
-/// Milliseconds since `epoch`, for activity stamps.
-fn millis_since(epoch: Instant) -> i64 {
-    i64::try_from(epoch.elapsed().as_millis()).unwrap_or(i64::MAX)
-}
-
-/// A TCP stream that stamps every read and write, and holds its slot under the cap for
-/// as long as it lives (through an upgrade too).
-struct Tracked {
+/// A TCP stream that holds its slot under the cap for as long as it lives (through an
+/// upgrade too).
+struct Slotted {
     inner: TcpStream,
-    epoch: Instant,
-    last_activity: Arc<AtomicI64>,
     _slot: OwnedSemaphorePermit,
 }
 
-impl Tracked {
-    fn touch(&self) {
-        self.last_activity
-            .store(millis_since(self.epoch), Ordering::Relaxed);
-    }
-}
-
-impl AsyncRead for Tracked {
+impl AsyncRead for Slotted {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.touch();
-        }
-        polled
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for Tracked {
+impl AsyncWrite for Slotted {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        polled
+        Pin::new(&mut self.inner).poll_write(cx, data)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -171,7 +147,6 @@ pub async fn serve(
     tracing::info!(
         max_connections = config.max_connections,
         header_read_timeout_ms = config.header_read_timeout.as_millis() as u64,
-        idle_timeout_ms = config.idle_timeout.as_millis() as u64,
         "HTTP listener limits"
     );
     loop {
@@ -232,8 +207,7 @@ pub async fn serve(
     Ok(())
 }
 
-/// One connection: HTTP/1 with the header-read timeout, watched for idleness, closed
-/// gracefully on shutdown.
+/// One connection: HTTP/1 with the header-read timeout, closed gracefully on shutdown.
 async fn connection(
     stream: TcpStream,
     slot: OwnedSemaphorePermit,
@@ -243,12 +217,8 @@ async fn connection(
     stop: CancellationToken,
 ) {
     metrics.http_connections_open.inc();
-    let epoch = Instant::now();
-    let last_activity = Arc::new(AtomicI64::new(0));
-    let io = TokioIo::new(Tracked {
+    let io = TokioIo::new(Slotted {
         inner: stream,
-        epoch,
-        last_activity: last_activity.clone(),
         _slot: slot,
     });
     let mut builder = http1::Builder::new();
@@ -260,29 +230,15 @@ async fn connection(
         .serve_connection(io, TowerToHyperService::new(router))
         .with_upgrades();
     tokio::pin!(served);
-    let check_every =
-        (config.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            outcome = served.as_mut() => {
-                if let Err(err) = outcome {
-                    tracing::debug!(%err, "connection ended with an error");
-                }
-                break;
-            }
-            () = stop.cancelled(), if !closing => {
-                served.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            () = tokio::time::sleep(check_every) => {
-                let idle = millis_since(epoch) - last_activity.load(Ordering::Relaxed);
-                if idle >= i64::try_from(config.idle_timeout.as_millis()).unwrap_or(i64::MAX) {
-                    tracing::debug!(idle_ms = idle, "idle connection closed");
-                    break;
-                }
-            }
+    let outcome = tokio::select! {
+        outcome = served.as_mut() => outcome,
+        () = stop.cancelled() => {
+            served.as_mut().graceful_shutdown();
+            served.await
         }
+    };
+    if let Err(err) = outcome {
+        tracing::debug!(%err, "connection ended with an error");
     }
     metrics.http_connections_open.dec();
 }

@@ -1,4 +1,5 @@
 //! `commandcenter`: one binary, one subcommand per role. See `--help`.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::time::Duration;
@@ -276,6 +277,12 @@ async fn run_verify(args: &VerifyArgs) -> anyhow::Result<()> {
         clock_tolerance: args.clock_tolerance,
     };
     let key = args.key.bytes();
+    if args.witness && (scope.project_id.is_some() || scope.from.is_some()) {
+        anyhow::bail!(
+            "--witness compares the whole store with the witnessed checkpoints: drop --project \
+             and --from-position"
+        );
+    }
     let witnessed = if args.witness {
         let witness = witness_of(&pool, &args.nats).await?;
         Some(

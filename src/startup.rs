@@ -462,8 +462,6 @@ impl Application {
     }
 }
 
-/// A handler that panicked answers 500 with a problem document (the panic is logged),
-/// instead of dropping the connection.
 /// Takes a checkpoint every `every` (unless another server took one in the last half
 /// interval) and publishes every checkpoint the witness lacks.
 async fn checkpoint_schedule(
@@ -507,6 +505,8 @@ async fn checkpoint_schedule(
     }
 }
 
+/// A handler that panicked answers 500 with a problem document (the panic is logged),
+/// instead of dropping the connection.
 fn panic_response(cause: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
     let cause = cause
         .downcast_ref::<String>()

@@ -10,6 +10,8 @@
 //!   the key's project), per-key rate limits (429), request timeouts, and per-key socket
 //!   and subscription budgets; revocations close sockets at once.
 //! - [`http`]: project and key management over HTTP (admin keys).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod guard;
 pub mod http;

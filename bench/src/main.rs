@@ -14,6 +14,7 @@
 //! - `drop-stream`: deletes a benchmark deployment's JetStream stream.
 //!
 //! Latencies are reported as p50/p99/max from an HDR histogram.
+#![forbid(unsafe_code)]
 
 mod key;
 mod load;

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use commandcenter_domain::job::Job;
 use commandcenter_domain::technology::Technology;
 use commandcenter_event_store::{
-    read_feed_filtered, read_history, read_history_after, FeedFilter, Position, StoredEvent,
-    FALLBACK_POLL,
+    read_feed_filtered, read_history, read_history_after, wait_for_feed, FeedFilter, Position,
+    StoredEvent, FALLBACK_POLL,
 };
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
@@ -279,7 +279,8 @@ async fn history<A: Aggregate>(
     // when filters skip events.
     let mut chunk = (limit + 1).min(HISTORY_CHUNK);
     'chunks: loop {
-        let events = read_history_after(pool, A::TYPE, &id, cursor, chunk).await?;
+        // Up to the version (and position) the answer reports, whatever commits meanwhile.
+        let events = read_history_after(pool, A::TYPE, &id, cursor, version, chunk).await?;
         chunk = HISTORY_CHUNK;
         let Some(last) = events.last() else { break };
         cursor = last.sequence;
@@ -434,20 +435,16 @@ pub async fn events_feed(
     }
     let limit = page_limit(query.limit.as_deref())?;
     let wait_ms = number("wait_ms", query.wait_ms.as_deref(), 0, 0, FEED_MAX_WAIT_MS)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
-    let mut wakeups = state.store.signal().subscribe();
-    let mut cursor = after;
-    let (events, next_after) = loop {
-        wakeups.mark_unchanged();
-        let (events, next) = read_feed_filtered(state.store.pool(), cursor, limit, &filter).await?;
-        let now = tokio::time::Instant::now();
-        if !events.is_empty() || now >= deadline {
-            break (events, next);
-        }
-        cursor = next;
-        let nap = FALLBACK_POLL.min(deadline - now);
-        let _ = tokio::time::timeout(nap, wakeups.changed()).await;
-    };
+    let (events, next_after) = wait_for_feed(
+        state.store.pool(),
+        state.store.signal(),
+        after,
+        limit,
+        &filter,
+        Duration::from_millis(wait_ms),
+        FALLBACK_POLL,
+    )
+    .await?;
     let mut response = Json(FeedBody { events, next_after }).into_response();
     if let Ok(value) = HeaderValue::from_str(&next_after.to_string()) {
         response.headers_mut().insert("x-cc-position", value);

@@ -4,6 +4,8 @@
 //!
 //! Guarantees: a 2xx means the command's events are committed; a 4xx means nothing was
 //! written; every error is an `application/problem+json` document naming the field.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod audit;
 pub mod clock;

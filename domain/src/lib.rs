@@ -5,6 +5,8 @@
 //! deterministic and testable with `cqrs-es`'s `TestFramework`. Invariants:
 //! `handle` decides and never changes state except through the event sink;
 //! `apply` never fails and never decides.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod error;
 

@@ -488,6 +488,9 @@ pub struct ChainCheck {
     pub checkpoints: u64,
     /// What is wrong with the chain, in words (empty when it holds).
     pub problems: Vec<String>,
+    /// What deserves a look without proving tampering (a schedule that stopped for a
+    /// while: maintenance, or removed checkpoints the witness would name).
+    pub warnings: Vec<String>,
 }
 
 /// Checks every checkpoint: each follows the one before it, its hash matches its
@@ -501,6 +504,7 @@ async fn check_chain(
     let mut check = ChainCheck {
         checkpoints: all.len() as u64,
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     let altered: Vec<i64> = sqlx::query_scalar(
         "SELECT id FROM audit_checkpoints \
@@ -538,14 +542,31 @@ async fn check_chain(
                 checkpoint.id
             ));
         }
-        if let (Some(b), Some(every)) = (before, checkpoint.every_seconds) {
-            let gap = checkpoint.created_at - b.created_at;
-            if gap > chrono::Duration::seconds(2 * i64::from(every) + 60) {
+        if let Some(b) = before {
+            if checkpoint.created_at < b.created_at {
                 check.problems.push(format!(
-                    "no checkpoint between {} ({}) and {} ({}) although one is taken every {every} s: \
-                     checkpoints were removed, or the schedule stopped",
-                    b.id, b.created_at, checkpoint.id, checkpoint.created_at
+                    "checkpoint {} was taken before checkpoint {} that it follows",
+                    checkpoint.id, b.id
                 ));
+            }
+            if checkpoint.format < b.format {
+                check.problems.push(format!(
+                    "checkpoint {} has an older signature format than checkpoint {} before it",
+                    checkpoint.id, b.id
+                ));
+            }
+            // Only between two checkpoints of one schedule: the first scheduled one after
+            // a manual one, or after the servers were down, is no gap of the schedule.
+            if let (Some(every), Some(previous)) = (checkpoint.every_seconds, b.every_seconds) {
+                let gap = checkpoint.created_at - b.created_at;
+                if every == previous && gap > chrono::Duration::seconds(2 * i64::from(every) + 60) {
+                    check.warnings.push(format!(
+                        "no checkpoint between {} ({}) and {} ({}) although one is taken every \
+                         {every} s: the schedule stopped (servers down?) or checkpoints were \
+                         removed; verify against the witness to tell",
+                        b.id, b.created_at, checkpoint.id, checkpoint.created_at
+                    ));
+                }
             }
         }
         before = Some(checkpoint);

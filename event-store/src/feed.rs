@@ -143,25 +143,31 @@ pub async fn count_range(
     .await?)
 }
 
-/// Like [`read_feed`], but when nothing is there yet, waits up to `wait` for events,
-/// woken by `signal` after commits and re-reading every [`FALLBACK_POLL`] otherwise.
+/// Like [`read_feed_filtered`], but when nothing is there yet, waits up to `wait` for
+/// events, woken by `signal` after commits and re-reading every `fallback` otherwise
+/// (wake-ups from other processes travel on core NATS and can be lost). Returns the
+/// events and where to read on.
 pub async fn wait_for_feed(
     pool: &PgPool,
     signal: &AppendSignal,
     after: Position,
     limit: i64,
+    filter: &FeedFilter,
     wait: Duration,
-) -> Result<Vec<StoredEvent>, StoreError> {
+    fallback: Duration,
+) -> Result<(Vec<StoredEvent>, Position), StoreError> {
     let deadline = Instant::now() + wait;
     let mut wakeups = signal.subscribe();
+    let mut cursor = after;
     loop {
         wakeups.mark_unchanged();
-        let events = read_feed(pool, after, limit).await?;
+        let (events, next) = read_feed_filtered(pool, cursor, limit, filter).await?;
         let now = Instant::now();
         if !events.is_empty() || now >= deadline {
-            return Ok(events);
+            return Ok((events, next));
         }
-        let nap = FALLBACK_POLL.min(deadline - now);
+        cursor = next;
+        let nap = fallback.min(deadline - now);
         // A closed channel cannot happen while `signal` is alive; fall back to the nap.
         let _ = tokio::time::timeout(nap, wakeups.changed()).await;
     }

@@ -10,6 +10,8 @@
 //!   can later appear *before* a position a reader has passed;
 //! - readers are woken only after a commit ([`AppendSignal`]); nothing calls `NOTIFY`
 //!   inside an append, which would serialise every append on a global lock.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod audit;
 mod claims;

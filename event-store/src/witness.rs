@@ -87,6 +87,9 @@ impl Witness {
             subjects: vec![self.subject()],
             storage: stream::StorageType::File,
             duplicate_window: crate::DUPLICATE_WINDOW,
+            // A witness forgets nothing: no message may be deleted or purged.
+            deny_delete: true,
+            deny_purge: true,
             ..Default::default()
         };
         let existing = match self.js.get_stream(self.stream_name()).await {
@@ -117,8 +120,22 @@ impl Witness {
         let info = stream.get_info().await.map_err(nats)?;
         let mut witnessed = Vec::new();
         for sequence in info.state.first_sequence.max(1)..=info.state.last_sequence {
-            let Ok(message) = stream.get_raw_message(sequence).await else {
-                continue;
+            let message = match stream.get_raw_message(sequence).await {
+                Ok(message) => message,
+                // Never stored (a sequence skipped): nothing to read.
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound
+                    ) || matches!(
+                        err.kind(),
+                        async_nats::jetstream::stream::RawMessageErrorKind::JetStream(ref e)
+                            if e.error_code() == async_nats::jetstream::ErrorCode::NO_MESSAGE_FOUND
+                    ) =>
+                {
+                    continue
+                }
+                Err(err) => return Err(nats(err)),
             };
             if !self.deployment.owns(Some(&message.headers)) {
                 continue;

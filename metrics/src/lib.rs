@@ -2,6 +2,8 @@
 //! process-global one), handed to each component that reports. `GET /metrics` renders
 //! it in the Prometheus text format; `deploy/grafana/commandcenter.json` queries these
 //! names, and a test checks the two agree.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::sync::Arc;
 

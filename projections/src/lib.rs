@@ -20,6 +20,8 @@
 //! - one projector per read model is active (advisory lock); every apply transaction
 //!   also takes the read model's apply lock, which is how a rebuild pauses it for the
 //!   swap.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod checkpoint;
 mod error;

@@ -49,30 +49,46 @@ impl ExpensiveReads {
 
 /// A transaction whose statement is cancelled on the server if the guard is dropped
 /// while armed (the request future holding it was dropped: its client went away). The
-/// connection stays out of the pool until the cancel has run, so it can never cancel
-/// another request's statement.
+/// connection stays out of the pool, and the read keeps its slot, until the cancel has
+/// run on a connection of its own: it can never cancel another request's statement, and
+/// an abandoned read counts against the budget until it has stopped.
 struct CancelOnDrop {
     pool: PgPool,
     pid: i32,
     tx: Option<sqlx::Transaction<'static, Postgres>>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         let Some(tx) = self.tx.take() else { return };
-        let (pool, pid) = (self.pool.clone(), self.pid);
+        let slot = self.slot.take();
+        let (options, pid) = (self.pool.connect_options(), self.pid);
         tokio::spawn(async move {
-            match sqlx::query("SELECT pg_cancel_backend($1)")
-                .bind(pid)
-                .execute(&pool)
-                .await
-            {
-                Ok(_) => tracing::info!(pid, "client gone: its read was cancelled"),
+            use sqlx::{ConnectOptions, Connection};
+            let cancelled = async {
+                let mut conn = options.as_ref().clone().connect().await?;
+                sqlx::query("SELECT pg_cancel_backend($1)")
+                    .bind(pid)
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
+            }
+            .await;
+            match cancelled {
+                Ok(()) => tracing::info!(pid, "client gone: its read was cancelled"),
                 Err(err) => tracing::warn!(pid, %err, "cannot cancel an abandoned read"),
             }
             drop(tx);
+            drop(slot);
         });
     }
+}
+
+/// A statement that ran out of its time limit (`statement_timeout`): the read's cost,
+/// not a fault.
+fn timed_out(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
 }
 
 /// Runs the statement of `qb` on `pool`: directly when it is cheap, within the budget
@@ -86,7 +102,7 @@ pub(crate) async fn fetch_all(
     if !expensive {
         return Ok(qb.build().fetch_all(pool).await?);
     }
-    let _slot = tokio::time::timeout(SLOT_WAIT, reads.slots.clone().acquire_owned())
+    let slot = tokio::time::timeout(SLOT_WAIT, reads.slots.clone().acquire_owned())
         .await
         .map_err(|_| {
             ApiError::Overloaded(
@@ -106,6 +122,7 @@ pub(crate) async fn fetch_all(
         pool: pool.clone(),
         pid,
         tx: Some(tx),
+        slot: Some(slot),
     };
     let rows = match guard.tx.as_mut() {
         Some(tx) => qb.build().fetch_all(&mut **tx).await,
@@ -116,7 +133,16 @@ pub(crate) async fn fetch_all(
         Some(tx) => tx.rollback().await,
         None => Ok(()),
     };
-    let rows = rows?;
+    let rows = rows.map_err(|err| {
+        if timed_out(&err) {
+            ApiError::Overloaded(format!(
+                "the read took longer than its limit of {} ms; narrow it, or page with `cursor`",
+                reads.statement_timeout.as_millis()
+            ))
+        } else {
+            ApiError::from(err)
+        }
+    })?;
     ended?;
     Ok(rows)
 }

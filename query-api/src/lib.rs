@@ -4,6 +4,8 @@
 //!
 //! Every answer carries `X-CC-Position`, the checkpoint of the read model it reflects,
 //! read in the same statement as the data.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod artifacts;
 pub mod bounded;

@@ -89,6 +89,10 @@ impl IntoJsonBytes for RawJson {
     }
 }
 
+/// Serves a read from the answer cache when a current entry exists for `key`, or else
+/// waits for `min` on the chosen pool (read-your-writes over `views`), runs `fetch` on
+/// it, caches the answer when that pool had applied the newest announced change, and
+/// answers with `X-CC-Position` and `X-CC-Source`.
 pub async fn cached_or<F, Fut, B>(
     state: &QueryState,
     key: CacheKey,

@@ -180,7 +180,26 @@ async fn abandoned_requests_never_leave_half_written_changes() {
     for i in 0..40 {
         app.create_technology(&format!("after {i}")).await;
     }
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The abandoned commands finish on their own tasks: wait until no session of this
+    // database is inside a transaction any more.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+               AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if busy == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{busy} transaction(s) still open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (technologies, claims, unanswered): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM events WHERE event_type = 'TechnologyCreated'), \
                 (SELECT count(*) FROM unique_claims), \

@@ -358,7 +358,6 @@ async fn slow_silent_and_surplus_connections_are_cut_and_others_still_served() {
     let app = crate::helpers::spawn_app_with(|args| {
         args.listen.max_connections = 40;
         args.listen.header_read_timeout_ms = 1_000;
-        args.listen.idle_timeout_ms = 1_500;
     })
     .await;
     let addr = app.base.trim_start_matches("http://").to_string();
@@ -395,7 +394,7 @@ async fn slow_silent_and_surplus_connections_are_cut_and_others_still_served() {
         assert!(cut < Duration::from_secs(4), "cut after {cut:?}");
     }
 
-    // A kept-alive connection nobody uses: closed after the idle timeout.
+    // A kept-alive connection nobody uses: closed once the next request head is late.
     let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
     idle.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -438,12 +437,12 @@ async fn slow_silent_and_surplus_connections_are_cut_and_others_still_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websockets_count_against_the_cap_and_outlive_the_idle_timeout() {
+async fn websockets_count_against_the_cap_and_outlive_the_keep_alive_timeout() {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let app = crate::helpers::spawn_app_with(|args| {
         args.listen.max_connections = 3;
-        args.listen.idle_timeout_ms = 500;
+        args.listen.header_read_timeout_ms = 500;
     })
     .await;
     let addr = app.base.trim_start_matches("http://").to_string();
@@ -455,7 +454,7 @@ async fn websockets_count_against_the_cap_and_outlive_the_idle_timeout() {
     };
     let mut first = open().await;
     let second = open().await;
-    // Quiet for four idle timeouts: sockets are not idle connections.
+    // Quiet for four header timeouts: sockets are not idle HTTP connections.
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     first
         .send(Message::Text(

@@ -169,7 +169,6 @@ pub fn serve_args(database_url: &str, nats_url: &str, prefix: &str) -> ServeArgs
         listen: ListenArgs {
             max_connections: 10_000,
             header_read_timeout_ms: 10_000,
-            idle_timeout_ms: 75_000,
         },
         checkpoint_every: None,
         data_dir: std::env::temp_dir().join(prefix),

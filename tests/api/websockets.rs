@@ -294,7 +294,7 @@ async fn a_job_socket_opened_before_the_job_is_projected_gets_connected_and_ever
 }
 
 #[tokio::test]
-async fn a_job_socket_for_a_job_that_never_existed_closes_1008() {
+async fn a_job_socket_for_a_deleted_job_closes_1008() {
     let app = spawn_app().await;
     let job = app.create_job().await;
     let id = job["id"].as_str().unwrap().to_string();

@@ -19,6 +19,8 @@
 //!
 //! Every report a worker makes carries its claim (worker id and attempt): a worker whose
 //! attempt was taken from it (lease expired) is refused and stops without writing.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod cancels;
 mod config;
