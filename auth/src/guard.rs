@@ -37,8 +37,6 @@ use crate::{AccessError, KeyStore, Principal, ProjectStore};
 const TIME_TRAVEL_PARAMS: [&str; 3] = ["as_of", "as_of_position", "as_of_version"];
 /// Most aggregate owners remembered before the memory is cleared.
 const MAX_OWNERS: usize = 200_000;
-/// Longest aggregate id looked up (longer ones do not exist).
-const MAX_ID_LEN: usize = 128;
 
 /// The guard's limits.
 #[derive(Debug, Clone)]
@@ -402,7 +400,7 @@ impl Guard {
 
     /// The project an aggregate belongs to (from its first event), if it exists.
     pub async fn owner(&self, kind: Kind, id: &str) -> Result<Option<i64>, AccessError> {
-        if id.is_empty() || id.len() > MAX_ID_LEN {
+        if commandcenter_domain::values::AggregateId::parse(id).is_none() {
             return Ok(None);
         }
         let key = (kind, id.to_string());

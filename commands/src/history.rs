@@ -22,8 +22,8 @@ use serde_json::{json, Map, Value};
 use sqlx::PgPool;
 
 use crate::error::ApiError;
-use crate::technologies::MAX_ID_LEN;
 use crate::CommandState;
+use commandcenter_domain::values::AggregateId;
 
 /// Default page size of the feed and of histories.
 pub const FEED_DEFAULT_LIMIT: i64 = 100;
@@ -248,7 +248,7 @@ async fn history<A: Aggregate>(
         i64::MAX,
     )?;
     let limit = page_limit(query.limit.as_deref())?;
-    if id.len() > MAX_ID_LEN {
+    if AggregateId::parse(&id).is_none() {
         return Err(ApiError::NotFound(what));
     }
     // The page starts from the state after `after_version`, loaded from the nearest

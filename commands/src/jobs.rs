@@ -24,8 +24,8 @@ use crate::error::ApiError;
 use crate::executor::{execute, Execution, Outcome, WriteModel};
 use crate::extract::{CommandContext, JsonBody};
 use crate::reply::Reply;
-use crate::technologies::MAX_ID_LEN;
 use crate::CommandState;
+use commandcenter_domain::values::AggregateId;
 
 impl WriteModel for Job {
     fn project_id(&self) -> Option<ProjectId> {
@@ -243,7 +243,7 @@ async fn run(
     body: &[u8],
     respond: impl Fn(&Outcome<Job>) -> Result<Reply, ApiError> + Send + Sync + 'static,
 ) -> Result<Response, ApiError> {
-    if id.len() > MAX_ID_LEN {
+    if AggregateId::parse(id).is_none() {
         return Err(ApiError::NotFound("job"));
     }
     let idempotency = context.idempotent(body);

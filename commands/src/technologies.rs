@@ -15,8 +15,8 @@ use commandcenter_domain::technology::{
     DEFAULT_PRIORITY, DEFAULT_RELEVANCE,
 };
 use commandcenter_domain::values::{
-    bounded_text, HttpUrl, NonNegative, Priority, ProjectId, Score, Tags, Title, MAX_LABEL_LEN,
-    MAX_TEXT_LEN,
+    bounded_text, AggregateId, HttpUrl, NonNegative, Priority, ProjectId, Score, Tags, Title,
+    MAX_LABEL_LEN, MAX_TEXT_LEN,
 };
 use commandcenter_domain::ValidationError;
 use commandcenter_event_store::Claim;
@@ -380,9 +380,6 @@ impl UpdateTechnologyBody {
     }
 }
 
-/// Ids in paths are at most this long; longer ones cannot exist.
-pub(crate) const MAX_ID_LEN: usize = 64;
-
 /// Runs a command on technology `id`, answering with `respond`.
 async fn run(
     state: &CommandState,
@@ -392,7 +389,7 @@ async fn run(
     body: &[u8],
     respond: impl Fn(&Outcome<Technology>) -> Result<Reply, ApiError> + Send + Sync + 'static,
 ) -> Result<Response, ApiError> {
-    if id.len() > MAX_ID_LEN {
+    if AggregateId::parse(id).is_none() {
         return Err(ApiError::NotFound("technology"));
     }
     let idempotency = context.idempotent(body);

@@ -18,6 +18,28 @@ pub const MAX_TAGS: usize = 50;
 /// The longest tag.
 pub const MAX_TAG_LEN: usize = 64;
 
+/// An aggregate id as a client names it (in a path or a socket topic): 1 to
+/// [`AggregateId::MAX_LEN`] bytes, no control characters. Anything else names no
+/// aggregate, so every route answers it as unknown, the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AggregateId(String);
+
+impl AggregateId {
+    /// The longest id any aggregate has (ours are 36-character UUIDs).
+    pub const MAX_LEN: usize = 64;
+
+    /// `text` as an id, or `None` when it cannot name an aggregate.
+    pub fn parse(text: &str) -> Option<Self> {
+        (!text.is_empty() && text.len() <= Self::MAX_LEN && !text.chars().any(char::is_control))
+            .then(|| Self(text.to_string()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The project a technology or job belongs to: a positive integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -309,6 +331,19 @@ pub(crate) use closed_set;
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_aggregate_id_is_short_and_printable() {
+        assert_eq!(
+            AggregateId::parse("0190b6c2-0000-7000-8000-0000000000aa").map(|i| i.as_str().len()),
+            Some(36)
+        );
+        assert!(AggregateId::parse("").is_none());
+        assert!(AggregateId::parse(&"a".repeat(65)).is_none());
+        assert!(AggregateId::parse("a\u{0}b").is_none());
+        assert!(AggregateId::parse(&"a".repeat(64)).is_some());
+    }
+
     use super::*;
 
     #[test]

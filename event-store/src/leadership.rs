@@ -90,3 +90,41 @@ impl Leadership {
         }
     }
 }
+
+/// Runs `lead` whenever this instance holds the lock called `name`, until `shutdown`:
+/// stands by while another instance holds it, and after `lead` steps down waits the
+/// pause it asks for (`Some`) and stands again; `None` means it ended for good (shutdown).
+/// The loop every single-active role (relay, projectors) shares.
+pub async fn run_while_leader<F, Fut>(
+    pool: &PgPool,
+    name: &str,
+    shutdown: &CancellationToken,
+    mut lead: F,
+) where
+    F: FnMut(Leadership) -> Fut,
+    Fut: std::future::Future<Output = Option<Duration>>,
+{
+    while !shutdown.is_cancelled() {
+        let leader = match Leadership::acquire(pool, name, shutdown).await {
+            Ok(Some(leader)) => leader,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(%err, lock = name, "cannot reach PostgreSQL; retrying");
+                pause(shutdown, Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        match lead(leader).await {
+            None => return,
+            Some(wait) => pause(shutdown, wait).await,
+        }
+    }
+}
+
+/// Sleeps for `duration`, or less if `shutdown` fires.
+pub async fn pause(shutdown: &CancellationToken, duration: Duration) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(duration) => {}
+    }
+}

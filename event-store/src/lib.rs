@@ -37,7 +37,7 @@ pub use feed::{
     read_range, wait_for_feed, FeedFilter, FALLBACK_POLL,
 };
 pub use history::{read_history, read_history_after};
-pub use leadership::{lock_key, Leadership};
+pub use leadership::{lock_key, run_while_leader, Leadership};
 pub use position::{Position, PositionParseError};
 pub use relay::{load_checkpoint as load_relay_checkpoint, Relay, RelayConfig, RelayError};
 pub use signal::AppendSignal;

@@ -27,7 +27,7 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::leadership::Leadership;
+use crate::leadership::{pause, run_while_leader, Leadership};
 use crate::pause::{pause_point, RELAY_AFTER_PUBLISH};
 use crate::stream::{
     EventStream, StreamError, HEADER_CORRELATION_ID, HEADER_EVENT_TYPE, HEADER_EVENT_VERSION,
@@ -130,28 +130,20 @@ impl Relay {
     /// this one is, and after a failure steps down, waits a moment and tries again.
     pub async fn run(self, shutdown: CancellationToken) {
         let lock = Self::lock_name(&self.stream);
-        while !shutdown.is_cancelled() {
-            let leader = match Leadership::acquire(&self.pool, &lock, &shutdown).await {
-                Ok(Some(leader)) => leader,
-                Ok(None) => return,
-                Err(err) => {
-                    tracing::warn!(%err, "relay cannot reach PostgreSQL; retrying");
-                    pause(&shutdown, Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
+        run_while_leader(&self.pool, &lock, &shutdown, |leader| async {
             match self.lead(leader, &shutdown).await {
-                Ok(()) => return,
+                Ok(()) => None,
                 Err(RelayError::Stream(err)) if err.is_permanent() => {
                     tracing::error!(%err, "relay cannot publish: the stream is another deployment's");
-                    pause(&shutdown, Duration::from_secs(10)).await;
+                    Some(Duration::from_secs(10))
                 }
                 Err(err) => {
                     tracing::warn!(%err, "relay stepped down; retrying");
-                    pause(&shutdown, Duration::from_millis(500)).await;
+                    Some(Duration::from_millis(500))
                 }
             }
-        }
+        })
+        .await;
     }
 
     async fn lead(
@@ -375,13 +367,6 @@ fn headers(event: &StoredEvent, deployment: &Deployment) -> HeaderMap {
         }
     }
     headers
-}
-
-async fn pause(shutdown: &CancellationToken, duration: Duration) {
-    tokio::select! {
-        () = shutdown.cancelled() => {}
-        () = tokio::time::sleep(duration) => {}
-    }
 }
 
 /// The relay's last acknowledged position for `stream`, if it ever published.

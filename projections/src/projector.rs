@@ -16,8 +16,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use commandcenter_event_store::pause::{pause_point, PROJECTOR_BEFORE_COMMIT};
 use commandcenter_event_store::{
-    count_range, lock_key, read_feed_of, read_range, Deployment, EventStream, Leadership, Position,
-    StoredEvent,
+    count_range, lock_key, read_feed_of, read_range, run_while_leader, Deployment, EventStream,
+    Leadership, Position, StoredEvent,
 };
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -97,35 +97,27 @@ impl<M: ReadModel> Projector<M> {
     /// this one is, and after a failure steps down, waits a moment and tries again.
     pub async fn run(self, shutdown: CancellationToken) {
         let lock = Self::lock_name(&self.stream, M::NAME);
-        while !shutdown.is_cancelled() {
-            let leader = match Leadership::acquire(&self.pool, &lock, &shutdown).await {
-                Ok(Some(leader)) => leader,
-                Ok(None) => return,
-                Err(err) => {
-                    tracing::warn!(%err, projection = M::NAME, "cannot reach PostgreSQL; retrying");
-                    pause(&shutdown, Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
+        run_while_leader(&self.pool, &lock, &shutdown, |leader| async {
             match self.lead(leader, &shutdown).await {
-                Ok(()) => return,
+                Ok(()) => None,
                 Err(ProjectionError::Stream(err)) if err.is_permanent() => {
                     tracing::error!(%err, projection = M::NAME, "projector cannot consume: the stream is another deployment's");
-                    pause(&shutdown, Duration::from_secs(10)).await;
+                    Some(Duration::from_secs(10))
                 }
                 Err(err @ ProjectionError::Gap { .. }) => {
                     tracing::error!(%err, projection = M::NAME, "read model stopped at a gap it cannot fill; run `projections verify` and `projections rebuild`");
                     if let Err(record) = record_open_gap(&self.pool, M::NAME, &err).await {
                         tracing::error!(%record, projection = M::NAME, "cannot record the gap");
                     }
-                    pause(&shutdown, Duration::from_secs(5)).await;
+                    Some(Duration::from_secs(5))
                 }
                 Err(err) => {
                     tracing::warn!(%err, projection = M::NAME, "projector stepped down; retrying");
-                    pause(&shutdown, Duration::from_millis(500)).await;
+                    Some(Duration::from_millis(500))
                 }
             }
-        }
+        })
+        .await;
     }
 
     async fn consumer(
@@ -410,11 +402,4 @@ async fn stored_positions(
             Some(((id, sequence), Position::new(tx, global_position)))
         })
         .collect())
-}
-
-async fn pause(shutdown: &CancellationToken, duration: Duration) {
-    tokio::select! {
-        () = shutdown.cancelled() => {}
-        () = tokio::time::sleep(duration) => {}
-    }
 }

@@ -25,6 +25,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
+use commandcenter_domain::values::AggregateId;
 use commandcenter_event_store::Position;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -318,7 +319,7 @@ impl Topic {
         match kind {
             "jobs" => arg.parse().ok().filter(|p| *p >= 1).map(Self::Jobs),
             "technologies" => arg.parse().ok().filter(|p| *p >= 1).map(Self::Technologies),
-            "job" if !arg.is_empty() && arg.len() <= 64 => Some(Self::Job(arg.to_string())),
+            "job" => AggregateId::parse(arg).map(|id| Self::Job(id.as_str().to_string())),
             _ => None,
         }
     }

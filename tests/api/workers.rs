@@ -145,21 +145,26 @@ fn body_of(payload: &Value) -> &Value {
         .expect("event body")
 }
 
-async fn run_noop_jobs_on(workers: usize) {
+/// Runs 1,000 webhook jobs on `workers` workers. A webhook job's body is one delivery,
+/// counted by the receiver: "exactly once" is the bodies that ran, not the `JobStarted`
+/// events (which the aggregate limits anyway).
+async fn run_jobs_on(workers: usize) {
     const JOBS: usize = 1000;
     let app = spawn_app().await;
+    let hook = receiver(vec![200]).await;
     let mut running = Vec::new();
     for n in 0..workers {
         running.push(start_worker(&app, fast_config(&app, &format!("worker-{n}"))).await);
     }
     let app = Arc::new(app);
     let ids: Vec<String> = futures::stream::iter(0..JOBS)
-        .map(|_| {
-            let app = app.clone();
+        .map(|n| {
+            let (app, url) = (app.clone(), hook.url.clone());
             async move {
                 submit(
                     &app,
-                    json!({"project_id": 1, "job_type": "noop", "parameters": {"steps": 1, "step_ms": 0}}),
+                    json!({"project_id": 1, "job_type": "webhook_delivery",
+                           "parameters": {"url": url, "payload": {"n": n}}}),
                     None,
                 )
                 .await
@@ -206,6 +211,27 @@ async fn run_noop_jobs_on(workers: usize) {
     .await
     .unwrap();
     assert_eq!(left, 0);
+    // Every body ran once: one delivery per job, none twice.
+    let mut deliveries = vec![0_u32; JOBS];
+    for (body, valid) in hook.seen.lock().unwrap().iter() {
+        assert!(valid, "signed");
+        // The delivery's body is the job's payload.
+        let n = serde_json::from_slice::<Value>(body).unwrap()["n"]
+            .as_u64()
+            .expect("the job's payload") as usize;
+        deliveries[n] += 1;
+    }
+    let wrong: Vec<(usize, u32)> = deliveries
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d != 1)
+        .map(|(n, d)| (n, *d))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "jobs delivered other than once: {wrong:?}"
+    );
+    assert_eq!(hook.calls.load(Ordering::SeqCst), JOBS);
     let by_worker: Vec<(String, i64)> = sqlx::query_as(
         "SELECT worker_id, count(*) FROM job_view GROUP BY worker_id ORDER BY worker_id",
     )
@@ -221,13 +247,13 @@ async fn run_noop_jobs_on(workers: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_workers_run_each_of_1000_noop_jobs_exactly_once() {
-    run_noop_jobs_on(2).await;
+async fn two_workers_run_each_of_1000_jobs_exactly_once() {
+    run_jobs_on(2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_workers_run_each_of_1000_noop_jobs_exactly_once() {
-    run_noop_jobs_on(4).await;
+async fn four_workers_run_each_of_1000_jobs_exactly_once() {
+    run_jobs_on(4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -188,16 +188,22 @@ async fn write_rows(
     Ok(rows)
 }
 
-/// One CSV record (RFC 4180) ending in CRLF.
+/// One CSV record (RFC 4180, quoted only where needed) ending in CRLF.
 fn csv_line(fields: impl Iterator<Item = Value>) -> String {
-    let mut line = fields.map(|f| csv_field(&f)).collect::<Vec<_>>().join(",");
-    line.push_str("\r\n");
-    line
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    let record: Vec<String> = fields.map(|f| csv_field(&f)).collect();
+    // Writing to memory cannot fail.
+    let _ = writer.write_record(&record);
+    let bytes = writer.into_inner().unwrap_or_default();
+    String::from_utf8(bytes).unwrap_or_default()
 }
 
+/// A JSON value as CSV text: nothing for null, lists joined with `;`.
 fn csv_field(value: &Value) -> String {
-    let text = match value {
-        Value::Null => return String::new(),
+    match value {
+        Value::Null => String::new(),
         Value::String(s) => s.clone(),
         Value::Array(items) => items
             .iter()
@@ -205,11 +211,6 @@ fn csv_field(value: &Value) -> String {
             .collect::<Vec<_>>()
             .join(";"),
         other => other.to_string(),
-    };
-    if text.contains([',', '"', '\r', '\n']) || text.starts_with(' ') || text.ends_with(' ') {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
     }
 }
 
@@ -219,10 +220,11 @@ mod tests {
 
     #[test]
     fn csv_fields_are_quoted_only_when_needed() {
-        assert_eq!(csv_field(&json!("plain")), "plain");
-        assert_eq!(csv_field(&json!("a,b")), "\"a,b\"");
-        assert_eq!(csv_field(&json!("say \"hi\"")), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field(&json!("two\nlines")), "\"two\nlines\"");
+        let one = |v: Value| csv_line(std::iter::once(v));
+        assert_eq!(one(json!("plain")), "plain\r\n");
+        assert_eq!(one(json!("a,b")), "\"a,b\"\r\n");
+        assert_eq!(one(json!("say \"hi\"")), "\"say \"\"hi\"\"\"\r\n");
+        assert_eq!(one(json!("two\nlines")), "\"two\nlines\"\r\n");
         assert_eq!(csv_field(&Value::Null), "");
         assert_eq!(csv_field(&json!(42)), "42");
         assert_eq!(csv_field(&json!(["dsp", "audio"])), "dsp;audio");
