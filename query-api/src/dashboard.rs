@@ -42,7 +42,7 @@ fn position(row: &sqlx::postgres::PgRow, tx: &str, pos: &str) -> Result<Position
 }
 
 /// `GET /api/v1/dashboard/stats`.
-#[utoipa::path(get, path = "/api/v1/dashboard/stats", tag = "dashboard", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project")), responses((status = 200, description = "Technologies by domain and status; jobs by status and type, active, failed in the last 24 h"), (status = 400, description = "Malformed parameter or header (problem+json)"), (status = 422, description = "Invalid parameter value (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/dashboard/stats", tag = "dashboard", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project")), responses((status = 200, description = "Technologies by domain and status; jobs by status and type, active, failed in the last 24 h"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn dashboard_stats(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -51,7 +51,11 @@ pub async fn dashboard_stats(
     let params = Params(params);
     let project_id = params
         .opt_int("project_id", 1, i64::MAX)?
-        .map(|p| ProjectId::parse("project_id", p).map(ProjectId::get))
+        .map(|p| {
+            ProjectId::parse("project_id", p)
+                .map(ProjectId::get)
+                .map_err(crate::error::query_value)
+        })
         .transpose()?;
     let key = CacheKey::new(
         "dashboard",

@@ -11,7 +11,14 @@ pub fn bad_parameter(name: &str, message: impl Into<String>) -> ApiError {
     }
 }
 
-/// A 422 naming query parameter `name` (a well-formed but invalid value).
+/// A 400 naming query parameter `name` with a value out of its range or set. Every bad
+/// query parameter of the API is a 400, malformed or not; 422 is for body values.
 pub fn invalid(name: &str, message: impl Into<String>) -> ApiError {
-    ApiError::Validation(commandcenter_domain::ValidationError::new(name, message))
+    bad_parameter(name, message)
+}
+
+/// A query parameter's value refused by a domain type (a project id, a status): a 400
+/// naming it, like every bad query parameter.
+pub fn query_value(err: commandcenter_domain::ValidationError) -> ApiError {
+    bad_parameter(&err.field, err.message)
 }

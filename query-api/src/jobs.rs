@@ -60,10 +60,14 @@ impl Filters {
 }
 
 fn project(params: &Params) -> Result<Option<i64>, ApiError> {
-    Ok(params
+    params
         .opt_int("project_id", 1, i64::MAX)?
-        .map(|p| ProjectId::parse("project_id", p).map(ProjectId::get))
-        .transpose()?)
+        .map(|p| {
+            ProjectId::parse("project_id", p)
+                .map(ProjectId::get)
+                .map_err(crate::error::query_value)
+        })
+        .transpose()
 }
 
 /// One page of jobs (and the total) under `filters`.
@@ -146,7 +150,7 @@ async fn page(
 }
 
 /// `GET /api/v1/jobs?project_id=&status_filter=&job_type=&skip=&limit=&cursor=`.
-#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("status_filter" = Option<String>, Query, description = "Status"), ("project_id" = Option<i64>, Query, description = "Project"), ("job_type" = Option<String>, Query, description = "Job type"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "{jobs, total, skip, limit, next_cursor, position}, newest first"), (status = 400, description = "Malformed parameter or header (problem+json)"), (status = 422, description = "Invalid parameter value (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("status_filter" = Option<String>, Query, description = "Status"), ("project_id" = Option<i64>, Query, description = "Project"), ("job_type" = Option<String>, Query, description = "Job type"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "{jobs, total, skip, limit, next_cursor, position}, newest first"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn list_jobs(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -165,7 +169,7 @@ pub async fn list_jobs(
 }
 
 /// `GET /api/v1/jobs/active/list`: pending and running jobs, newest first.
-#[utoipa::path(get, path = "/api/v1/jobs/active/list", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project"), ("job_type" = Option<String>, Query, description = "Job type"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "Pending and running jobs, newest first"), (status = 400, description = "Malformed parameter or header (problem+json)"), (status = 422, description = "Invalid parameter value (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/jobs/active/list", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project"), ("job_type" = Option<String>, Query, description = "Job type"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "Pending and running jobs, newest first"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn active_jobs(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -283,7 +287,7 @@ pub fn summarize(rows: &[(String, String, i64, i64, i64)]) -> Value {
 }
 
 /// `GET /api/v1/jobs/statistics/summary?project_id=`.
-#[utoipa::path(get, path = "/api/v1/jobs/statistics/summary", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project")), responses((status = 200, description = "{total, by_status, by_type, success_rate, average_duration_seconds}"), (status = 400, description = "Malformed parameter or header (problem+json)"), (status = 422, description = "Invalid parameter value (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/jobs/statistics/summary", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project")), responses((status = 200, description = "{total, by_status, by_type, success_rate, average_duration_seconds}"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn statistics(
     State(state): State<QueryState>,
     min: MinPosition,

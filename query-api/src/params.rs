@@ -44,7 +44,7 @@ impl Params {
         parse: impl Fn(&str, &str) -> Result<T, commandcenter_domain::ValidationError>,
     ) -> Result<Option<T>, ApiError> {
         self.text(name)
-            .map(|text| parse(name, text).map_err(ApiError::Validation))
+            .map(|text| parse(name, text).map_err(crate::error::query_value))
             .transpose()
     }
 }

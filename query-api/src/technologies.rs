@@ -98,7 +98,11 @@ impl Filters {
         Ok(Self {
             project_id: params
                 .opt_int("project_id", 1, i64::MAX)?
-                .map(|p| ProjectId::parse("project_id", p).map(ProjectId::get))
+                .map(|p| {
+                    ProjectId::parse("project_id", p)
+                        .map(ProjectId::get)
+                        .map_err(crate::error::query_value)
+                })
                 .transpose()?,
             domain: params.parsed("domain", TechnologyDomain::parse)?,
             status: params.parsed("status", TechnologyStatus::parse)?,
@@ -170,7 +174,7 @@ fn push_sort_expr(qb: &mut QueryBuilder<'_, Postgres>, key: SortKey, search: &Op
 }
 
 /// `GET /api/v1/technologies`.
-#[utoipa::path(get, path = "/api/v1/technologies", tag = "technologies", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000, default 50"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor"), ("sort" = Option<String>, Query, description = "updated_at, created_at, priority, relevance_score, title (or rank, with search); - for descending; default -created_at"), ("project_id" = Option<i64>, Query, description = "Project"), ("domain" = Option<String>, Query, description = "Domain"), ("status" = Option<String>, Query, description = "Status"), ("search" = Option<String>, Query, description = "Full-text search"), ("priority_min" = Option<i64>, Query, description = "Minimum priority"), ("relevance_min" = Option<i64>, Query, description = "Minimum relevance score"), ("tag" = Option<String>, Query, description = "Has this tag"), ("maturity_level" = Option<String>, Query, description = "Maturity level"), ("cost_tier" = Option<String>, Query, description = "Cost tier")), responses((status = 200, description = "{items, total, page, page_size, next_cursor, position}"), (status = 400, description = "Malformed parameter or header (problem+json)"), (status = 422, description = "Invalid parameter value (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/technologies", tag = "technologies", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000, default 50"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor"), ("sort" = Option<String>, Query, description = "updated_at, created_at, priority, relevance_score, title (or rank, with search); - for descending; default -created_at"), ("project_id" = Option<i64>, Query, description = "Project"), ("domain" = Option<String>, Query, description = "Domain"), ("status" = Option<String>, Query, description = "Status"), ("search" = Option<String>, Query, description = "Full-text search"), ("priority_min" = Option<i64>, Query, description = "Minimum priority"), ("relevance_min" = Option<i64>, Query, description = "Minimum relevance score"), ("tag" = Option<String>, Query, description = "Has this tag"), ("maturity_level" = Option<String>, Query, description = "Maturity level"), ("cost_tier" = Option<String>, Query, description = "Cost tier")), responses((status = 200, description = "{items, total, page, page_size, next_cursor, position}"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn list_technologies(
     State(state): State<QueryState>,
     min: MinPosition,
