@@ -171,30 +171,30 @@ pub struct KeyRevokeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct AccessArgs {
     /// Sustained requests per second per API key (token bucket); 0 turns it off.
-    #[arg(long, env = "CC_RATE_LIMIT_PER_SECOND", default_value_t = 100.0)]
+    #[arg(long, env = "CC_RATE_LIMIT_PER_SECOND", default_value_t = defaults::RATE_LIMIT_PER_SECOND)]
     pub rate_limit_per_second: f64,
     /// Requests per API key allowed in a burst (the bucket's size).
-    #[arg(long, env = "CC_RATE_LIMIT_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "CC_RATE_LIMIT_BURST", default_value_t = defaults::RATE_LIMIT_BURST, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_burst: u32,
     /// The longest a request may take to produce its response (milliseconds; 503 after).
     /// Keep it above the event feed's 30 s long-poll.
-    #[arg(long, env = "CC_REQUEST_TIMEOUT_MS", default_value_t = 40_000, value_parser = clap::value_parser!(u64).range(100..))]
+    #[arg(long, env = "CC_REQUEST_TIMEOUT_MS", default_value_t = defaults::REQUEST_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(100..))]
     pub request_timeout_ms: u64,
     /// Most WebSockets open at once per API key.
-    #[arg(long, env = "CC_MAX_SOCKETS_PER_KEY", default_value_t = 64)]
+    #[arg(long, env = "CC_MAX_SOCKETS_PER_KEY", default_value_t = defaults::MAX_SOCKETS_PER_KEY)]
     pub max_sockets_per_key: usize,
     /// Most WebSocket topics subscribed at once per API key, across its sockets.
-    #[arg(long, env = "CC_MAX_SUBSCRIPTIONS_PER_KEY", default_value_t = 1000)]
+    #[arg(long, env = "CC_MAX_SUBSCRIPTIONS_PER_KEY", default_value_t = defaults::MAX_SUBSCRIPTIONS_PER_KEY)]
     pub max_subscriptions_per_key: usize,
     /// Deepest nesting of arrays and objects in a JSON body.
-    #[arg(long, env = "CC_MAX_JSON_DEPTH", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=128))]
+    #[arg(long, env = "CC_MAX_JSON_DEPTH", default_value_t = defaults::MAX_JSON_DEPTH, value_parser = clap::value_parser!(u32).range(1..=128))]
     pub max_json_depth: u32,
     /// Longest string (in characters) anywhere in a JSON body.
-    #[arg(long, env = "CC_MAX_JSON_STRING_CHARS", default_value_t = 65_536)]
+    #[arg(long, env = "CC_MAX_JSON_STRING_CHARS", default_value_t = defaults::MAX_JSON_STRING_CHARS)]
     pub max_json_string_chars: usize,
     /// How often revoked and expired keys are looked for (milliseconds), in case a
     /// revocation announcement on NATS was missed.
-    #[arg(long, env = "CC_KEY_REVOCATION_POLL_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(100..))]
+    #[arg(long, env = "CC_KEY_REVOCATION_POLL_MS", default_value_t = defaults::KEY_REVOCATION_POLL_MS, value_parser = clap::value_parser!(u64).range(100..))]
     pub key_revocation_poll_ms: u64,
 }
 
@@ -221,19 +221,56 @@ impl AccessArgs {
     }
 }
 
-impl Default for AccessArgs {
-    /// The command line's defaults (and whatever the environment sets).
-    fn default() -> Self {
-        command_line_defaults()
+impl AccessArgs {
+    /// The documented defaults, whatever the environment says (for embedding and tests;
+    /// the command line reads the environment).
+    pub fn standard() -> Self {
+        Self {
+            rate_limit_per_second: defaults::RATE_LIMIT_PER_SECOND,
+            rate_limit_burst: defaults::RATE_LIMIT_BURST,
+            request_timeout_ms: defaults::REQUEST_TIMEOUT_MS,
+            max_sockets_per_key: defaults::MAX_SOCKETS_PER_KEY,
+            max_subscriptions_per_key: defaults::MAX_SUBSCRIPTIONS_PER_KEY,
+            max_json_depth: defaults::MAX_JSON_DEPTH,
+            max_json_string_chars: defaults::MAX_JSON_STRING_CHARS,
+            key_revocation_poll_ms: defaults::KEY_REVOCATION_POLL_MS,
+        }
     }
 }
 
-/// A group of arguments as the command line gives it with no flags: the defaults, and
-/// whatever the environment sets.
-fn command_line_defaults<T: Args + clap::FromArgMatches>() -> T {
-    let matches =
-        T::augment_args(clap::Command::new("commandcenter")).get_matches_from(["commandcenter"]);
-    T::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+/// The defaults of the command line's flags, in one place for clap and for the
+/// `standard()` constructors.
+pub mod defaults {
+    /// `CC_RATE_LIMIT_PER_SECOND`.
+    pub const RATE_LIMIT_PER_SECOND: f64 = 100.0;
+    /// `CC_RATE_LIMIT_BURST`.
+    pub const RATE_LIMIT_BURST: u32 = 200;
+    /// `CC_REQUEST_TIMEOUT_MS`.
+    pub const REQUEST_TIMEOUT_MS: u64 = 40_000;
+    /// `CC_MAX_SOCKETS_PER_KEY`.
+    pub const MAX_SOCKETS_PER_KEY: usize = 64;
+    /// `CC_MAX_SUBSCRIPTIONS_PER_KEY`.
+    pub const MAX_SUBSCRIPTIONS_PER_KEY: usize = 1000;
+    /// `CC_MAX_JSON_DEPTH`.
+    pub const MAX_JSON_DEPTH: u32 = 32;
+    /// `CC_MAX_JSON_STRING_CHARS`.
+    pub const MAX_JSON_STRING_CHARS: usize = 65_536;
+    /// `CC_KEY_REVOCATION_POLL_MS`.
+    pub const KEY_REVOCATION_POLL_MS: u64 = 2_000;
+    /// `CC_WORKER_CONCURRENCY`.
+    pub const WORKER_CONCURRENCY: u16 = 8;
+    /// `CC_JOB_LEASE_SECONDS`.
+    pub const JOB_LEASE_SECONDS: u64 = 30;
+    /// `CC_JOB_HEARTBEAT_MS`.
+    pub const JOB_HEARTBEAT_MS: u64 = 10_000;
+    /// `CC_LEASE_SWEEP_MS`.
+    pub const LEASE_SWEEP_MS: u64 = 5_000;
+    /// `CC_JOB_RETRY_BASE_MS`.
+    pub const JOB_RETRY_BASE_MS: u64 = 5_000;
+    /// `CC_JOB_CANCEL_GRACE_MS`.
+    pub const JOB_CANCEL_GRACE_MS: u64 = 500;
+    /// `CC_WORKER_SHUTDOWN_GRACE_MS`.
+    pub const WORKER_SHUTDOWN_GRACE_MS: u64 = 8_000;
 }
 
 /// Settings of the query API.
@@ -527,24 +564,24 @@ pub struct WorkerArgs {
     #[arg(long, env = "CC_WORKER_ID")]
     pub worker_id: Option<String>,
     /// Jobs this process runs at the same time.
-    #[arg(long = "worker-concurrency", env = "CC_WORKER_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long = "worker-concurrency", env = "CC_WORKER_CONCURRENCY", default_value_t = defaults::WORKER_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
     /// How long a worker's claim on a job holds without a heartbeat (seconds); a job whose
     /// lease lapses is failed and re-queued for another worker.
-    #[arg(long = "job-lease-seconds", env = "CC_JOB_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long = "job-lease-seconds", env = "CC_JOB_LEASE_SECONDS", default_value_t = defaults::JOB_LEASE_SECONDS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_seconds: u64,
     /// How often a running job's lease is renewed (milliseconds; at most half the lease).
     #[arg(
         long = "job-heartbeat-ms",
         env = "CC_JOB_HEARTBEAT_MS",
-        default_value_t = 10_000
+        default_value_t = defaults::JOB_HEARTBEAT_MS
     )]
     pub heartbeat_ms: u64,
     /// How often lapsed leases are looked for (milliseconds).
     #[arg(
         long = "lease-sweep-ms",
         env = "CC_LEASE_SWEEP_MS",
-        default_value_t = 5_000
+        default_value_t = defaults::LEASE_SWEEP_MS
     )]
     pub sweep_ms: u64,
     /// Backoff after a failed first attempt (milliseconds), doubled per further attempt
@@ -552,14 +589,14 @@ pub struct WorkerArgs {
     #[arg(
         long = "job-retry-base-ms",
         env = "CC_JOB_RETRY_BASE_MS",
-        default_value_t = 5_000
+        default_value_t = defaults::JOB_RETRY_BASE_MS
     )]
     pub retry_base_ms: u64,
     /// How long a job asked to stop (cancelled) may take before it is aborted (milliseconds).
     #[arg(
         long = "job-cancel-grace-ms",
         env = "CC_JOB_CANCEL_GRACE_MS",
-        default_value_t = 500
+        default_value_t = defaults::JOB_CANCEL_GRACE_MS
     )]
     pub cancel_grace_ms: u64,
     /// On shutdown, how long running jobs may take to finish before they are released to
@@ -567,7 +604,7 @@ pub struct WorkerArgs {
     #[arg(
         long = "worker-shutdown-grace-ms",
         env = "CC_WORKER_SHUTDOWN_GRACE_MS",
-        default_value_t = 8_000
+        default_value_t = defaults::WORKER_SHUTDOWN_GRACE_MS
     )]
     pub shutdown_grace_ms: u64,
     /// Time limits of a job type, `TYPE=SOFT:HARD` in seconds (repeat or separate with
@@ -610,10 +647,23 @@ impl WorkerArgs {
     }
 }
 
-impl Default for WorkerArgs {
-    /// The command line's defaults (and whatever the environment sets).
-    fn default() -> Self {
-        command_line_defaults()
+impl WorkerArgs {
+    /// The documented defaults, whatever the environment says (for embedding and tests;
+    /// the command line reads the environment).
+    pub fn standard() -> Self {
+        Self {
+            worker_id: None,
+            concurrency: defaults::WORKER_CONCURRENCY,
+            lease_seconds: defaults::JOB_LEASE_SECONDS,
+            heartbeat_ms: defaults::JOB_HEARTBEAT_MS,
+            sweep_ms: defaults::LEASE_SWEEP_MS,
+            retry_base_ms: defaults::JOB_RETRY_BASE_MS,
+            cancel_grace_ms: defaults::JOB_CANCEL_GRACE_MS,
+            shutdown_grace_ms: defaults::WORKER_SHUTDOWN_GRACE_MS,
+            time_limits: Vec::new(),
+            webhook_secret: None,
+            webhook_allow_private_networks: false,
+        }
     }
 }
 
@@ -757,5 +807,30 @@ impl ServeArgs {
     /// The idle-in-transaction timeout as a duration.
     pub fn idle_tx_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_tx_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `T` as the command line gives it with no flags (and no CC_* variables set).
+    fn parsed<T: Args + clap::FromArgMatches>() -> T {
+        let matches = T::augment_args(clap::Command::new("commandcenter"))
+            .try_get_matches_from(["commandcenter"])
+            .expect("no flags parse");
+        T::from_arg_matches(&matches).expect("defaults are valid")
+    }
+
+    #[test]
+    fn the_standard_settings_are_the_command_lines_defaults() {
+        assert_eq!(
+            format!("{:?}", parsed::<AccessArgs>()),
+            format!("{:?}", AccessArgs::standard())
+        );
+        assert_eq!(
+            format!("{:?}", parsed::<WorkerArgs>()),
+            format!("{:?}", WorkerArgs::standard())
+        );
     }
 }

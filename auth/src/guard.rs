@@ -407,23 +407,28 @@ impl Guard {
         if let Some(project) = self.0.owners.get(&key) {
             return Ok(Some(*project));
         }
-        // A job whose parameters name other projects (a batch made before batches were
-        // kept to their own project) holds their data: it belongs to no single project.
-        let project: Option<i64> = sqlx::query_scalar(
-            "SELECT CASE WHEN NOT EXISTS ( \
-                              SELECT 1 FROM jsonb_array_elements_text(CASE \
-                                  WHEN jsonb_typeof(payload->'JobCreated'->'parameters'->'project_ids') = 'array' \
-                                  THEN payload->'JobCreated'->'parameters'->'project_ids' \
-                                  ELSE '[]'::jsonb END) AS listed(p) \
-                               WHERE listed.p <> metadata->>'project_id') \
-                         THEN cc_event_project(metadata) END \
+        let first: Option<(String, String, serde_json::Value, Option<i64>)> = sqlx::query_as(
+            "SELECT event_type, event_version, payload, cc_event_project(metadata) \
                FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = 1",
         )
         .bind(kind.aggregate_type())
         .bind(id)
         .fetch_optional(&self.0.pool)
-        .await?
-        .flatten();
+        .await?;
+        let project = match (kind, first) {
+            (_, None) => None,
+            // The domain says which project a job belongs to (its parameters may name
+            // others); a technology belongs to the project its first event names.
+            (Kind::Job, Some((event_type, version, payload, _))) => {
+                serde_json::from_value::<commandcenter_domain::job::JobEvent>(
+                    commandcenter_domain::upcast_payload(&event_type, &version, payload),
+                )
+                .ok()
+                .and_then(|event| event.owning_project())
+                .map(|p| p.get())
+            }
+            (_, Some((_, _, _, project))) => project,
+        };
         if let Some(project) = project {
             // An aggregate never changes project, so the answer may be kept.
             if self.0.owners.len() >= MAX_OWNERS {

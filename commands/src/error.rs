@@ -183,13 +183,12 @@ impl From<StoreError> for ApiError {
                 Self::conflict("the resource was changed concurrently; reload it and retry")
             }
             StoreError::ClaimTaken { scope, key } => {
-                // Scopes read `<field>:<aggregate>:<project>`.
-                let mut parts = scope.split(':');
-                let field = parts.next().unwrap_or("body").to_string();
-                let owner = parts.next().unwrap_or("resource");
-                Self::Conflict {
-                    detail: format!("another {owner} in this project already has {field} {key:?}"),
-                    field: Some(field),
+                match commandcenter_domain::technology::UniqueClaim::from_stored(&scope, &key) {
+                    Some(claim) => Self::Conflict {
+                        detail: claim.conflict(),
+                        field: Some(claim.field().to_string()),
+                    },
+                    None => Self::conflict(format!("{key:?} is already taken ({scope})")),
                 }
             }
             err if err.is_unavailable() => Self::Unavailable(err.to_string()),

@@ -12,7 +12,7 @@ use commandcenter_domain::serde_helpers::double_option;
 use commandcenter_domain::technology::{
     CostTier, IntegrationDifficulty, MaturityLevel, StatusChange, Technology, TechnologyChanges,
     TechnologyCommand, TechnologyDomain, TechnologyFields, TechnologyRecord, TechnologyStatus,
-    DEFAULT_PRIORITY, DEFAULT_RELEVANCE,
+    UniqueClaim, DEFAULT_PRIORITY, DEFAULT_RELEVANCE,
 };
 use commandcenter_domain::values::{
     bounded_text, AggregateId, HttpUrl, NonNegative, Priority, ProjectId, Score, Tags, Title,
@@ -39,7 +39,13 @@ impl WriteModel for Technology {
 
     fn claims(&self) -> Vec<Claim> {
         match self {
-            Technology::Live(record) => vec![title_claim(record)],
+            Technology::Live(record) => UniqueClaim::of(record)
+                .into_iter()
+                .map(|claim| Claim {
+                    scope: claim.scope(),
+                    key: claim.key().to_string(),
+                })
+                .collect(),
             Technology::NotCreated | Technology::Deleted(_) => Vec::new(),
         }
     }
@@ -51,14 +57,6 @@ impl WriteModel for Technology {
             TechnologyCommand::ChangeTechnologyStatus { .. } => "ChangeTechnologyStatus",
             TechnologyCommand::DeleteTechnology { .. } => "DeleteTechnology",
         }
-    }
-}
-
-/// Titles are unique per project, ignoring case and inner spacing.
-fn title_claim(record: &TechnologyRecord) -> Claim {
-    Claim {
-        scope: format!("title:technology:{}", record.project_id),
-        key: record.fields.title.uniqueness_key(),
     }
 }
 

@@ -188,14 +188,14 @@ pub fn serve_args(database_url: &str, nats_url: &str, prefix: &str) -> ServeArgs
         no_projectors: false,
         // Tests that exercise workers turn them on; the others drive jobs through PATCH.
         no_workers: true,
-        worker: WorkerArgs::default(),
+        worker: WorkerArgs::standard(),
         audit: AuditKeyArgs {
             audit_key: Some(AUDIT_KEY.into()),
         },
         // Tests send bursts from one key; the rate-limit test turns limiting on.
         access: AccessArgs {
             rate_limit_per_second: 0.0,
-            ..AccessArgs::default()
+            ..AccessArgs::standard()
         },
         demo: false,
     }

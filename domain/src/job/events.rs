@@ -141,6 +141,28 @@ impl JobEvent {
         }
     }
 
+    /// The project a job created by this event belongs to, for access control: its own
+    /// project, or `None` when its parameters name other projects too (a batch made
+    /// before batches were kept to their own project holds their data, so it belongs to
+    /// no single project). `None` for every other event.
+    pub fn owning_project(&self) -> Option<ProjectId> {
+        let Self::JobCreated {
+            project_id,
+            parameters,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let others = parameters
+            .get("project_ids")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|p| p.as_i64() != Some(project_id.get()));
+        (!others).then_some(*project_id)
+    }
+
     /// When the event happened.
     pub fn at(&self) -> DateTime<Utc> {
         match self {

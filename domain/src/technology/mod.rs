@@ -14,12 +14,14 @@
 
 mod aggregate;
 mod changes;
+mod claims;
 mod commands;
 mod error;
 mod events;
 
 pub use aggregate::{Technology, TechnologyRecord};
 pub use changes::TechnologyChanges;
+pub use claims::UniqueClaim;
 pub use commands::{StatusChange, TechnologyCommand};
 pub use error::TechnologyError;
 pub use events::TechnologyEvent;
