@@ -22,9 +22,12 @@ mod aggregate;
 mod commands;
 mod error;
 mod events;
+mod handle;
 mod parameters;
+mod patch;
+mod retry;
+mod state;
 
-pub use aggregate::{Job, JobRecord, EXTERNAL_WORKER};
 pub use commands::{JobCommand, JobPatch, RetryPolicy, WorkerAction, WorkerClaim};
 pub use error::JobError;
 pub use events::JobEvent;
@@ -32,6 +35,7 @@ pub use parameters::{
     parse_parameters, parse_typed_parameters, typed_parameters, AnalysisOptions, ExportFormat,
     JobParameters,
 };
+pub use state::{Job, JobRecord, EXTERNAL_WORKER};
 
 use crate::values::closed_set;
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,76 @@
+//! Updates by an external worker (`PATCH /api/v1/jobs/{id}`).
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+
+use super::state::{Job, EXTERNAL_LEASE_SECONDS, EXTERNAL_WORKER};
+use super::{JobError, JobEvent, JobPatch, JobStatus, RetryPolicy};
+use crate::error::ValidationError;
+
+impl Job {
+    pub(super) async fn patch(
+        &mut self,
+        patch: JobPatch,
+        at: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) -> Result<(), JobError> {
+        let status = self.live()?.status;
+        let target = patch.status;
+        if patch.result.is_some() && target != Some(JobStatus::Completed) {
+            return Err(
+                ValidationError::new("result", "is only accepted with status completed").into(),
+            );
+        }
+        if (patch.error.is_some() || patch.traceback.is_some()) && target != Some(JobStatus::Failed)
+        {
+            let field = if patch.error.is_some() {
+                "error"
+            } else {
+                "traceback"
+            };
+            return Err(ValidationError::new(field, "is only accepted with status failed").into());
+        }
+        if target == Some(JobStatus::Pending) && status != JobStatus::Pending {
+            return Err(JobError::InvalidTransition {
+                action: "set back to pending",
+                status,
+            });
+        }
+        if target == Some(JobStatus::Running) && status.is_terminal() {
+            return Err(JobError::InvalidTransition {
+                action: "restart",
+                status,
+            });
+        }
+        if target.is_some_and(|t| t != JobStatus::Pending)
+            && status == JobStatus::Pending
+            && target != Some(JobStatus::Cancelled)
+        {
+            self.start(EXTERNAL_WORKER.into(), EXTERNAL_LEASE_SECONDS, at, sink)
+                .await?;
+        }
+        if patch.progress.is_some() || patch.current_step.is_some() {
+            let progress = patch.progress.unwrap_or(self.live()?.progress);
+            self.report_progress(progress, patch.current_step, at, sink)
+                .await?;
+        }
+        match target {
+            Some(JobStatus::Completed) => self.complete(patch.result, at, sink).await,
+            Some(JobStatus::Failed) => {
+                let error = patch.error.unwrap_or_else(|| "failed".into());
+                self.fail(error, patch.traceback, RetryPolicy::default(), at, sink)
+                    .await
+            }
+            Some(JobStatus::Cancelled) if self.live()?.status == JobStatus::Running => {
+                let event = JobEvent::JobCancelled {
+                    reason: Some("cancelled by its worker".into()),
+                    at,
+                };
+                sink.write(event, self).await;
+                Ok(())
+            }
+            Some(JobStatus::Cancelled) => self.request_cancel(None, at, sink).await,
+            Some(JobStatus::Pending | JobStatus::Running) | None => Ok(()),
+        }
+    }
+}
