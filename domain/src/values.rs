@@ -178,7 +178,7 @@ impl Priority {
 pub struct Progress(u8);
 
 impl Progress {
-    /// Complete.
+    /// Done: 100 percent.
     pub const DONE: Progress = Progress(100);
 
     /// Accepts 0 to 100.

@@ -38,7 +38,7 @@ pub enum WitnessError {
     Decode {
         /// Its stream sequence.
         sequence: u64,
-        /// Why.
+        /// Why it does not decode.
         source: serde_json::Error,
     },
 }

@@ -57,7 +57,7 @@ pub struct QueryState {
     pub cache: Arc<QueryCache>,
     /// The change hub.
     pub hub: Arc<Hub>,
-    /// Settings.
+    /// Limits and waits of the read side.
     pub config: QueryConfig,
     /// Where reads, cache use and sockets are counted.
     pub metrics: Arc<commandcenter_metrics::Metrics>,

@@ -81,7 +81,7 @@ pub enum WorkerAction {
     Fail {
         /// What went wrong.
         error: String,
-        /// Where.
+        /// Where it went wrong: the stack trace, if the worker sent one.
         traceback: Option<String>,
         /// Whether to try again.
         retry: RetryPolicy,
@@ -109,7 +109,7 @@ pub enum JobCommand {
         job_type: JobType,
         /// Validated parameters for that kind.
         parameters: Map<String, Value>,
-        /// Labels.
+        /// Free labels for finding and grouping jobs.
         tags: Tags,
         /// Who asked for it.
         created_by: Option<String>,
@@ -154,7 +154,7 @@ pub enum JobCommand {
     FailJob {
         /// What went wrong.
         error: String,
-        /// Where.
+        /// Where it went wrong: the stack trace, if the worker sent one.
         traceback: Option<String>,
         /// When the request was accepted.
         at: DateTime<Utc>,

@@ -19,22 +19,22 @@ pub enum JobEvent {
         project_id: ProjectId,
         /// Kind of work.
         job_type: JobType,
-        /// Parameters.
+        /// What the job works on, checked against its type when it was created.
         parameters: Map<String, Value>,
-        /// Labels.
+        /// Free labels for finding and grouping jobs.
         tags: Tags,
         /// Who asked for it.
         created_by: Option<String>,
         /// Attempts before giving up.
         max_attempts: u32,
-        /// When.
+        /// When it happened: the command's time, cut to microseconds.
         at: DateTime<Utc>,
     },
     /// The job was handed to the workers, to start no earlier than `scheduled_for`.
     JobDispatched {
         /// Earliest start.
         scheduled_for: DateTime<Utc>,
-        /// When.
+        /// When it happened: the command's time, cut to microseconds.
         at: DateTime<Utc>,
     },
     /// A worker claimed the job.
@@ -45,7 +45,7 @@ pub enum JobEvent {
         attempt: u32,
         /// The claim lapses at this time without a heartbeat.
         lease_until: DateTime<Utc>,
-        /// When.
+        /// When it happened: the command's time, cut to microseconds.
         at: DateTime<Utc>,
     },
     /// The running job reported progress.
@@ -54,48 +54,48 @@ pub enum JobEvent {
         progress: Progress,
         /// What it is doing.
         current_step: Option<String>,
-        /// When.
+        /// When it happened: the command's time, cut to microseconds.
         at: DateTime<Utc>,
     },
     /// The job succeeded.
     JobCompleted {
         /// What it produced.
         result: Option<Value>,
-        /// When.
+        /// When it happened: the command's time, cut to microseconds.
         at: DateTime<Utc>,
     },
     /// An attempt failed; `retry_at` is set when the job was re-queued.
     JobFailed {
         /// What went wrong.
         error: String,
-        /// Where.
+        /// Where it went wrong: the stack trace, if the worker sent one.
         traceback: Option<String>,
         /// The attempt that failed.
         attempt: u32,
         /// When the next attempt may start, or `None` when the job is given up.
         retry_at: Option<DateTime<Utc>>,
-        /// When.
+        /// When it happened: the command's time, cut to microseconds.
         at: DateTime<Utc>,
     },
     /// Cancellation of the running job was requested.
     JobCancelRequested {
-        /// Why.
+        /// Why, in words (shown to users and kept in the history).
         reason: Option<String>,
-        /// When.
+        /// When it happened: the command's time, cut to microseconds.
         at: DateTime<Utc>,
     },
     /// The job was cancelled.
     JobCancelled {
-        /// Why.
+        /// Why, in words (shown to users and kept in the history).
         reason: Option<String>,
-        /// When.
+        /// When it happened: the command's time, cut to microseconds.
         at: DateTime<Utc>,
     },
     /// The running attempt's worker extended its lease (heartbeat).
     JobLeaseRenewed {
         /// The claim now lapses at this time without another heartbeat.
         lease_until: DateTime<Utc>,
-        /// When.
+        /// When it happened: the command's time, cut to microseconds.
         at: DateTime<Utc>,
     },
     /// The worker gave the job back unfinished; it is pending again, due at once.
@@ -104,14 +104,14 @@ pub enum JobEvent {
         worker_id: String,
         /// The attempt it gave back.
         attempt: u32,
-        /// Why.
+        /// Why, in words (shown to users and kept in the history).
         reason: String,
-        /// When.
+        /// When it happened: the command's time, cut to microseconds.
         at: DateTime<Utc>,
     },
     /// The job was removed.
     JobDeleted {
-        /// When.
+        /// When it happened: the command's time, cut to microseconds.
         at: DateTime<Utc>,
     },
 }

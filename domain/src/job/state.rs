@@ -21,9 +21,9 @@ pub struct JobRecord {
     pub project_id: ProjectId,
     /// Kind of work.
     pub job_type: JobType,
-    /// Parameters.
+    /// What the job works on, checked against its type when it was created.
     pub parameters: Map<String, Value>,
-    /// Labels.
+    /// Free labels for finding and grouping jobs.
     pub tags: Tags,
     /// Who asked for it.
     pub created_by: Option<String>,

@@ -19,14 +19,14 @@ pub enum TechnologyEvent {
         project_id: ProjectId,
         /// Initial values.
         technology: Box<TechnologyFields>,
-        /// When.
+        /// When it happened: the command's time, cut to microseconds.
         at: DateTime<Utc>,
     },
     /// Some fields changed; only the changed ones are recorded.
     TechnologyUpdated {
         /// The new values of the changed fields.
         changes: Box<TechnologyChanges>,
-        /// When.
+        /// When it happened: the command's time, cut to microseconds.
         at: DateTime<Utc>,
     },
     /// The radar status changed.
@@ -37,12 +37,12 @@ pub enum TechnologyEvent {
         to: TechnologyStatus,
         /// Why, when given.
         reason: Option<String>,
-        /// When.
+        /// When it happened: the command's time, cut to microseconds.
         at: DateTime<Utc>,
     },
     /// The technology was removed.
     TechnologyDeleted {
-        /// When.
+        /// When it happened: the command's time, cut to microseconds.
         at: DateTime<Utc>,
     },
 }

@@ -148,7 +148,7 @@ pub struct TechnologyFields {
     pub integration_difficulty: Option<IntegrationDifficulty>,
     /// Expected integration time in days.
     pub integration_time_estimate_days: Option<u32>,
-    /// Maturity.
+    /// How mature the technology is (alpha to legacy).
     pub maturity_level: Option<MaturityLevel>,
     /// 0–100.
     pub stability_score: Option<Score>,
