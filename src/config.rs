@@ -141,7 +141,8 @@ pub struct KeyCreateArgs {
     /// A label for listings.
     #[arg(long, default_value = "")]
     pub name: String,
-    /// When the key stops working: an RFC 3339 time, or a span such as 90d, 12h, 30m.
+    /// When the key stops working: an RFC 3339 time, or a span of at most 100 years such as
+    /// 90d, 12h, 30m or "1h 30m".
     #[arg(long)]
     pub expires: Option<String>,
     /// Print the key's record as JSON (with its token) instead of the token alone.
@@ -814,9 +815,10 @@ impl ServeArgs {
 mod tests {
     use super::*;
 
-    /// `T` as the command line gives it with no flags (and no CC_* variables set).
+    /// `T` as the command line gives it with no flags, the environment ignored.
     fn parsed<T: Args + clap::FromArgMatches>() -> T {
         let matches = T::augment_args(clap::Command::new("commandcenter"))
+            .mut_args(|arg| arg.env(None::<&str>))
             .try_get_matches_from(["commandcenter"])
             .expect("no flags parse");
         T::from_arg_matches(&matches).expect("defaults are valid")

@@ -419,13 +419,18 @@ impl Guard {
             (_, None) => None,
             // The domain says which project a job belongs to (its parameters may name
             // others); a technology belongs to the project its first event names.
-            (Kind::Job, Some((event_type, version, payload, _))) => {
-                serde_json::from_value::<commandcenter_domain::job::JobEvent>(
+            (Kind::Job, Some((event_type, version, payload, named))) => {
+                match serde_json::from_value::<commandcenter_domain::job::JobEvent>(
                     commandcenter_domain::upcast_payload(&event_type, &version, payload),
-                )
-                .ok()
-                .and_then(|event| event.owning_project())
-                .map(|p| p.get())
+                ) {
+                    Ok(event) => event.owning_project().map(|p| p.get()),
+                    // An event this version cannot read (a newer writer's): the project its
+                    // metadata names.
+                    Err(err) => {
+                        tracing::warn!(%err, job_id = id, "cannot read a job's first event; using its metadata's project");
+                        named
+                    }
+                }
             }
             (_, Some((_, _, _, project))) => project,
         };

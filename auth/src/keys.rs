@@ -116,7 +116,8 @@ fn random_hex(bytes: usize) -> Result<String, AccessError> {
     Ok(hex::encode(buf))
 }
 
-/// `--expires`: an RFC 3339 time, or a span from `now` such as `90d`, `12h` or `30m`.
+/// `--expires`: an RFC 3339 time, or a span from `now` of at most 100 years such as `90d`,
+/// `12h`, `30m` or `1h 30m` (humantime's units: `M` is months, `m` minutes).
 pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let text = text.trim();
     let at = if let Ok(at) = DateTime::parse_from_rfc3339(text) {
@@ -125,7 +126,8 @@ pub fn parse_expiry(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Str
         let span = humantime::parse_duration(text)
             .ok()
             .and_then(|span| Duration::from_std(span).ok())
-            .filter(|span| *span > Duration::zero() && *span <= Duration::days(36_500))
+            // 100 years as humantime counts them (365.25 days each).
+            .filter(|span| *span > Duration::zero() && *span <= Duration::seconds(100 * 31_557_600))
             .ok_or_else(|| {
                 format!(
                     "{text:?} is neither an RFC 3339 time nor a span of at most 100 years like \
@@ -355,6 +357,7 @@ mod tests {
         assert!(parse_expiry("2000-01-01T00:00:00Z", now).is_err());
         assert!(parse_expiry("0d", now).is_err());
         assert!(parse_expiry("1h 30m", now).is_ok());
+        assert!(parse_expiry("100y", now).is_ok());
         assert!(parse_expiry("101y", now).is_err());
         assert!(parse_expiry("soon", now).is_err());
         assert!(parse_expiry("é", now).is_err());

@@ -225,3 +225,29 @@ async fn a_waiting_reader_is_woken_by_a_commit() {
         .unwrap();
     assert!(!events.is_empty());
 }
+
+#[tokio::test]
+async fn the_feed_long_poll_answers_when_an_event_commits() {
+    let app = spawn_app().await;
+    let client = app.client.clone();
+    let url = app.url(&format!(
+        "/api/v1/events?after={}&wait_ms=20000",
+        "0".repeat(32)
+    ));
+    let waiting = tokio::spawn(async move {
+        client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    });
+    app.create_technology("Long-polled").await;
+    let page = tokio::time::timeout(Duration::from_secs(25), waiting)
+        .await
+        .expect("the long poll returns once the event commits")
+        .unwrap();
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+}

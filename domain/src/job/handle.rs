@@ -1,4 +1,4 @@
-//! How the job aggregate decides its commands (all but external `PATCH`es and failures).
+//! How the job aggregate decides its commands: dispatch, start, progress, completion, cancellation, worker reports and lease expiry (create and delete are decided in `aggregate.rs`, external `PATCH`es in `patch.rs`, failures in `retry.rs`).
 
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::event_sink::EventSink;

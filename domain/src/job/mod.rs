@@ -2,7 +2,7 @@
 //!
 //! Lifecycle: `pending` → (dispatched, possibly for later) → `running` (claimed by one
 //! worker, with a lease) → progress… → `completed` | `failed` | `cancelled`.
-//! Rules (tested in `aggregate.rs`):
+//! Rules (specified in `aggregate_specs/`):
 //! - a job must be dispatched, and its `scheduled_for` time reached, before it can start;
 //! - only a running job reports progress, completes or fails; progress never goes back;
 //! - a failure re-queues the job (pending, dispatched for after an exponential backoff)
