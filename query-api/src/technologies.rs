@@ -218,8 +218,14 @@ pub async fn list_technologies(
     let reads = state.config.expensive.clone();
     cached_or(&state, cache_key, min, &[("technology_view", "technology")], |pool| async move {
         let (dir, cmp) = if descending { ("DESC", "<") } else { ("ASC", ">") };
-        // The page's keys first, then the JSON of those rows only (not of skipped ones).
-        let mut qb = QueryBuilder::<Postgres>::new("WITH keys AS (SELECT t.id, ");
+        // Past a `skip`, the page's keys first, then the JSON of those rows only (not of
+        // skipped ones); without one, the rows are rendered in the same pass.
+        let skips = cursor.is_none() && skip > 0;
+        let mut qb = QueryBuilder::<Postgres>::new(if skips {
+            "WITH keys AS (SELECT t.id, "
+        } else {
+            "WITH page AS (SELECT to_jsonb(t) - 'search' AS row, t.id, "
+        });
         push_sort_expr(&mut qb, key, &filters.search);
         qb.push(" AS sort_value FROM technology_view t WHERE true");
         filters.push(&mut qb, false);
@@ -242,8 +248,13 @@ pub async fn list_technologies(
         if cursor.is_none() {
             qb.push(" OFFSET ").push_bind(skip);
         }
-        qb.push("), page AS (SELECT to_jsonb(t) - 'search' AS row, t.id, k.sort_value \
-                   FROM keys k JOIN technology_view t ON t.id = k.id), total AS (");
+        if skips {
+            qb.push(
+                "), page AS (SELECT to_jsonb(t) - 'search' AS row, t.id, k.sort_value \
+                   FROM keys k JOIN technology_view t ON t.id = k.id",
+            );
+        }
+        qb.push("), total AS (");
         if filters.countable() {
             qb.push("SELECT coalesce(sum(n), 0)::bigint AS n FROM technology_counts WHERE true");
             filters.push(&mut qb, true);
