@@ -30,8 +30,9 @@ use tokio_util::sync::CancellationToken;
 use crate::leadership::{pause, run_while_leader, Leadership};
 use crate::pause::{pause_point, RELAY_AFTER_PUBLISH};
 use crate::stream::{
-    EventStream, StreamError, HEADER_CORRELATION_ID, HEADER_EVENT_TYPE, HEADER_EVENT_VERSION,
-    HEADER_GLOBAL_POSITION, HEADER_POSITION, HEADER_PROJECT_ID, HEADER_SEQUENCE,
+    is_missing, EventStream, StreamError, HEADER_CORRELATION_ID, HEADER_EVENT_TYPE,
+    HEADER_EVENT_VERSION, HEADER_GLOBAL_POSITION, HEADER_POSITION, HEADER_PROJECT_ID,
+    HEADER_SEQUENCE,
 };
 use crate::{
     read_feed, AppendSignal, Deployment, Position, StoreError, StoredEvent, HEADER_DEPLOYMENT,
@@ -333,18 +334,6 @@ struct Resume {
     last_id: Option<String>,
     /// The stream's last sequence, which the next publish must follow.
     expect_sequence: Option<u64>,
-}
-
-/// True for the error a deleted (or never stored) stream message reads as.
-fn is_missing(err: &jetstream::stream::RawMessageError) -> bool {
-    use jetstream::stream::RawMessageErrorKind;
-    match err.kind() {
-        RawMessageErrorKind::NoMessageFound => true,
-        RawMessageErrorKind::JetStream(inner) => {
-            inner.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND
-        }
-        _ => false,
-    }
 }
 
 fn headers(event: &StoredEvent, deployment: &Deployment) -> HeaderMap {

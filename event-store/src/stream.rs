@@ -253,3 +253,16 @@ impl EventStream {
         Ok(stored == Some(position))
     }
 }
+
+/// True for the error a deleted (or never stored) stream message reads as; any other
+/// error is a real failure.
+pub(crate) fn is_missing(err: &jetstream::stream::RawMessageError) -> bool {
+    use jetstream::stream::RawMessageErrorKind;
+    match err.kind() {
+        RawMessageErrorKind::NoMessageFound => true,
+        RawMessageErrorKind::JetStream(inner) => {
+            inner.error_code() == jetstream::ErrorCode::NO_MESSAGE_FOUND
+        }
+        _ => false,
+    }
+}

@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, stream};
 use sqlx::PgPool;
 
 use crate::audit::{checkpoints, Checkpoint};
+use crate::stream::is_missing;
 use crate::{Deployment, EventStream, StoreError, HEADER_DEPLOYMENT};
 
 /// Header: the id of the checkpoint a witness message carries.
@@ -123,18 +124,7 @@ impl Witness {
             let message = match stream.get_raw_message(sequence).await {
                 Ok(message) => message,
                 // Never stored (a sequence skipped): nothing to read.
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound
-                    ) || matches!(
-                        err.kind(),
-                        async_nats::jetstream::stream::RawMessageErrorKind::JetStream(ref e)
-                            if e.error_code() == async_nats::jetstream::ErrorCode::NO_MESSAGE_FOUND
-                    ) =>
-                {
-                    continue
-                }
+                Err(err) if is_missing(&err) => continue,
                 Err(err) => return Err(nats(err)),
             };
             if !self.deployment.owns(Some(&message.headers)) {

@@ -68,6 +68,28 @@ pub(crate) async fn use_schema(conn: &mut PgConnection, schema: &str) -> Result<
     Ok(())
 }
 
+/// Applies, to the copy of `model` in `schema`, the events of its type after `position`
+/// up to `live` (what the live projector applied meanwhile), inside `tx`; returns how
+/// many. `search_path` stays on `schema` for the rest of the transaction when any were.
+pub(crate) async fn apply_behind<M: ReadModel>(
+    tx: &mut PgConnection,
+    model: &M,
+    schema: &str,
+    position: Position,
+    live: Position,
+) -> Result<u64, ProjectionError> {
+    if live <= position {
+        return Ok(0);
+    }
+    let behind = read_range(&mut *tx, M::AGGREGATE_TYPE, position, live).await?;
+    if behind.is_empty() {
+        return Ok(0);
+    }
+    use_schema(&mut *tx, schema).await?;
+    model.apply(&mut *tx, &behind).await?;
+    Ok(behind.len() as u64)
+}
+
 /// (Re)creates schema `schema` (quoted) with empty copies of `tables`' definitions.
 pub(crate) async fn create_shadow_tables(
     conn: &mut PgConnection,
@@ -218,15 +240,9 @@ pub async fn rebuild<M: ReadModel>(
         .execute(&mut *tx)
         .await?;
     let live = load_checkpoint(&mut tx, M::NAME).await?;
-    if live > position {
-        let behind = read_range(&mut tx, M::AGGREGATE_TYPE, position, live).await?;
-        if !behind.is_empty() {
-            use_shadow::<M>(&mut tx).await?;
-            model.apply(&mut tx, &behind).await?;
-            applied += behind.len() as u64;
-            bar.inc(behind.len() as u64);
-        }
-    }
+    let behind = apply_behind(&mut tx, model, &shadow_schema::<M>(), position, live).await?;
+    applied += behind;
+    bar.inc(behind);
     let final_position = position.max(live);
     for table in M::TABLES {
         let table = ident(table);

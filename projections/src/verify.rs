@@ -13,13 +13,13 @@
 
 use std::collections::BTreeSet;
 
-use commandcenter_event_store::{read_feed_of, read_range, Position};
+use commandcenter_event_store::{read_feed_of, Position};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use crate::checkpoint::load_checkpoint;
-use crate::rebuild::{create_shadow_tables, ident, use_schema};
+use crate::rebuild::{apply_behind, create_shadow_tables, ident, use_schema};
 use crate::{ProjectionError, ReadModel};
 
 /// How many differences a report lists (it counts them all).
@@ -118,14 +118,7 @@ async fn verify_in<M: ReadModel>(
         .execute(&mut *tx)
         .await?;
     let live = load_checkpoint(&mut tx, M::NAME).await?;
-    if live > position {
-        let behind = read_range(&mut tx, M::AGGREGATE_TYPE, position, live).await?;
-        if !behind.is_empty() {
-            use_schema(&mut tx, schema).await?;
-            model.apply(&mut tx, &behind).await?;
-            events += behind.len() as u64;
-        }
-    }
+    events += apply_behind(&mut tx, model, schema, position, live).await?;
     sqlx::query("SELECT set_config('search_path', 'public', true)")
         .execute(&mut *tx)
         .await?;

@@ -3,18 +3,13 @@
 
 use commandcenter_commands::ApiError;
 
-/// A 400 naming query parameter `name`.
+/// A 400 naming query parameter `name`: every bad query parameter of the API is a 400,
+/// malformed or out of its range or set; 422 is for body values.
 pub fn bad_parameter(name: &str, message: impl Into<String>) -> ApiError {
     ApiError::BadParameter {
         name: name.to_string(),
         message: message.into(),
     }
-}
-
-/// A 400 naming query parameter `name` with a value out of its range or set. Every bad
-/// query parameter of the API is a 400, malformed or not; 422 is for body values.
-pub fn invalid(name: &str, message: impl Into<String>) -> ApiError {
-    bad_parameter(name, message)
 }
 
 /// A query parameter's value refused by a domain type (a project id, a status): a 400

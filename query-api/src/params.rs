@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use commandcenter_commands::ApiError;
 
-use crate::error::invalid;
+use crate::error::bad_parameter;
 
 /// The query string of one request.
 pub struct Params(pub HashMap<String, String>);
@@ -25,7 +25,7 @@ impl Params {
                 .ok()
                 .filter(|v| (min..=max).contains(v))
                 .ok_or_else(|| {
-                    invalid(name, format!("must be a whole number from {min} to {max}"))
+                    bad_parameter(name, format!("must be a whole number from {min} to {max}"))
                 }),
         }
     }

@@ -19,7 +19,7 @@ use crate::bounded::{fetch_all, EXPENSIVE_SKIP};
 use crate::cache::CacheKey;
 use crate::consistency::MinPosition;
 use crate::cursor::Cursor;
-use crate::error::invalid;
+use crate::error::bad_parameter;
 use crate::params::Params;
 use crate::response::{cached_or, json_response, position_columns, read_position};
 use crate::time_travel::AsOf;
@@ -195,14 +195,14 @@ pub async fn list_technologies(
         None => (false, sort.as_str()),
     };
     let key = SortKey::parse(key_name).ok_or_else(|| {
-        invalid(
+        bad_parameter(
             "sort",
             "must be one of updated_at, created_at, priority, relevance_score, title \
              (or rank, with search), optionally prefixed with - for descending",
         )
     })?;
     if key == SortKey::Rank && filters.search.is_none() {
-        return Err(invalid("sort", "rank needs a search"));
+        return Err(bad_parameter("sort", "rank needs a search"));
     }
     let cursor = params
         .text("cursor")

@@ -256,20 +256,26 @@ async fn four_workers_run_each_of_1000_jobs_exactly_once() {
     run_jobs_on(4).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn job_of_a_killed_worker_is_taken_over_after_its_lease_lapses() {
-    let app = spawn_app().await;
-    let first = start_worker(&app, fast_config(&app, "doomed")).await;
+/// A 3-second noop job running, with progress, on a worker called `doomed`.
+async fn running_on_doomed_worker(app: &TestApp) -> (TestWorker, String) {
+    let worker = start_worker(app, fast_config(app, "doomed")).await;
     let id = submit(
-        &app,
+        app,
         json!({"project_id": 1, "job_type": "noop", "parameters": {"steps": 30, "step_ms": 100}}),
         None,
     )
     .await;
-    wait_for(&app, &id, "running with progress", |j| {
+    wait_for(app, &id, "running with progress", |j| {
         j["status"] == "running" && j["progress"].as_i64().unwrap_or(0) > 0
     })
     .await;
+    (worker, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_of_a_killed_worker_is_taken_over_after_its_lease_lapses() {
+    let app = spawn_app().await;
+    let (first, id) = running_on_doomed_worker(&app).await;
     first.kill().await;
 
     let second = start_worker(&app, fast_config(&app, "survivor")).await;
@@ -923,17 +929,7 @@ async fn a_finished_noop_job_shows_its_last_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_the_sweeper_cannot_expire_never_hide_a_lapsed_lease() {
     let app = spawn_app().await;
-    let first = start_worker(&app, fast_config(&app, "doomed")).await;
-    let id = submit(
-        &app,
-        json!({"project_id": 1, "job_type": "noop", "parameters": {"steps": 30, "step_ms": 100}}),
-        None,
-    )
-    .await;
-    wait_for(&app, &id, "running with progress", |j| {
-        j["status"] == "running" && j["progress"].as_i64().unwrap_or(0) > 0
-    })
-    .await;
+    let (first, id) = running_on_doomed_worker(&app).await;
     // More phantom `running` rows than one sweep takes, with leases that lapsed long
     // before the real one: the event store knows none of them, so none can be expired.
     sqlx::query(
