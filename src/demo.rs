@@ -9,11 +9,6 @@
 //!   same rows, metadata and hash chain as a command, without an HTTP round trip each.
 
 use anyhow::Context;
-use commandcenter_commands::clock;
-use commandcenter_commands::executor::{execute, Execution, Outcome, WriteModel};
-use commandcenter_commands::extract::RequestMeta;
-use commandcenter_commands::reply::Reply;
-use commandcenter_commands::ApiError;
 use commandcenter_domain::job::{parse_parameters, Job, JobCommand, JobType};
 use commandcenter_domain::technology::{
     IntegrationDifficulty, MaturityLevel, StatusChange, Technology, TechnologyCommand,
@@ -21,6 +16,7 @@ use commandcenter_domain::technology::{
 };
 use commandcenter_domain::values::{Priority, Progress, ProjectId, Score, Tags, Title};
 use commandcenter_event_store::EventStore;
+use commandcenter_executor::{apply, clock, CommandError, RequestMeta, WriteModel};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -159,14 +155,6 @@ const TECHNOLOGIES: &[Seed] = &[
     ),
 ];
 
-fn ok<A>(_: &Outcome<A>) -> Result<Reply, ApiError> {
-    Ok(Reply {
-        status: axum::http::StatusCode::OK,
-        headers: Vec::new(),
-        body: Vec::new(),
-    })
-}
-
 async fn run<A>(
     store: &EventStore,
     metrics: &std::sync::Arc<commandcenter_metrics::Metrics>,
@@ -178,18 +166,12 @@ where
     A: WriteModel + 'static,
     A::Command: Clone + Send + Sync + 'static,
     A::Error: Send,
-    ApiError: From<A::Error>,
+    A: Send + Sync,
+    CommandError: From<A::Error>,
 {
-    let execution = Execution::<A> {
-        aggregate_id: id.to_string(),
-        command,
-        if_match: None,
-        meta: meta.clone(),
-        idempotency: None,
-    };
-    execute(store, metrics, execution, ok)
+    apply::<A>(store, metrics, id, command, meta.clone())
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .with_context(|| format!("the demo command on {id} failed"))?;
     Ok(())
 }
 

@@ -22,7 +22,7 @@ pub struct HealthState {
     /// The NATS client.
     pub nats: async_nats::Client,
     /// The event stream, to name the relay's checkpoint.
-    pub stream: commandcenter_event_store::EventStream,
+    pub stream: commandcenter_relay::EventStream,
     /// The most committed events the relay or a read model may lag behind.
     pub max_lag_events: i64,
 }

@@ -12,13 +12,14 @@ use axum::response::IntoResponse;
 use axum::Router;
 use commandcenter_auth::http::AuthState;
 use commandcenter_auth::{Guard, NewKey};
-use commandcenter_commands::{idempotency, CommandState};
-use commandcenter_event_store::{
-    connect, AppendSignal, Deployment, EventStore, EventStream, Relay, RelayConfig,
-};
+use commandcenter_commands::CommandState;
+use commandcenter_event_store::{connect, AppendSignal, Deployment, EventStore};
+use commandcenter_executor::idempotency;
 use commandcenter_projections::{JobView, Projector, ProjectorConfig, TechnologyView};
 use commandcenter_query_api::bounded::ExpensiveReads;
+use commandcenter_query_api::AuditState;
 use commandcenter_query_api::{Hub, QueryCache, QueryConfig, QueryState, ReadPools};
+use commandcenter_relay::{EventStream, Relay, RelayConfig};
 use sqlx::PgPool;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -341,12 +342,15 @@ impl Application {
         let router = crate::openapi::assemble(vec![
             commandcenter_commands::api(args.max_body_bytes, args.access.json()).with_state(
                 CommandState {
-                    store,
+                    store: store.clone(),
                     metrics: services.metrics.clone(),
-                    audit_key: args.audit.bytes().map(Arc::new),
                 },
             ),
             commandcenter_query_api::api().with_state(query),
+            commandcenter_query_api::audit_api().with_state(AuditState {
+                store,
+                audit_key: args.audit.bytes().map(Arc::new),
+            }),
             health::api().with_state(HealthState {
                 pool: services.pool.clone(),
                 nats: services.nats.clone(),
@@ -396,7 +400,7 @@ impl Application {
             let key = args.audit.bytes().context(
                 "--checkpoint-every needs CC_AUDIT_KEY (or --audit-key): checkpoints are signed",
             )?;
-            let witness = commandcenter_event_store::witness::Witness::new(
+            let witness = commandcenter_relay::witness::Witness::new(
                 services.nats.clone(),
                 &services.stream,
                 services.deployment.clone(),
@@ -466,7 +470,7 @@ impl Application {
 /// interval) and publishes every checkpoint the witness lacks.
 async fn checkpoint_schedule(
     pool: PgPool,
-    witness: commandcenter_event_store::witness::Witness,
+    witness: commandcenter_relay::witness::Witness,
     key: Vec<u8>,
     every: Duration,
     shutdown: CancellationToken,
@@ -514,7 +518,7 @@ fn panic_response(cause: Box<dyn std::any::Any + Send + 'static>) -> axum::respo
         .or_else(|| cause.downcast_ref::<&str>().copied())
         .unwrap_or("unknown");
     tracing::error!(cause, "request handler panicked");
-    commandcenter_commands::ApiError::Internal("handler panicked".into()).into_response()
+    commandcenter_api_error::ApiError::internal("handler panicked").into_response()
 }
 
 async fn purge_idempotency_keys(pool: PgPool, shutdown: CancellationToken) {

@@ -17,8 +17,8 @@ pub mod guard;
 pub mod http;
 pub mod keys;
 pub mod policy;
-pub mod problem;
 pub mod projects;
+mod refusal;
 
 use std::fmt;
 use std::str::FromStr;

@@ -12,8 +12,9 @@ use uuid::Uuid;
 use commandcenter_auth::Caller;
 use commandcenter_domain::values::ProjectId;
 
-use crate::error::ApiError;
-use crate::idempotency::IdempotentRequest;
+use commandcenter_executor::{IdempotentRequest, RequestMeta};
+
+use crate::ApiError;
 
 /// A JSON body parsed into `T`, with its raw bytes.
 pub struct JsonBody<T> {
@@ -246,20 +247,6 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeIdempotencyKey {
     }
 }
 
-/// Who asked, and which request chain this is, recorded in every event's metadata.
-#[derive(Debug, Clone)]
-pub struct RequestMeta {
-    /// This request (from `X-Request-Id`, or generated).
-    pub request_id: String,
-    /// The business flow it belongs to (from `X-Correlation-Id`, else the trace id of
-    /// `traceparent`, else the request id).
-    pub correlation_id: String,
-    /// The message that caused it (from `X-Causation-Id`), if any.
-    pub causation_id: Option<String>,
-    /// The acting key's id (`anonymous` where no key was needed).
-    pub actor: String,
-}
-
 /// Tracing ids are labels, not secrets; keep them short and printable.
 fn tracing_id(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -270,29 +257,26 @@ fn tracing_id(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let request_id = tracing_id(&parts.headers, "x-request-id")
-            .unwrap_or_else(|| Uuid::now_v7().to_string());
-        // W3C trace context: the trace id of `traceparent` (version-traceid-parent-flags)
-        // follows the request when no X-Correlation-Id is given.
-        let trace_id = tracing_id(&parts.headers, "traceparent")
-            .and_then(|t| t.split('-').nth(1).map(str::to_string))
-            .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()));
-        let correlation_id = tracing_id(&parts.headers, "x-correlation-id")
-            .or(trace_id)
-            .unwrap_or_else(|| request_id.clone());
-        Ok(Self {
-            causation_id: tracing_id(&parts.headers, "x-causation-id"),
-            request_id,
-            correlation_id,
-            actor: parts
-                .extensions
-                .get::<Caller>()
-                .map_or_else(|| "anonymous".to_string(), |c| c.key_id().to_string()),
-        })
+/// The request's tracing ids and acting key, for the events' metadata.
+pub fn request_meta(parts: &Parts) -> RequestMeta {
+    let request_id =
+        tracing_id(&parts.headers, "x-request-id").unwrap_or_else(|| Uuid::now_v7().to_string());
+    // W3C trace context: the trace id of `traceparent` (version-traceid-parent-flags)
+    // follows the request when no X-Correlation-Id is given.
+    let trace_id = tracing_id(&parts.headers, "traceparent")
+        .and_then(|t| t.split('-').nth(1).map(str::to_string))
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+    let correlation_id = tracing_id(&parts.headers, "x-correlation-id")
+        .or(trace_id)
+        .unwrap_or_else(|| request_id.clone());
+    RequestMeta {
+        causation_id: tracing_id(&parts.headers, "x-causation-id"),
+        request_id,
+        correlation_id,
+        actor: parts
+            .extensions
+            .get::<Caller>()
+            .map_or_else(|| "anonymous".to_string(), |c| c.key_id().to_string()),
     }
 }
 
@@ -323,7 +307,13 @@ impl CommandContext {
     /// The idempotency record of this request with `body`, when it carries a key.
     pub fn idempotent(&self, body: &[u8]) -> Option<IdempotentRequest> {
         self.key.clone().map(|key| {
-            IdempotentRequest::new(key, &self.meta.actor, self.method.as_str(), &self.uri, body)
+            IdempotentRequest::new(
+                key.0,
+                &self.meta.actor,
+                self.method.as_str(),
+                &self.uri,
+                body,
+            )
         })
     }
 }
@@ -333,7 +323,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        let Ok(meta) = RequestMeta::from_request_parts(parts, state).await;
+        let meta = request_meta(parts);
         let IfMatch(if_match) = IfMatch::from_request_parts(parts, state).await?;
         let MaybeIdempotencyKey(key) =
             MaybeIdempotencyKey::from_request_parts(parts, state).await?;

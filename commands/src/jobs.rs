@@ -2,104 +2,28 @@
 //! `POST /api/v1/jobs/{id}/cancel`: request bodies parsed into validated domain values,
 //! then run as job commands.
 
-use crate::clock;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use commandcenter_domain::job::{
-    parse_typed_parameters, Job, JobCommand, JobEvent, JobParameters, JobPatch, JobRecord,
-    JobStatus, JobType, WorkerAction, DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT,
-    MAX_DISPATCH_DELAY_SECONDS,
+    parse_typed_parameters, Job, JobCommand, JobParameters, JobPatch, JobRecord, JobStatus,
+    JobType, DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_DISPATCH_DELAY_SECONDS,
 };
 use commandcenter_domain::values::{
     bounded_text, Progress, ProjectId, Tags, MAX_LABEL_LEN, MAX_TEXT_LEN,
 };
 use commandcenter_domain::ValidationError;
-use commandcenter_event_store::Claim;
+use commandcenter_executor::clock;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::executor::{execute, Execution, Outcome, WriteModel};
 use crate::extract::{CommandContext, JsonBody};
 use crate::reply::Reply;
+use crate::ApiError;
 use crate::CommandState;
 use commandcenter_domain::values::AggregateId;
-
-impl WriteModel for Job {
-    fn project_id(&self) -> Option<ProjectId> {
-        self.record().map(|r| r.project_id)
-    }
-
-    fn claims(&self) -> Vec<Claim> {
-        Vec::new()
-    }
-
-    fn command_name(command: &JobCommand) -> &'static str {
-        match command {
-            JobCommand::CreateJob { .. } => "CreateJob",
-            JobCommand::DispatchJob { .. } => "DispatchJob",
-            JobCommand::StartJob { .. } => "StartJob",
-            JobCommand::ReportJobProgress { .. } => "ReportJobProgress",
-            JobCommand::CompleteJob { .. } => "CompleteJob",
-            JobCommand::FailJob { .. } => "FailJob",
-            JobCommand::RequestJobCancel { .. } => "RequestJobCancel",
-            JobCommand::ConfirmJobCancelled { .. } => "ConfirmJobCancelled",
-            JobCommand::PatchJob { .. } => "PatchJob",
-            JobCommand::DeleteJob { .. } => "DeleteJob",
-            JobCommand::ExpireLease { .. } => "ExpireJobLease",
-            JobCommand::Worker { action, .. } => match action {
-                WorkerAction::RenewLease { .. } => "RenewJobLease",
-                WorkerAction::ReportProgress { .. } => "ReportJobProgress",
-                WorkerAction::Complete { .. } => "CompleteJob",
-                WorkerAction::Fail { .. } => "FailJob",
-                WorkerAction::ConfirmCancelled => "ConfirmJobCancelled",
-                WorkerAction::Release { .. } => "ReleaseJob",
-            },
-        }
-    }
-
-    /// Jobs reaching an outcome count in `jobs_total`; finished runs in
-    /// `job_duration_seconds`.
-    fn observe(&self, events: &[JobEvent], metrics: &commandcenter_metrics::Metrics) {
-        let Some(record) = self.record() else { return };
-        let job_type = record.job_type.as_str();
-        for event in events {
-            let outcome = match event {
-                JobEvent::JobCompleted { .. } => "completed",
-                JobEvent::JobFailed { retry_at: None, .. } => "failed",
-                JobEvent::JobFailed { .. } => "retried",
-                JobEvent::JobCancelled { .. } => "cancelled",
-                JobEvent::JobReleased { .. } => "released",
-                _ => continue,
-            };
-            metrics.jobs.with_label_values(&[job_type, outcome]).inc();
-        }
-        if let (true, Some(started), Some(completed)) = (
-            record.status.is_terminal(),
-            record.started_at,
-            record.completed_at,
-        ) {
-            let finished_now = events.iter().any(|e| {
-                matches!(
-                    e,
-                    JobEvent::JobCompleted { .. }
-                        | JobEvent::JobFailed { retry_at: None, .. }
-                        | JobEvent::JobCancelled { .. }
-                )
-            });
-            if finished_now {
-                let seconds =
-                    (completed - started).num_microseconds().unwrap_or_default() as f64 / 1e6;
-                metrics
-                    .job_duration
-                    .with_label_values(&[job_type])
-                    .observe(seconds);
-            }
-        }
-    }
-}
+use commandcenter_executor::{execute, CommandError, Execution, Outcome};
 
 /// A job as the write API returns it.
 #[derive(Serialize)]
@@ -111,11 +35,11 @@ struct JobBody<'a> {
     position: String,
 }
 
-fn job_reply(status: StatusCode, outcome: &Outcome<Job>) -> Result<Reply, ApiError> {
+fn job_reply(status: StatusCode, outcome: &Outcome<Job>) -> Result<Reply, CommandError> {
     let record = outcome
         .state
         .record()
-        .ok_or_else(|| ApiError::Internal("job has no record after a command".into()))?;
+        .ok_or(CommandError::Invariant("job has no record after a command"))?;
     let body = JobBody {
         record,
         is_terminal: record.status.is_terminal(),
@@ -241,7 +165,7 @@ async fn run(
     command: JobCommand,
     context: CommandContext,
     body: &[u8],
-    respond: impl Fn(&Outcome<Job>) -> Result<Reply, ApiError> + Send + Sync + 'static,
+    respond: impl Fn(&Outcome<Job>) -> Result<Reply, CommandError> + Send + Sync + 'static,
 ) -> Result<Response, ApiError> {
     if AggregateId::parse(id).is_none() {
         return Err(ApiError::NotFound("job"));
@@ -259,7 +183,7 @@ async fn run(
         .into_response())
 }
 
-fn ok(outcome: &Outcome<Job>) -> Result<Reply, ApiError> {
+fn ok(outcome: &Outcome<Job>) -> Result<Reply, CommandError> {
     job_reply(StatusCode::OK, outcome)
 }
 

@@ -4,9 +4,8 @@
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use commandcenter_event_store::Committed;
+use commandcenter_executor::{Answer, CommandError, SavedReply};
 use serde::Serialize;
-
-use crate::error::ApiError;
 
 /// Status, headers and body of a command's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +25,8 @@ impl Reply {
         status: StatusCode,
         committed: &Committed,
         body: &T,
-    ) -> Result<Self, ApiError> {
-        let body = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    ) -> Result<Self, CommandError> {
+        let body = serde_json::to_vec(body).map_err(CommandError::Encode)?;
         let mut reply = Self::empty(status, committed);
         reply
             .headers
@@ -52,6 +51,32 @@ impl Reply {
     pub fn with_header(mut self, name: &str, value: String) -> Self {
         self.headers.push((name.to_string(), value));
         self
+    }
+}
+
+/// Saved with the request's `Idempotency-Key`; a replay carries `Idempotent-Replayed`.
+impl Answer for Reply {
+    fn saved(&self) -> Option<SavedReply> {
+        Some(SavedReply {
+            status: self.status.as_u16(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+        })
+    }
+
+    fn replayed(saved: SavedReply) -> Result<Self, CommandError> {
+        let status = StatusCode::from_u16(saved.status).map_err(|_| {
+            CommandError::CorruptIdempotencyRecord {
+                key: String::new(),
+                reason: format!("stored status {} is invalid", saved.status),
+            }
+        })?;
+        let reply = Self {
+            status,
+            headers: saved.headers,
+            body: saved.body,
+        };
+        Ok(reply.with_header("idempotent-replayed", "true".into()))
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::clock;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -12,53 +11,25 @@ use commandcenter_domain::serde_helpers::double_option;
 use commandcenter_domain::technology::{
     CostTier, IntegrationDifficulty, MaturityLevel, StatusChange, Technology, TechnologyChanges,
     TechnologyCommand, TechnologyDomain, TechnologyFields, TechnologyRecord, TechnologyStatus,
-    UniqueClaim, DEFAULT_PRIORITY, DEFAULT_RELEVANCE,
+    DEFAULT_PRIORITY, DEFAULT_RELEVANCE,
 };
 use commandcenter_domain::values::{
-    bounded_text, AggregateId, HttpUrl, NonNegative, Priority, ProjectId, Score, Tags, Title,
-    MAX_LABEL_LEN, MAX_TEXT_LEN,
+    bounded_text, AggregateId, HttpUrl, NonNegative, Priority, Score, Tags, Title, MAX_LABEL_LEN,
+    MAX_TEXT_LEN,
 };
 use commandcenter_domain::ValidationError;
-use commandcenter_event_store::Claim;
+use commandcenter_executor::clock;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::ApiError;
-use crate::executor::{execute, Execution, Outcome, WriteModel};
 use crate::extract::{CommandContext, JsonBody};
 use crate::reply::Reply;
+use crate::ApiError;
 use crate::CommandState;
+use commandcenter_executor::{execute, CommandError, Execution, Outcome};
 
 /// Most entries in `dependencies` or `alternatives`.
 pub const MAX_LINKS: usize = 100;
-
-impl WriteModel for Technology {
-    fn project_id(&self) -> Option<ProjectId> {
-        self.record().map(|r| r.project_id)
-    }
-
-    fn claims(&self) -> Vec<Claim> {
-        match self {
-            Technology::Live(record) => UniqueClaim::of(record)
-                .into_iter()
-                .map(|claim| Claim {
-                    scope: claim.scope(),
-                    key: claim.key().to_string(),
-                })
-                .collect(),
-            Technology::NotCreated | Technology::Deleted(_) => Vec::new(),
-        }
-    }
-
-    fn command_name(command: &TechnologyCommand) -> &'static str {
-        match command {
-            TechnologyCommand::CreateTechnology { .. } => "CreateTechnology",
-            TechnologyCommand::UpdateTechnology { .. } => "UpdateTechnology",
-            TechnologyCommand::ChangeTechnologyStatus { .. } => "ChangeTechnologyStatus",
-            TechnologyCommand::DeleteTechnology { .. } => "DeleteTechnology",
-        }
-    }
-}
 
 /// A technology as the write API returns it.
 #[derive(Serialize)]
@@ -69,11 +40,13 @@ struct TechnologyBody<'a> {
     position: String,
 }
 
-fn technology_reply(status: StatusCode, outcome: &Outcome<Technology>) -> Result<Reply, ApiError> {
-    let record = outcome
-        .state
-        .record()
-        .ok_or_else(|| ApiError::Internal("technology has no record after a command".into()))?;
+fn technology_reply(
+    status: StatusCode,
+    outcome: &Outcome<Technology>,
+) -> Result<Reply, CommandError> {
+    let record = outcome.state.record().ok_or(CommandError::Invariant(
+        "technology has no record after a command",
+    ))?;
     let body = TechnologyBody {
         record,
         version: outcome.committed.version,
@@ -385,7 +358,7 @@ async fn run(
     command: TechnologyCommand,
     context: CommandContext,
     body: &[u8],
-    respond: impl Fn(&Outcome<Technology>) -> Result<Reply, ApiError> + Send + Sync + 'static,
+    respond: impl Fn(&Outcome<Technology>) -> Result<Reply, CommandError> + Send + Sync + 'static,
 ) -> Result<Response, ApiError> {
     if AggregateId::parse(id).is_none() {
         return Err(ApiError::NotFound("technology"));

@@ -1,6 +1,7 @@
 //! The PostgreSQL event store: appends with optimistic concurrency and a database-computed
 //! hash chain, aggregate loading, cross-aggregate uniqueness claims, the gap-safe global
-//! feed, and post-commit wake-ups for tailing readers.
+//! feed, post-commit wake-ups for tailing readers, and tamper evidence (chain checks,
+//! signed checkpoints, export and import). Publishing to NATS is `commandcenter-relay`'s.
 //!
 //! Invariants:
 //! - an aggregate's events have sequences 1, 2, 3, … with no gap; a lost race is a
@@ -22,12 +23,9 @@ mod history;
 mod leadership;
 pub mod pause;
 mod position;
-mod relay;
 mod signal;
 mod store;
 mod stored_event;
-mod stream;
-pub mod witness;
 
 pub use claims::{claim, claim_batch, release, Claim};
 pub use deployment::{Deployment, HEADER_DEPLOYMENT};
@@ -37,17 +35,13 @@ pub use feed::{
     read_range, wait_for_feed, FeedFilter, FALLBACK_POLL,
 };
 pub use history::{read_history, read_history_after};
-pub use leadership::{lock_key, run_while_leader, Leadership};
+pub use leadership::{lock_key, pause as pause_or_shutdown, run_while_leader, Leadership};
 pub use position::{Position, PositionParseError};
-pub use relay::{load_checkpoint as load_relay_checkpoint, Relay, RelayConfig, RelayError};
 pub use signal::AppendSignal;
 pub use store::{
     connect, AggregateEvents, Committed, EventStore, Loaded, NewEvent, SNAPSHOT_EVERY,
 };
 pub use stored_event::StoredEvent;
-pub use stream::{
-    EventStream, StreamError, DUPLICATE_WINDOW, HEADER_CORRELATION_ID, HEADER_POSITION,
-};
 
 /// The migrations of the event store and the read models, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

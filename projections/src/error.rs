@@ -21,7 +21,7 @@ pub enum ProjectionError {
     },
     /// NATS failed.
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[source] async_nats::Error),
     /// Another rebuild of the same read model is running.
     #[error("a rebuild of {0} is already running")]
     RebuildRunning(&'static str),
@@ -35,14 +35,14 @@ pub enum ProjectionError {
     },
     /// The stream cannot be used by this deployment.
     #[error(transparent)]
-    Stream(#[from] commandcenter_event_store::StreamError),
+    Stream(#[from] commandcenter_relay::StreamError),
     /// No read model has this name.
     #[error("unknown read model {0:?} (known: {known})", known = crate::READ_MODELS.join(", "))]
     UnknownReadModel(String),
 }
 
 impl ProjectionError {
-    pub(crate) fn nats(err: impl std::fmt::Display) -> Self {
-        Self::Nats(err.to_string())
+    pub(crate) fn nats(err: impl Into<async_nats::Error>) -> Self {
+        Self::Nats(err.into())
     }
 }

@@ -16,9 +16,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use commandcenter_event_store::pause::{pause_point, PROJECTOR_BEFORE_COMMIT};
 use commandcenter_event_store::{
-    count_range, lock_key, read_feed_of, read_range, run_while_leader, Deployment, EventStream,
-    Leadership, Position, StoredEvent,
+    count_range, lock_key, read_feed_of, read_range, run_while_leader, Deployment, Leadership,
+    Position, StoredEvent,
 };
+use commandcenter_relay::EventStream;
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::time::Instant;

@@ -4,7 +4,8 @@
 //! The head and the lag count every *committed* event, including those the gap-safe
 //! feed still holds back behind an open transaction: a stall shows as growing lag.
 
-use commandcenter_event_store::{load_relay_checkpoint, lock_key, EventStream, Position, Relay};
+use commandcenter_event_store::{lock_key, Position};
+use commandcenter_relay::{load_relay_checkpoint, EventStream, Relay};
 use serde::Serialize;
 use sqlx::PgPool;
 

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use commandcenter_commands::ApiError;
+use commandcenter_api_error::ApiError;
 use commandcenter_domain::job::ExportFormat;
 use serde_json::Value;
 use tokio_util::io::ReaderStream;
@@ -39,7 +39,7 @@ pub async fn job_artifact(
         .as_str()
         .and_then(ExportFormat::from_name)
         .ok_or_else(|| {
-            ApiError::Internal(format!("export job {id} has no format in its result"))
+            ApiError::internal(format!("export job {id} has no format in its result"))
         })?;
     let sha256 = result["sha256"].as_str().unwrap_or_default().to_string();
     // The path is derived from the job's id (a row of job_view) and the attempt that
@@ -55,7 +55,7 @@ pub async fn job_artifact(
             return Err(ApiError::NotFound("artifact file"))
         }
         Err(err) => {
-            return Err(ApiError::Internal(format!(
+            return Err(ApiError::internal(format!(
                 "cannot open {}: {err}",
                 path.display()
             )))
@@ -64,7 +64,7 @@ pub async fn job_artifact(
     let length = file
         .metadata()
         .await
-        .map_err(|err| ApiError::Internal(format!("cannot stat {}: {err}", path.display())))?
+        .map_err(|err| ApiError::internal(format!("cannot stat {}: {err}", path.display())))?
         .len();
     let mut response = Body::from_stream(ReaderStream::new(file)).into_response();
     *response.status_mut() = StatusCode::OK;

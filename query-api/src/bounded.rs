@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use commandcenter_commands::ApiError;
+use commandcenter_api_error::ApiError;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use tokio::sync::Semaphore;
@@ -110,7 +110,7 @@ pub(crate) async fn fetch_all(
                     .into(),
             )
         })?
-        .map_err(|_| ApiError::Internal("the expensive-read semaphore closed".into()))?;
+        .map_err(|_| ApiError::internal("the expensive-read semaphore closed"))?;
     let mut tx = pool.begin().await?;
     let pid: i32 = sqlx::query_scalar(
         "SELECT pg_backend_pid() FROM set_config('statement_timeout', $1, true)",
@@ -126,7 +126,7 @@ pub(crate) async fn fetch_all(
     };
     let rows = match guard.tx.as_mut() {
         Some(tx) => qb.build().fetch_all(&mut **tx).await,
-        None => return Err(ApiError::Internal("read transaction missing".into())),
+        None => return Err(ApiError::internal("read transaction missing")),
     };
     // Finished (or failed) on the server: nothing to cancel.
     let ended = match guard.tx.take() {

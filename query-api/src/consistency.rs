@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use commandcenter_commands::ApiError;
+use commandcenter_api_error::ApiError;
 use commandcenter_event_store::Position;
 use sqlx::PgPool;
 use tokio::sync::watch;

@@ -7,7 +7,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::error::bad_parameter;
-use commandcenter_commands::ApiError;
+use commandcenter_api_error::ApiError;
 
 /// A decoded cursor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

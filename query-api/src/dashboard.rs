@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Query, State};
 use axum::response::Response;
-use commandcenter_commands::ApiError;
+use commandcenter_api_error::ApiError;
 use commandcenter_domain::values::ProjectId;
 use commandcenter_event_store::Position;
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! The query API answers errors with the write API's problem documents
-//! (`commandcenter_commands::ApiError`): one format for the whole HTTP surface.
+//! (`commandcenter_api_error::ApiError`): one format for the whole HTTP surface.
 
-use commandcenter_commands::ApiError;
+use commandcenter_api_error::ApiError;
 
 /// A 400 naming query parameter `name`: every bad query parameter of the API is a 400,
 /// malformed or out of its range or set; 422 is for body values.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use commandcenter_commands::ApiError;
+use commandcenter_api_error::ApiError;
 use commandcenter_domain::job::{JobStatus, JobType};
 use commandcenter_domain::values::ProjectId;
 use serde_json::{json, Value};
@@ -119,7 +119,7 @@ async fn page(
                  ORDER BY page.created_position DESC");
         let expensive = cursor.is_none() && skip > EXPENSIVE_SKIP;
         let rows = fetch_all(&reads, &pool.pool, &mut qb, expensive).await?;
-        let first = rows.first().ok_or_else(|| ApiError::Internal("page query returned no row".into()))?;
+        let first = rows.first().ok_or_else(|| ApiError::internal("page query returned no row"))?;
         let total: i64 = first.try_get("total")?;
         let position = read_position(first)?;
         let mut jobs = String::with_capacity(rows.len() * 1024 + 2);

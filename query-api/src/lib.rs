@@ -4,16 +4,21 @@
 //!
 //! Every answer carries `X-CC-Position`, the checkpoint of the read model it reflects,
 //! read in the same statement as the data.
+//!
+//! Beside them, the auditors' reads of the event store itself ([`audit_api`]): history
+//! with field diffs, the global feed, and hash-chain verification.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod artifacts;
+pub mod audit;
 pub mod bounded;
 pub mod cache;
 pub mod consistency;
 pub mod cursor;
 pub mod dashboard;
 pub mod error;
+pub mod history;
 pub mod hub;
 pub mod jobs;
 pub mod params;
@@ -61,6 +66,25 @@ pub struct QueryState {
     pub config: QueryConfig,
     /// Where reads, cache use and sockets are counted.
     pub metrics: Arc<commandcenter_metrics::Metrics>,
+}
+
+/// What the auditors' reads need: they read the event store itself, not the read models.
+#[derive(Clone)]
+pub struct AuditState {
+    /// The event store.
+    pub store: commandcenter_event_store::EventStore,
+    /// The key audit checkpoints are signed with, if configured.
+    pub audit_key: Option<Arc<Vec<u8>>>,
+}
+
+/// The auditors' reads over the event store, documented (OpenAPI) from the handlers'
+/// annotations: an aggregate's history, the global event feed, and chain verification.
+pub fn audit_api() -> OpenApiRouter<AuditState> {
+    OpenApiRouter::new()
+        .routes(routes!(history::technology_history))
+        .routes(routes!(history::job_history))
+        .routes(routes!(history::events_feed))
+        .routes(routes!(audit::verify_chains))
 }
 
 /// The query API's routes, documented (OpenAPI) from the handlers' annotations.

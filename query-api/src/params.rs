@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use commandcenter_commands::ApiError;
+use commandcenter_api_error::ApiError;
 
 use crate::error::bad_parameter;
 

@@ -7,7 +7,7 @@ use std::future::Future;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use commandcenter_commands::ApiError;
+use commandcenter_api_error::ApiError;
 use commandcenter_event_store::Position;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -76,7 +76,7 @@ impl IntoJsonBytes for Value {
     fn into_json_bytes(self) -> Result<Bytes, ApiError> {
         serde_json::to_vec(&self)
             .map(Bytes::from)
-            .map_err(|e| ApiError::Internal(e.to_string()))
+            .map_err(ApiError::internal)
     }
 }
 

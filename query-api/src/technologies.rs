@@ -7,7 +7,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use commandcenter_commands::ApiError;
+use commandcenter_api_error::ApiError;
 use commandcenter_domain::technology::{
     CostTier, MaturityLevel, TechnologyDomain, TechnologyStatus,
 };
@@ -270,7 +270,7 @@ pub async fn list_technologies(
             .push(dir);
         let expensive = filters.search.is_some() || (cursor.is_none() && skip > EXPENSIVE_SKIP);
         let rows = fetch_all(&reads, &pool.pool, &mut qb, expensive).await?;
-        let first = rows.first().ok_or_else(|| ApiError::Internal("page query returned no row".into()))?;
+        let first = rows.first().ok_or_else(|| ApiError::internal("page query returned no row"))?;
         let total: i64 = first.try_get("total")?;
         let position = read_position(first)?;
         let mut items: Vec<Value> = Vec::with_capacity(rows.len());

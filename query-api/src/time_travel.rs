@@ -6,7 +6,7 @@ use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use commandcenter_commands::ApiError;
+use commandcenter_api_error::ApiError;
 use commandcenter_event_store::{AppendSignal, EventStore, Position};
 use cqrs_es::Aggregate;
 use serde::Deserialize;
@@ -92,8 +92,8 @@ pub async fn as_of<A: Aggregate>(
         return Err(ApiError::NotFound(what));
     }
     let state = serde_json::to_value(&loaded.aggregate)
-        .map_err(|e| ApiError::Internal(format!("cannot serialize the state: {e}")))?;
-    let (variant, fields) = commandcenter_commands::history::state_fields(&state);
+        .map_err(|e| ApiError::internal(format!("cannot serialize the state: {e}")))?;
+    let (variant, fields) = crate::history::state_fields(&state);
     if variant.is_empty() || variant == "NotCreated" {
         return Err(ApiError::NotFound(what));
     }

@@ -9,11 +9,12 @@ use commandcenter::config::{
     CheckpointArgs, ExportArgs, ImportArgs, NatsArgs, TimelineArgs, VerifyArgs,
 };
 use commandcenter_auth::ProjectStore;
-use commandcenter_commands::history::annotated_history;
 use commandcenter_domain::job::Job;
 use commandcenter_domain::technology::Technology;
 use commandcenter_event_store::audit::{self, ExportScope, VerifyScope};
-use commandcenter_event_store::{Deployment, EventStream};
+use commandcenter_event_store::Deployment;
+use commandcenter_query_api::history::annotated_history;
+use commandcenter_relay::EventStream;
 
 pub(crate) async fn run_verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let pool = open(&args.database.database_url).await?;
@@ -154,7 +155,7 @@ pub(crate) async fn run_checkpoint(args: &CheckpointArgs) -> anyhow::Result<()> 
 pub(crate) async fn witness_of(
     pool: &sqlx::PgPool,
     nats: &NatsArgs,
-) -> anyhow::Result<commandcenter_event_store::witness::Witness> {
+) -> anyhow::Result<commandcenter_relay::witness::Witness> {
     let client = tokio::time::timeout(
         Duration::from_secs(5),
         async_nats::connect(nats.nats_url.as_str()),
@@ -162,7 +163,7 @@ pub(crate) async fn witness_of(
     .await
     .map_err(|_| anyhow::anyhow!("NATS at {} did not answer within 5 s", nats.nats_url))?
     .with_context(|| format!("cannot connect to NATS at {}", nats.nats_url))?;
-    Ok(commandcenter_event_store::witness::Witness::new(
+    Ok(commandcenter_relay::witness::Witness::new(
         client,
         &EventStream::new(&nats.nats_prefix),
         Deployment::load(pool).await?,
@@ -206,7 +207,7 @@ pub(crate) async fn run_export(args: &ExportArgs) -> anyhow::Result<()> {
 
 /// The uniqueness claims an import rebuilds from its events.
 pub(crate) fn claims() -> audit::Derive {
-    Box::new(|conn| Box::pin(commandcenter_commands::executor::rebuild_claims(conn)))
+    Box::new(|conn| Box::pin(commandcenter_executor::rebuild_claims(conn)))
 }
 
 pub(crate) async fn run_import(args: &ImportArgs) -> anyhow::Result<()> {

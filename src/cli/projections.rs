@@ -4,10 +4,10 @@ use std::io::Write;
 
 use crate::cli::*;
 use commandcenter::config::{RebuildArgs, StatusArgs, VerifyViewArgs};
-use commandcenter_event_store::EventStream;
 use commandcenter_projections::{
     rebuild, status, verify, JobView, ProjectionError, TechnologyView, VerifyReport,
 };
+use commandcenter_relay::EventStream;
 
 pub(crate) async fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
     let pool = open(&args.database.database_url).await?;

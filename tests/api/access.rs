@@ -1138,7 +1138,7 @@ async fn serve_prints_one_admin_key_on_first_start_only() {
     let _ = std::fs::remove_dir_all(&data_dir);
     let client = async_nats::connect(nats).await.unwrap();
     let _ = async_nats::jetstream::new(client)
-        .delete_stream(commandcenter_event_store::EventStream::new(&prefix).name())
+        .delete_stream(commandcenter_relay::EventStream::new(&prefix).name())
         .await;
 }
 

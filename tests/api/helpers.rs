@@ -14,7 +14,7 @@ pub const TEST_PROJECTS: i64 = 8;
 /// The audit key test services sign checkpoints with.
 pub const AUDIT_KEY: &str = "test-audit-key";
 use commandcenter::startup::Application;
-use commandcenter_event_store::EventStream;
+use commandcenter_relay::EventStream;
 use reqwest::{Client, Response};
 use serde_json::{json, Value};
 use sqlx::PgPool;

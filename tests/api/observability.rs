@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use commandcenter_event_store::HEADER_CORRELATION_ID;
 use commandcenter_projections::{Projector, ProjectorConfig, TechnologyView};
+use commandcenter_relay::HEADER_CORRELATION_ID;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;

@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use commandcenter_event_store::{
-    AppendSignal, EventStore, EventStream, NewEvent, Relay, RelayConfig,
-};
+use commandcenter_event_store::{AppendSignal, EventStore, NewEvent};
 use commandcenter_projections::{rebuild, JobView, Projector, ProjectorConfig, TechnologyView};
+use commandcenter_relay::{EventStream, Relay, RelayConfig};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;

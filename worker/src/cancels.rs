@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use commandcenter_event_store::{Deployment, EventStream};
+use commandcenter_event_store::Deployment;
+use commandcenter_relay::EventStream;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 

@@ -35,8 +35,9 @@ mod triggers;
 
 use std::sync::Arc;
 
-use commandcenter_event_store::{EventStore, EventStream};
+use commandcenter_event_store::EventStore;
 use commandcenter_metrics::Metrics;
+use commandcenter_relay::EventStream;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 

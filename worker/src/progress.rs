@@ -3,11 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use commandcenter_commands::executor::{apply, Applied};
-use commandcenter_commands::extract::RequestMeta;
-use commandcenter_commands::{clock, ApiError};
+use backon::{ExponentialBuilder, Retryable};
 use commandcenter_domain::job::{Job, JobCommand, JobError, WorkerAction, WorkerClaim};
 use commandcenter_domain::values::Progress;
+use commandcenter_executor::{apply, clock, Applied, CommandError, RequestMeta};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -17,7 +16,7 @@ use crate::context::ProgressReport;
 use crate::Shared;
 
 /// How often an outcome that must be recorded is tried while the database is away.
-const DURABLE_TRIES: u32 = 8;
+const DURABLE_TRIES: usize = 8;
 
 /// Sends one worker's reports about one attempt.
 pub(crate) struct Reporter {
@@ -53,7 +52,7 @@ impl Reporter {
     }
 
     /// Sends `action` once.
-    pub async fn send(&self, action: WorkerAction) -> Result<Applied<Job>, ApiError> {
+    pub async fn send(&self, action: WorkerAction) -> Result<Applied<Job>, CommandError> {
         let command = JobCommand::Worker {
             claim: self.claim.clone(),
             action,
@@ -72,34 +71,29 @@ impl Reporter {
     /// Sends `action`, trying again while the database is unavailable or other writers
     /// keep winning the race. Gives up after 8 tries (about 12 s of pauses): the lease
     /// then lapses and the sweeper takes over.
-    pub async fn send_durably(&self, action: WorkerAction) -> Result<(), ApiError> {
-        let mut pause = Duration::from_millis(100);
-        let mut tries = 1;
-        loop {
-            match self.send(action.clone()).await {
-                Ok(_) => return Ok(()),
-                Err(
-                    err @ (ApiError::Unavailable(_)
-                    | ApiError::Internal(_)
-                    | ApiError::Conflict { .. }),
-                ) if tries < DURABLE_TRIES => {
-                    tracing::warn!(job_id = %self.job_id, %err, "cannot record the job's outcome yet; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                    tries += 1;
-                }
-                Err(err) => return Err(err),
-            }
-        }
+    pub async fn send_durably(&self, action: WorkerAction) -> Result<(), CommandError> {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(DURABLE_TRIES - 1);
+        (|| self.send(action.clone()))
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|err| err.is_fault() || matches!(err, CommandError::Concurrent))
+            .notify(|err, _| {
+                tracing::warn!(job_id = %self.job_id, %err, "cannot record the job's outcome yet; retrying");
+            })
+            .await
+            .map(|_| ())
     }
 
     /// What a refusal of a heartbeat or progress report tells the running job.
-    pub fn heed(&self, job: &RunningJob, err: &ApiError) {
+    pub fn heed(&self, job: &RunningJob, err: &CommandError) {
         match err {
-            ApiError::JobRefused(JobError::CancelRequested) => job.stop(Stop::Cancelled),
-            ApiError::JobRefused(JobError::NotClaimHolder { .. }) | ApiError::NotFound(_) => {
-                job.stop(Stop::Lost)
-            }
+            CommandError::Job(JobError::CancelRequested) => job.stop(Stop::Cancelled),
+            CommandError::Job(
+                JobError::NotClaimHolder { .. } | JobError::NotFound | JobError::Deleted,
+            ) => job.stop(Stop::Lost),
             err => tracing::warn!(job_id = %self.job_id, %err, "report refused"),
         }
     }
@@ -129,7 +123,7 @@ pub(crate) async fn write(
                 match reporter.send(action).await {
                     Ok(_) => written = Some(report),
                     // Not written: tried again at the next turn, or at the end.
-                    Err(ApiError::Unavailable(_) | ApiError::Internal(_)) if !closed => {}
+                    Err(err) if err.is_fault() && !closed => {}
                     Err(err) => {
                         reporter.heed(job, &err);
                         written = Some(report);

@@ -5,10 +5,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use commandcenter_commands::ApiError;
 use commandcenter_domain::job::{
     typed_parameters, JobError, JobRecord, RetryPolicy, WorkerAction, WorkerClaim,
 };
+use commandcenter_executor::CommandError;
 use futures::FutureExt;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -61,7 +61,7 @@ pub(crate) async fn supervise(
         match reporter.send_durably(action).await {
             Ok(()) => tracing::info!(job_id = %record.id, outcome = summary, "job ended"),
             // A cancel request raced the completion: the job ends cancelled.
-            Err(ApiError::JobRefused(JobError::CancelRequested)) => {
+            Err(CommandError::Job(JobError::CancelRequested)) => {
                 if let Err(err) = reporter.send_durably(WorkerAction::ConfirmCancelled).await {
                     tracing::warn!(job_id = %record.id, %err, "cannot confirm the cancellation");
                 }

@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use commandcenter_commands::executor::apply;
-use commandcenter_commands::{clock, ApiError};
 use commandcenter_domain::job::{Job, JobCommand, JobError, EXTERNAL_WORKER};
+use commandcenter_executor::apply;
+use commandcenter_executor::{clock, CommandError};
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::Reporter;
@@ -80,12 +80,12 @@ pub(crate) async fn sweep_once(
                     refused.remove(&id);
                     tracing::warn!(job_id = %id, "lease lapsed; attempt failed and the job re-queued");
                 }
-                Err(
-                    ApiError::JobRefused(
-                        JobError::LeaseHolds { .. } | JobError::InvalidTransition { .. },
-                    )
-                    | ApiError::NotFound(_),
-                ) => {
+                Err(CommandError::Job(
+                    JobError::LeaseHolds { .. }
+                    | JobError::InvalidTransition { .. }
+                    | JobError::NotFound
+                    | JobError::Deleted,
+                )) => {
                     refused.insert(id, version);
                 }
                 Err(err) => tracing::warn!(job_id = %id, %err, "cannot expire a lapsed lease"),

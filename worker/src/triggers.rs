@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, AckKind, Message};
 use chrono::Utc;
-use commandcenter_commands::executor::apply;
-use commandcenter_commands::{clock, ApiError};
 use commandcenter_domain::job::{Job, JobCommand, JobError, JobEvent, WorkerClaim};
 use commandcenter_event_store::pause::{pause_point, WORKER_AFTER_CLAIM};
-use commandcenter_event_store::{Deployment, EventStream, StoredEvent, StreamError};
+use commandcenter_event_store::{Deployment, StoredEvent};
+use commandcenter_executor::apply;
+use commandcenter_executor::{clock, CommandError};
+use commandcenter_relay::{EventStream, StreamError};
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -232,15 +233,15 @@ async fn claim_and_run(
                 return acknowledge(&message, AckKind::Ack).await;
             }
         },
-        Err(ApiError::JobRefused(JobError::NotDue { scheduled_for })) => {
+        Err(CommandError::Job(JobError::NotDue { scheduled_for })) => {
             let wait = (scheduled_for - Utc::now()).to_std().unwrap_or_default();
             return acknowledge(&message, AckKind::Nak(Some(wait))).await;
         }
         // Lost the race with other writers several times: not a refusal, try again.
-        Err(ApiError::Conflict { .. }) => {
+        Err(CommandError::Concurrent) => {
             return acknowledge(&message, AckKind::Nak(Some(Duration::from_millis(50)))).await;
         }
-        Err(err @ (ApiError::Unavailable(_) | ApiError::Internal(_))) => {
+        Err(err) if err.is_fault() => {
             tracing::warn!(%err, job_id = %trigger.aggregate_id, "cannot claim the job now; it will be offered again");
             return acknowledge(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
         }

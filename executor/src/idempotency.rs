@@ -8,13 +8,10 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, Row};
 
-use crate::error::ApiError;
-use crate::extract::IdempotencyKey;
-use crate::reply::Reply;
+use crate::CommandError;
 
 /// How long a key and its response are kept.
 pub const RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -29,7 +26,7 @@ pub struct IdempotentRequest {
 
 impl IdempotentRequest {
     /// Hashes method, path and body; `scope` separates callers (the actor).
-    pub fn new(key: IdempotencyKey, scope: &str, method: &str, path: &str, body: &[u8]) -> Self {
+    pub fn new(key: String, scope: &str, method: &str, path: &str, body: &[u8]) -> Self {
         let mut hasher = Sha256::new();
         for part in [method.as_bytes(), path.as_bytes(), body] {
             hasher.update((part.len() as u64).to_be_bytes());
@@ -37,7 +34,7 @@ impl IdempotentRequest {
         }
         Self {
             scope: scope.to_string(),
-            key: key.0,
+            key,
             request_hash: hasher.finalize().to_vec(),
         }
     }
@@ -48,18 +45,30 @@ impl IdempotentRequest {
     }
 }
 
+/// The answer saved with a key, replayed byte for byte: an HTTP status, header names
+/// and values, and the body. The executor stores it without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedReply {
+    /// The status code.
+    pub status: u16,
+    /// Header names and values.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
 /// What the store knows of a key.
 pub enum Lookup {
     /// Never seen: execute the command.
     Fresh,
     /// Seen with this very request: answer this.
-    Replay(Reply),
+    Replay(SavedReply),
     /// Seen with another request.
     Mismatch,
 }
 
 /// Looks `request`'s key up.
-pub async fn lookup(pool: &PgPool, request: &IdempotentRequest) -> Result<Lookup, ApiError> {
+pub async fn lookup(pool: &PgPool, request: &IdempotentRequest) -> Result<Lookup, CommandError> {
     let row = sqlx::query(
         "SELECT request_hash, response_status, response_headers, response_body \
            FROM idempotency_keys WHERE scope = $1 AND key = $2",
@@ -83,21 +92,22 @@ pub async fn lookup(pool: &PgPool, request: &IdempotentRequest) -> Result<Lookup
         (Some(status), Some(headers), Some(body)) => {
             let status = u16::try_from(status)
                 .ok()
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .ok_or_else(|| ApiError::Internal(format!("stored status {status} is invalid")))?;
-            let reply = Reply {
+                .filter(|s| (100..=599).contains(s))
+                .ok_or_else(|| CommandError::CorruptIdempotencyRecord {
+                    key: request.key.clone(),
+                    reason: format!("stored status {status} is invalid"),
+                })?;
+            Ok(Lookup::Replay(SavedReply {
                 status,
                 headers: headers.0,
                 body,
-            };
-            Ok(Lookup::Replay(
-                reply.with_header("idempotent-replayed", "true".into()),
-            ))
+            }))
         }
         // Reserved rows are only ever committed with their response.
-        _ => Err(ApiError::Internal(
-            "idempotency key saved without its response".into(),
-        )),
+        _ => Err(CommandError::CorruptIdempotencyRecord {
+            key: request.key.clone(),
+            reason: "saved without its response".into(),
+        }),
     }
 }
 
@@ -106,7 +116,7 @@ pub async fn lookup(pool: &PgPool, request: &IdempotentRequest) -> Result<Lookup
 pub async fn reserve(
     conn: &mut PgConnection,
     request: &IdempotentRequest,
-) -> Result<bool, ApiError> {
+) -> Result<bool, CommandError> {
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3) \
          ON CONFLICT (scope, key) DO NOTHING",
@@ -124,8 +134,8 @@ pub async fn reserve(
 pub async fn save(
     conn: &mut PgConnection,
     request: &IdempotentRequest,
-    reply: &Reply,
-) -> Result<(), ApiError> {
+    reply: &SavedReply,
+) -> Result<(), CommandError> {
     sqlx::query(
         "UPDATE idempotency_keys \
             SET response_status = $3, response_headers = $4, response_body = $5 \
@@ -133,7 +143,7 @@ pub async fn save(
     )
     .bind(&request.scope)
     .bind(&request.key)
-    .bind(i16::try_from(reply.status.as_u16()).unwrap_or(500))
+    .bind(i16::try_from(reply.status).unwrap_or(500))
     .bind(sqlx::types::Json(&reply.headers))
     .bind(&reply.body)
     .execute(conn)

@@ -8,9 +8,11 @@
 use async_nats::jetstream::{self, stream};
 use sqlx::PgPool;
 
-use crate::audit::{checkpoints, Checkpoint};
+use commandcenter_event_store::audit::{checkpoints, Checkpoint};
+use commandcenter_event_store::{Deployment, StoreError, HEADER_DEPLOYMENT};
+
 use crate::stream::is_missing;
-use crate::{Deployment, EventStream, StoreError, HEADER_DEPLOYMENT};
+use crate::EventStream;
 
 /// Header: the id of the checkpoint a witness message carries.
 const HEADER_CHECKPOINT_ID: &str = "CC-Checkpoint-Id";

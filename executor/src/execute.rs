@@ -5,7 +5,7 @@
 //! `handle` decides exactly as there, but the append, the claims and the saved response
 //! commit or roll back together, and the caller learns the new version and position.
 //! A lost optimistic-concurrency race is retried a few times when the client gave no
-//! `If-Match`; with `If-Match` it is a 409 at once.
+//! `If-Match`; with `If-Match` it is [`CommandError::Concurrent`] at once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,10 +20,8 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::{json, Value};
 
-use crate::error::ApiError;
-use crate::extract::RequestMeta;
-use crate::idempotency::{self, IdempotentRequest, Lookup};
-use crate::reply::Reply;
+use crate::idempotency::{self, IdempotentRequest, Lookup, SavedReply};
+use crate::{CommandError, RequestMeta};
 
 /// How many times a command without `If-Match` is tried against concurrent writers.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -32,7 +30,7 @@ pub const MAX_ATTEMPTS: u32 = 5;
 pub trait WriteModel: Aggregate<Services = ()> + Clone
 where
     Self::Command: Clone,
-    ApiError: From<Self::Error>,
+    CommandError: From<Self::Error>,
 {
     /// The project the aggregate belongs to, once created.
     fn project_id(&self) -> Option<ProjectId>;
@@ -62,19 +60,9 @@ pub struct Outcome<A> {
 /// for in-process callers such as workers, the state itself.
 pub trait Answer: Sized {
     /// The reply to save under the request's `Idempotency-Key`.
-    fn saved(&self) -> Option<&Reply>;
+    fn saved(&self) -> Option<SavedReply>;
     /// The answer from a saved reply, for a replayed request.
-    fn replayed(reply: Reply) -> Result<Self, ApiError>;
-}
-
-impl Answer for Reply {
-    fn saved(&self) -> Option<&Reply> {
-        Some(self)
-    }
-
-    fn replayed(reply: Reply) -> Result<Self, ApiError> {
-        Ok(reply)
-    }
+    fn replayed(reply: SavedReply) -> Result<Self, CommandError>;
 }
 
 /// The answer of an in-process command: the aggregate after it and where it stands.
@@ -99,13 +87,13 @@ impl<A: Clone> Applied<A> {
 }
 
 impl<A> Answer for Applied<A> {
-    fn saved(&self) -> Option<&Reply> {
+    fn saved(&self) -> Option<SavedReply> {
         None
     }
 
-    fn replayed(_: Reply) -> Result<Self, ApiError> {
-        Err(ApiError::Internal(
-            "in-process commands carry no Idempotency-Key".into(),
+    fn replayed(_: SavedReply) -> Result<Self, CommandError> {
+        Err(CommandError::Invariant(
+            "in-process commands carry no Idempotency-Key",
         ))
     }
 }
@@ -119,12 +107,12 @@ pub async fn apply<A>(
     aggregate_id: &str,
     command: A::Command,
     meta: RequestMeta,
-) -> Result<Applied<A>, ApiError>
+) -> Result<Applied<A>, CommandError>
 where
     A: WriteModel + Send + Sync + 'static,
     A::Command: Clone + Send + Sync + 'static,
     A::Error: Send,
-    ApiError: From<A::Error>,
+    CommandError: From<A::Error>,
 {
     let execution = Execution::<A> {
         aggregate_id: aggregate_id.to_string(),
@@ -156,18 +144,18 @@ pub struct Execution<A: Aggregate> {
 enum Failure {
     Conflict,
     IdempotencyRace,
-    Api(ApiError),
+    Refused(CommandError),
 }
 
-impl From<ApiError> for Failure {
-    fn from(err: ApiError) -> Self {
-        Self::Api(err)
+impl From<CommandError> for Failure {
+    fn from(err: CommandError) -> Self {
+        Self::Refused(err)
     }
 }
 
 impl From<StoreError> for Failure {
     fn from(err: StoreError) -> Self {
-        Self::Api(err.into())
+        Self::Refused(err.into())
     }
 }
 
@@ -182,13 +170,13 @@ pub async fn execute<A, F, R>(
     metrics: &Arc<Metrics>,
     execution: Execution<A>,
     respond: F,
-) -> Result<R, ApiError>
+) -> Result<R, CommandError>
 where
     A: WriteModel + 'static,
     A::Command: Clone + Send + Sync + 'static,
     A::Error: Send,
-    ApiError: From<A::Error>,
-    F: Fn(&Outcome<A>) -> Result<R, ApiError> + Send + Sync + 'static,
+    CommandError: From<A::Error>,
+    F: Fn(&Outcome<A>) -> Result<R, CommandError> + Send + Sync + 'static,
     R: Answer + Send + 'static,
 {
     let store = store.clone();
@@ -198,13 +186,8 @@ where
         let result = run_to_end(&store, &metrics, &execution, &respond).await;
         let outcome = match &result {
             Ok(_) => "accepted",
-            Err(
-                ApiError::Conflict { .. }
-                | ApiError::JobRefused(_)
-                | ApiError::PreconditionFailed { .. }
-                | ApiError::IdempotencyKeyReused,
-            ) => "conflict",
-            Err(ApiError::Internal(_) | ApiError::Unavailable(_)) => "error",
+            Err(err) if err.is_conflict() => "conflict",
+            Err(err) if err.is_fault() => "error",
             Err(_) => "rejected",
         };
         metrics
@@ -213,33 +196,32 @@ where
             .inc();
         result
     })
-    .await
-    .map_err(|err| ApiError::Internal(format!("command task failed: {err}")))?
+    .await?
 }
 
 async fn run_to_end<A, R: Answer>(
     store: &EventStore,
     metrics: &Metrics,
     execution: &Execution<A>,
-    respond: &(impl Fn(&Outcome<A>) -> Result<R, ApiError> + Sync),
-) -> Result<R, ApiError>
+    respond: &(impl Fn(&Outcome<A>) -> Result<R, CommandError> + Sync),
+) -> Result<R, CommandError>
 where
     A: WriteModel,
     A::Command: Clone + Sync,
-    ApiError: From<A::Error>,
+    CommandError: From<A::Error>,
 {
     if let Some(request) = &execution.idempotency {
         match idempotency::lookup(store.pool(), request).await? {
             Lookup::Fresh => {}
             Lookup::Replay(reply) => return R::replayed(reply),
-            Lookup::Mismatch => return Err(ApiError::IdempotencyKeyReused),
+            Lookup::Mismatch => return Err(CommandError::IdempotencyKeyReused),
         }
     }
     let mut attempt = 1;
     loop {
         match try_once(store, metrics, execution, respond).await {
             Ok(reply) => return Ok(reply),
-            Err(Failure::Api(err)) => return Err(err),
+            Err(Failure::Refused(err)) => return Err(err),
             Err(Failure::Conflict) if execution.if_match.is_none() && attempt < MAX_ATTEMPTS => {
                 tracing::debug!(
                     attempt,
@@ -249,22 +231,16 @@ where
                 tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 3)).await;
                 attempt += 1;
             }
-            Err(Failure::Conflict) => {
-                return Err(ApiError::conflict(
-                    "the resource was changed concurrently; reload it and retry",
-                ))
-            }
+            Err(Failure::Conflict) => return Err(CommandError::Concurrent),
             Err(Failure::IdempotencyRace) => {
                 let request = execution
                     .idempotency
                     .as_ref()
-                    .ok_or_else(|| ApiError::Internal("idempotency race without a key".into()))?;
+                    .ok_or(CommandError::Invariant("idempotency race without a key"))?;
                 return match idempotency::lookup(store.pool(), request).await? {
                     Lookup::Replay(reply) => R::replayed(reply),
-                    Lookup::Mismatch => Err(ApiError::IdempotencyKeyReused),
-                    Lookup::Fresh => Err(ApiError::conflict(
-                        "a request with this Idempotency-Key is in progress; retry",
-                    )),
+                    Lookup::Mismatch => Err(CommandError::IdempotencyKeyReused),
+                    Lookup::Fresh => Err(CommandError::IdempotencyInProgress),
                 };
             }
         }
@@ -275,18 +251,18 @@ async fn try_once<A, R: Answer>(
     store: &EventStore,
     metrics: &Metrics,
     execution: &Execution<A>,
-    respond: &(impl Fn(&Outcome<A>) -> Result<R, ApiError> + Sync),
+    respond: &(impl Fn(&Outcome<A>) -> Result<R, CommandError> + Sync),
 ) -> Result<R, Failure>
 where
     A: WriteModel,
     A::Command: Clone,
-    ApiError: From<A::Error>,
+    CommandError: From<A::Error>,
 {
     let id = execution.aggregate_id.as_str();
     let loaded = store.load::<A>(id).await?;
     if let Some(expected) = execution.if_match {
         if expected != loaded.version {
-            return Err(ApiError::PreconditionFailed {
+            return Err(CommandError::PreconditionFailed {
                 expected,
                 actual: loaded.version,
             }
@@ -299,7 +275,7 @@ where
     state
         .handle(execution.command.clone(), &(), &sink)
         .await
-        .map_err(ApiError::from)?;
+        .map_err(CommandError::from)?;
     let events = sink.collect().await;
     let unchanged = Committed {
         version: loaded.version,
@@ -358,10 +334,10 @@ where
     };
     let reply = respond(&outcome)?;
     if let Some(request) = &execution.idempotency {
-        let saved = reply.saved().ok_or_else(|| {
-            ApiError::Internal("an idempotent command must answer with a reply".into())
-        })?;
-        idempotency::save(&mut tx, request, saved).await?;
+        let saved = reply.saved().ok_or(CommandError::Invariant(
+            "an idempotent command must answer with a reply",
+        ))?;
+        idempotency::save(&mut tx, request, &saved).await?;
     }
     store.commit(tx).await?;
     metrics
@@ -411,7 +387,7 @@ async fn rebuild_claims_of<A>(conn: &mut sqlx::PgConnection) -> Result<u64, Stor
 where
     A: WriteModel,
     A::Command: Clone,
-    ApiError: From<A::Error>,
+    CommandError: From<A::Error>,
 {
     use futures::TryStreamExt;
     let mut held: Vec<(Claim, String)> = Vec::new();

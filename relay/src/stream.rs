@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use sqlx::PgPool;
 
-use crate::{Deployment, StoredEvent, HEADER_DEPLOYMENT};
+use commandcenter_event_store::{Deployment, Position, StoredEvent, HEADER_DEPLOYMENT};
 
 /// How long JetStream remembers message ids to drop re-published duplicates.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -233,7 +233,7 @@ impl EventStream {
         let Ok(sequence) = sequence.parse::<i64>() else {
             return Ok(false);
         };
-        let Ok(position) = position.parse::<crate::Position>() else {
+        let Ok(position) = position.parse::<Position>() else {
             return Ok(false);
         };
         let stored: Option<(String, i64)> = sqlx::query_as(
@@ -245,18 +245,15 @@ impl EventStream {
         .bind(sequence)
         .fetch_optional(pool)
         .await?;
-        let stored = stored.and_then(|(tx, pos)| {
-            tx.parse::<u64>()
-                .ok()
-                .map(|tx| crate::Position::new(tx, pos))
-        });
+        let stored =
+            stored.and_then(|(tx, pos)| tx.parse::<u64>().ok().map(|tx| Position::new(tx, pos)));
         Ok(stored == Some(position))
     }
 }
 
 /// True for the error a deleted (or never stored) stream message reads as; any other
 /// error is a real failure.
-pub(crate) fn is_missing(err: &jetstream::stream::RawMessageError) -> bool {
+pub fn is_missing(err: &jetstream::stream::RawMessageError) -> bool {
     use jetstream::stream::RawMessageErrorKind;
     match err.kind() {
         RawMessageErrorKind::NoMessageFound => true,

@@ -1,9 +1,11 @@
-//! [`AccessError`] as an `application/problem+json` response (RFC 9457), shaped like the
-//! rest of the API's problems.
+//! [`AccessError`] as an `application/problem+json` response, shaped like the rest of the
+//! API's problems, and as an [`ApiError`] for handlers that mix access checks with other
+//! failures.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use commandcenter_api_error::problem::{problem_body, problem_response, Refusal};
+use commandcenter_api_error::ApiError;
 
 use crate::AccessError;
 
@@ -43,46 +45,22 @@ impl AccessError {
     }
 }
 
-/// A problem document's body: `type`, `title`, `status`, `detail`, and `field` with
-/// `errors` when a field is at fault. The API's one shape for errors.
-pub fn problem_body(
-    status: StatusCode,
-    kind: &str,
-    detail: &str,
-    field: Option<&str>,
-) -> serde_json::Value {
-    let mut body = json!({
-        "type": format!("urn:commandcenter:problem:{kind}"),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    if let Some(field) = field {
-        body["field"] = json!(field);
-        body["errors"] = json!([{ "field": field, "message": detail }]);
+impl Refusal for AccessError {
+    fn status(&self) -> StatusCode {
+        AccessError::status(self)
     }
-    body
-}
 
-/// `body` as an `application/problem+json` response with `status`; a 503 says when to
-/// retry (`Retry-After: 1`).
-pub fn problem_response(status: StatusCode, body: &serde_json::Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    fn kind(&self) -> &'static str {
+        AccessError::kind(self)
     }
-    response
-}
 
-impl IntoResponse for AccessError {
-    fn into_response(self) -> Response {
+    fn field(&self) -> Option<&str> {
+        AccessError::field(self)
+    }
+
+    fn to_response(&self) -> Response {
         let status = self.status();
-        let detail = match &self {
+        let detail = match self {
             Self::Database(err) => {
                 tracing::warn!(%err, "access check could not read the database");
                 "the access check could not be completed; try again".to_string()
@@ -93,7 +71,7 @@ impl IntoResponse for AccessError {
         let body = problem_body(status, self.kind(), &detail, self.field());
         let mut response = problem_response(status, &body);
         let headers = response.headers_mut();
-        match &self {
+        match self {
             Self::Unauthenticated(_) => {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
@@ -109,5 +87,17 @@ impl IntoResponse for AccessError {
             _ => {}
         }
         response
+    }
+}
+
+impl IntoResponse for AccessError {
+    fn into_response(self) -> Response {
+        self.to_response()
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(err: AccessError) -> Self {
+        ApiError::Access(Box::new(err))
     }
 }

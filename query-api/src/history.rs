@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sqlx::PgPool;
 
-use crate::error::ApiError;
-use crate::CommandState;
+use crate::AuditState;
+use commandcenter_api_error::ApiError;
 use commandcenter_domain::values::AggregateId;
 
 /// Default page size of the feed and of histories.
@@ -121,7 +121,7 @@ pub async fn annotated_history<A: Aggregate>(
 ) -> Result<Vec<HistoryEntry>, ApiError> {
     let events = read_history(pool, A::TYPE, id).await?;
     let mut state = A::default();
-    let mut before = serde_json::to_value(&state).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut before = serde_json::to_value(&state).map_err(ApiError::internal)?;
     events
         .into_iter()
         .map(|event| annotate::<A>(&mut state, &mut before, event, id))
@@ -145,14 +145,14 @@ fn annotate<A: Aggregate>(
         event.payload.clone(),
     );
     let decoded: A::Event = serde_json::from_value(payload).map_err(|e| {
-        ApiError::Internal(format!(
+        ApiError::internal(format!(
             "event {} of {}/{id} cannot be read: {e}",
             event.sequence,
             A::TYPE
         ))
     })?;
     state.apply(decoded);
-    let after = serde_json::to_value(&*state).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let after = serde_json::to_value(&*state).map_err(ApiError::internal)?;
     let text = |key: &str| event.metadata[key].as_str().map(str::to_string);
     let entry = HistoryEntry {
         actor: text("actor"),
@@ -231,7 +231,7 @@ fn label(name: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
 }
 
 async fn history<A: Aggregate>(
-    state: &CommandState,
+    state: &AuditState,
     what: &'static str,
     id: String,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
@@ -269,8 +269,7 @@ async fn history<A: Aggregate>(
     let start = after_version.min(version);
     let loaded = state.store.load_upto::<A>(&id, Some(start)).await?;
     let mut aggregate = loaded.aggregate;
-    let mut before =
-        serde_json::to_value(&aggregate).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut before = serde_json::to_value(&aggregate).map_err(ApiError::internal)?;
     let wanted = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut page: Vec<HistoryEntry> = Vec::new();
     let mut more = false;
@@ -324,7 +323,7 @@ async fn history<A: Aggregate>(
 /// actor, correlation and causation ids and a field-level diff.
 #[utoipa::path(get, path = "/api/v1/technologies/{id}/history", tag = "audit", params(("id" = String, Path, description = "Technology id"), ("event_type" = Option<String>, Query, description = "Only this event type"), ("since" = Option<String>, Query, description = "Only events recorded at or after this RFC 3339 time"), ("until" = Option<String>, Query, description = "Only events recorded before this RFC 3339 time"), ("after_version" = Option<i64>, Query, description = "Cursor: events after this version (next_cursor of the previous page)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")), responses((status = 200, description = "A page of the technology's annotated history, oldest first, and next_cursor"), (status = 400, description = "Malformed parameter (problem+json)"), (status = 404, description = "Unknown technology (problem+json)")))]
 pub async fn technology_history(
-    State(state): State<CommandState>,
+    State(state): State<AuditState>,
     Path(id): Path<String>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -334,7 +333,7 @@ pub async fn technology_history(
 /// `GET /api/v1/jobs/{id}/history`: the job's events, oldest first, annotated.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/history", tag = "audit", params(("id" = String, Path, description = "Job id"), ("event_type" = Option<String>, Query, description = "Only this event type"), ("since" = Option<String>, Query, description = "Only events recorded at or after this RFC 3339 time"), ("until" = Option<String>, Query, description = "Only events recorded before this RFC 3339 time"), ("after_version" = Option<i64>, Query, description = "Cursor: events after this version (next_cursor of the previous page)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")), responses((status = 200, description = "A page of the job's annotated history, oldest first, and next_cursor"), (status = 400, description = "Malformed parameter (problem+json)"), (status = 404, description = "Unknown job (problem+json)")))]
 pub async fn job_history(
-    State(state): State<CommandState>,
+    State(state): State<AuditState>,
     Path(id): Path<String>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -400,7 +399,7 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
 /// most 1,000,000; default all up to the head) as one JSON object per line.
 #[utoipa::path(get, path = "/api/v1/events", tag = "audit", params(("after" = Option<String>, Query, description = "Position token to read after"), ("limit" = Option<i64>, Query, description = "1-1000, default 100 (NDJSON: up to 1000000, default all)"), ("wait_ms" = Option<u64>, Query, description = "Long-poll up to this many milliseconds when nothing is there yet (at most 30000)"), ("aggregate_type" = Option<String>, Query, description = "technology or job"), ("event_type" = Option<String>, Query, description = "Only this event type"), ("project_id" = Option<i64>, Query, description = "Only this project's events"), ("since" = Option<String>, Query, description = "Only events recorded at or after this RFC 3339 time"), ("until" = Option<String>, Query, description = "Only events recorded before this RFC 3339 time")), responses((status = 200, description = "Events in the gap-safe global order, and next_after (or NDJSON lines)"), (status = 400, description = "Malformed parameter (problem+json)")))]
 pub async fn events_feed(
-    State(state): State<CommandState>,
+    State(state): State<AuditState>,
     headers: HeaderMap,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {

@@ -27,15 +27,16 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::leadership::{pause, run_while_leader, Leadership};
-use crate::pause::{pause_point, RELAY_AFTER_PUBLISH};
+use commandcenter_event_store::pause::{pause_point, RELAY_AFTER_PUBLISH};
+use commandcenter_event_store::{
+    pause_or_shutdown as pause, read_feed, run_while_leader, AppendSignal, Deployment, Leadership,
+    Position, StoreError, StoredEvent, HEADER_DEPLOYMENT,
+};
+
 use crate::stream::{
     is_missing, EventStream, StreamError, HEADER_CORRELATION_ID, HEADER_EVENT_TYPE,
     HEADER_EVENT_VERSION, HEADER_GLOBAL_POSITION, HEADER_POSITION, HEADER_PROJECT_ID,
     HEADER_SEQUENCE,
-};
-use crate::{
-    read_feed, AppendSignal, Deployment, Position, StoreError, StoredEvent, HEADER_DEPLOYMENT,
 };
 
 /// How many messages back from the stream's end the relay looks for its own last one
@@ -68,7 +69,7 @@ pub enum RelayError {
     Store(#[from] StoreError),
     /// NATS refused or did not acknowledge.
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[source] async_nats::Error),
     /// The advisory lock's session ended.
     #[error("lost leadership")]
     LostLeadership,
@@ -83,8 +84,8 @@ impl From<sqlx::Error> for RelayError {
     }
 }
 
-fn nats(err: impl std::fmt::Display) -> RelayError {
-    RelayError::Nats(err.to_string())
+fn nats(err: impl Into<async_nats::Error>) -> RelayError {
+    RelayError::Nats(err.into())
 }
 
 /// Publishes the event store to JetStream.

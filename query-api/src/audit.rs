@@ -8,9 +8,9 @@ use commandcenter_event_store::audit::{verify, VerifyScope};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::error::ApiError;
 use crate::history::{number, position};
-use crate::CommandState;
+use crate::AuditState;
+use commandcenter_api_error::ApiError;
 
 /// The query of `GET /api/v1/audit/verify`.
 #[derive(Debug, Deserialize)]
@@ -24,7 +24,7 @@ pub struct VerifyQuery {
 /// reason, and the latest checkpoint's check when the whole store was verified).
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", params(("project_id" = Option<i64>, Query, description = "Only this project's aggregates (without it: the whole store and the latest checkpoint)"), ("from_position" = Option<String>, Query, description = "Only links from this position on")), responses((status = 200, description = "{passed, events_checked, aggregates, broken_count, broken: [{aggregate_type, aggregate_id, sequence, position, reason}], checkpoint}"), (status = 400, description = "Malformed parameter (problem+json)")))]
 pub async fn verify_chains(
-    State(state): State<CommandState>,
+    State(state): State<AuditState>,
     query: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(ApiError::from)?;
@@ -47,7 +47,7 @@ pub async fn verify_chains(
         None,
     )
     .await?;
-    let mut body = serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut body = serde_json::to_value(&report).map_err(ApiError::internal)?;
     body["passed"] = json!(report.passed());
     Ok(Json(body).into_response())
 }

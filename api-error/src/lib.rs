@@ -1,15 +1,25 @@
-//! The write API's one error type and its one mapping to HTTP: an
-//! `application/problem+json` document (RFC 9457) that names the field at fault.
+//! The HTTP API's one error type, [`ApiError`], and its one mapping to HTTP: an
+//! `application/problem+json` document (RFC 9457) that names the field at fault. Every
+//! HTTP crate answers its errors through it; the domain, the event store and the command
+//! executor know nothing of HTTP, and their errors are mapped here.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod problem;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use commandcenter_auth::problem::{problem_body, problem_response};
-use commandcenter_auth::AccessError;
 use commandcenter_domain::job::JobError;
 use commandcenter_domain::technology::TechnologyError;
 use commandcenter_domain::ValidationError;
 use commandcenter_event_store::StoreError;
+use commandcenter_executor::CommandError;
 use serde_json::json;
+
+use crate::problem::{problem_body, problem_response, Refusal};
+
+/// The cause of an internal or unavailable error, kept for the log.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Everything a command or event-store request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -48,10 +58,6 @@ pub enum ApiError {
         /// The field at fault, if one is.
         field: Option<String>,
     },
-    /// The job refused the command in its current state (409); kept typed so
-    /// in-process callers (workers) can tell a cancel request from a lost claim.
-    #[error("{0}")]
-    JobRefused(JobError),
     /// `If-Match` named another version than the current one.
     #[error("version {expected} was expected but the current version is {actual}")]
     PreconditionFailed {
@@ -66,7 +72,7 @@ pub enum ApiError {
     /// A dependency (the database) is unavailable; retry later. A server fault: logged
     /// at ERROR.
     #[error("service unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] BoxError),
     /// Too much expensive work is running; retry later (503 with `Retry-After`).
     #[error("{0}")]
     Overloaded(String),
@@ -75,11 +81,12 @@ pub enum ApiError {
     #[error("{0}")]
     NotCaughtUp(String),
     /// A bug or an unexpected failure; details are logged, not returned.
-    #[error("internal error")]
-    Internal(String),
-    /// The calling key may not do this (or not on this project).
-    #[error(transparent)]
-    Access(#[from] AccessError),
+    #[error("internal error: {0}")]
+    Internal(#[source] BoxError),
+    /// The calling key may not do this (or not on this project): the access guard's
+    /// refusal, answered with its own headers.
+    #[error("{0}")]
+    Access(Box<dyn Refusal>),
 }
 
 impl ApiError {
@@ -91,6 +98,11 @@ impl ApiError {
         }
     }
 
+    /// An internal error caused by `cause` (logged, never shown to the client).
+    pub fn internal(cause: impl Into<BoxError>) -> Self {
+        Self::Internal(cause.into())
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Self::Validation(_) | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -98,7 +110,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict { .. } | Self::JobRefused(_) => StatusCode::CONFLICT,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::Unavailable(_) | Self::NotCaughtUp(_) | Self::Overloaded(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -116,7 +128,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::BadParameter { .. } => "bad-parameter",
             Self::NotFound(_) => "not-found",
-            Self::Conflict { .. } | Self::JobRefused(_) => "conflict",
+            Self::Conflict { .. } => "conflict",
             Self::PreconditionFailed { .. } => "precondition-failed",
             Self::IdempotencyKeyReused => "idempotency-key-reused",
             Self::Unavailable(_) => "unavailable",
@@ -135,7 +147,6 @@ impl ApiError {
             }
             Self::BadParameter { name, .. } => Some(name),
             Self::Conflict { field, .. } => field.as_deref(),
-            Self::JobRefused(JobError::ProgressWentBackwards { .. }) => Some("progress"),
             Self::PreconditionFailed { .. } => Some("If-Match"),
             Self::IdempotencyKeyReused => Some("Idempotency-Key"),
             Self::Access(refusal) => refusal.field(),
@@ -146,17 +157,17 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Access(refusal) = self {
-            return refusal.into_response();
+        if let Self::Access(refusal) = &self {
+            return refusal.to_response();
         }
         let status = self.status();
         let detail = match &self {
             Self::Internal(cause) => {
-                tracing::error!(%cause, "request failed");
+                tracing::error!(cause = %chain(cause.as_ref()), "request failed");
                 "an unexpected error occurred; it has been logged".to_string()
             }
             Self::Unavailable(cause) => {
-                tracing::error!(%cause, "a dependency is unavailable");
+                tracing::error!(cause = %chain(cause.as_ref()), "a dependency is unavailable");
                 self.to_string()
             }
             Self::Validation(e) => e.message.clone(),
@@ -191,8 +202,8 @@ impl From<StoreError> for ApiError {
                     None => Self::conflict(format!("{key:?} is already taken ({scope})")),
                 }
             }
-            err if err.is_unavailable() => Self::Unavailable(err.to_string()),
-            err => Self::Internal(err.to_string()),
+            err if err.is_unavailable() => Self::Unavailable(err.into()),
+            err => Self::Internal(err.into()),
         }
     }
 }
@@ -230,7 +241,45 @@ impl From<JobError> for ApiError {
         match err {
             JobError::NotFound | JobError::Deleted => Self::NotFound("job"),
             JobError::Invalid(e) => Self::Validation(e),
-            err => Self::JobRefused(err),
+            err @ JobError::ProgressWentBackwards { .. } => Self::Conflict {
+                detail: err.to_string(),
+                field: Some("progress".into()),
+            },
+            err => Self::conflict(err.to_string()),
         }
     }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(err: CommandError) -> Self {
+        match err {
+            CommandError::Technology(err) => err.into(),
+            CommandError::Job(err) => err.into(),
+            CommandError::Validation(err) => Self::Validation(err),
+            CommandError::PreconditionFailed { expected, actual } => {
+                Self::PreconditionFailed { expected, actual }
+            }
+            err @ (CommandError::Concurrent | CommandError::IdempotencyInProgress) => {
+                Self::conflict(err.to_string())
+            }
+            CommandError::IdempotencyKeyReused => Self::IdempotencyKeyReused,
+            CommandError::Store(err) => err.into(),
+            err => Self::Internal(err.into()),
+        }
+    }
+}
+
+/// `err` and its sources, `: `-separated, for one log field.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
 }
