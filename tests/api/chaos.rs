@@ -4,7 +4,9 @@
 //! under load, a private nats-server killed and restarted, and one whose store lost its
 //! tail. Each ends by comparing both read models with an independent fold of the event
 //! store (the domain's own aggregates, not the projection code), the counts tables with a
-//! `GROUP BY` over the views, and by running `commandcenter projections verify`.
+//! `GROUP BY` over the views, and by running `commandcenter projections verify`. Workers:
+//! one killed between claim and acknowledgement, and a job that ends while PostgreSQL is
+//! down (its outcome recorded by the worker's retries, in the same attempt).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -1011,5 +1013,79 @@ async fn a_worker_killed_between_claim_and_acknowledgement_loses_no_job() {
     }
     app.wait_caught_up().await;
     assert_views_equal_the_store(&app).await;
+    app.stop().await;
+}
+
+/// The event types of aggregate `id`, in order, read from the event store itself (`None`
+/// while the database cannot answer).
+async fn event_types_of(pool: &PgPool, id: &str) -> Option<Vec<String>> {
+    sqlx::query_scalar("SELECT event_type FROM events WHERE aggregate_id = $1 ORDER BY sequence")
+        .bind(id)
+        .fetch_all(pool)
+        .await
+        .ok()
+}
+
+/// A job that ends while PostgreSQL is down: its worker keeps trying to record the
+/// outcome, backing off, and records it once the database is back, within the same
+/// attempt — no lapsed lease, no second run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_that_ends_while_postgres_is_down_records_its_outcome_when_it_returns() {
+    let postgres = PrivatePostgres::start().await;
+    let app = spawn_app_on(&postgres.url(), &crate::helpers::nats_url(), |args| {
+        args.no_workers = false;
+        args.worker.lease_seconds = 40;
+        args.worker.sweep_ms = 500;
+    })
+    .await;
+    let created = app
+        .post(
+            "/api/v1/jobs",
+            &json!({"project_id": 1, "job_type": "noop", "parameters": {"steps": 2, "step_ms": 1000}}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dispatched = app
+        .post(&format!("/api/v1/jobs/{id}/dispatch"), &json!({}))
+        .await;
+    assert_eq!(dispatched.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !event_types_of(&app.pool, &id)
+        .await
+        .is_some_and(|types| types.iter().any(|t| t == "JobStarted"))
+    {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The job runs for 2 s; the database is away from now for 18 s. Each report waits up
+    // to 5 s for a connection: the progress writer's last report fails at about 11 s, the
+    // first report of the outcome at about 16 s, and only trying again records it.
+    postgres.pg_ctl(&["stop", "-m", "fast"]);
+    tokio::time::sleep(Duration::from_secs(18)).await;
+    postgres.pg_ctl(&["start"]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let types = loop {
+        if let Some(types) = event_types_of(&app.pool, &id).await {
+            if types
+                .iter()
+                .any(|t| t == "JobCompleted" || t == "JobFailed")
+            {
+                break types;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job's outcome was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let count = |name: &str| types.iter().filter(|t| *t == name).count();
+    assert_eq!(count("JobStarted"), 1, "{types:?}");
+    assert_eq!(count("JobCompleted"), 1, "{types:?}");
+    assert_eq!(count("JobFailed"), 0, "{types:?}");
     app.stop().await;
 }
