@@ -10,7 +10,6 @@ use commandcenter_commands::ApiError;
 use serde_json::{json, Value};
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use crate::bounded::fetch_all;
 use crate::cache::CacheKey;
 use crate::consistency::MinPosition;
 use crate::cursor::Cursor;
@@ -72,37 +71,40 @@ pub async fn list_technologies(
         &params.0,
     );
     let reads = state.config.expensive.clone();
-    cached_or(&state, cache_key, min, &[("technology_view", "technology")], |pool| async move {
-        let page = TechnologyPage { filters: &filters, key, descending, limit, skip, cursor: cursor.as_ref() };
-        let mut qb = page.statement();
-        let rows = fetch_all(&reads, &pool.pool, &mut qb, page.is_expensive()).await?;
-        let first = rows.first().ok_or_else(|| ApiError::Internal("page query returned no row".into()))?;
-        let total: i64 = first.try_get("total")?;
-        let position = read_position(first)?;
-        let mut items: Vec<Value> = Vec::with_capacity(rows.len());
-        let mut keys: Vec<(String, String)> = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let Some(item) = row.try_get::<Option<Value>, _>("row")? else { continue };
-            keys.push((row.try_get("sort_text")?, row.try_get("id")?));
-            items.push(item);
-        }
-        // One row more than the page was fetched: its presence means there is a next page,
-        // which continues after the last row shown.
-        let next_cursor = (items.len() as i64 > limit).then(|| {
-            items.truncate(limit as usize);
-            let (value, id) = keys.swap_remove(limit as usize - 1);
-            Cursor { sort: sort.clone(), value, id }.encode()
-        });
-        let body = json!({
-            "items": items,
-            "total": total,
-            "page": skip / limit + 1,
-            "page_size": limit,
-            "next_cursor": next_cursor,
-            "position": position,
-        });
-        Ok((body, vec![position]))
-    })
+    cached_or(
+        &state,
+        cache_key,
+        min,
+        &[("technology_view", "technology")],
+        |pool| async move {
+            let page = TechnologyPage {
+                filters: &filters,
+                key,
+                descending,
+                limit,
+                skip,
+                cursor: cursor.as_ref(),
+            };
+            let found = page.run(&reads, &pool.pool).await?;
+            let next_cursor = found.next.map(|(value, id)| {
+                Cursor {
+                    sort: sort.clone(),
+                    value,
+                    id,
+                }
+                .encode()
+            });
+            let body = json!({
+                "items": found.items,
+                "total": found.total,
+                "page": skip / limit + 1,
+                "page_size": limit,
+                "next_cursor": next_cursor,
+                "position": found.position,
+            });
+            Ok((body, vec![found.position]))
+        },
+    )
     .await
 }
 

@@ -103,4 +103,3 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             ))
     }
 }
-

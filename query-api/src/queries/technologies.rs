@@ -9,12 +9,14 @@ use commandcenter_domain::technology::{
     CostTier, MaturityLevel, TechnologyDomain, TechnologyStatus,
 };
 use commandcenter_domain::values::{bounded_text, ProjectId};
-use sqlx::{Postgres, QueryBuilder};
+use commandcenter_event_store::Position;
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use crate::bounded::EXPENSIVE_SKIP;
+use crate::bounded::{fetch_all, ExpensiveReads, EXPENSIVE_SKIP};
 use crate::cursor::Cursor;
 use crate::params::Params;
-use crate::response::position_columns;
+use crate::response::{position_columns, read_position};
 
 /// A supported sort: the column (as SQL) and the type its cursor value casts back to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,17 +176,70 @@ pub(crate) struct TechnologyPage<'a> {
     pub cursor: Option<&'a Cursor>,
 }
 
+/// A page as read: its rows, the total, the read model's position, and where the next
+/// page starts (sort value as text, id) when there is one.
+pub(crate) struct FoundPage {
+    /// The page's rows (at most its limit).
+    pub items: Vec<Value>,
+    /// Rows matching the filters, on every page.
+    pub total: i64,
+    /// The checkpoint of `technology_view` the page reflects.
+    pub position: Position,
+    /// The last row's sort value and id, when a next page exists.
+    pub next: Option<(String, String)>,
+}
+
 impl TechnologyPage<'_> {
+    /// Runs the statement on `pool` (within the budget of `reads` when it is expensive).
+    pub(crate) async fn run(
+        &self,
+        reads: &ExpensiveReads,
+        pool: &PgPool,
+    ) -> Result<FoundPage, ApiError> {
+        let mut qb = self.statement();
+        let rows = fetch_all(reads, pool, &mut qb, self.is_expensive()).await?;
+        let first = rows
+            .first()
+            .ok_or_else(|| ApiError::Internal("page query returned no row".into()))?;
+        let total: i64 = first.try_get("total")?;
+        let position = read_position(first)?;
+        let mut items: Vec<Value> = Vec::with_capacity(rows.len());
+        let mut keys: Vec<(String, String)> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(item) = row.try_get::<Option<Value>, _>("row")? else {
+                continue;
+            };
+            keys.push((row.try_get("sort_text")?, row.try_get("id")?));
+            items.push(item);
+        }
+        // One row more than the page was fetched: its presence means there is a next page,
+        // which continues after the last row shown.
+        let next = (items.len() as i64 > self.limit).then(|| {
+            items.truncate(self.limit as usize);
+            keys.swap_remove(self.limit as usize - 1)
+        });
+        Ok(FoundPage {
+            items,
+            total,
+            position,
+            next,
+        })
+    }
+
     /// Whether the statement is costly enough to draw on the expensive-read budget.
-    pub(crate) fn is_expensive(&self) -> bool {
+    fn is_expensive(&self) -> bool {
         self.filters.search.is_some() || (self.cursor.is_none() && self.skip > EXPENSIVE_SKIP)
     }
 
     /// The statement: columns `total`, the checkpoint's, then per row `row` (the JSON,
     /// NULL on the one row of an empty page), `id` and `sort_text` (the cursor value).
-    pub(crate) fn statement(&self) -> QueryBuilder<'static, Postgres> {
+    fn statement(&self) -> QueryBuilder<'static, Postgres> {
         let (filters, key, cursor) = (self.filters, self.key, self.cursor);
-        let (dir, cmp) = if self.descending { ("DESC", "<") } else { ("ASC", ">") };
+        let (dir, cmp) = if self.descending {
+            ("DESC", "<")
+        } else {
+            ("ASC", ">")
+        };
         // Past a `skip`, the page's keys first, then the JSON of those rows only (not of
         // skipped ones); without one, the rows are rendered in the same pass.
         let skips = cursor.is_none() && self.skip > 0;

@@ -191,11 +191,16 @@ mod tests {
                    "current_step": "s", "is_terminal": false, "correlation_id": null})
         );
         assert_eq!(
-            text(&ServerMessage::completed(&json!({"id": "j1", "status": "completed"}))),
+            text(&ServerMessage::completed(
+                &json!({"id": "j1", "status": "completed"})
+            )),
             json!({"type": "completed", "job_id": "j1", "status": "completed", "result": null, "error": null})
         );
         assert_eq!(
-            text(&ServerMessage::Lagged { position: Position::ZERO, detail: None }),
+            text(&ServerMessage::Lagged {
+                position: Position::ZERO,
+                detail: None
+            }),
             json!({"type": "lagged", "position": Position::ZERO})
         );
     }
@@ -224,9 +229,14 @@ mod tests {
                    "deleted": false, "row": {"id": "j1"}, "replayed": true})
         );
         assert_eq!(
-            text(&ServerMessage::Subscribed { topics: vec![Cow::Borrowed("jobs:1")] }),
+            text(&ServerMessage::Subscribed {
+                topics: vec![Cow::Borrowed("jobs:1")]
+            }),
             json!({"type": "subscribed", "topics": ["jobs:1"]})
         );
-        assert_eq!(text(&ServerMessage::error("no")), json!({"type": "error", "message": "no"}));
+        assert_eq!(
+            text(&ServerMessage::error("no")),
+            json!({"type": "error", "message": "no"})
+        );
     }
 }

@@ -16,8 +16,8 @@ use commandcenter_auth::policy::Kind;
 use commandcenter_auth::Caller;
 
 use super::{
-    close, lean, send, ServerMessage, Unsubscribe, KEY_REVOKED, MAX_REPLAY, MAX_TOPICS,
-    PING_EVERY, POLICY_VIOLATION,
+    close, lean, send, ServerMessage, Unsubscribe, KEY_REVOKED, MAX_REPLAY, MAX_TOPICS, PING_EVERY,
+    POLICY_VIOLATION,
 };
 use crate::QueryState;
 
@@ -152,7 +152,9 @@ async fn serve_socket(state: QueryState, caller: Caller, mut socket: WebSocket) 
         if subscriber.lagged.swap(false, Ordering::Relaxed) {
             let message = ServerMessage::Lagged {
                 position: sent,
-                detail: Some("some changes were dropped; subscribe again with this since_position".into()),
+                detail: Some(
+                    "some changes were dropped; subscribe again with this since_position".into(),
+                ),
             };
             if !send(&state, &mut socket, &message).await {
                 return;
@@ -248,10 +250,11 @@ async fn handle_request(
         state.hub.subscribe(subscriber, &name);
         if let Some(since) = since {
             match topic.replay(state, since).await {
-                Ok(rows) => replies.extend(
-                    rows.into_iter()
-                        .map(|(row, position)| ServerMessage::replayed(name.clone(), row, position)),
-                ),
+                Ok(rows) => {
+                    replies.extend(rows.into_iter().map(|(row, position)| {
+                        ServerMessage::replayed(name.clone(), row, position)
+                    }))
+                }
                 Err(err) => {
                     tracing::warn!(%err, "socket replay failed");
                     budget.settle(topics.len());

@@ -72,7 +72,6 @@ async fn revoking_a_key_refuses_it_and_closes_its_sockets() {
     .await;
 }
 
-
 #[tokio::test]
 async fn projects_and_keys_are_managed_over_http_and_the_cli() {
     let app = spawn_app().await;
@@ -314,4 +313,3 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
-

@@ -2,8 +2,9 @@
 //! every route of the router, for each key role and project), `projects` (cross-project
 //! isolation by any path), `keys` (management, revocation, the first admin key) and
 //! `limits` (rate, input size, socket and subscription budgets). Shared here: the two
-//! projects and the helpers that create data and read sockets.
+//! projects and the helpers that create data, read sockets and wait for a condition.
 
+use std::future::Future;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -20,6 +21,22 @@ mod routes;
 /// The project the scoped keys belong to, and another one.
 const OWN: i64 = 1;
 const FOREIGN: i64 = 2;
+
+/// Checks `condition` every 50 ms until it holds; fails, naming `what`, after `within`.
+async fn wait_until<F, Fut>(within: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 async fn create(app: &TestApp, path: &str, body: Value) -> String {
     let response = app.post(path, &body).await;
@@ -56,7 +73,6 @@ async fn job(app: &TestApp, project: i64, job_type: &str) -> String {
     .await
 }
 
-
 /// The next JSON text message, skipping pings.
 async fn next_json<S>(socket: &mut S) -> Value
 where
@@ -85,4 +101,3 @@ async fn ask(socket: &mut Socket, request: Value) -> Value {
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-

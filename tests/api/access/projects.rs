@@ -6,7 +6,7 @@ use futures::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite;
 
-use super::{job, next_json, technology, FOREIGN, OWN};
+use super::{job, next_json, technology, wait_until, FOREIGN, OWN};
 use crate::helpers::{assert_problem, spawn_app_with};
 
 #[tokio::test]
@@ -23,23 +23,16 @@ async fn a_project_writer_cannot_reach_another_project_by_any_path() {
             .status(),
         200
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    wait_until(Duration::from_secs(20), "the export finishes", || async {
         let job: Value = app
             .get(&format!("/api/v1/jobs/{export_b}"))
             .await
             .json()
             .await
             .unwrap();
-        if job["status"] == "completed" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "export did not finish: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        job["status"] == "completed"
+    })
+    .await;
     assert_eq!(
         app.get(&format!("/api/v1/jobs/{export_b}/artifact"))
             .await
@@ -237,4 +230,3 @@ async fn a_project_writer_cannot_reach_another_project_by_any_path() {
     assert_eq!(pushed["id"], ours_id, "{pushed}");
     app.stop().await;
 }
-

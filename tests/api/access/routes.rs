@@ -437,7 +437,6 @@ async fn every_route_answers_each_key_role_and_project_as_the_matrix_says() {
     );
 }
 
-
 #[tokio::test]
 async fn head_requests_follow_the_rules_of_get() {
     let app = spawn_app().await;
