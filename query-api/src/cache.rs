@@ -278,7 +278,9 @@ mod tests {
         for i in 0..4 {
             cache.put(key(i), 0, vec![Position::ZERO], Bytes::from_static(b"x"));
         }
-        let kept = (0..3).filter(|i| cache.get(&key(*i), None).is_some()).count();
+        let kept = (0..3)
+            .filter(|i| cache.get(&key(*i), None).is_some())
+            .count();
         assert!(kept >= 2, "{kept} of the first three answers kept");
     }
 

@@ -16,26 +16,12 @@ use crate::hub::ViewChange;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage<'a> {
     /// Job socket, first message: the job as it is when the socket opens.
-    Connected {
-        /// The job's id.
-        job_id: Cow<'a, Value>,
-        /// Its status.
-        status: Cow<'a, Value>,
-        /// Its progress, 0 to 100.
-        progress: Cow<'a, Value>,
-        /// What it is doing.
-        current_step: Cow<'a, Value>,
-    },
+    Connected(JobState<'a>),
     /// Job socket: the job changed.
     Progress {
-        /// The job's id.
-        job_id: Cow<'a, Value>,
-        /// Its status.
-        status: Cow<'a, Value>,
-        /// Its progress, 0 to 100.
-        progress: Cow<'a, Value>,
-        /// What it is doing.
-        current_step: Cow<'a, Value>,
+        /// Where the job stands.
+        #[serde(flatten)]
+        job: JobState<'a>,
         /// Whether it has ended.
         is_terminal: Cow<'a, Value>,
         /// The command that caused the change, when known (additive to the old contract).
@@ -74,6 +60,31 @@ pub enum ServerMessage<'a> {
     },
 }
 
+/// Where a job stands, as its socket reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobState<'a> {
+    /// The job's id.
+    pub job_id: Cow<'a, Value>,
+    /// Its status.
+    pub status: Cow<'a, Value>,
+    /// Its progress, 0 to 100.
+    pub progress: Cow<'a, Value>,
+    /// What it is doing.
+    pub current_step: Cow<'a, Value>,
+}
+
+impl<'a> JobState<'a> {
+    /// The fields of `job` (a `job_view` row; missing ones are `null`).
+    fn of(job: &'a Value) -> Self {
+        Self {
+            job_id: Cow::Borrowed(&job["id"]),
+            status: Cow::Borrowed(&job["status"]),
+            progress: Cow::Borrowed(&job["progress"]),
+            current_step: Cow::Borrowed(&job["current_step"]),
+        }
+    }
+}
+
 /// A changed row of a topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Change<'a> {
@@ -101,21 +112,13 @@ pub struct Change<'a> {
 impl<'a> ServerMessage<'a> {
     /// A job socket's first message about `job` (a `job_view` row).
     pub fn connected(job: &'a Value) -> Self {
-        Self::Connected {
-            job_id: Cow::Borrowed(&job["id"]),
-            status: Cow::Borrowed(&job["status"]),
-            progress: Cow::Borrowed(&job["progress"]),
-            current_step: Cow::Borrowed(&job["current_step"]),
-        }
+        Self::Connected(JobState::of(job))
     }
 
     /// `job` changed, because of the command `correlation_id` when known.
     pub fn progress(job: &'a Value, correlation_id: Option<&'a str>) -> Self {
         Self::Progress {
-            job_id: Cow::Borrowed(&job["id"]),
-            status: Cow::Borrowed(&job["status"]),
-            progress: Cow::Borrowed(&job["progress"]),
-            current_step: Cow::Borrowed(&job["current_step"]),
+            job: JobState::of(job),
             is_terminal: Cow::Borrowed(&job["is_terminal"]),
             correlation_id: correlation_id.map(Cow::Borrowed),
         }
@@ -203,6 +206,15 @@ mod tests {
             }),
             json!({"type": "lagged", "position": Position::ZERO})
         );
+    }
+
+    #[test]
+    fn messages_read_back_as_they_were_written() {
+        let job = json!({"id": "j1", "status": "running", "progress": 40, "current_step": "s", "is_terminal": false});
+        let sent = text(&ServerMessage::progress(&job, Some("c1")));
+        let read: ServerMessage<'_> = serde_json::from_value(sent.clone()).unwrap();
+        assert!(matches!(read, ServerMessage::Progress { .. }));
+        assert_eq!(text(&read), sent);
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! `{"type":"lagged","position":…}` (the last position it was sent) and can resubscribe
 //! with that `since_position`. The server pings every 30 s and drops a client that did
 //! not answer the previous ping.
+//!
+//! Every message the server sends is a [`ServerMessage`] (tagged by `type`).
 
 use std::time::Duration;
 
@@ -29,7 +31,7 @@ mod messages;
 mod topics;
 
 pub use job::{__path_job_socket, job_socket};
-pub use messages::{Change, ServerMessage};
+pub use messages::{Change, JobState, ServerMessage};
 pub use topics::{__path_multiplexed_socket, multiplexed_socket};
 
 /// How often idle sockets are pinged.

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use reqwest::Client;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite;
 
-use super::{next_json, OWN};
+use super::{ask, OWN};
 use crate::helpers::{assert_problem, key_id, spawn_app};
 
 #[tokio::test]
@@ -18,15 +18,8 @@ async fn revoking_a_key_refuses_it_and_closes_its_sockets() {
     let (mut socket, _) = tokio_tungstenite::connect_async(app.ws_url("/api/v1/ws", &key))
         .await
         .unwrap();
-    socket
-        .send(tungstenite::Message::Text(
-            json!({"subscribe": [format!("jobs:{OWN}")]})
-                .to_string()
-                .into(),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(next_json(&mut socket).await["type"], "subscribed");
+    let reply = ask(&mut socket, json!({"subscribe": [format!("jobs:{OWN}")]})).await;
+    assert_eq!(reply["type"], "subscribed");
     let client = app.client_with(&key);
     assert_eq!(
         client

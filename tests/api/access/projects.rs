@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use futures::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite;
 
-use super::{job, next_json, technology, wait_until, FOREIGN, OWN};
+use super::{ask, job, next_json, technology, wait_until, FOREIGN, OWN};
 use crate::helpers::{assert_problem, spawn_app_with};
 
 #[tokio::test]
@@ -188,24 +187,15 @@ async fn a_project_writer_cannot_reach_another_project_by_any_path() {
         format!("technologies:{FOREIGN}"),
         format!("job:{export_b}"),
     ] {
-        socket
-            .send(tungstenite::Message::Text(
-                json!({"subscribe": [topic]}).to_string().into(),
-            ))
-            .await
-            .unwrap();
-        let reply = next_json(&mut socket).await;
+        let reply = ask(&mut socket, json!({"subscribe": [topic]})).await;
         assert_eq!(reply["type"], "error", "{topic}: {reply}");
     }
-    socket
-        .send(tungstenite::Message::Text(
-            json!({"subscribe": [format!("technologies:{OWN}")]})
-                .to_string()
-                .into(),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(next_json(&mut socket).await["type"], "subscribed");
+    let reply = ask(
+        &mut socket,
+        json!({"subscribe": [format!("technologies:{OWN}")]}),
+    )
+    .await;
+    assert_eq!(reply["type"], "subscribed");
     let job_socket = app.ws_url(
         &format!("/api/v1/jobs/ws/{export_b}"),
         &app.key(Some(OWN), "reader").await,
