@@ -190,6 +190,28 @@ pub async fn head(pool: &PgPool) -> Result<Option<Position>, StoreError> {
     .transpose()
 }
 
+/// The position of the newest committed event of `aggregate_type`, if any — visible now
+/// even where the gap-safe feed does not reach it yet (a transaction still in flight, in
+/// any database of the server, holds the feed back).
+pub async fn last_committed_of(
+    pool: &PgPool,
+    aggregate_type: &str,
+) -> Result<Option<Position>, StoreError> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT tx_id::text AS tx_text, global_position FROM events WHERE aggregate_type = $1 \
+          ORDER BY tx_id DESC, global_position DESC LIMIT 1",
+    )
+    .bind(aggregate_type)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|(tx, pos)| {
+        tx.parse::<u64>()
+            .map(|tx| Position::new(tx, pos))
+            .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+    })
+    .transpose()
+}
+
 /// What a filtered feed read keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FeedFilter {

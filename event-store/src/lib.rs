@@ -31,8 +31,8 @@ pub use claims::{claim, claim_batch, release, Claim};
 pub use deployment::{Deployment, HEADER_DEPLOYMENT};
 pub use error::{is_unavailable, StoreError};
 pub use feed::{
-    count_range, head, read_aggregate_between, read_feed, read_feed_filtered, read_feed_of,
-    read_range, wait_for_feed, FeedFilter, FALLBACK_POLL,
+    count_range, head, last_committed_of, read_aggregate_between, read_feed, read_feed_filtered,
+    read_feed_of, read_range, wait_for_feed, FeedFilter, FALLBACK_POLL,
 };
 pub use history::{read_history, read_history_after};
 pub use leadership::{lock_key, pause as pause_or_shutdown, run_while_leader, Leadership};

@@ -16,7 +16,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use commandcenter_event_store::{lock_key, read_feed_of, read_range, Position};
+use commandcenter_event_store::{last_committed_of, lock_key, read_feed_of, read_range, Position};
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::{PgConnection, PgPool};
 
@@ -190,11 +190,29 @@ pub async fn rebuild<M: ReadModel>(
     }
     ddl.commit().await?;
 
+    // Every event committed before the rebuild started is applied before the swap: the
+    // gap-safe feed can pause short of it while any transaction of the server is in
+    // flight, and an empty read then means "wait", not "done".
+    let target = last_committed_of(pool, M::AGGREGATE_TYPE)
+        .await?
+        .unwrap_or(Position::ZERO);
     let mut position = Position::ZERO;
     let mut applied: u64 = 0;
     let mut last_log = Instant::now();
     let mut events = read_feed_of(pool, M::AGGREGATE_TYPE, position, batch_size).await?;
-    while let Some(last) = events.last().map(|e| e.position) {
+    loop {
+        let Some(last) = events.last().map(|e| e.position) else {
+            if position >= target {
+                break;
+            }
+            if last_log.elapsed() >= Duration::from_secs(5) {
+                tracing::info!(read_model = M::NAME, %position, %target, "rebuild waits for transactions in flight");
+                last_log = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            events = read_feed_of(pool, M::AGGREGATE_TYPE, position, batch_size).await?;
+            continue;
+        };
         // The next batch is read while this one is applied (two connections, so the
         // database reads and writes at once while this process folds).
         let apply = async {

@@ -6,15 +6,21 @@
 //! one). An entry remembers the generation it was computed under — read *before* the
 //! query ran — and is served only while that generation is current. An answer is only
 //! stored when the pool that computed it had already applied the newest announced
-//! change (a lagging replica's answer is served, never cached). The map is bounded: when
-//! full, it is cleared; and no entry outlives [`MAX_AGE`], which bounds staleness even
-//! for notifications lost while the NATS connection was down.
+//! change (a lagging replica's answer is served, never cached). The answers are held in
+//! a bounded `moka` cache (the least used make room, one at a time), and no entry
+//! outlives [`MAX_AGE`], which bounds staleness even for notifications lost while the
+//! NATS connection was down.
+//!
+//! Kept hand-written on purpose: the generations, since no cache library knows which
+//! announcement makes an answer stale.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use commandcenter_event_store::Position;
 use dashmap::DashMap;
+use moka::sync::Cache;
 
 /// What an answer depends on: the endpoint, its read models, project scope and
 /// normalized parameters.
@@ -55,9 +61,8 @@ impl CacheKey {
 /// core NATS, and ones lost while the connection was down cannot invalidate anything.
 pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Entry {
-    stored: std::time::Instant,
     generation: u64,
     positions: Vec<Position>,
     body: Bytes,
@@ -74,10 +79,10 @@ pub struct Hit {
 
 /// The cache.
 pub struct QueryCache {
-    entries: DashMap<CacheKey, Entry>,
+    /// `None` when caching is off.
+    entries: Option<Cache<CacheKey, Arc<Entry>>>,
     generations: DashMap<(&'static str, Option<i64>), u64>,
     notified: DashMap<(&'static str, Option<i64>), Position>,
-    max_entries: usize,
 }
 
 fn scope_keys(view: &'static str, project: Option<i64>) -> [(&'static str, Option<i64>); 2] {
@@ -87,11 +92,16 @@ fn scope_keys(view: &'static str, project: Option<i64>) -> [(&'static str, Optio
 impl QueryCache {
     /// An empty cache holding at most `max_entries` answers (0 disables it).
     pub fn new(max_entries: usize) -> Self {
+        let entries = (max_entries > 0).then(|| {
+            Cache::builder()
+                .max_capacity(max_entries as u64)
+                .time_to_live(MAX_AGE)
+                .build()
+        });
         Self {
-            entries: DashMap::new(),
+            entries,
             generations: DashMap::new(),
             notified: DashMap::new(),
-            max_entries,
         }
     }
 
@@ -109,17 +119,14 @@ impl QueryCache {
 
     /// A valid entry for `key` reflecting at least `min`, if any.
     pub fn get(&self, key: &CacheKey, min: Option<Position>) -> Option<Hit> {
-        let entry = self.entries.get(key)?;
+        let entry = self.entries.as_ref()?.get(key)?;
         let position = entry
             .positions
             .iter()
             .copied()
             .min()
             .unwrap_or(Position::ZERO);
-        if entry.generation != self.generation(key)
-            || entry.stored.elapsed() > MAX_AGE
-            || min.is_some_and(|m| position < m)
-        {
+        if entry.generation != self.generation(key) || min.is_some_and(|m| position < m) {
             return None;
         }
         Some(Hit {
@@ -131,9 +138,9 @@ impl QueryCache {
     /// Stores an answer computed under `generation` by a pool whose read models stood at
     /// `positions` (one per view of the key), unless a newer change was announced.
     pub fn put(&self, key: CacheKey, generation: u64, positions: Vec<Position>, body: Bytes) {
-        if self.max_entries == 0 {
+        let Some(entries) = &self.entries else {
             return;
-        }
+        };
         let fresh = key.views.iter().zip(&positions).all(|(view, position)| {
             self.notified
                 .get(&(*view, key.project))
@@ -142,17 +149,13 @@ impl QueryCache {
         if !fresh {
             return;
         }
-        if self.entries.len() >= self.max_entries {
-            self.entries.clear();
-        }
-        self.entries.insert(
+        entries.insert(
             key,
-            Entry {
-                stored: std::time::Instant::now(),
+            Arc::new(Entry {
                 generation,
                 positions,
                 body,
-            },
+            }),
         );
     }
 
@@ -167,14 +170,17 @@ impl QueryCache {
         }
     }
 
-    /// Entries held now.
+    /// Entries held now (pending evictions applied first).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.as_ref().map_or(0, |entries| {
+            entries.run_pending_tasks();
+            entries.entry_count() as usize
+        })
     }
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 }
 
@@ -260,5 +266,29 @@ mod tests {
             cache.put(key, 0, vec![Position::ZERO], Bytes::from_static(b"x"));
             assert!(cache.len() <= 3);
         }
+    }
+
+    #[test]
+    fn a_full_cache_makes_room_without_forgetting_everything() {
+        let cache = QueryCache::new(3);
+        let key = |i: i32| {
+            let params = HashMap::from([("i".to_string(), i.to_string())]);
+            CacheKey::new("jobs", &["job_view"], None, &params)
+        };
+        for i in 0..4 {
+            cache.put(key(i), 0, vec![Position::ZERO], Bytes::from_static(b"x"));
+        }
+        let kept = (0..3)
+            .filter(|i| cache.get(&key(*i), None).is_some())
+            .count();
+        assert!(kept >= 2, "{kept} of the first three answers kept");
+    }
+
+    #[test]
+    fn a_size_of_zero_turns_the_cache_off() {
+        let cache = QueryCache::new(0);
+        cache.put(key(None), 0, vec![Position::ZERO], Bytes::from_static(b"x"));
+        assert!(cache.get(&key(None), None).is_none());
+        assert!(cache.is_empty());
     }
 }

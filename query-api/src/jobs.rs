@@ -11,6 +11,9 @@ use axum::response::Response;
 use commandcenter_api_error::ApiError;
 use commandcenter_domain::job::{JobStatus, JobType};
 use commandcenter_domain::values::ProjectId;
+use commandcenter_event_store::Position;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sqlx::{Postgres, QueryBuilder, Row};
 
@@ -70,6 +73,17 @@ fn project(params: &Params) -> Result<Option<i64>, ApiError> {
         .transpose()
 }
 
+/// A page of jobs as answered; the rows are PostgreSQL's JSON, passed through.
+#[derive(Serialize)]
+struct JobPage<'a> {
+    jobs: Vec<&'a RawValue>,
+    total: i64,
+    skip: i64,
+    limit: i64,
+    next_cursor: Option<String>,
+    position: Position,
+}
+
 /// One page of jobs (and the total) under `filters`.
 async fn page(
     state: &QueryState,
@@ -87,7 +101,8 @@ async fn page(
     let key = CacheKey::new(endpoint, &["job_view"], filters.project_id, &params.0);
     let reads = state.config.expensive.clone();
     cached_or(state, key, min, VIEWS, |pool| async move {
-        // Rows come back as JSON text and are spliced into the answer unparsed. Past a
+        // Rows come back as JSON and are written into the answer as they are (`RawValue`:
+        // checked, never built into a tree). Past a
         // `skip`, the page's keys come first (an index-only walk, however deep) and then
         // the JSON of those rows only: rendering every skipped row cost seconds. Without
         // one, the rows are rendered in the same pass (a join less).
@@ -95,7 +110,7 @@ async fn page(
         let mut qb = QueryBuilder::<Postgres>::new(if skips {
             "WITH keys AS (SELECT j.id, j.created_position FROM job_view j WHERE true"
         } else {
-            "WITH page AS (SELECT to_jsonb(j)::text AS row, j.id, j.created_position FROM job_view j WHERE true"
+            "WITH page AS (SELECT to_jsonb(j) AS row, j.id, j.created_position FROM job_view j WHERE true"
         });
         filters.push(&mut qb);
         if let Some(cursor) = &cursor {
@@ -107,7 +122,7 @@ async fn page(
         }
         if skips {
             qb.push(
-                "), page AS (SELECT to_jsonb(j)::text AS row, j.id, j.created_position \
+                "), page AS (SELECT to_jsonb(j) AS row, j.id, j.created_position \
                    FROM keys k JOIN job_view j ON j.id = k.id",
             );
         }
@@ -122,37 +137,24 @@ async fn page(
         let first = rows.first().ok_or_else(|| ApiError::internal("page query returned no row"))?;
         let total: i64 = first.try_get("total")?;
         let position = read_position(first)?;
-        let mut jobs = String::with_capacity(rows.len() * 1024 + 2);
-        let mut count = 0_i64;
+        let mut jobs: Vec<&RawValue> = Vec::with_capacity(rows.len());
         let mut last_key = None;
         let mut more = false;
         for row in &rows {
-            let Some(job) = row.try_get::<Option<String>, _>("row")? else { continue };
-            if count == limit {
+            let Some(job) = row.try_get::<Option<&RawValue>, _>("row")? else { continue };
+            if jobs.len() as i64 == limit {
                 more = true;
                 break;
             }
-            jobs.push(if count == 0 { '[' } else { ',' });
-            jobs.push_str(&job);
-            count += 1;
+            jobs.push(job);
             last_key = Some((row.try_get::<String, _>("created_position")?, row.try_get::<String, _>("id")?));
         }
-        jobs.push_str(if count == 0 { "[]" } else { "]" });
         let next_cursor = match (more, last_key) {
-            (true, Some((value, id))) => Value::String(
-                Cursor {
-                    sort: SORT.into(),
-                    value,
-                    id,
-                }
-                .encode(),
-            ),
-            _ => Value::Null,
+            (true, Some((value, id))) => Some(Cursor { sort: SORT.into(), value, id }.encode()),
+            _ => None,
         };
-        let body = format!(
-            "{{\"jobs\":{jobs},\"total\":{total},\"skip\":{skip},\"limit\":{limit},\"next_cursor\":{next_cursor},\"position\":{}}}",
-            Value::String(position.to_string())
-        );
+        let page = JobPage { jobs, total, skip, limit, next_cursor, position };
+        let body = serde_json::to_string(&page).map_err(ApiError::internal)?;
         Ok((RawJson(body), vec![position]))
     })
     .await

@@ -23,6 +23,7 @@ pub mod hub;
 pub mod jobs;
 pub mod params;
 pub mod pools;
+mod queries;
 pub mod response;
 pub mod technologies;
 pub mod time_travel;

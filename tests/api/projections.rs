@@ -8,6 +8,7 @@ use commandcenter_projections::{rebuild, JobView, Projector, ProjectorConfig, Te
 use commandcenter_relay::{EventStream, Relay, RelayConfig};
 use futures::StreamExt;
 use serde_json::{json, Value};
+use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{nats_url, spawn_app, spawn_app_with, TestApp};
@@ -580,6 +581,36 @@ async fn status_and_rebuild_of_an_unknown_read_model() {
     assert_eq!(tech.lag_events, 0);
     let err = commandcenter_projections::ProjectionError::UnknownReadModel("nope".into());
     assert!(err.to_string().contains("technology_view"));
+}
+
+/// The gap-safe feed pauses while any transaction of the server is in flight, in any
+/// database: a rebuild started then waits for it and applies every event committed before
+/// it started, instead of swapping in a partial view.
+#[tokio::test]
+async fn a_rebuild_waits_for_transactions_in_flight_and_misses_nothing() {
+    let app = spawn_app_with(|args| args.no_projectors = true).await;
+    let mut held =
+        sqlx::PgConnection::connect(&format!("{}/postgres", crate::helpers::server_url()))
+            .await
+            .unwrap();
+    sqlx::query("BEGIN").execute(&mut held).await.unwrap();
+    sqlx::query("SELECT txid_current()")
+        .execute(&mut held)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        app.create_technology(&format!("Behind a transaction {i}"))
+            .await;
+    }
+    let pool = app.pool.clone();
+    let rebuilding = tokio::spawn(async move { rebuild(&pool, &TechnologyView, 100).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waited = !rebuilding.is_finished();
+    sqlx::query("ROLLBACK").execute(&mut held).await.unwrap();
+    let report = rebuilding.await.unwrap().unwrap();
+    assert_eq!(report.events, 3, "every committed event is applied");
+    assert_eq!(rows(&app, "technology_view").await.len(), 3);
+    assert!(waited, "the rebuild waited for the transaction in flight");
 }
 
 #[tokio::test]

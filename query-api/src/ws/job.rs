@@ -7,36 +7,14 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
 use commandcenter_event_store::Position;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use commandcenter_auth::Caller;
 
-use super::{close, lean, send_json, Unsubscribe, KEY_REVOKED, PING_EVERY, POLICY_VIOLATION};
+use super::{
+    close, lean, send, ServerMessage, Unsubscribe, KEY_REVOKED, PING_EVERY, POLICY_VIOLATION,
+};
 use crate::QueryState;
-
-/// A progress message; `correlation_id` (additive to the old contract) names the
-/// command that caused it, when known.
-fn progress_message(job: &Value, correlation_id: Option<&str>) -> Value {
-    json!({
-        "type": "progress",
-        "job_id": job["id"],
-        "status": job["status"],
-        "progress": job["progress"],
-        "current_step": job["current_step"],
-        "is_terminal": job["is_terminal"],
-        "correlation_id": correlation_id,
-    })
-}
-
-fn completed_message(job: &Value) -> Value {
-    json!({
-        "type": "completed",
-        "job_id": job["id"],
-        "status": job["status"],
-        "result": job["result"],
-        "error": job["error"],
-    })
-}
 
 async fn load_job(state: &QueryState, id: &str) -> Result<Option<(Value, Position)>, sqlx::Error> {
     let row: Option<(Value, String)> =
@@ -131,18 +109,11 @@ async fn follow_job(state: QueryState, caller: Caller, job_id: String, mut socke
             return close(&mut socket, 1011, "try again").await;
         }
     };
-    let connected = json!({
-        "type": "connected",
-        "job_id": job["id"],
-        "status": job["status"],
-        "progress": job["progress"],
-        "current_step": job["current_step"],
-    });
-    if !send_json(&state, &mut socket, &connected).await {
+    if !send(&state, &mut socket, &ServerMessage::connected(&job)).await {
         return;
     }
     if job["is_terminal"] == true {
-        send_json(&state, &mut socket, &completed_message(&job)).await;
+        send(&state, &mut socket, &ServerMessage::completed(&job)).await;
         return close(&mut socket, 1000, "job finished").await;
     }
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -163,11 +134,11 @@ async fn follow_job(state: QueryState, caller: Caller, job_id: String, mut socke
                     return close(&mut socket, 1000, "job deleted").await;
                 };
                 if job["is_terminal"] == true {
-                    send_json(&state, &mut socket, &progress_message(job, change.correlation_id.as_deref())).await;
-                    send_json(&state, &mut socket, &completed_message(job)).await;
+                    send(&state, &mut socket, &ServerMessage::progress(job, change.correlation_id.as_deref())).await;
+                    send(&state, &mut socket, &ServerMessage::completed(job)).await;
                     return close(&mut socket, 1000, "job finished").await;
                 }
-                if !send_json(&state, &mut socket, &progress_message(job, change.correlation_id.as_deref())).await {
+                if !send(&state, &mut socket, &ServerMessage::progress(job, change.correlation_id.as_deref())).await {
                     return;
                 }
             }
@@ -185,19 +156,18 @@ async fn follow_job(state: QueryState, caller: Caller, job_id: String, mut socke
         }
         if subscriber.lagged.swap(false, Ordering::Relaxed) {
             // Missed changes: say so, then send the job as it is now.
-            send_json(
-                &state,
-                &mut socket,
-                &json!({"type": "lagged", "position": sent}),
-            )
-            .await;
+            let lagged = ServerMessage::Lagged {
+                position: sent,
+                detail: None,
+            };
+            send(&state, &mut socket, &lagged).await;
             match load_job(&state, &job_id).await {
                 Ok(Some((job, position))) if position > sent => {
                     sent = position;
                     let done = job["is_terminal"] == true;
-                    send_json(&state, &mut socket, &progress_message(&job, None)).await;
+                    send(&state, &mut socket, &ServerMessage::progress(&job, None)).await;
                     if done {
-                        send_json(&state, &mut socket, &completed_message(&job)).await;
+                        send(&state, &mut socket, &ServerMessage::completed(&job)).await;
                         return close(&mut socket, 1000, "job finished").await;
                     }
                 }

@@ -17,18 +17,21 @@
 //! `{"type":"lagged","position":…}` (the last position it was sent) and can resubscribe
 //! with that `since_position`. The server pings every 30 s and drops a client that did
 //! not answer the previous ping.
+//!
+//! Every message the server sends is a [`ServerMessage`] (tagged by `type`).
 
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use serde_json::Value;
 
 use crate::QueryState;
 
 mod job;
+mod messages;
 mod topics;
 
 pub use job::{__path_job_socket, job_socket};
+pub use messages::{Change, JobState, ServerMessage};
 pub use topics::{__path_multiplexed_socket, multiplexed_socket};
 
 /// How often idle sockets are pinged.
@@ -42,14 +45,19 @@ const POLICY_VIOLATION: u16 = 1008;
 /// The close reason when the socket's key is revoked or expires.
 const KEY_REVOKED: &str = "API key revoked or expired";
 
-async fn send_json(state: &QueryState, socket: &mut WebSocket, value: &Value) -> bool {
+/// Sends `message`; false when the socket is gone.
+async fn send(state: &QueryState, socket: &mut WebSocket, message: &ServerMessage<'_>) -> bool {
+    let Ok(text) = serde_json::to_string(message) else {
+        tracing::error!(?message, "socket message cannot be written as JSON");
+        return false;
+    };
     let sent = socket
-        .send(Message::Text(Utf8Bytes::from(value.to_string())))
+        .send(Message::Text(Utf8Bytes::from(text)))
         .await
         .is_ok();
     if sent {
         state.metrics.websocket_messages.inc();
-        if value["type"] == "lagged" {
+        if matches!(message, ServerMessage::Lagged { .. }) {
             state.metrics.websocket_lagged.inc();
         }
     }

@@ -9,17 +9,16 @@ use axum::response::Response;
 use commandcenter_domain::values::AggregateId;
 use commandcenter_event_store::Position;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use commandcenter_auth::guard::SubscriptionBudget;
 use commandcenter_auth::policy::Kind;
 use commandcenter_auth::Caller;
 
 use super::{
-    close, lean, send_json, Unsubscribe, KEY_REVOKED, MAX_REPLAY, MAX_TOPICS, PING_EVERY,
+    close, lean, send, ServerMessage, Unsubscribe, KEY_REVOKED, MAX_REPLAY, MAX_TOPICS, PING_EVERY,
     POLICY_VIOLATION,
 };
-use crate::hub::ViewChange;
 use crate::QueryState;
 
 /// A client's request on the multiplexed socket.
@@ -94,19 +93,6 @@ impl Topic {
     }
 }
 
-fn push_message(topic: &str, change: &ViewChange) -> Value {
-    json!({
-        "type": "change",
-        "topic": topic,
-        "view": change.view,
-        "id": change.id,
-        "position": change.position,
-        "deleted": change.deleted,
-        "correlation_id": change.correlation_id,
-        "row": change.row,
-    })
-}
-
 /// `GET /api/v1/ws`.
 #[utoipa::path(get, path = "/api/v1/ws", tag = "push", responses((status = 101, description = "WebSocket: subscribe to jobs:<project_id>, job:<id>, technologies:<project_id>; change and lagged messages")))]
 pub async fn multiplexed_socket(
@@ -137,7 +123,7 @@ async fn serve_socket(state: QueryState, caller: Caller, mut socket: WebSocket) 
                 let Some(change) = change else { return };
                 sent = sent.max(change.position);
                 for topic in change.topics().iter().filter(|t| topics.contains(*t)) {
-                    if !send_json(&state, &mut socket, &push_message(topic, &change)).await {
+                    if !send(&state, &mut socket, &ServerMessage::change(topic, &change)).await {
                         return;
                     }
                 }
@@ -153,7 +139,7 @@ async fn serve_socket(state: QueryState, caller: Caller, mut socket: WebSocket) 
                     let reply = handle_request(&state, &caller, &text, &mut topics, &mut budget, &subscriber).await;
                     guard.topics = topics.iter().cloned().collect();
                     for message in reply {
-                        if !send_json(&state, &mut socket, &message).await {
+                        if !send(&state, &mut socket, &message).await {
                             return;
                         }
                     }
@@ -164,12 +150,13 @@ async fn serve_socket(state: QueryState, caller: Caller, mut socket: WebSocket) 
             },
         }
         if subscriber.lagged.swap(false, Ordering::Relaxed) {
-            let message = json!({
-                "type": "lagged",
-                "position": sent,
-                "detail": "some changes were dropped; subscribe again with this since_position",
-            });
-            if !send_json(&state, &mut socket, &message).await {
+            let message = ServerMessage::Lagged {
+                position: sent,
+                detail: Some(
+                    "some changes were dropped; subscribe again with this since_position".into(),
+                ),
+            };
+            if !send(&state, &mut socket, &message).await {
                 return;
             }
         }
@@ -183,8 +170,8 @@ async fn handle_request(
     topics: &mut HashSet<String>,
     budget: &mut SubscriptionBudget,
     subscriber: &crate::hub::Subscriber,
-) -> Vec<Value> {
-    let error = |message: String| vec![json!({"type": "error", "message": message})];
+) -> Vec<ServerMessage<'static>> {
+    let error = |message: String| vec![ServerMessage::error(message)];
     let request: ClientMessage = match serde_json::from_str(text) {
         Ok(request) => request,
         Err(err) => {
@@ -263,9 +250,11 @@ async fn handle_request(
         state.hub.subscribe(subscriber, &name);
         if let Some(since) = since {
             match topic.replay(state, since).await {
-                Ok(rows) => replies.extend(rows.into_iter().map(|(row, position)| {
-                    json!({"type": "change", "topic": name, "id": row["id"], "position": position, "deleted": false, "row": row, "replayed": true})
-                })),
+                Ok(rows) => {
+                    replies.extend(rows.into_iter().map(|(row, position)| {
+                        ServerMessage::replayed(name.clone(), row, position)
+                    }))
+                }
                 Err(err) => {
                     tracing::warn!(%err, "socket replay failed");
                     budget.settle(topics.len());
@@ -274,6 +263,8 @@ async fn handle_request(
             }
         }
     }
-    replies.push(json!({"type": "subscribed", "topics": topics.iter().collect::<Vec<_>>()}));
+    replies.push(ServerMessage::Subscribed {
+        topics: topics.iter().map(|t| t.clone().into()).collect(),
+    });
     replies
 }

@@ -1,0 +1,295 @@
+//! The statement of a technology page over `technology_view`: the rows (keyset after a
+//! cursor, or `skip` for old clients), the total (from `technology_counts` when the
+//! filters are project, domain and status only; otherwise one `count(*)` with the same
+//! filters) and the read model's checkpoint, all from one snapshot. Every value is bound;
+//! only constant SQL chosen from allow-lists is pushed as text.
+
+use commandcenter_api_error::ApiError;
+use commandcenter_domain::technology::{
+    CostTier, MaturityLevel, TechnologyDomain, TechnologyStatus,
+};
+use commandcenter_domain::values::{bounded_text, ProjectId};
+use commandcenter_event_store::Position;
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use crate::bounded::{fetch_all, ExpensiveReads, EXPENSIVE_SKIP};
+use crate::cursor::Cursor;
+use crate::params::Params;
+use crate::response::{position_columns, read_position};
+
+/// A supported sort: the column (as SQL) and the type its cursor value casts back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SortKey {
+    UpdatedAt,
+    CreatedAt,
+    Priority,
+    Relevance,
+    Title,
+    Rank,
+}
+
+impl SortKey {
+    /// The sort named `name` (without its `-`), if supported.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "updated_at" => Self::UpdatedAt,
+            "created_at" => Self::CreatedAt,
+            "priority" => Self::Priority,
+            "relevance_score" => Self::Relevance,
+            "title" => Self::Title,
+            "rank" => Self::Rank,
+            _ => return None,
+        })
+    }
+
+    /// The sort expression: constant SQL chosen from this allow-list, never client text.
+    fn expr(self) -> &'static str {
+        match self {
+            Self::UpdatedAt => "t.updated_at",
+            Self::CreatedAt => "t.created_at",
+            Self::Priority => "t.priority",
+            Self::Relevance => "t.relevance_score",
+            Self::Title => "lower(t.title)",
+            Self::Rank => "ts_rank(t.search, websearch_to_tsquery('english', ",
+        }
+    }
+
+    fn cast(self) -> &'static str {
+        match self {
+            Self::UpdatedAt | Self::CreatedAt => "::timestamptz",
+            Self::Priority | Self::Relevance => "::smallint",
+            Self::Title => "::text",
+            Self::Rank => "::real",
+        }
+    }
+}
+
+/// The filters of a technology list.
+#[derive(Debug, Default)]
+pub(crate) struct Filters {
+    pub(crate) project_id: Option<i64>,
+    domain: Option<TechnologyDomain>,
+    status: Option<TechnologyStatus>,
+    pub(crate) search: Option<String>,
+    priority_min: Option<i64>,
+    relevance_min: Option<i64>,
+    tag: Option<String>,
+    maturity_level: Option<MaturityLevel>,
+    cost_tier: Option<CostTier>,
+}
+
+impl Filters {
+    /// The filters of a request, each checked.
+    pub(crate) fn parse(params: &Params) -> Result<Self, ApiError> {
+        Ok(Self {
+            project_id: params
+                .opt_int("project_id", 1, i64::MAX)?
+                .map(|p| {
+                    ProjectId::parse("project_id", p)
+                        .map(ProjectId::get)
+                        .map_err(crate::error::query_value)
+                })
+                .transpose()?,
+            domain: params.parsed("domain", TechnologyDomain::parse)?,
+            status: params.parsed("status", TechnologyStatus::parse)?,
+            search: params.parsed("search", |name, text| bounded_text(name, text, 1, 200))?,
+            priority_min: params.opt_int("priority_min", 1, 5)?,
+            relevance_min: params.opt_int("relevance_min", 0, 100)?,
+            tag: params.parsed("tag", |name, text| bounded_text(name, text, 1, 64))?,
+            maturity_level: params.parsed("maturity_level", MaturityLevel::parse)?,
+            cost_tier: params.parsed("cost_tier", CostTier::parse)?,
+        })
+    }
+
+    /// True when `technology_counts` can give the total.
+    fn countable(&self) -> bool {
+        self.search.is_none()
+            && self.priority_min.is_none()
+            && self.relevance_min.is_none()
+            && self.tag.is_none()
+            && self.maturity_level.is_none()
+            && self.cost_tier.is_none()
+    }
+
+    /// Appends ` AND …` for each filter, with bound values.
+    fn push(&self, qb: &mut QueryBuilder<'_, Postgres>, counts_table: bool) {
+        let p = if counts_table { "" } else { "t." };
+        if let Some(project) = self.project_id {
+            qb.push(format_args!(" AND {p}project_id = "))
+                .push_bind(project);
+        }
+        if let Some(domain) = self.domain {
+            qb.push(format_args!(" AND {p}domain = "))
+                .push_bind(domain.as_str());
+        }
+        if let Some(status) = self.status {
+            qb.push(format_args!(" AND {p}status = "))
+                .push_bind(status.as_str());
+        }
+        if let Some(search) = &self.search {
+            qb.push(" AND t.search @@ websearch_to_tsquery('english', ")
+                .push_bind(search.clone())
+                .push(")");
+        }
+        if let Some(min) = self.priority_min {
+            qb.push(" AND t.priority >= ").push_bind(min as i16);
+        }
+        if let Some(min) = self.relevance_min {
+            qb.push(" AND t.relevance_score >= ").push_bind(min as i16);
+        }
+        if let Some(tag) = &self.tag {
+            qb.push(" AND t.tags @> ARRAY[")
+                .push_bind(tag.clone())
+                .push("]::text[]");
+        }
+        if let Some(level) = self.maturity_level {
+            qb.push(" AND t.maturity_level = ")
+                .push_bind(level.as_str());
+        }
+        if let Some(tier) = self.cost_tier {
+            qb.push(" AND t.cost_tier = ").push_bind(tier.as_str());
+        }
+    }
+}
+
+fn push_sort_expr(qb: &mut QueryBuilder<'_, Postgres>, key: SortKey, search: &Option<String>) {
+    qb.push(key.expr());
+    if key == SortKey::Rank {
+        qb.push_bind(search.clone().unwrap_or_default()).push("))");
+    }
+}
+
+/// One page of technologies as asked.
+pub(crate) struct TechnologyPage<'a> {
+    /// What rows qualify.
+    pub filters: &'a Filters,
+    /// The order.
+    pub key: SortKey,
+    /// Largest first when true.
+    pub descending: bool,
+    /// Rows in the page (one more is fetched, to know whether there is a next page).
+    pub limit: i64,
+    /// Rows skipped (without a cursor).
+    pub skip: i64,
+    /// Where the previous page ended.
+    pub cursor: Option<&'a Cursor>,
+}
+
+/// A page as read: its rows, the total, the read model's position, and where the next
+/// page starts (sort value as text, id) when there is one.
+pub(crate) struct FoundPage {
+    /// The page's rows (at most its limit).
+    pub items: Vec<Value>,
+    /// Rows matching the filters, on every page.
+    pub total: i64,
+    /// The checkpoint of `technology_view` the page reflects.
+    pub position: Position,
+    /// The last row's sort value and id, when a next page exists.
+    pub next: Option<(String, String)>,
+}
+
+impl TechnologyPage<'_> {
+    /// Runs the statement on `pool` (within the budget of `reads` when it is expensive).
+    pub(crate) async fn run(
+        &self,
+        reads: &ExpensiveReads,
+        pool: &PgPool,
+    ) -> Result<FoundPage, ApiError> {
+        let mut qb = self.statement();
+        let rows = fetch_all(reads, pool, &mut qb, self.is_expensive()).await?;
+        let first = rows
+            .first()
+            .ok_or_else(|| ApiError::internal("page query returned no row"))?;
+        let total: i64 = first.try_get("total")?;
+        let position = read_position(first)?;
+        let mut items: Vec<Value> = Vec::with_capacity(rows.len());
+        let mut keys: Vec<(String, String)> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(item) = row.try_get::<Option<Value>, _>("row")? else {
+                continue;
+            };
+            keys.push((row.try_get("sort_text")?, row.try_get("id")?));
+            items.push(item);
+        }
+        // One row more than the page was fetched: its presence means there is a next page,
+        // which continues after the last row shown.
+        let next = (items.len() as i64 > self.limit).then(|| {
+            items.truncate(self.limit as usize);
+            keys.swap_remove(self.limit as usize - 1)
+        });
+        Ok(FoundPage {
+            items,
+            total,
+            position,
+            next,
+        })
+    }
+
+    /// Whether the statement is costly enough to draw on the expensive-read budget.
+    fn is_expensive(&self) -> bool {
+        self.filters.search.is_some() || (self.cursor.is_none() && self.skip > EXPENSIVE_SKIP)
+    }
+
+    /// The statement: columns `total`, the checkpoint's, then per row `row` (the JSON,
+    /// NULL on the one row of an empty page), `id` and `sort_text` (the cursor value).
+    fn statement(&self) -> QueryBuilder<'static, Postgres> {
+        let (filters, key, cursor) = (self.filters, self.key, self.cursor);
+        let (dir, cmp) = if self.descending {
+            ("DESC", "<")
+        } else {
+            ("ASC", ">")
+        };
+        // Past a `skip`, the page's keys first, then the JSON of those rows only (not of
+        // skipped ones); without one, the rows are rendered in the same pass.
+        let skips = cursor.is_none() && self.skip > 0;
+        let mut qb = QueryBuilder::<Postgres>::new(if skips {
+            "WITH keys AS (SELECT t.id, "
+        } else {
+            "WITH page AS (SELECT to_jsonb(t) - 'search' AS row, t.id, "
+        });
+        push_sort_expr(&mut qb, key, &filters.search);
+        qb.push(" AS sort_value FROM technology_view t WHERE true");
+        filters.push(&mut qb, false);
+        if let Some(cursor) = cursor {
+            qb.push(" AND (");
+            push_sort_expr(&mut qb, key, &filters.search);
+            qb.push(format_args!(", t.id) {cmp} ("))
+                .push_bind(cursor.value.clone())
+                .push(key.cast())
+                .push(", ")
+                .push_bind(cursor.id.clone())
+                .push(")");
+        }
+        qb.push(" ORDER BY sort_value ")
+            .push(dir)
+            .push(", t.id ")
+            .push(dir)
+            .push(" LIMIT ")
+            .push_bind(self.limit + 1);
+        if cursor.is_none() {
+            qb.push(" OFFSET ").push_bind(self.skip);
+        }
+        if skips {
+            qb.push(
+                "), page AS (SELECT to_jsonb(t) - 'search' AS row, t.id, k.sort_value \
+                   FROM keys k JOIN technology_view t ON t.id = k.id",
+            );
+        }
+        qb.push("), total AS (");
+        if filters.countable() {
+            qb.push("SELECT coalesce(sum(n), 0)::bigint AS n FROM technology_counts WHERE true");
+            filters.push(&mut qb, true);
+        } else {
+            qb.push("SELECT count(*) AS n FROM technology_view t WHERE true");
+            filters.push(&mut qb, false);
+        }
+        qb.push(") SELECT (SELECT n FROM total) AS total, ");
+        position_columns(&mut qb, "technology_view");
+        qb.push(", page.row, page.id, page.sort_value::text AS sort_text FROM (SELECT 1) one LEFT JOIN page ON true ORDER BY page.sort_value ")
+            .push(dir)
+            .push(", page.id ")
+            .push(dir);
+        qb
+    }
+}
