@@ -1,0 +1,184 @@
+// History and time travel (auditor and admin keys): a technology's or job's timeline
+// (event, actor, time, correlation id, field changes) and a slider over its versions
+// showing the aggregate as of that version (`as_of_version`) beside its current state;
+// the chain verification badge for the project.
+
+import { ApiError, get, query } from '../api';
+import { h, replace, show, when } from '../dom';
+import type { Context } from '../model';
+
+interface Change {
+  field: string;
+  from: unknown;
+  to: unknown;
+}
+
+interface Entry {
+  sequence: number;
+  event_type: string;
+  actor: string | null;
+  correlation_id: string | null;
+  recorded_at: string;
+  position: string;
+  changes: Change[];
+}
+
+interface History {
+  version: number;
+  events: Entry[];
+  next_cursor: number | null;
+}
+
+interface Verify {
+  passed: boolean;
+  events_checked: number;
+  broken_count: number;
+}
+
+/** Bookkeeping that differs between any two reads, not part of the aggregate's state. */
+const HIDDEN = new Set(['search', 'as_of', 'position', 'created_position']);
+
+/** Times compare and show as instants, whichever way the source wrote them. */
+function normal(key: string, value: unknown): unknown {
+  if (key.endsWith('_at') && typeof value === 'string') {
+    const t = new Date(value);
+    if (!Number.isNaN(t.getTime())) return t.toISOString();
+  }
+  return value;
+}
+
+function stateTable(id: string, state: Record<string, unknown>, other: Record<string, unknown> | null): HTMLElement {
+  const keys = Object.keys(state).filter((k) => !HIDDEN.has(k));
+  return h(
+    'table',
+    { class: 'state', id },
+    h(
+      'tbody',
+      null,
+      keys.map((k) => {
+        const value = normal(k, state[k]);
+        const differs = other !== null && JSON.stringify(value) !== JSON.stringify(normal(k, other[k]));
+        return h('tr', { class: differs ? 'differs' : '', 'data-field': k }, h('th', null, k), h('td', null, show(value)));
+      }),
+    ),
+  );
+}
+
+export function historyView(root: HTMLElement, ctx: Context, args: string[]): () => void {
+  const [kind, id] = args;
+  const abort = new AbortController();
+  const badge = h('span', { class: 'badge pending', id: 'verify-badge' }, 'Verifying chain…');
+  if (kind !== 'technology' && kind !== 'job') {
+    replace(
+      root,
+      h('h1', null, 'History'),
+      badge,
+      h('p', null, 'Open a technology (Radar) or a job (Jobs) and choose History to see its timeline and travel through its versions.'),
+    );
+  }
+  void get<Verify>(`/api/v1/audit/verify${query({ project_id: ctx.project })}`, { signal: abort.signal })
+    .then(({ data }) => {
+      badge.className = `badge ${data.passed ? 'ok' : 'broken'}`;
+      badge.textContent = data.passed
+        ? `Chain verified · ${data.events_checked} events`
+        : `Chain broken · ${data.broken_count} bad links`;
+    })
+    .catch(() => {
+      badge.className = 'badge broken';
+      badge.textContent = 'Chain not verified';
+    });
+  if (kind !== 'technology' && kind !== 'job') return () => abort.abort();
+
+  const base = `/api/v1/${kind === 'technology' ? 'technologies' : 'jobs'}/${encodeURIComponent(id)}`;
+  const timeline = h('ol', { class: 'timeline', id: 'timeline' });
+  const slider = h('input', { type: 'range', id: 'version-slider', min: 1, max: 1, step: 1, value: 1 });
+  const label = h('output', { id: 'version-label', for: 'version-slider' });
+  const past = h('div', { id: 'as-of' });
+  const now = h('div', { id: 'current' });
+  replace(
+    root,
+    h('h1', null, `History of ${kind} `, h('span', { class: 'mono' }, id)),
+    badge,
+    h(
+      'section',
+      { class: 'panel' },
+      h('h2', null, 'Time travel'),
+      h('div', { class: 'slider' }, h('label', { for: 'version-slider' }, 'Version'), slider, label),
+      h('div', { class: 'two' }, h('div', null, h('h3', null, 'As of the chosen version'), past), h('div', null, h('h3', null, 'Current'), now)),
+    ),
+    h('section', { class: 'panel' }, h('h2', null, 'Timeline'), timeline),
+  );
+
+  let current: Record<string, unknown> = {};
+  let version = 0;
+  let request = 0;
+  const showVersion = async (v: number) => {
+    const mine = ++request;
+    label.textContent = `${v} of ${version}`;
+    try {
+      const { data } = await get<Record<string, unknown>>(`${base}${query({ as_of_version: v })}`, { signal: abort.signal });
+      if (mine === request) replace(past, stateTable('as-of-state', data, current));
+    } catch (err) {
+      if (mine === request && err instanceof ApiError) replace(past, h('p', { class: 'muted' }, err.message));
+    }
+  };
+  slider.addEventListener('input', () => void showVersion(Number(slider.value)));
+
+  const load = async () => {
+    const entries: Entry[] = [];
+    let after: number | null = null;
+    let history: History;
+    do {
+      ({ data: history } = await get<History>(`${base}/history${query({ after_version: after, limit: 1000 })}`, { signal: abort.signal }));
+      entries.push(...history.events);
+      after = history.next_cursor;
+    } while (after !== null && entries.length < 10_000);
+    version = history.version;
+    try {
+      current = (await get<Record<string, unknown>>(base, { signal: abort.signal })).data;
+      replace(now, stateTable('current-state', current, null));
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 404)) throw err;
+      current = {};
+      replace(now, h('p', { class: 'muted' }, 'Deleted: it exists only in its history now.'));
+    }
+    slider.max = String(Math.max(1, version));
+    slider.value = String(Math.max(1, version));
+    void showVersion(Math.max(1, version));
+    replace(
+      timeline,
+      entries
+        .slice()
+        .reverse()
+        .map((e) =>
+          h(
+            'li',
+            { 'data-version': e.sequence },
+            h(
+              'div',
+              { class: 'entry-head' },
+              h('strong', null, `v${e.sequence} ${e.event_type}`),
+              h('time', null, when(e.recorded_at)),
+              h('span', null, `actor ${e.actor ?? '—'}`),
+              h('span', { class: 'mono muted' }, `correlation ${e.correlation_id ?? '—'}`),
+            ),
+            e.changes.length
+              ? h(
+                  'table',
+                  { class: 'diff' },
+                  h(
+                    'tbody',
+                    null,
+                    e.changes.map((c) => h('tr', null, h('th', null, c.field), h('td', { class: 'from' }, show(c.from)), h('td', { class: 'to' }, show(c.to)))),
+                  ),
+                )
+              : null,
+          ),
+        ),
+    );
+  };
+  load().catch((err) => {
+    if (err instanceof ApiError && err.status !== 401) replace(timeline, h('li', null, err.message));
+  });
+  return () => abort.abort();
+}
