@@ -12,3 +12,16 @@ mod assets;
 pub mod session;
 
 pub use assets::router;
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+/// Prints where the dashboard is, for the operator who just started `serve`.
+pub fn show_url(addr: SocketAddr) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Dashboard: http://{addr}/ (sign in with an API key, such as the first-start admin key)"
+    )?;
+    out.flush()
+}

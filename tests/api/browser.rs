@@ -119,6 +119,16 @@ async fn a_change_by_another_client_appears_on_the_open_page_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_cards_and_activity_feed_follow_changes_made_elsewhere() {
+    scenario("dashboard_follows_changes").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_job_file_downloads_from_its_page() {
+    scenario("export_artifact_downloads").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_created_and_dispatched_on_the_page_shows_progress_and_completes() {
     scenario("a_job_runs_to_completion_on_the_page").await;
 }

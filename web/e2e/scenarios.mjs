@@ -147,6 +147,49 @@ const scenarios = {
     });
   },
 
+  /** The dashboard's cards and activity feed follow changes made elsewhere. */
+  async dashboard_follows_changes() {
+    await createTechnology('writer', { title: `Already there ${unique()}` });
+    await withPage(async (page) => {
+      await signIn(page, key('auditor'));
+      await page.waitForSelector('#activity li.feed-technology');
+      const before = Number(await page.textContent('#metric-technologies .metric-value'));
+      const title = `Seen on the dashboard ${unique()}`;
+      await createTechnology('writer', { title, status: 'research' });
+      await page.waitForFunction(
+        (t) => [...document.querySelectorAll('#activity li')].some((li) => li.textContent.includes(t)),
+        title,
+        { timeout: 2000 },
+      );
+      await page.waitForFunction(
+        (n) => Number(document.querySelector('#metric-technologies .metric-value')?.textContent) === n,
+        before + 1,
+        { timeout: 2000 },
+      );
+      assert.match(await page.textContent('#activity li:first-child'), /TechnologyCreated/);
+    });
+  },
+
+  /** An export job's file downloads from its detail page. */
+  async export_artifact_downloads() {
+    await createTechnology('writer', { title: `Exported ${unique()}` });
+    const job = await api(key('writer'), 'POST', '/api/v1/jobs', {
+      project_id: PROJECT,
+      job_type: 'export',
+      parameters: { format: 'csv' },
+    });
+    await api(key('writer'), 'POST', `/api/v1/jobs/${job.id}/dispatch`);
+    await withPage(async (page) => {
+      await signIn(page, key('reader'), `#/jobs/${job.id}`);
+      await page.waitForSelector('#download-artifact', { timeout: 15_000 });
+      const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download-artifact')]);
+      assert.equal(download.suggestedFilename(), `export-${job.id}.csv`);
+      const path = await download.path();
+      const { readFile } = await import('node:fs/promises');
+      assert.match(await readFile(path, 'utf8'), /Exported/);
+    });
+  },
+
   /** A job created and dispatched from the page shows progress, then completes. */
   async a_job_runs_to_completion_on_the_page() {
     await withPage(async (page) => {

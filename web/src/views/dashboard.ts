@@ -66,7 +66,12 @@ export function barChart(title: string, names: string[], counts: Record<string, 
 }
 
 function describe(event: FeedEvent): string {
-  const title = typeof event.payload?.title === 'string' ? ` “${event.payload.title}”` : '';
+  // Payloads are `{"<EventType>": {fields}}`.
+  // Payloads are `{"<EventType>": {fields}}`; a creation nests the new aggregate's
+  // fields, an update its changed ones.
+  const body = (Object.values(event.payload ?? {})[0] ?? {}) as Record<string, Record<string, unknown> | undefined>;
+  const named = [body, body.technology, body.changes, body.job].find((part) => typeof part?.title === 'string');
+  const title = named ? ` “${String(named.title)}”` : '';
   return `${event.event_type} · ${event.aggregate_type} ${event.aggregate_id.slice(0, 8)}${title}`;
 }
 
