@@ -27,7 +27,7 @@ const scenarios = {
       await page.fill('#api-key', 'cc_0000000000000000_not-a-key');
       await page.click('#signin button[type=submit]');
       await page.waitForSelector('#signin-error:not(:empty)');
-      assert.match(await page.textContent('#signin-error'), /invalid, revoked or expired/);
+      assert.match(await page.textContent('#signin-error'), /refused \(the API key is invalid, revoked or expired\)/);
       assert.equal(await page.evaluate(() => sessionStorage.getItem('cc.key')), null);
 
       const admin = key('admin');
@@ -42,7 +42,7 @@ const scenarios = {
       await api(admin, 'DELETE', `/api/v1/keys/${id}`);
       await page.click('#nav-jobs');
       await page.waitForSelector('#signin-error:not(:empty)');
-      assert.match(await page.textContent('#signin-error'), /Signed out: the API key is invalid, revoked or expired/);
+      assert.match(await page.textContent('#signin-error'), /refused \(the API key is invalid, revoked or expired\)\. Sign in/);
       assert.equal(await page.evaluate(() => sessionStorage.getItem('cc.key')), null);
     });
   },
@@ -436,8 +436,9 @@ async function loadTimes(apiKey, hash, selector, runs) {
  * performance.timeOrigin + performance.now().
  */
 async function changeLatency(apiKey, count) {
-  const { items } = await api(apiKey, 'GET', `/api/v1/technologies?project_id=${PROJECT}&sort=-updated_at&limit=1`);
-  const target = items[0];
+  // The most recently updated technology that is not archived (archived ones refuse edits).
+  const { items } = await api(apiKey, 'GET', `/api/v1/technologies?project_id=${PROJECT}&sort=-updated_at&limit=50`);
+  const target = items.find((t) => t.status !== 'archived');
   const latencies = [];
   await withPage(async (page) => {
     await signIn(page, apiKey, '#/radar');

@@ -74,9 +74,7 @@ export async function call<T>(method: string, path: string, options: Options = {
     const problem = (parsed ?? {}) as Problem;
     if (response.status === 401) {
       onUnauthorized(
-        problem.detail
-          ? `Signed out: ${problem.detail}.`
-          : 'Signed out: the API key was refused.',
+        `The API key was refused (${problem.detail ?? 'HTTP 401'}). Sign in with a valid key.`,
       );
     }
     throw new ApiError(response.status, problem);

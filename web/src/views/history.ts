@@ -64,17 +64,56 @@ function stateTable(id: string, state: Record<string, unknown>, other: Record<st
   );
 }
 
+/** The latest technologies and jobs, each a link to its history. */
+async function pickers(ctx: Context, technologies: HTMLElement, jobs: HTMLElement, signal: AbortSignal): Promise<void> {
+  try {
+    const [t, j] = await Promise.all([
+      get<{ items: { id: string; title: string; status: string; version: number }[] }>(
+        `/api/v1/technologies${query({ project_id: ctx.project, sort: '-updated_at', limit: 20 })}`,
+        { signal },
+      ),
+      get<{ jobs: { id: string; job_type: string; status: string; version: number }[] }>(
+        `/api/v1/jobs${query({ project_id: ctx.project, limit: 20 })}`,
+        { signal },
+      ),
+    ]);
+    replace(
+      technologies,
+      t.data.items.map((x) =>
+        h('li', null, h('a', { href: `#/history/technology/${x.id}` }, x.title), h('span', { class: 'muted' }, ` · ${x.status} · v${x.version}`)),
+      ),
+    );
+    replace(
+      jobs,
+      j.data.jobs.map((x) =>
+        h('li', null, h('a', { href: `#/history/job/${x.id}`, class: 'mono' }, x.id.slice(0, 8)), h('span', { class: 'muted' }, ` · ${x.job_type} · ${x.status} · v${x.version}`)),
+      ),
+    );
+  } catch (err) {
+    if (!(err instanceof DOMException && err.name === 'AbortError')) console.error(err);
+  }
+}
+
 export function historyView(root: HTMLElement, ctx: Context, args: string[]): () => void {
   const [kind, id] = args;
   const abort = new AbortController();
   const badge = h('span', { class: 'badge pending', id: 'verify-badge' }, 'Verifying chain…');
   if (kind !== 'technology' && kind !== 'job') {
+    const technologies = h('ul', { class: 'picks', id: 'pick-technologies' });
+    const jobs = h('ul', { class: 'picks', id: 'pick-jobs' });
     replace(
       root,
       h('h1', null, 'History'),
       badge,
-      h('p', null, 'Open a technology (Radar) or a job (Jobs) and choose History to see its timeline and travel through its versions.'),
+      h('p', { class: 'muted' }, 'Choose a technology or a job to see its timeline and travel through its versions.'),
+      h(
+        'div',
+        { class: 'two' },
+        h('section', { class: 'panel' }, h('h2', null, 'Recently changed technologies'), technologies),
+        h('section', { class: 'panel' }, h('h2', null, 'Recent jobs'), jobs),
+      ),
     );
+    void pickers(ctx, technologies, jobs, abort.signal);
   }
   void get<Verify>(`/api/v1/audit/verify${query({ project_id: ctx.project })}`, { signal: abort.signal })
     .then(({ data }) => {
