@@ -109,6 +109,11 @@ async fn a_technology_created_through_the_form_is_on_the_radar_and_in_the_table(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tables_sort_filter_search_and_page_by_cursor() {
+    scenario("tables_sort_filter_search_and_page").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_field_error_shows_at_its_field_and_a_stale_edit_explains_412() {
     scenario("field_errors_and_stale_edits").await;
 }

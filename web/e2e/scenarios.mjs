@@ -98,6 +98,62 @@ const scenarios = {
     });
   },
 
+  /** The table sorts, filters, searches and pages by cursor; the jobs list filters and pages. */
+  async tables_sort_filter_search_and_page() {
+    const run = unique();
+    for (let i = 0; i < 60; i++) {
+      await createTechnology('writer', {
+        title: `Paged ${run} ${String(i).padStart(2, '0')}`,
+        domain: i % 2 ? 'ai-ml' : 'ui-ux',
+        priority: 1 + (i % 5),
+      });
+    }
+    for (let i = 0; i < 25; i++) {
+      await api(key('writer'), 'POST', '/api/v1/jobs', { project_id: PROJECT, job_type: i % 5 ? 'noop' : 'analysis' });
+    }
+    await withPage(async (page) => {
+      await signIn(page, key('reader'), '#/radar');
+      await page.waitForSelector('#page-info');
+      assert.match(await page.textContent('#page-info'), /Page 1 · 60 technologies/);
+      assert.equal(await page.locator('#technologies tbody tr').count(), 50);
+      await page.click('#next-page');
+      await page.waitForFunction(() => document.querySelector('#page-info')?.textContent?.startsWith('Page 2'));
+      assert.equal(await page.locator('#technologies tbody tr').count(), 10);
+      await page.click('#prev-page');
+      await page.waitForFunction(() => document.querySelector('#page-info')?.textContent?.startsWith('Page 1'));
+
+      await page.click('button.sort[data-sort="title"]');
+      await page.waitForFunction(() => document.querySelector('th[aria-sort="ascending"] button[data-sort="title"]'));
+      await page.waitForFunction((r) => document.querySelector('#technologies tbody tr a.title')?.textContent === `Paged ${r} 00`, run);
+      await page.click('button.sort[data-sort="title"]');
+      await page.waitForFunction((r) => document.querySelector('#technologies tbody tr a.title')?.textContent === `Paged ${r} 59`, run);
+
+      await page.selectOption('#filter-domain', 'ai-ml');
+      await page.waitForFunction(() => /· 30 technologies/.test(document.querySelector('#page-info')?.textContent ?? ''));
+      await page.selectOption('#filter-priority', '5');
+      await page.waitForFunction(() => /· 6 technologies/.test(document.querySelector('#page-info')?.textContent ?? ''));
+      const drawn = await page.locator('#radar circle.dot').count();
+      assert.equal(drawn, 6, 'the radar draws what the filters select');
+      await page.selectOption('#filter-priority', '');
+      await page.selectOption('#filter-domain', '');
+      await page.fill('#search', `${run} 42`);
+      await page.waitForFunction(() => /· 1 technologies/.test(document.querySelector('#page-info')?.textContent ?? ''));
+      assert.equal(await page.textContent('#technologies tbody tr a.title'), `Paged ${run} 42`);
+
+      await page.click('#nav-jobs');
+      await page.waitForSelector('#jobs tbody tr');
+      assert.equal(await page.locator('#jobs tbody tr').count(), 20);
+      await page.click('text=Next →');
+      await eventually('the second page of jobs', async () => (await page.locator('#jobs tbody tr').count()) === 5);
+      await page.selectOption('#filter-job-type', 'analysis');
+      await eventually('analysis jobs only, on one page', async () => {
+        const types = await page.locator('#jobs tbody tr td:nth-child(2)').allTextContents();
+        return types.length === 5 && types.every((t) => t === 'analysis');
+      });
+      assert.match(await page.textContent('#view .pager'), /Page 1 · 5 jobs/);
+    });
+  },
+
   /** The API's problem+json field error is shown at its field; a stale edit explains 412. */
   async field_errors_and_stale_edits() {
     const tech = await createTechnology('writer', { title: `Edited twice ${unique()}` });

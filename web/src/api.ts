@@ -1,6 +1,6 @@
 // The one way the page talks to the API: the key from sessionStorage as a bearer token,
-// problem+json errors as `ApiError` (with the field they name), and a 401 anywhere sends
-// the page back to sign-in.
+// problem+json errors as `ApiError` (with the field they name), read-your-writes through
+// `X-CC-Min-Position`, and a 401 anywhere sends the page back to sign-in.
 
 const KEY = 'cc.key';
 
@@ -21,6 +21,12 @@ export class ApiError extends Error {
     super(problem.detail ?? problem.title ?? `HTTP ${status}`);
   }
 }
+
+/**
+ * The position of this tab's latest write. Reads send it as `X-CC-Min-Position`, so the
+ * page always shows its own writes (the API waits for the read model to apply them).
+ */
+let lastWrite = '';
 
 let onUnauthorized: (message: string) => void = () => {};
 
@@ -53,6 +59,7 @@ export interface Options {
 /** Sends a request; resolves with the parsed JSON body, rejects with `ApiError`. */
 export async function call<T>(method: string, path: string, options: Options = {}): Promise<Answer<T>> {
   const headers: Record<string, string> = { accept: 'application/json', ...options.headers };
+  if (method === 'GET' && lastWrite) headers['x-cc-min-position'] = lastWrite;
   const key = getKey();
   if (key) headers.authorization = `Bearer ${key}`;
   let body: string | undefined;
@@ -79,6 +86,8 @@ export async function call<T>(method: string, path: string, options: Options = {
     }
     throw new ApiError(response.status, problem);
   }
+  const position = response.headers.get('x-cc-position');
+  if (method !== 'GET' && position && position > lastWrite) lastWrite = position;
   return { data: parsed as T, status: response.status, headers: response.headers };
 }
 

@@ -247,14 +247,21 @@ export function radarView(root: HTMLElement, ctx: Context, args: string[]): () =
     replace(pager, prev, h('span', { id: 'page-info' }, `Page ${cursors.length} · ${data.total} technologies`), next);
   };
 
-  const loadSide = async () => {
+  /** Shows the selected technology's card; after a 412, waits (up to 2 s) for a version newer than `stale`. */
+  const loadSide = async (stale = 0) => {
     if (editing) return;
     if (!selected) {
       replace(side, h('p', { class: 'muted' }, 'Select a technology on the radar or in the table to see its card.'));
       return;
     }
     try {
-      const { data } = await get<Technology>(`/api/v1/technologies/${encodeURIComponent(selected)}`, { signal: abort.signal });
+      const path = `/api/v1/technologies/${encodeURIComponent(selected)}`;
+      let { data } = await get<Technology>(path, { signal: abort.signal });
+      // The read model may trail the write that made ours stale by a moment.
+      for (let tries = 0; data.version <= stale && tries < 20; tries++) {
+        await new Promise((r) => setTimeout(r, 100));
+        ({ data } = await get<Technology>(path, { signal: abort.signal }));
+      }
       if (!editing) replace(side, technologyCard(data, ctx, () => edit(data)));
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) replace(side, h('p', { class: 'muted' }, 'This technology no longer exists.'));
@@ -274,11 +281,13 @@ export function radarView(root: HTMLElement, ctx: Context, args: string[]): () =
     replace(
       side,
       technologyForm(ctx, current, {
-        done: (id) => {
+        done: (id, stale = 0) => {
           editing = false;
           selected = id;
           if (id && location.hash !== `#/radar/${id}`) ctx.go(`#/radar/${id}`);
-          reloadAll();
+          void loadRadar().catch(quiet);
+          void loadTable().catch(quiet);
+          void loadSide(stale).catch(quiet);
         },
       }),
     );
@@ -342,7 +351,8 @@ function technologyCard(t: Technology, ctx: Context, onEdit: () => void): HTMLEl
 }
 
 interface FormHooks {
-  done: (id: string | null) => void;
+  /** The form is closed: show `id`'s card (newer than version `stale`, after a 412). */
+  done: (id: string | null, stale?: number) => void;
 }
 
 /** The create form (`current` null) or the edit form, which sends only changed fields with `If-Match`. */
@@ -384,7 +394,7 @@ function technologyForm(ctx: Context, current: Technology | null, hooks: FormHoo
     ),
   );
   form.querySelector('#cancel-form')?.addEventListener('click', () => hooks.done(current?.id ?? null));
-  reloadButton.addEventListener('click', () => hooks.done(current?.id ?? null));
+  reloadButton.addEventListener('click', () => hooks.done(current?.id ?? null, current?.version ?? 0));
 
   const value = (name: string): unknown => {
     const raw = inputs[name].value.trim();
