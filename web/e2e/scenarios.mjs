@@ -167,6 +167,18 @@ const scenarios = {
       assert.match(await page.textContent('#error-priority'), /between 1 and 5/);
       assert.equal(await page.textContent('#error-title'), '');
 
+      await page.click('#nav-jobs');
+      await page.selectOption('#field-job_type', 'noop');
+      await page.fill('#field-parameters_steps', '0');
+      await page.click('#create-job');
+      await page.waitForSelector('.field[data-field="parameters.steps"].invalid');
+      assert.match(await page.textContent('#error-parameters_steps'), /from 1 to 100000/);
+      await page.selectOption('#field-job_type', 'webhook_delivery');
+      await page.fill('#field-parameters_url', 'ftp://example.invalid/');
+      await page.click('#create-job');
+      await page.waitForSelector('.field[data-field="parameters.url"].invalid');
+      assert.match(await page.textContent('#error-parameters_url'), /http:\/\/ or https:\/\//);
+
       await page.goto(`${BASE}/#/radar/${tech.id}`);
       await page.waitForSelector('#edit-technology');
       await page.click('#edit-technology');

@@ -10,6 +10,8 @@ export interface Problem {
   title?: string;
   detail?: string;
   field?: string;
+  /** Every invalid field, when a body had several. */
+  errors?: { field: string; message: string }[];
 }
 
 /** A refused request. */

@@ -39,27 +39,43 @@ export function clearErrors(form: HTMLElement): void {
   form.querySelectorAll('.invalid').forEach((el) => el.classList.remove('invalid'));
 }
 
+/** The form's field slot for an API field name (`tags[1]` → `tags`), if it has one. */
+function slotFor(form: HTMLElement, name: string): HTMLElement | null {
+  const candidates = [name, name.replace(/\[\d+\]$/, ''), name.split('[')[0], name.split('.')[0]];
+  for (const candidate of candidates) {
+    if (!candidate) continue;
+    const slot = form.querySelector<HTMLElement>(`.field[data-field="${CSS.escape(candidate)}"]`);
+    if (slot) return slot;
+  }
+  return null;
+}
+
 /**
- * Shows `err` at the field it names (`tags[1]` at `tags`, `parameters.steps` at that
- * parameter), or at the form when it names none of the form's fields.
+ * Shows each of `err`'s field errors at the field it names (`tags[1]` at `tags`,
+ * `parameters.steps` at that parameter); what names none of the form's fields goes to
+ * the form's own error line.
  */
 export function showError(form: HTMLElement, err: unknown, formError: HTMLElement): void {
   if (!(err instanceof ApiError)) {
     replace(formError, `Request failed: ${String(err instanceof Error ? err.message : err)}`);
     return;
   }
-  const name = err.problem.field ?? '';
-  const candidates = [name, name.replace(/\[\d+\]$/, ''), name.split('.')[0], name.split('[')[0]];
-  for (const candidate of candidates) {
-    if (!candidate) continue;
-    const slot = form.querySelector<HTMLElement>(`.field[data-field="${CSS.escape(candidate)}"]`);
-    if (slot) {
-      slot.classList.add('invalid');
-      const message = slot.querySelector('.field-error');
-      if (message) message.textContent = err.message;
-      slot.querySelector<HTMLElement>('input, select, textarea')?.focus();
-      return;
+  const errors = err.problem.errors?.length
+    ? err.problem.errors
+    : [{ field: err.problem.field ?? '', message: err.message }];
+  const unplaced: string[] = [];
+  let first: HTMLElement | null = null;
+  for (const { field: name, message } of errors) {
+    const slot = slotFor(form, name);
+    if (!slot) {
+      unplaced.push(name ? `${name}: ${message}` : message);
+      continue;
     }
+    slot.classList.add('invalid');
+    const line = slot.querySelector('.field-error');
+    if (line) line.textContent = line.textContent ? `${line.textContent}; ${message}` : message;
+    first ??= slot;
   }
-  replace(formError, err.message);
+  if (unplaced.length > 0) replace(formError, unplaced.join('; '));
+  first?.querySelector<HTMLElement>('input, select, textarea')?.focus();
 }

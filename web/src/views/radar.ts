@@ -10,6 +10,7 @@
 
 import { ApiError, call, get, query } from '../api';
 import { debounce, h, replace, s, show, when } from '../dom';
+import type { Change } from '../live';
 import { COST_TIERS, DOMAINS, MATURITY, STATUSES, type Context, type Technology } from '../model';
 import { clearErrors, field, select, showError, text, type Input } from './form';
 
@@ -187,6 +188,19 @@ export function radarView(root: HTMLElement, ctx: Context, args: string[]): () =
     );
   };
 
+  const rows = new Map<string, HTMLTableRowElement>();
+  const row = (t: Technology): HTMLTableRowElement =>
+    h(
+      'tr',
+      { 'data-id': t.id, class: t.id === selected ? 'selected' : '' },
+      h('td', null, h('a', { href: `#/radar/${t.id}`, class: 'title' }, t.title)),
+      h('td', null, t.domain),
+      h('td', null, h('span', { class: `pill status-${t.status}` }, t.status)),
+      h('td', { class: 'num' }, String(t.priority)),
+      h('td', { class: 'num' }, String(t.relevance_score)),
+      h('td', null, when(t.updated_at)),
+    );
+
   const loadTable = async () => {
     const cursor = cursors[cursors.length - 1];
     const { data } = await get<Page>(
@@ -195,6 +209,7 @@ export function radarView(root: HTMLElement, ctx: Context, args: string[]): () =
     );
     const sortKey = filters.sort.replace(/^-/, '');
     const descending = filters.sort.startsWith('-');
+    rows.clear();
     replace(
       table,
       h(
@@ -220,17 +235,9 @@ export function radarView(root: HTMLElement, ctx: Context, args: string[]): () =
         'tbody',
         null,
         data.items.map((t) => {
-          const link = h('a', { href: `#/radar/${t.id}`, class: 'title' }, t.title);
-          return h(
-            'tr',
-            { 'data-id': t.id, class: t.id === selected ? 'selected' : '' },
-            h('td', null, link),
-            h('td', null, t.domain),
-            h('td', null, h('span', { class: `pill status-${t.status}` }, t.status)),
-            h('td', { class: 'num' }, String(t.priority)),
-            h('td', { class: 'num' }, String(t.relevance_score)),
-            h('td', null, when(t.updated_at)),
-          );
+          const tr = row(t);
+          rows.set(t.id, tr);
+          return tr;
         }),
       ),
     );
@@ -274,7 +281,23 @@ export function radarView(root: HTMLElement, ctx: Context, args: string[]): () =
     void loadTable().catch(quiet);
     void loadSide().catch(quiet);
   };
-  const reload = debounce(reloadAll, 60);
+  const reload = debounce(reloadAll, 250);
+  /**
+   * A change pushed on the socket: a row on screen is redrawn from it at once (and the
+   * open card), then the radar and the page are re-read shortly after, once for a burst,
+   * so order, filters and counts follow.
+   */
+  const onChange = (change: Change) => {
+    const t = change.row as Technology | null;
+    const shown = rows.get(change.id);
+    if (shown && t && !change.deleted) {
+      const fresh = row(t);
+      shown.replaceWith(fresh);
+      rows.set(t.id, fresh);
+      if (selected === t.id && !editing) replace(side, technologyCard(t, ctx, () => edit(t)));
+    }
+    reload();
+  };
 
   const edit = (current: Technology | null) => {
     editing = true;
@@ -306,7 +329,7 @@ export function radarView(root: HTMLElement, ctx: Context, args: string[]): () =
   newButton?.addEventListener('click', () => edit(null));
 
   reloadAll();
-  const stop = ctx.live.subscribe(`technologies:${ctx.project}`, reload);
+  const stop = ctx.live.subscribe(`technologies:${ctx.project}`, onChange);
   return () => {
     abort.abort();
     stop();
