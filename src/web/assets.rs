@@ -12,7 +12,7 @@ use axum::Router;
 /// covers `ws:`/`wss:` to the same host), no inline script or style, no plugins, no
 /// framing, no `<base>` tricks, forms only to this origin.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; font-src 'self'; \
      object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// One embedded file: its name under `/assets/`, media type and bytes.

@@ -15,6 +15,7 @@ let live: Live | null = null;
 let stopView: () => void = () => {};
 
 function signIn(message?: string): void {
+  window.onhashchange = null;
   stopView();
   stopView = () => {};
   live?.close();
