@@ -312,16 +312,20 @@ const scenarios = {
       await page.waitForSelector('#timeline li[data-version="3"]');
       await page.waitForSelector('#verify-badge.ok');
       assert.equal(await page.getAttribute('#version-slider', 'max'), String(last.version));
-      await page.waitForSelector('#as-of-state tr[data-field="priority"]');
+      await page.waitForSelector('#states tr[data-field="priority"]');
       await page.locator('#version-slider').fill('1');
       await page.waitForFunction(
-        (t) => document.querySelector('#as-of-state tr[data-field="title"] td')?.textContent === t,
+        (t) => document.querySelector('#states tr[data-field="title"] td.as-of')?.textContent === t,
         first,
       );
-      assert.equal(await page.textContent('#as-of-state tr[data-field="priority"] td'), '2');
-      assert.equal(await page.textContent('#current-state tr[data-field="priority"] td'), '4');
+      assert.equal(await page.textContent('#states tr[data-field="priority"] td.as-of'), '2');
+      assert.equal(await page.textContent('#states tr[data-field="priority"] td.current'), '4');
       assert.match(await page.textContent('#version-label'), /^1 of 3$/);
-      assert.equal(await page.locator('#as-of-state tr.differs[data-field="title"]').count(), 1);
+      assert.equal(await page.locator('#states tr.differs[data-field="title"]').count(), 1);
+      assert.equal(await page.locator('#states tr.differs[data-field="domain"]').count(), 0);
+      await page.locator('#version-slider').fill('2');
+      await page.waitForFunction(() => document.querySelector('#states tr[data-field="priority"] td.as-of')?.textContent === '2'
+        && /^Version two/.test(document.querySelector('#states tr[data-field="title"] td.as-of')?.textContent ?? ''));
       const entry = await page.textContent('#timeline li[data-version="2"]');
       assert.match(entry, /TechnologyUpdated|Updated|Renamed/i);
       assert.match(entry, /Version one/);
@@ -420,7 +424,7 @@ const scenarios = {
       await page.waitForSelector('#timeline li');
       await page.waitForSelector('#verify-badge.ok');
       await page.locator('#version-slider').fill('1');
-      await page.waitForSelector('#as-of-state tr.differs');
+      await page.waitForSelector('#states tr.differs');
       await shot('history');
     });
   },

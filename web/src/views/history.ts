@@ -47,19 +47,34 @@ function normal(key: string, value: unknown): unknown {
   return value;
 }
 
-function stateTable(id: string, state: Record<string, unknown>, other: Record<string, unknown> | null): HTMLElement {
-  const keys = Object.keys(state).filter((k) => !HIDDEN.has(k));
+/**
+ * The aggregate as of the chosen version beside its current state, one row per field;
+ * the fields that differ come first, highlighted.
+ */
+function compare(version: number, past: Record<string, unknown> | null, now: Record<string, unknown> | null): HTMLElement {
+  const keys = [...new Set([...Object.keys(past ?? {}), ...Object.keys(now ?? {})])].filter((k) => !HIDDEN.has(k));
+  const rows = keys.map((k) => {
+    const then = normal(k, past?.[k]);
+    const current = normal(k, now?.[k]);
+    return { k, then, current, differs: JSON.stringify(then) !== JSON.stringify(current) };
+  });
+  rows.sort((a, b) => Number(b.differs) - Number(a.differs) || a.k.localeCompare(b.k));
   return h(
     'table',
-    { class: 'state', id },
+    { class: 'state', id: 'states' },
+    h('thead', null, h('tr', null, h('th', null, 'Field'), h('th', null, `As of version ${version}`), h('th', null, now ? 'Current' : 'Current (deleted)'))),
     h(
       'tbody',
       null,
-      keys.map((k) => {
-        const value = normal(k, state[k]);
-        const differs = other !== null && JSON.stringify(value) !== JSON.stringify(normal(k, other[k]));
-        return h('tr', { class: differs ? 'differs' : '', 'data-field': k }, h('th', null, k), h('td', null, show(value)));
-      }),
+      rows.map((r) =>
+        h(
+          'tr',
+          { class: r.differs ? 'differs' : '', 'data-field': r.k },
+          h('th', null, r.k),
+          h('td', { class: 'as-of' }, show(r.then)),
+          h('td', { class: 'current' }, show(r.current)),
+        ),
+      ),
     ),
   );
 }
@@ -132,23 +147,26 @@ export function historyView(root: HTMLElement, ctx: Context, args: string[]): ()
   const timeline = h('ol', { class: 'timeline', id: 'timeline' });
   const slider = h('input', { type: 'range', id: 'version-slider', min: 1, max: 1, step: 1, value: 1 });
   const label = h('output', { id: 'version-label', for: 'version-slider' });
-  const past = h('div', { id: 'as-of' });
-  const now = h('div', { id: 'current' });
+  const states = h('div', { id: 'time-travel' });
   replace(
     root,
     h('h1', null, `History of ${kind} `, h('span', { class: 'mono' }, id)),
     badge,
     h(
-      'section',
-      { class: 'panel' },
-      h('h2', null, 'Time travel'),
-      h('div', { class: 'slider' }, h('label', { for: 'version-slider' }, 'Version'), slider, label),
-      h('div', { class: 'two' }, h('div', null, h('h3', null, 'As of the chosen version'), past), h('div', null, h('h3', null, 'Current'), now)),
+      'div',
+      { class: 'history-layout' },
+      h('section', { class: 'panel timeline-box' }, h('h2', null, 'Timeline'), timeline),
+      h(
+        'section',
+        { class: 'panel' },
+        h('h2', null, 'Time travel'),
+        h('div', { class: 'slider' }, h('label', { for: 'version-slider' }, 'Version'), slider, label),
+        states,
+      ),
     ),
-    h('section', { class: 'panel' }, h('h2', null, 'Timeline'), timeline),
   );
 
-  let current: Record<string, unknown> = {};
+  let current: Record<string, unknown> | null = null;
   let version = 0;
   let request = 0;
   const showVersion = async (v: number) => {
@@ -156,9 +174,9 @@ export function historyView(root: HTMLElement, ctx: Context, args: string[]): ()
     label.textContent = `${v} of ${version}`;
     try {
       const { data } = await get<Record<string, unknown>>(`${base}${query({ as_of_version: v })}`, { signal: abort.signal });
-      if (mine === request) replace(past, stateTable('as-of-state', data, current));
+      if (mine === request) replace(states, compare(v, data, current));
     } catch (err) {
-      if (mine === request && err instanceof ApiError) replace(past, h('p', { class: 'muted' }, err.message));
+      if (mine === request && err instanceof ApiError) replace(states, h('p', { class: 'muted' }, err.message));
     }
   };
   slider.addEventListener('input', () => void showVersion(Number(slider.value)));
@@ -175,11 +193,9 @@ export function historyView(root: HTMLElement, ctx: Context, args: string[]): ()
     version = history.version;
     try {
       current = (await get<Record<string, unknown>>(base, { signal: abort.signal })).data;
-      replace(now, stateTable('current-state', current, null));
     } catch (err) {
       if (!(err instanceof ApiError && err.status === 404)) throw err;
-      current = {};
-      replace(now, h('p', { class: 'muted' }, 'Deleted: it exists only in its history now.'));
+      current = null;
     }
     slider.max = String(Math.max(1, version));
     slider.value = String(Math.max(1, version));
