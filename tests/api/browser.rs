@@ -149,6 +149,11 @@ async fn the_history_slider_shows_the_value_at_an_older_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_history_shows_its_lifecycle_and_the_slider_goes_back_to_pending() {
+    scenario("job_history_travels_through_its_lifecycle").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn markup_in_a_title_renders_as_text() {
     scenario("markup_in_titles_renders_as_text").await;
 }

@@ -67,12 +67,17 @@ export async function api(key, method, path, body, headers = {}) {
   return data;
 }
 
-/** Waits until `predicate()` is true (polling), or fails with `what`. */
+/** Waits until `predicate()` is true (polling; a throw counts as false), or fails with `what`. */
 export async function eventually(what, predicate, timeoutMs = 10_000) {
   const deadline = Date.now() + timeoutMs;
+  let last = null;
   for (;;) {
-    if (await predicate()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    try {
+      if (await predicate()) return;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${last.message})` : ''}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

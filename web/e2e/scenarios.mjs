@@ -332,6 +332,29 @@ const scenarios = {
     });
   },
 
+  /** A job's history: its lifecycle on the timeline, and the slider back to pending. */
+  async job_history_travels_through_its_lifecycle() {
+    const job = await api(key('writer'), 'POST', '/api/v1/jobs', {
+      project_id: PROJECT,
+      job_type: 'noop',
+      parameters: { steps: 2, step_ms: 10 },
+    });
+    await api(key('writer'), 'POST', `/api/v1/jobs/${job.id}/dispatch`);
+    await eventually('the job completed', async () => (await api(key('reader'), 'GET', `/api/v1/jobs/${job.id}`)).status === 'completed');
+    await withPage(async (page) => {
+      await signIn(page, key('auditor'), '#/history');
+      await page.click(`#pick-jobs a[href="#/history/job/${job.id}"]`);
+      await page.waitForSelector('#timeline li');
+      const timeline = await page.textContent('#timeline');
+      for (const event of ['JobCreated', 'JobDispatched', 'JobStarted', 'JobCompleted']) assert.match(timeline, new RegExp(event));
+      await page.waitForSelector('#states tr[data-field="status"] td.current');
+      assert.equal(await page.textContent('#states tr[data-field="status"] td.current'), 'completed');
+      await page.locator('#version-slider').fill('1');
+      await page.waitForFunction(() => document.querySelector('#states tr[data-field="status"] td.as-of')?.textContent === 'pending');
+      assert.equal(await page.locator('#states tr.differs[data-field="status"]').count(), 1);
+    });
+  },
+
   /** A title that looks like markup is shown as those characters, and runs nothing. */
   async markup_in_titles_renders_as_text() {
     const title = '<img src=x onerror=alert(1)>';
