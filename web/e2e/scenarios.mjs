@@ -63,7 +63,7 @@ const scenarios = {
       assert.equal(await page.locator('#edit-technology').count(), 0);
       assert.equal(await page.locator('#history-link').count(), 0);
       await page.click('#nav-jobs');
-      await page.waitForSelector('#jobs tbody tr');
+      await page.waitForSelector('#jobs tbody tr[data-id]');
       assert.equal(await page.locator('#job-form').count(), 0);
       assert.equal(await page.locator('#jobs button').count(), 0, 'no dispatch or cancel buttons');
       await page.goto(`${BASE}/#/history/technology/${tech.id}`);
@@ -115,18 +115,18 @@ const scenarios = {
       await signIn(page, key('reader'), '#/radar');
       await page.waitForSelector('#page-info');
       assert.match(await page.textContent('#page-info'), /Page 1 · 60 technologies/);
-      assert.equal(await page.locator('#technologies tbody tr').count(), 50);
+      assert.equal(await page.locator('#technologies tbody tr[data-id]').count(), 50);
       await page.click('#next-page');
       await page.waitForFunction(() => document.querySelector('#page-info')?.textContent?.startsWith('Page 2'));
-      assert.equal(await page.locator('#technologies tbody tr').count(), 10);
+      assert.equal(await page.locator('#technologies tbody tr[data-id]').count(), 10);
       await page.click('#prev-page');
       await page.waitForFunction(() => document.querySelector('#page-info')?.textContent?.startsWith('Page 1'));
 
       await page.click('button.sort[data-sort="title"]');
       await page.waitForFunction(() => document.querySelector('th[aria-sort="ascending"] button[data-sort="title"]'));
-      await page.waitForFunction((r) => document.querySelector('#technologies tbody tr a.title')?.textContent === `Paged ${r} 00`, run);
+      await page.waitForFunction((r) => document.querySelector('#technologies tbody tr[data-id] a.title')?.textContent === `Paged ${r} 00`, run);
       await page.click('button.sort[data-sort="title"]');
-      await page.waitForFunction((r) => document.querySelector('#technologies tbody tr a.title')?.textContent === `Paged ${r} 59`, run);
+      await page.waitForFunction((r) => document.querySelector('#technologies tbody tr[data-id] a.title')?.textContent === `Paged ${r} 59`, run);
 
       await page.selectOption('#filter-domain', 'ai-ml');
       await page.waitForFunction(() => /· 30 technologies/.test(document.querySelector('#page-info')?.textContent ?? ''));
@@ -138,16 +138,16 @@ const scenarios = {
       await page.selectOption('#filter-domain', '');
       await page.fill('#search', `${run} 42`);
       await page.waitForFunction(() => /· 1 technologies/.test(document.querySelector('#page-info')?.textContent ?? ''));
-      assert.equal(await page.textContent('#technologies tbody tr a.title'), `Paged ${run} 42`);
+      assert.equal(await page.textContent('#technologies tbody tr[data-id] a.title'), `Paged ${run} 42`);
 
       await page.click('#nav-jobs');
-      await page.waitForSelector('#jobs tbody tr');
-      assert.equal(await page.locator('#jobs tbody tr').count(), 20);
+      await eventually('a full first page of jobs', async () => /· 25 jobs/.test(await page.textContent('#view .pager')));
+      assert.equal(await page.locator('#jobs tbody tr[data-id]').count(), 20);
       await page.click('text=Next →');
-      await eventually('the second page of jobs', async () => (await page.locator('#jobs tbody tr').count()) === 5);
+      await eventually('the second page of jobs', async () => (await page.locator('#jobs tbody tr[data-id]').count()) === 5);
       await page.selectOption('#filter-job-type', 'analysis');
       await eventually('analysis jobs only, on one page', async () => {
-        const types = await page.locator('#jobs tbody tr td:nth-child(2)').allTextContents();
+        const types = await page.locator('#jobs tbody tr[data-id] td:nth-child(2)').allTextContents();
         return types.length === 5 && types.every((t) => t === 'analysis');
       });
       assert.match(await page.textContent('#view .pager'), /Page 1 · 5 jobs/);
@@ -266,7 +266,7 @@ const scenarios = {
       await page.fill('#field-parameters_steps', '10');
       await page.fill('#field-parameters_step_ms', '150');
       await page.click('#create-dispatch-job');
-      const row = page.locator('#jobs tbody tr').first();
+      const row = page.locator('#jobs tbody tr[data-id]').first();
       await eventually('a running job with progress', async () => {
         const status = await row.getAttribute('data-status');
         const progress = Number(await row.locator('progress').getAttribute('value'));
@@ -436,7 +436,7 @@ const scenarios = {
       await page.click('#edit-technology');
       await shot('radar-edit');
       await page.goto(`${BASE}/#/jobs`);
-      await page.waitForSelector('#jobs tbody tr');
+      await page.waitForSelector('#jobs tbody tr[data-id]');
       await shot('jobs');
       if (jobs[0]) {
         await page.goto(`${BASE}/#/jobs/${jobs[0].id}`);

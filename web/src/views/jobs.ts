@@ -133,6 +133,7 @@ export function jobsView(root: HTMLElement, ctx: Context, args: string[]): () =>
           rows.set(job.id, tr);
           return tr;
         }),
+        data.jobs.length === 0 ? h('tr', { class: 'empty' }, h('td', { colspan: 8, class: 'muted' }, 'No jobs match.')) : null,
       ),
     );
     const prev = h('button', { type: 'button', disabled: cursors.length === 1 }, '← Previous');

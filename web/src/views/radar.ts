@@ -239,6 +239,7 @@ export function radarView(root: HTMLElement, ctx: Context, args: string[]): () =
           rows.set(t.id, tr);
           return tr;
         }),
+        data.items.length === 0 ? h('tr', { class: 'empty' }, h('td', { colspan: 6, class: 'muted' }, 'No technologies match.')) : null,
       ),
     );
     const prev = h('button', { type: 'button', id: 'prev-page', disabled: cursors.length === 1 }, '← Previous');
