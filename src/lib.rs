@@ -12,3 +12,4 @@ pub mod observability;
 pub mod openapi;
 pub mod startup;
 pub mod telemetry;
+pub mod web;

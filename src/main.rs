@@ -29,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(key) = app.first_admin_key() {
                 show_first_admin_key(key)?;
             }
+            commandcenter::web::show_url(app.local_addr()?)?;
             tracing::info!(addr = %app.local_addr()?, "commandcenter listening");
             app.run(shutdown_signal()).await?;
             tracing::info!("commandcenter stopped");

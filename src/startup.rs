@@ -363,7 +363,10 @@ impl Application {
                 nats: services.nats.clone(),
                 prefix: services.core_prefix.clone(),
             }),
+            crate::web::session::api(),
         ])
+        // The dashboard page and its assets (public in the policy table, not API operations).
+        .merge(crate::web::router())
         // After routing, so the guard knows the route template; every route passes it.
         .route_layer(axum::middleware::from_fn_with_state(guard, Guard::enforce))
         .layer(axum::middleware::from_fn_with_state(

@@ -127,6 +127,11 @@ pub const RULES: &[(&str, &str, Rule)] = {
         ("GET", "/health/ready", rule(Public, Unscoped)),
         ("GET", "/metrics", rule(Public, Unscoped)),
         ("GET", "/api/v1/openapi.json", rule(Public, Unscoped)),
+        // The dashboard page and its assets hold no data.
+        ("GET", "/", rule(Public, Unscoped)),
+        ("GET", "/assets/{file}", rule(Public, Unscoped)),
+        // Who the calling key is (the dashboard hides what its role may not use).
+        ("GET", "/api/v1/session", rule(Read, Unscoped)),
         // Queries.
         ("GET", "/api/v1/technologies", rule(Read, Query)),
         (

@@ -1,6 +1,7 @@
-//! `GET /api/v1/dashboard/stats?project_id=`: technologies by domain and status, jobs by
-//! status and type, active jobs, success rate, mean duration and failures in the last
-//! 24 hours — all from the precomputed tables, in one statement.
+//! `GET /api/v1/dashboard/stats?project_id=`: technologies by domain, by status and by
+//! both (the radar's cells), jobs by status and type, active jobs, success rate, mean
+//! duration and failures in the last 24 hours — all from the precomputed tables, in one
+//! statement.
 //!
 //! Failures are counted by hour of failure (`job_failures_by_hour`): the window is the
 //! current hour and the 24 before it, whole.
@@ -42,7 +43,7 @@ fn position(row: &sqlx::postgres::PgRow, tx: &str, pos: &str) -> Result<Position
 }
 
 /// `GET /api/v1/dashboard/stats`.
-#[utoipa::path(get, path = "/api/v1/dashboard/stats", tag = "dashboard", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project")), responses((status = 200, description = "Technologies by domain and status; jobs by status and type, active, failed in the last 24 h"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/dashboard/stats", tag = "dashboard", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project")), responses((status = 200, description = "Technologies by domain, by status and by both (`by_domain_status`: `{domain, status, count}`); jobs by status and type, active, failed in the last 24 h"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn dashboard_stats(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -79,9 +80,15 @@ pub async fn dashboard_stats(
             BTreeMap::<String, i64>::new(),
         );
         let mut total = 0i64;
+        // Each (domain, status) count as is: the radar's cells, whatever the project's size.
+        let mut by_domain_status = Vec::new();
         for entry in technologies.as_array().into_iter().flatten() {
             let n = entry[2].as_i64().unwrap_or(0);
             total += n;
+            if n > 0 {
+                by_domain_status
+                    .push(json!({ "domain": entry[0], "status": entry[1], "count": n }));
+            }
             *by_domain
                 .entry(entry[0].as_str().unwrap_or_default().to_string())
                 .or_default() += n;
@@ -111,7 +118,12 @@ pub async fn dashboard_stats(
         job_summary["failed_last_24h"] = json!(row.try_get::<i64, _>("failed_last_24h")?);
         let body = json!({
             "project_id": project_id,
-            "technologies": { "total": total, "by_domain": by_domain, "by_status": by_status },
+            "technologies": {
+                "total": total,
+                "by_domain": by_domain,
+                "by_status": by_status,
+                "by_domain_status": by_domain_status,
+            },
             "jobs": job_summary,
             "position": positions.iter().min(),
         });

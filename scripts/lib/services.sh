@@ -126,3 +126,21 @@ ensure_nats() {
 ensure_rust() {
     command -v cargo >/dev/null || die "cargo is missing: install a Rust toolchain (https://rustup.rs)"
 }
+
+# ensure_web: the dashboard's tools — Node.js and npm, web/node_modules as the lockfile
+# says (`npm ci`, nothing fetched at run time), and Debian's Chromium for the browser
+# tests (exported as CC_CHROMIUM). Installed with apt-get when missing and permitted.
+ensure_web() {
+    command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+    if [ ! -d "$CC_ROOT/web/node_modules" ] \
+        || [ "$CC_ROOT/web/package-lock.json" -nt "$CC_ROOT/web/node_modules/.package-lock.json" ]; then
+        say "installing the dashboard's npm packages (npm ci in web/)"
+        (cd "$CC_ROOT/web" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    fi
+    if [ -z "${CC_CHROMIUM:-}" ]; then
+        command -v chromium >/dev/null || apt_install chromium
+        CC_CHROMIUM="$(command -v chromium)"
+    fi
+    export CC_CHROMIUM
+    say "Chromium: $CC_CHROMIUM"
+}

@@ -3,6 +3,7 @@
 
 mod access;
 pub(crate) mod audit;
+mod browser;
 mod chaos;
 mod concurrency;
 mod demo;
@@ -22,5 +23,6 @@ mod queries;
 mod tamper;
 mod technologies;
 mod validation;
+mod web;
 mod websockets;
 mod workers;

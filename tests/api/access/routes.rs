@@ -170,6 +170,7 @@ const ROUTES: &[(&str, &str, Need, On, u16)] = &[
     ("GET", "/api/v1/events", Need::Audit, On::Query, 200),
     ("GET", "/api/v1/audit/verify", Need::Audit, On::Query, 200),
     ("GET", "/api/v1/projects", Need::Read, On::Nothing, 200),
+    ("GET", "/api/v1/session", Need::Read, On::Nothing, 200),
     ("POST", "/api/v1/projects", Need::Root, On::Nothing, 201),
     ("GET", "/api/v1/keys", Need::Admin, On::Nothing, 200),
     ("POST", "/api/v1/keys", Need::Admin, On::Key, 201),

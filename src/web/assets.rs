@@ -1,0 +1,93 @@
+//! The embedded build output of `web/` and the routes that serve it. The files are the
+//! ones committed under `web/dist/`; `npm run build` in `web/` writes them, and the
+//! test `the_committed_dashboard_build_matches_its_sources` fails when they are stale.
+
+use axum::extract::Path;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+/// What the page may load and connect to: this origin only (CSP level 3 `'self'`
+/// covers `ws:`/`wss:` to the same host), no inline script or style, no plugins, no
+/// framing, no `<base>` tricks, forms only to this origin.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; font-src 'self'; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// One embedded file: its name under `/assets/`, media type and bytes.
+struct Asset {
+    name: &'static str,
+    media_type: &'static str,
+    body: &'static [u8],
+}
+
+const INDEX: &[u8] = include_bytes!("../../web/dist/index.html");
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "app.js",
+        media_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/dist/assets/app.js"),
+    },
+    Asset {
+        name: "app.css",
+        media_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../web/dist/assets/app.css"),
+    },
+    Asset {
+        name: "favicon.svg",
+        media_type: "image/svg+xml",
+        body: include_bytes!("../../web/dist/assets/favicon.svg"),
+    },
+];
+
+/// The page's routes. They are public in the guard's policy table (the page holds no
+/// data) and not API operations, so they are not in the OpenAPI document.
+pub fn router() -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/{file}", get(asset))
+}
+
+async fn index() -> Response {
+    page(StatusCode::OK, "text/html; charset=utf-8", INDEX)
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|a| a.name == file) {
+        Some(asset) => page(StatusCode::OK, asset.media_type, asset.body),
+        None => page(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            b"no such asset\n",
+        ),
+    }
+}
+
+/// A response with the page's security headers. Assets are revalidated on every load
+/// (`no-cache` with an `ETag` would need hashing; the files are small and local).
+fn page(status: StatusCode, media_type: &'static str, body: &'static [u8]) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
