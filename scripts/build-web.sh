@@ -5,7 +5,6 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/services.sh"
 
-command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+ensure_web_tools
 cd "$CC_ROOT/web"
-[ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
 npm run --silent build

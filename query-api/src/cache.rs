@@ -7,7 +7,7 @@
 //! query ran — and is served only while that generation is current. An answer is only
 //! stored when the pool that computed it had already applied the newest announced
 //! change (a lagging replica's answer is served, never cached). The answers are held in
-//! a bounded `moka` cache (the least used make room, one at a time), and no entry
+//! a bounded `moka` cache (entries evicted one at a time, never a clearing), and no entry
 //! outlives [`MAX_AGE`], which bounds staleness even for notifications lost while the
 //! NATS connection was down.
 //!

@@ -80,15 +80,18 @@ pub async fn dashboard_stats(
             BTreeMap::<String, i64>::new(),
         );
         let mut total = 0i64;
-        // Each (domain, status) count as is: the radar's cells, whatever the project's size.
-        let mut by_domain_status = Vec::new();
+        // Each (domain, status) count: the radar's cells, whatever the project's size. The
+        // counts table has a row per project: summed here for an all-projects answer.
+        let mut cells = BTreeMap::<(String, String), i64>::new();
         for entry in technologies.as_array().into_iter().flatten() {
             let n = entry[2].as_i64().unwrap_or(0);
             total += n;
-            if n > 0 {
-                by_domain_status
-                    .push(json!({ "domain": entry[0], "status": entry[1], "count": n }));
-            }
+            *cells
+                .entry((
+                    entry[0].as_str().unwrap_or_default().to_string(),
+                    entry[1].as_str().unwrap_or_default().to_string(),
+                ))
+                .or_default() += n;
             *by_domain
                 .entry(entry[0].as_str().unwrap_or_default().to_string())
                 .or_default() += n;
@@ -96,6 +99,11 @@ pub async fn dashboard_stats(
                 .entry(entry[1].as_str().unwrap_or_default().to_string())
                 .or_default() += n;
         }
+        let by_domain_status: Vec<Value> = cells
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|((domain, status), n)| json!({ "domain": domain, "status": status, "count": n }))
+            .collect();
         let jobs: Value = row.try_get("jobs")?;
         let rows: Vec<(String, String, i64, i64, i64)> = jobs
             .as_array()

@@ -127,16 +127,25 @@ ensure_rust() {
     command -v cargo >/dev/null || die "cargo is missing: install a Rust toolchain (https://rustup.rs)"
 }
 
-# ensure_web: the dashboard's tools — Node.js and npm, web/node_modules as the lockfile
-# says (`npm ci`, nothing fetched at run time), and Debian's Chromium for the browser
-# tests (exported as CC_CHROMIUM). Installed with apt-get when missing and permitted.
-ensure_web() {
+# ensure_web_tools: Node.js 20+ and npm, and web/node_modules as the lockfile says.
+ensure_web_tools() {
     command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+    local node_major
+    node_major=$(node -p 'process.versions.node.split(".")[0]')
+    [ "$node_major" -ge 20 ] \
+        || die "Node.js $(node --version) is too old for the dashboard's tools (playwright-core needs 20 or newer); install Node.js 20+"
     if [ ! -d "$CC_ROOT/web/node_modules" ] \
         || [ "$CC_ROOT/web/package-lock.json" -nt "$CC_ROOT/web/node_modules/.package-lock.json" ]; then
         say "installing the dashboard's npm packages (npm ci in web/)"
         (cd "$CC_ROOT/web" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     fi
+}
+
+# ensure_web: the dashboard's tools — Node.js and npm, web/node_modules as the lockfile
+# says (`npm ci`, nothing fetched at run time), and Debian's Chromium for the browser
+# tests (exported as CC_CHROMIUM). Installed with apt-get when missing and permitted.
+ensure_web() {
+    ensure_web_tools
     if [ -z "${CC_CHROMIUM:-}" ]; then
         command -v chromium >/dev/null || apt_install chromium
         CC_CHROMIUM="$(command -v chromium)"

@@ -163,26 +163,39 @@ async fn the_page_sends_its_security_headers_and_loads_nothing_from_elsewhere() 
     scenario("security_headers_are_sent").await;
 }
 
-/// Refreshes `docs/screenshots/` (each view on the demo data, 1440×900).
+/// Takes a screenshot of each view on the demo data (1440×900) into `web/e2e/output/`
+/// (ignored by git, so a test run leaves the tree clean); with
+/// `CC_UPDATE_SCREENSHOTS=1`, into `docs/screenshots/`, the README's pictures, to refresh
+/// them when the views change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn screenshots_of_each_view_on_the_demo_data() {
     let app = start(true).await;
     app.wait_caught_up().await;
-    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let folder = if std::env::var_os("CC_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
+        root.join("docs/screenshots")
+    } else {
+        root.join("web/e2e/output/screenshots")
+    };
+    const VIEWS: [&str; 7] = [
+        "sign-in",
+        "dashboard",
+        "radar",
+        "radar-edit",
+        "jobs",
+        "job-detail",
+        "history",
+    ];
+    for view in VIEWS {
+        let _ = std::fs::remove_file(folder.join(format!("{view}.png")));
+    }
     run(
         &app,
         "screenshots",
         &[("CC_SCREENSHOTS", folder.display().to_string())],
     )
     .await;
-    for view in [
-        "sign-in",
-        "dashboard",
-        "radar",
-        "jobs",
-        "job-detail",
-        "history",
-    ] {
+    for view in VIEWS {
         assert!(folder.join(format!("{view}.png")).exists(), "{view}.png");
     }
     app.stop().await;

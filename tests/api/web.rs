@@ -150,6 +150,21 @@ async fn dashboard_statistics_count_technologies_by_domain_and_status_together()
             ("audio-dsp".to_string(), "research".to_string(), 1),
         ]
     );
+    // Across projects (a deployment-wide key), one cell per pair, summed.
+    let all: Value = app
+        .get("/api/v1/dashboard/stats")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let research: Vec<i64> = all["technologies"]["by_domain_status"]
+        .as_array()
+        .expect("by_domain_status")
+        .iter()
+        .filter(|c| c["domain"] == "ai-ml" && c["status"] == "research")
+        .map(|c| c["count"].as_i64().unwrap())
+        .collect();
+    assert_eq!(research, [3], "{all}");
 }
 
 /// `web/dist` is committed (so `cargo build` needs no Node.js); this fails when it is not

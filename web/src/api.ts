@@ -37,6 +37,11 @@ export function whenUnauthorized(handler: (message: string) => void): void {
   onUnauthorized = handler;
 }
 
+/** Sends the page back to sign-in with `message` (a refused key seen outside a request). */
+export function unauthorized(message: string): void {
+  onUnauthorized(message);
+}
+
 export function getKey(): string | null {
   return sessionStorage.getItem(KEY);
 }

@@ -2,7 +2,7 @@
 // needs them, resubscribed with `since_position` after a reconnect so nothing is missed.
 // Browsers cannot set headers on sockets, so the key goes as `access_token`.
 
-import { getKey } from './api';
+import { getKey, unauthorized } from './api';
 
 /** A `change` message: a read-model row that changed. */
 export interface Change {
@@ -44,19 +44,32 @@ export class Live {
       if (topics.length > 0) this.send({ subscribe: topics, ...(this.last ? { since_position: this.last } : {}) });
     };
     socket.onmessage = (event) => {
-      let message: Change;
+      let message: Change | { type: 'lagged'; position: string };
       try {
-        message = JSON.parse(String(event.data)) as Change;
+        message = JSON.parse(String(event.data)) as Change | { type: 'lagged'; position: string };
       } catch {
+        return;
+      }
+      if (message.type === 'lagged') {
+        // The server dropped changes for this slow reader: ask for them again from the
+        // last position it sent.
+        const topics = [...this.handlers.keys()];
+        if (topics.length > 0) this.send({ subscribe: topics, since_position: message.position });
         return;
       }
       if (message.type !== 'change') return;
       if (!this.last || message.position > this.last) this.last = message.position;
       for (const handler of this.handlers.get(message.topic) ?? []) handler(message);
     };
-    socket.onclose = () => {
+    socket.onclose = (event) => {
       this.onstate(false);
       if (this.closed) return;
+      if (event.code === 1008) {
+        // Policy violation: the key was revoked or expired. Retrying cannot help.
+        this.closed = true;
+        unauthorized(`The live connection was closed: ${event.reason || 'the API key is no longer valid'}. Sign in with a valid key.`);
+        return;
+      }
       window.setTimeout(() => this.connect(), this.retry);
       this.retry = Math.min(this.retry * 2, 5000);
     };

@@ -118,7 +118,8 @@ async function start(): Promise<void> {
 
   const route = () => {
     const [name = 'dashboard', ...args] = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean);
-    const entry = VIEWS[name] && (!VIEWS[name].audit || session.can_audit) ? VIEWS[name] : VIEWS.dashboard;
+    const known = Object.hasOwn(VIEWS, name) ? VIEWS[name] : undefined;
+    const entry = known && (!known.audit || session.can_audit) ? known : VIEWS.dashboard;
     const current = VIEWS[name] === entry ? name : 'dashboard';
     replace(
       nav,
