@@ -32,11 +32,18 @@ pub fn api() -> OpenApiRouter<HealthState> {
     OpenApiRouter::new()
         .routes(routes!(live))
         .routes(routes!(ready))
+        .routes(routes!(health))
 }
 
 #[utoipa::path(get, path = "/health/live", tag = "operations", responses((status = 200, description = "The process answers")))]
 async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "live" }))
+}
+
+/// `GET /health`: the previous API's health route, answered as `/health/ready`.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "Ready (as /health/ready)"), (status = 503, description = "Not ready; the body names what is not")))]
+async fn health(state: State<HealthState>) -> Response {
+    ready(state).await
 }
 
 #[utoipa::path(get, path = "/health/ready", tag = "operations", responses((status = 200, description = "PostgreSQL reachable, migrations applied, NATS connected, lag within bound, no read model stopped at a gap"), (status = 503, description = "Not ready; the body names what is not")))]

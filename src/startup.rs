@@ -367,6 +367,9 @@ impl Application {
         ])
         // The dashboard page and its assets (public in the policy table, not API operations).
         .merge(crate::web::router())
+        // An unknown route (404) or method (405) answers like every other error.
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         // After routing, so the guard knows the route template; every route passes it.
         .route_layer(axum::middleware::from_fn_with_state(guard, Guard::enforce))
         .layer(axum::middleware::from_fn_with_state(
@@ -389,6 +392,7 @@ impl Application {
                 })
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
         );
+        let router = trim_trailing_slash(router);
         tasks.spawn(crate::observability::sample(
             services.metrics.clone(),
             services.pool.clone(),
@@ -510,6 +514,22 @@ async fn checkpoint_schedule(
             tracing::error!(%err, "checkpoints not witnessed yet; retrying at the next one");
         }
     }
+}
+
+async fn no_route() -> commandcenter_api_error::ApiError {
+    commandcenter_api_error::ApiError::NotFound("route")
+}
+
+async fn wrong_method(method: axum::http::Method) -> commandcenter_api_error::ApiError {
+    commandcenter_api_error::ApiError::MethodNotAllowed(method.to_string())
+}
+
+/// Collection paths with a trailing slash (`/api/v1/technologies/`, as the previous API
+/// spelled them) answer like the slash-less ones: the slash is trimmed before routing,
+/// so nothing redirects.
+fn trim_trailing_slash(router: Router) -> Router {
+    Router::new()
+        .fallback_service(tower_http::normalize_path::NormalizePath::trim_trailing_slash(router))
 }
 
 /// A handler that panicked answers 500 with a problem document (the panic is logged),

@@ -50,6 +50,9 @@ pub enum ApiError {
     /// The resource does not exist (or no longer does).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The route exists, but not with this method.
+    #[error("method {0} is not allowed on this route")]
+    MethodNotAllowed(String),
     /// The command conflicts with the resource's current state or with a concurrent write.
     #[error("{detail}")]
     Conflict {
@@ -110,6 +113,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::Unavailable(_) | Self::NotCaughtUp(_) | Self::Overloaded(_) => {
@@ -128,6 +132,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::BadParameter { .. } => "bad-parameter",
             Self::NotFound(_) => "not-found",
+            Self::MethodNotAllowed(_) => "method-not-allowed",
             Self::Conflict { .. } => "conflict",
             Self::PreconditionFailed { .. } => "precondition-failed",
             Self::IdempotencyKeyReused => "idempotency-key-reused",

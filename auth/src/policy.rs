@@ -125,6 +125,8 @@ pub const RULES: &[(&str, &str, Rule)] = {
     &[
         ("GET", "/health/live", rule(Public, Unscoped)),
         ("GET", "/health/ready", rule(Public, Unscoped)),
+        // The previous API's health route: the same answer as /health/ready.
+        ("GET", "/health", rule(Public, Unscoped)),
         ("GET", "/metrics", rule(Public, Unscoped)),
         ("GET", "/api/v1/openapi.json", rule(Public, Unscoped)),
         // The dashboard page and its assets hold no data.
@@ -156,6 +158,11 @@ pub const RULES: &[(&str, &str, Rule)] = {
         ("GET", "/api/v1/jobs/{id}/progress", rule(Read, on(Job))),
         ("GET", "/api/v1/jobs/{id}/artifact", rule(Read, on(Job))),
         ("GET", "/api/v1/dashboard/stats", rule(Read, Query)),
+        (
+            "GET",
+            "/api/v1/dashboard/recent-activity",
+            rule(Read, Query),
+        ),
         (
             "GET",
             "/api/v1/jobs/ws/{job_id}",

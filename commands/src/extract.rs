@@ -293,14 +293,38 @@ pub struct CommandContext {
     /// The version the client requires.
     pub if_match: Option<i64>,
     key: Option<IdempotencyKey>,
+    project_header: Option<String>,
     method: Method,
     uri: String,
 }
 
 impl CommandContext {
-    /// The project a create command writes to (see [`Caller::project_for`]).
+    /// The project a create command writes to (see [`Caller::project_for`]): the body's
+    /// `project_id`, else the `X-Project-ID` header (the previous API's way), else the
+    /// key's own project. A header that names another project than the body is a 422.
     pub async fn project_for(&self, requested: Option<i64>) -> Result<ProjectId, ApiError> {
-        let project = self.caller.project_for(requested).await?;
+        let header = match &self.project_header {
+            None => None,
+            Some(text) => Some(
+                text.trim()
+                    .parse::<i64>()
+                    .map_err(|_| ApiError::BadParameter {
+                        name: "X-Project-ID".into(),
+                        message: format!("{text:?} is not a project id (a positive integer)"),
+                    })?,
+            ),
+        };
+        if let (Some(body), Some(header)) = (requested, header) {
+            if body != header {
+                return Err(ApiError::Validation(
+                    commandcenter_domain::ValidationError::new(
+                        "X-Project-ID",
+                        format!("names project {header} but the body's project_id is {body}"),
+                    ),
+                ));
+            }
+        }
+        let project = self.caller.project_for(requested.or(header)).await?;
         Ok(ProjectId::parse("project_id", project)?)
     }
 
@@ -332,6 +356,10 @@ impl<S: Send + Sync> FromRequestParts<S> for CommandContext {
             meta,
             if_match,
             key,
+            project_header: parts
+                .headers
+                .get("x-project-id")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
             method: parts.method.clone(),
             uri: parts.uri.to_string(),
         })

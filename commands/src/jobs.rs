@@ -19,6 +19,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::extract::{CommandContext, JsonBody};
+use crate::forms::{TagsForm, TextForm};
 use crate::reply::Reply;
 use crate::ApiError;
 use crate::CommandState;
@@ -31,6 +32,8 @@ struct JobBody<'a> {
     #[serde(flatten)]
     record: &'a JobRecord,
     is_terminal: bool,
+    /// `completed_at - started_at` once it has ended, as the read side answers.
+    duration_seconds: Option<f64>,
     version: i64,
     position: String,
 }
@@ -43,6 +46,7 @@ fn job_reply(status: StatusCode, outcome: &Outcome<Job>) -> Result<Reply, Comman
     let body = JobBody {
         record,
         is_terminal: record.status.is_terminal(),
+        duration_seconds: record.duration_seconds(),
         version: outcome.committed.version,
         position: outcome.committed.position.to_string(),
     };
@@ -59,8 +63,13 @@ pub struct CreateJobBody {
     #[serde(default)]
     #[schema(value_type = Object)]
     parameters: Value,
-    tags: Option<Vec<String>>,
-    created_by: Option<String>,
+    /// An array of labels, or an object (the previous API's form) whose entries become
+    /// `key:value` labels.
+    #[schema(value_type = Option<Vec<String>>)]
+    tags: Option<TagsForm>,
+    /// Text, or an integer (the previous API's user id), stored as text.
+    #[schema(value_type = Option<String>)]
+    created_by: Option<TextForm>,
     max_attempts: Option<i64>,
 }
 
@@ -124,10 +133,13 @@ impl CreateJobBody {
             project_id,
             job_type,
             parameters: typed.to_map(),
-            tags: Tags::parse("tags", &self.tags.unwrap_or_default())?,
+            tags: Tags::parse(
+                "tags",
+                &self.tags.map(TagsForm::into_vec).unwrap_or_default(),
+            )?,
             created_by: self
                 .created_by
-                .map(|v| label("created_by", &v))
+                .map(|v| label("created_by", &v.into_text()))
                 .transpose()?,
             max_attempts,
             at: clock::now(),

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod extract;
+pub mod forms;
 pub mod jobs;
 pub mod reply;
 pub mod technologies;

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::extract::{CommandContext, JsonBody};
+use crate::forms::ListForm;
 use crate::reply::Reply;
 use crate::ApiError;
 use crate::CommandState;
@@ -73,7 +74,9 @@ pub struct CreateTechnologyBody {
     documentation_url: Option<String>,
     repository_url: Option<String>,
     website_url: Option<String>,
-    tags: Option<Vec<String>>,
+    /// An array, or a comma-separated string (the previous API's form).
+    #[schema(value_type = Option<Vec<String>>)]
+    tags: Option<ListForm>,
     latency_ms: Option<f64>,
     throughput_qps: Option<f64>,
     integration_difficulty: Option<String>,
@@ -83,7 +86,9 @@ pub struct CreateTechnologyBody {
     cost_tier: Option<String>,
     cost_monthly_usd: Option<f64>,
     dependencies: Option<BTreeMap<String, String>>,
-    alternatives: Option<Vec<String>>,
+    /// Technology ids: an array, or a comma-separated string.
+    #[schema(value_type = Option<Vec<String>>)]
+    alternatives: Option<ListForm>,
 }
 
 fn label(field: &str, value: &str) -> Result<String, ValidationError> {
@@ -180,7 +185,10 @@ impl CreateTechnologyBody {
                 HttpUrl::parse("repository_url", &v)
             })?,
             website_url: opt(self.website_url, |v| HttpUrl::parse("website_url", &v))?,
-            tags: Tags::parse("tags", &self.tags.unwrap_or_default())?,
+            tags: Tags::parse(
+                "tags",
+                &self.tags.map(ListForm::into_vec).unwrap_or_default(),
+            )?,
             latency_ms: opt(self.latency_ms, |v| NonNegative::parse("latency_ms", v))?,
             throughput_qps: opt(self.throughput_qps, |v| {
                 NonNegative::parse("throughput_qps", v)
@@ -200,7 +208,11 @@ impl CreateTechnologyBody {
                 NonNegative::parse("cost_monthly_usd", v)
             })?,
             dependencies: dependencies(self.dependencies.unwrap_or_default())?,
-            alternatives: alternatives(self.alternatives.unwrap_or_default())?,
+            alternatives: alternatives(
+                self.alternatives
+                    .map(ListForm::into_vec)
+                    .unwrap_or_default(),
+            )?,
         };
         Ok(fields)
     }
@@ -237,8 +249,10 @@ pub struct UpdateTechnologyBody {
     repository_url: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     website_url: Option<Option<String>>,
+    /// An array, or a comma-separated string (the previous API's form).
     #[serde(default, deserialize_with = "double_option")]
-    tags: Option<Option<Vec<String>>>,
+    #[schema(value_type = Option<Vec<String>>)]
+    tags: Option<Option<ListForm>>,
     #[serde(default, deserialize_with = "double_option")]
     latency_ms: Option<Option<f64>>,
     #[serde(default, deserialize_with = "double_option")]
@@ -257,8 +271,10 @@ pub struct UpdateTechnologyBody {
     cost_monthly_usd: Option<Option<f64>>,
     #[serde(default, deserialize_with = "double_option")]
     dependencies: Option<Option<BTreeMap<String, String>>>,
+    /// Technology ids: an array, or a comma-separated string.
     #[serde(default, deserialize_with = "double_option")]
-    alternatives: Option<Option<Vec<String>>>,
+    #[schema(value_type = Option<Vec<String>>)]
+    alternatives: Option<Option<ListForm>>,
 }
 
 /// A field that must hold a value when present: `null` is refused.
@@ -309,9 +325,11 @@ impl UpdateTechnologyBody {
             priority: required("priority", self.priority, |v| {
                 Priority::parse("priority", v)
             })?,
-            tags: required("tags", self.tags, |v| Tags::parse("tags", &v))?,
+            tags: required("tags", self.tags, |v| Tags::parse("tags", &v.into_vec()))?,
             dependencies: required("dependencies", self.dependencies, dependencies)?,
-            alternatives: required("alternatives", self.alternatives, alternatives)?,
+            alternatives: required("alternatives", self.alternatives, |v: ListForm| {
+                alternatives(v.into_vec())
+            })?,
             vendor: nullable(self.vendor, |v| label("vendor", &v))?,
             description: nullable(self.description, |v| text("description", &v))?,
             notes: nullable(self.notes, |v| text("notes", &v))?,

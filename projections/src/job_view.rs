@@ -70,7 +70,7 @@ fn contribution(record: &JobRecord) -> (CountKey, Option<i64>) {
         record.job_type.as_str().to_string(),
         record.status.as_str().to_string(),
     );
-    (key, duration_us(record))
+    (key, record.duration_us())
 }
 
 /// The hour a failed job failed in, for `job_failures_by_hour`.
@@ -82,20 +82,6 @@ fn failure_hour(record: &JobRecord) -> Option<chrono::DateTime<chrono::Utc>> {
     record
         .completed_at
         .and_then(|at| at.duration_trunc(chrono::Duration::hours(1)).ok())
-}
-
-/// `completed_at - started_at` of a finished job that ran, in microseconds.
-fn duration_us(record: &JobRecord) -> Option<i64> {
-    if !record.status.is_terminal() {
-        return None;
-    }
-    let (started, completed) = (record.started_at?, record.completed_at?);
-    (completed - started).num_microseconds()
-}
-
-/// `completed_at - started_at` of a finished job that ran, in seconds.
-pub fn duration_seconds(record: &JobRecord) -> Option<f64> {
-    duration_us(record).map(|us| us as f64 / 1e6)
 }
 
 #[derive(Default)]
@@ -121,7 +107,7 @@ fn row(record: &JobRecord, entry: &Folded<Job, Position>) -> Result<Value, Proje
         what: format!("job {}", record.id),
         source,
     })?;
-    row["duration_seconds"] = json!(duration_seconds(record));
+    row["duration_seconds"] = json!(record.duration_seconds());
     row["is_terminal"] = json!(record.status.is_terminal());
     row["version"] = json!(entry.version);
     row["position"] = json!(entry.position);

@@ -34,7 +34,25 @@ SELECT (SELECT tx_id FROM projection_checkpoints WHERE projection = 'technology_
           FROM job_counts WHERE $1::bigint IS NULL OR project_id = $1) AS jobs, \
        (SELECT coalesce(sum(n), 0)::bigint FROM job_failures_by_hour \
          WHERE ($1::bigint IS NULL OR project_id = $1) \
-           AND hour >= date_trunc('hour', now() - interval '24 hours')) AS failed_last_24h";
+           AND hour >= date_trunc('hour', now() - interval '24 hours')) AS failed_last_24h, \
+       (SELECT coalesce(jsonb_agg(to_jsonb(h) ORDER BY h.priority DESC, h.relevance_score DESC, h.id), '[]') \
+          FROM (SELECT id, title, status, domain, priority, relevance_score, updated_at FROM technology_view \
+                 WHERE ($1::bigint IS NULL OR project_id = $1) AND priority >= 4 \
+                 ORDER BY priority DESC, relevance_score DESC, id LIMIT 50) h) AS high_priority";
+
+/// The most recently changed technologies and jobs, newest first (index-backed by each
+/// view's `(project_id, position)`: a row's position is its last event's).
+const RECENT: &str = "\
+SELECT (SELECT tx_id FROM projection_checkpoints WHERE projection = 'technology_view') AS t_tx, \
+       (SELECT global_position FROM projection_checkpoints WHERE projection = 'technology_view') AS t_pos, \
+       (SELECT tx_id FROM projection_checkpoints WHERE projection = 'job_view') AS j_tx, \
+       (SELECT global_position FROM projection_checkpoints WHERE projection = 'job_view') AS j_pos, \
+       (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.position DESC), '[]') \
+          FROM (SELECT id, title, status, domain, priority, updated_at, position FROM technology_view \
+                 WHERE ($1::bigint IS NULL OR project_id = $1) ORDER BY position DESC LIMIT $2) t) AS technologies, \
+       (SELECT coalesce(jsonb_agg(to_jsonb(j) ORDER BY j.position DESC), '[]') \
+          FROM (SELECT id, job_type, status, progress, updated_at, position FROM job_view \
+                 WHERE ($1::bigint IS NULL OR project_id = $1) ORDER BY position DESC LIMIT $2) j) AS jobs";
 
 fn position(row: &sqlx::postgres::PgRow, tx: &str, pos: &str) -> Result<Position, sqlx::Error> {
     let t: Option<i64> = row.try_get(tx)?;
@@ -43,7 +61,7 @@ fn position(row: &sqlx::postgres::PgRow, tx: &str, pos: &str) -> Result<Position
 }
 
 /// `GET /api/v1/dashboard/stats`.
-#[utoipa::path(get, path = "/api/v1/dashboard/stats", tag = "dashboard", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project")), responses((status = 200, description = "Technologies by domain, by status and by both (`by_domain_status`: `{domain, status, count}`); jobs by status and type, active, failed in the last 24 h"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/dashboard/stats", tag = "dashboard", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project")), responses((status = 200, description = "Technologies by domain, by status and by both (`by_domain_status`: `{domain, status, count}`), and `high_priority` (priority 4 or 5, at most 50, highest first); jobs by status and type, active, failed in the last 24 h"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn dashboard_stats(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -131,8 +149,55 @@ pub async fn dashboard_stats(
                 "by_domain": by_domain,
                 "by_status": by_status,
                 "by_domain_status": by_domain_status,
+                "high_priority": row.try_get::<Value, _>("high_priority")?,
             },
             "jobs": job_summary,
+            "position": positions.iter().min(),
+        });
+        Ok((body, positions))
+    })
+    .await
+}
+
+/// `GET /api/v1/dashboard/recent-activity`: the most recently changed technologies and
+/// jobs (`limit` each, default 10), newest first, from the read models.
+#[utoipa::path(get, path = "/api/v1/dashboard/recent-activity", tag = "dashboard", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project"), ("limit" = Option<i64>, Query, description = "1-100 rows of each, default 10")), responses((status = 200, description = "{recent_technologies: [{id, title, status, domain, priority, updated_at, position}], recent_jobs: [{id, job_type, status, progress, updated_at, position}], position}, most recently changed first"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+pub async fn recent_activity(
+    State(state): State<QueryState>,
+    min: MinPosition,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let params = Params(params);
+    let project_id = params
+        .opt_int("project_id", 1, i64::MAX)?
+        .map(|p| {
+            ProjectId::parse("project_id", p)
+                .map(ProjectId::get)
+                .map_err(crate::error::query_value)
+        })
+        .transpose()?;
+    let limit = params.int("limit", 10, 1, 100)?;
+    let key = CacheKey::new(
+        "recent_activity",
+        &["technology_view", "job_view"],
+        project_id,
+        &params.0,
+    );
+    let views = [("technology_view", "technology"), ("job_view", "job")];
+    cached_or(&state, key, min, &views, |pool| async move {
+        let row = sqlx::query(RECENT)
+            .bind(project_id)
+            .bind(limit)
+            .fetch_one(&pool.pool)
+            .await?;
+        let positions = vec![
+            position(&row, "t_tx", "t_pos")?,
+            position(&row, "j_tx", "j_pos")?,
+        ];
+        let body = json!({
+            "project_id": project_id,
+            "recent_technologies": row.try_get::<Value, _>("technologies")?,
+            "recent_jobs": row.try_get::<Value, _>("jobs")?,
             "position": positions.iter().min(),
         });
         Ok((body, positions))

@@ -91,8 +91,9 @@ async fn page(
     params: Params,
     filters: Filters,
     min: MinPosition,
+    default_limit: i64,
 ) -> Result<Response, ApiError> {
-    let limit = params.int("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?;
+    let limit = params.int("limit", default_limit, 1, MAX_LIMIT)?;
     let skip = params.int("skip", 0, 0, crate::technologies::MAX_SKIP)?;
     let cursor = params
         .text("cursor")
@@ -176,11 +177,15 @@ pub async fn list_jobs(
             .collect(),
         job_type: params.parsed("job_type", JobType::parse)?,
     };
-    page(&state, "jobs", params, filters, min).await
+    page(&state, "jobs", params, filters, min, DEFAULT_LIMIT).await
 }
 
-/// `GET /api/v1/jobs/active/list`: pending and running jobs, newest first.
-#[utoipa::path(get, path = "/api/v1/jobs/active/list", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project"), ("job_type" = Option<String>, Query, description = "Job type"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "Pending and running jobs, newest first"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+/// The most rows `GET /api/v1/jobs/active/list` answers when the client asks for no page.
+pub const ACTIVE_LIST_MAX: i64 = 10_000;
+
+/// `GET /api/v1/jobs/active/list`: pending and running jobs, newest first; every one (up
+/// to [`ACTIVE_LIST_MAX`]) unless the client asks for a page.
+#[utoipa::path(get, path = "/api/v1/jobs/active/list", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project"), ("job_type" = Option<String>, Query, description = "Job type"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000; without limit, skip or cursor: every active job, up to 10000"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "Pending and running jobs, newest first"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn active_jobs(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -192,7 +197,17 @@ pub async fn active_jobs(
         statuses: vec![JobStatus::Pending, JobStatus::Running],
         job_type: params.parsed("job_type", JobType::parse)?,
     };
-    page(&state, "active_jobs", params, filters, min).await
+    // Unpaged unless the client pages (the previous API listed every active job), up to
+    // ACTIVE_LIST_MAX rows; a larger backlog gets `next_cursor` like any page.
+    let default_limit = if ["limit", "skip", "cursor"]
+        .iter()
+        .any(|p| params.text(p).is_some())
+    {
+        DEFAULT_LIMIT
+    } else {
+        ACTIVE_LIST_MAX
+    };
+    page(&state, "active_jobs", params, filters, min, default_limit).await
 }
 
 /// The job row `id`, or 404.
@@ -253,19 +268,25 @@ pub async fn get_job(
 }
 
 /// `GET /api/v1/jobs/{id}/progress`.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/progress", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)")), responses((status = 200, description = "{job_id, status, progress, current_step, is_terminal}"), (status = 404, description = "Unknown or deleted (problem+json)")))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/progress", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)")), responses((status = 200, description = "{job_id, status, progress, current_step, is_terminal, is_active, created_at, started_at, completed_at, duration_seconds}"), (status = 404, description = "Unknown or deleted (problem+json)")))]
 pub async fn job_progress(
     State(state): State<QueryState>,
     min: MinPosition,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (job, position, pool) = job_row(&state, &id, min).await?;
+    let is_active = matches!(job["status"].as_str(), Some("pending" | "running"));
     let body = json!({
         "job_id": job["id"],
         "status": job["status"],
         "progress": job["progress"],
         "current_step": job["current_step"],
         "is_terminal": job["is_terminal"],
+        "is_active": is_active,
+        "created_at": job["created_at"],
+        "started_at": job["started_at"],
+        "completed_at": job["completed_at"],
+        "duration_seconds": job["duration_seconds"],
     });
     Ok(json_response(&body, position, &pool))
 }
@@ -285,14 +306,18 @@ pub fn summarize(rows: &[(String, String, i64, i64, i64)]) -> Value {
         duration_n += count;
     }
     let (completed, failed) = (by_status["completed"], by_status["failed"]);
-    let success_rate =
+    let success_fraction =
         (completed + failed > 0).then(|| completed as f64 / (completed + failed) as f64);
+    let active_jobs = by_status["pending"] + by_status["running"];
     let average = (duration_n > 0).then(|| duration_sum_us as f64 / duration_n as f64 / 1e6);
     json!({
         "total": total,
         "by_status": by_status,
         "by_type": by_type,
-        "success_rate": success_rate,
+        // A percentage, as the previous API answered; the fraction beside it.
+        "success_rate": success_fraction.map(|f| f * 100.0),
+        "success_fraction": success_fraction,
+        "active_jobs": active_jobs,
         "average_duration_seconds": average,
     })
 }
@@ -358,7 +383,9 @@ mod tests {
         assert_eq!(summary["by_status"]["completed"], 3);
         assert_eq!(summary["by_status"]["running"], 0);
         assert_eq!(summary["by_type"]["noop"], 4);
-        assert_eq!(summary["success_rate"], 0.75);
+        assert_eq!(summary["success_rate"], 75.0);
+        assert_eq!(summary["success_fraction"], 0.75);
+        assert_eq!(summary["active_jobs"], 2);
         assert_eq!(summary["average_duration_seconds"], 2.5);
         assert_eq!(summarize(&[])["success_rate"], Value::Null);
     }

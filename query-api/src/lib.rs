@@ -102,4 +102,5 @@ pub fn api() -> OpenApiRouter<QueryState> {
         .routes(routes!(ws::job_socket))
         .routes(routes!(ws::multiplexed_socket))
         .routes(routes!(dashboard::dashboard_stats))
+        .routes(routes!(dashboard::recent_activity))
 }

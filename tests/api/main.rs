@@ -5,6 +5,7 @@ mod access;
 pub(crate) mod audit;
 mod browser;
 mod chaos;
+mod compat;
 mod concurrency;
 mod demo;
 mod edges;

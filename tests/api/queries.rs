@@ -478,7 +478,9 @@ async fn job_lists_details_statistics_and_dashboard() {
     assert_eq!(stats["by_status"]["failed"], truth.2);
     assert_eq!(stats["by_type"]["analysis"], truth.3);
     let rate = truth.1 as f64 / (truth.1 + truth.2) as f64;
-    assert!((stats["success_rate"].as_f64().unwrap() - rate).abs() < 1e-9);
+    assert!((stats["success_fraction"].as_f64().unwrap() - rate).abs() < 1e-9);
+    // A percentage, as the previous API answered.
+    assert!((stats["success_rate"].as_f64().unwrap() - rate * 100.0).abs() < 1e-6);
     assert!((stats["average_duration_seconds"].as_f64().unwrap() - truth.4.unwrap()).abs() < 1e-6);
 
     let dashboard = get_json(&app, "/api/v1/dashboard/stats?project_id=1").await;

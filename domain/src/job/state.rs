@@ -68,6 +68,20 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// `completed_at - started_at` of a finished job that ran, in microseconds.
+    pub fn duration_us(&self) -> Option<i64> {
+        if !self.status.is_terminal() {
+            return None;
+        }
+        let (started, completed) = (self.started_at?, self.completed_at?);
+        (completed - started).num_microseconds()
+    }
+
+    /// `completed_at - started_at` of a finished job that ran, in seconds.
+    pub fn duration_seconds(&self) -> Option<f64> {
+        self.duration_us().map(|us| us as f64 / 1e6)
+    }
+
     /// Attempts that ended otherwise than by a release (the running one included).
     pub fn failed_attempts(&self) -> u32 {
         self.attempts.saturating_sub(self.releases)

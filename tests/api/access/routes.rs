@@ -71,6 +71,7 @@ enum On {
 const ROUTES: &[(&str, &str, Need, On, u16)] = &[
     ("GET", "/health/live", Need::Public, On::Nothing, 200),
     ("GET", "/health/ready", Need::Public, On::Nothing, 200),
+    ("GET", "/health", Need::Public, On::Nothing, 200),
     ("GET", "/metrics", Need::Public, On::Nothing, 200),
     (
         "GET",
@@ -167,6 +168,13 @@ const ROUTES: &[(&str, &str, Need, On, u16)] = &[
     ("GET", "/api/v1/jobs/ws/{job_id}", Need::Read, On::Job, 101),
     ("GET", "/api/v1/ws", Need::Read, On::Nothing, 101),
     ("GET", "/api/v1/dashboard/stats", Need::Read, On::Query, 200),
+    (
+        "GET",
+        "/api/v1/dashboard/recent-activity",
+        Need::Read,
+        On::Query,
+        200,
+    ),
     ("GET", "/api/v1/events", Need::Audit, On::Query, 200),
     ("GET", "/api/v1/audit/verify", Need::Audit, On::Query, 200),
     ("GET", "/api/v1/projects", Need::Read, On::Nothing, 200),

@@ -13,6 +13,7 @@ interface Stats {
 
 interface Summary {
   total: number;
+  /** A percentage, 0–100. */
   success_rate: number | null;
   average_duration_seconds: number | null;
 }
@@ -106,7 +107,7 @@ export function dashboardView(root: HTMLElement, ctx: Context): () => void {
       STATUSES.map((st) => card(`metric-status-${st}`, st, String(t.by_status[st] ?? 0))),
       card('metric-active', 'Jobs active', String(j.active), 'pending or running'),
       card('metric-failed', 'Jobs failed (24 h)', String(j.failed_last_24h)),
-      card('metric-success', 'Success rate', rate === null || rate === undefined ? '—' : `${(rate * 100).toFixed(1)} %`),
+      card('metric-success', 'Success rate', rate === null || rate === undefined ? '—' : `${rate.toFixed(1)} %`),
       card('metric-duration', 'Mean duration', mean === null || mean === undefined ? '—' : `${mean.toFixed(2)} s`),
     );
     replace(

@@ -1,0 +1,317 @@
+//! The previous API's clients (`../shared/SEED-API.md`): their calls on the routes we
+//! share, in their forms, and the fields they read. Each test replays one part of that
+//! contract; the deliberate differences are listed in the README ("Coming from the
+//! previous API").
+
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_problem, spawn_app, TestApp};
+
+async fn json_of(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status, "{}", response.url());
+    response.json().await.expect("json body")
+}
+
+/// The collection paths as the previous API spelled them, with a trailing slash, answer
+/// like the slash-less ones (no redirect).
+#[tokio::test]
+async fn collection_paths_with_a_trailing_slash_answer() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let created = app
+        .post(
+            "/api/v1/technologies/",
+            &json!({"project_id": 1, "title": "Slashed"}),
+        )
+        .await;
+    let created = json_of(created, 201).await;
+    app.wait_caught_up().await;
+    let list = json_of(app.get("/api/v1/technologies/?project_id=1").await, 200).await;
+    assert_eq!(list["items"][0]["id"], created["id"]);
+    let projects = json_of(app.get("/api/v1/projects/").await, 200).await;
+    assert!(projects["projects"]
+        .as_array()
+        .is_some_and(|p| !p.is_empty()));
+    // Without a key it is the same 401 as without the slash, never a redirect.
+    let anonymous = client
+        .get(app.url("/api/v1/technologies/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+/// `X-Project-ID` names the project of a create when the body does not; it must agree
+/// with the body and with the key.
+#[tokio::test]
+async fn x_project_id_names_the_project_of_a_create() {
+    let app = spawn_app().await;
+    let created = app
+        .client
+        .post(app.url("/api/v1/technologies"))
+        .header("X-Project-ID", "2")
+        .json(&json!({"title": "From the header"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(created, 201).await["project_id"], 2);
+    let job = app
+        .client
+        .post(app.url("/api/v1/jobs"))
+        .header("X-Project-ID", "2")
+        .json(&json!({"job_type": "noop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(job, 201).await["project_id"], 2);
+    let disagreeing = app
+        .client
+        .post(app.url("/api/v1/technologies"))
+        .header("X-Project-ID", "2")
+        .json(&json!({"project_id": 1, "title": "Two projects"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(disagreeing, 422, "X-Project-ID").await;
+    let malformed = app
+        .client
+        .post(app.url("/api/v1/technologies"))
+        .header("X-Project-ID", "two")
+        .json(&json!({"title": "Malformed header"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(malformed, 400, "X-Project-ID").await;
+    // A project key cannot write elsewhere through the header.
+    let writer = app.key(Some(1), "writer").await;
+    let elsewhere = app
+        .client_with(&writer)
+        .post(app.url("/api/v1/technologies"))
+        .header("X-Project-ID", "2")
+        .json(&json!({"title": "Not my project"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        [403, 404, 422].contains(&elsewhere.status().as_u16()),
+        "{}",
+        elsewhere.status()
+    );
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE payload::text LIKE '%Not my project%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, 0);
+}
+
+/// `tags` and `alternatives` as comma-separated strings (stored and answered as arrays),
+/// and an integer `throughput_qps`.
+#[tokio::test]
+async fn technology_fields_in_the_previous_forms_are_converted() {
+    let app = spawn_app().await;
+    let other = app.create_technology("Alternative").await;
+    let other_id = other["id"].as_str().unwrap();
+    let created = app
+        .post(
+            "/api/v1/technologies",
+            &json!({
+                "project_id": 1,
+                "title": "Comma forms",
+                "tags": "audio, dsp,,realtime ",
+                "alternatives": other_id,
+                "throughput_qps": 1200,
+            }),
+        )
+        .await;
+    let created = json_of(created, 201).await;
+    assert_eq!(created["tags"], json!(["audio", "dsp", "realtime"]));
+    assert_eq!(created["alternatives"], json!([other_id]));
+    assert_eq!(created["throughput_qps"], json!(1200.0));
+    let id = created["id"].as_str().unwrap();
+    let patched = app
+        .patch(
+            &format!("/api/v1/technologies/{id}"),
+            &json!({"tags": "vst3"}),
+        )
+        .await;
+    assert_eq!(json_of(patched, 200).await["tags"], json!(["vst3"]));
+    app.wait_caught_up().await;
+    let read = json_of(app.get(&format!("/api/v1/technologies/{id}")).await, 200).await;
+    assert_eq!(read["tags"], json!(["vst3"]));
+    assert_eq!(read["alternatives"], json!([other_id]));
+    // A number where a list is expected is still refused, naming the field.
+    let wrong = app
+        .post(
+            "/api/v1/technologies",
+            &json!({"project_id": 1, "title": "Wrong tags", "tags": 5}),
+        )
+        .await;
+    assert!(wrong.status().is_client_error());
+}
+
+/// Jobs: `created_by` as an integer, `tags` as an object; every job answer carries the
+/// lifecycle times and `duration_seconds`; `/progress` and the summary carry the previous
+/// API's fields; `/active/list` lists every active job when no page is asked for.
+#[tokio::test]
+async fn jobs_take_and_answer_the_previous_fields() {
+    let app = spawn_app().await;
+    let created = app
+        .post(
+            "/api/v1/jobs",
+            &json!({
+                "project_id": 1,
+                "job_type": "noop",
+                "created_by": 42,
+                "tags": {"team": "audio", "nightly": true},
+            }),
+        )
+        .await;
+    let created = json_of(created, 201).await;
+    assert_eq!(created["created_by"], "42");
+    assert_eq!(created["tags"], json!(["nightly:true", "team:audio"]));
+    for field in [
+        "created_at",
+        "started_at",
+        "completed_at",
+        "duration_seconds",
+    ] {
+        assert!(created.get(field).is_some(), "{field} in {created}");
+    }
+    assert!(created["created_at"].is_string());
+    assert!(created["duration_seconds"].is_null());
+    let id = created["id"].as_str().unwrap();
+    let dispatched = app
+        .post(&format!("/api/v1/jobs/{id}/dispatch"), &json!({}))
+        .await;
+    let dispatched = json_of(dispatched, 200).await;
+    assert!(dispatched.get("duration_seconds").is_some());
+    app.wait_caught_up().await;
+
+    let progress = json_of(app.get(&format!("/api/v1/jobs/{id}/progress")).await, 200).await;
+    for field in [
+        "job_id",
+        "status",
+        "progress",
+        "current_step",
+        "is_terminal",
+        "is_active",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "duration_seconds",
+    ] {
+        assert!(progress.get(field).is_some(), "{field} in {progress}");
+    }
+    assert_eq!(progress["is_active"], progress["status"] == "pending");
+
+    // 105 pending jobs: more than one default page, all in the unpaged active list.
+    for _ in 0..105 {
+        app.create_job().await;
+    }
+    app.wait_caught_up().await;
+    let active = json_of(app.get("/api/v1/jobs/active/list?project_id=1").await, 200).await;
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM job_view WHERE project_id = 1 AND status IN ('pending', 'running')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(active["jobs"].as_array().unwrap().len() as i64, pending);
+    assert!(pending > 100);
+    assert!(active["next_cursor"].is_null());
+    // A page when asked for one.
+    let paged = json_of(
+        app.get("/api/v1/jobs/active/list?project_id=1&limit=10")
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(paged["jobs"].as_array().unwrap().len(), 10);
+
+    let summary = json_of(
+        app.get("/api/v1/jobs/statistics/summary?project_id=1")
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(summary["active_jobs"], pending);
+    assert!(summary.get("success_rate").is_some());
+}
+
+/// The dashboard's `high_priority` technologies and `recent-activity`.
+#[tokio::test]
+async fn the_dashboard_lists_high_priority_and_recent_technologies() {
+    let app = spawn_app().await;
+    for (title, priority) in [("Low", 2), ("High", 4), ("Highest", 5)] {
+        let response = app
+            .post(
+                "/api/v1/technologies",
+                &json!({"project_id": 1, "title": title, "priority": priority}),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+    let job = app.create_job().await;
+    app.wait_caught_up().await;
+    let stats = json_of(app.get("/api/v1/dashboard/stats?project_id=1").await, 200).await;
+    let high: Vec<&str> = stats["technologies"]["high_priority"]
+        .as_array()
+        .expect("high_priority")
+        .iter()
+        .map(|t| t["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(high, ["Highest", "High"]);
+
+    let recent = json_of(
+        app.get("/api/v1/dashboard/recent-activity?project_id=1&limit=2")
+            .await,
+        200,
+    )
+    .await;
+    let titles: Vec<&str> = recent["recent_technologies"]
+        .as_array()
+        .expect("recent_technologies")
+        .iter()
+        .map(|t| t["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Highest", "High"], "most recently changed first");
+    for t in recent["recent_technologies"].as_array().unwrap() {
+        for field in ["id", "title", "status", "updated_at"] {
+            assert!(t.get(field).is_some(), "{field} in {t}");
+        }
+    }
+    assert_eq!(recent["recent_jobs"][0]["id"], job["id"]);
+    let bad = app
+        .get("/api/v1/dashboard/recent-activity?limit=1000")
+        .await;
+    assert_problem(bad, 400, "limit").await;
+}
+
+/// `/health` answers as `/health/ready`; unknown routes and methods answer problem
+/// documents like every other error.
+#[tokio::test]
+async fn health_and_unknown_routes_answer_like_the_rest() {
+    let app: TestApp = spawn_app().await;
+    app.wait_caught_up().await;
+    let health = reqwest::get(app.url("/health")).await.unwrap();
+    let ready = reqwest::get(app.url("/health/ready")).await.unwrap();
+    assert_eq!(health.status(), ready.status());
+    let health: Value = health.json().await.unwrap();
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(health["status"], ready["status"]);
+
+    let unknown = app.get("/api/v1/no-such-route").await;
+    assert_problem(unknown, 404, "").await;
+    let wrong = app
+        .client
+        .put(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(wrong, 405, "").await;
+}
