@@ -516,8 +516,8 @@ async fn checkpoint_schedule(
     }
 }
 
-async fn no_route() -> commandcenter_api_error::ApiError {
-    commandcenter_api_error::ApiError::NotFound("route")
+async fn no_route(uri: axum::http::Uri) -> commandcenter_api_error::ApiError {
+    commandcenter_api_error::ApiError::NoRoute(uri.path().to_string())
 }
 
 async fn wrong_method(method: axum::http::Method) -> commandcenter_api_error::ApiError {

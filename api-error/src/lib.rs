@@ -50,6 +50,9 @@ pub enum ApiError {
     /// The resource does not exist (or no longer does).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// No route has this path.
+    #[error("no route {0}")]
+    NoRoute(String),
     /// The route exists, but not with this method.
     #[error("method {0} is not allowed on this route")]
     MethodNotAllowed(String),
@@ -112,7 +115,7 @@ impl ApiError {
             Self::MalformedJson(_) | Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
@@ -132,6 +135,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::BadParameter { .. } => "bad-parameter",
             Self::NotFound(_) => "not-found",
+            Self::NoRoute(_) => "no-route",
             Self::MethodNotAllowed(_) => "method-not-allowed",
             Self::Conflict { .. } => "conflict",
             Self::PreconditionFailed { .. } => "precondition-failed",

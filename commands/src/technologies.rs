@@ -20,6 +20,7 @@ use commandcenter_domain::values::{
 use commandcenter_domain::ValidationError;
 use commandcenter_executor::clock;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::extract::{CommandContext, JsonBody};
@@ -275,6 +276,109 @@ pub struct UpdateTechnologyBody {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Vec<String>>)]
     alternatives: Option<Option<ListForm>>,
+    /// Read-only, accepted when a client sends back an object it read: must be this
+    /// technology's id.
+    #[schema(value_type = Option<String>)]
+    id: Option<Value>,
+    /// Read-only: must be the technology's project.
+    #[schema(value_type = Option<i64>)]
+    project_id: Option<Value>,
+    /// Read-only: must be when the technology was created.
+    #[schema(value_type = Option<String>)]
+    created_at: Option<Value>,
+    /// Read-only: the version read; a stale one is a 412, as with `If-Match`.
+    #[schema(value_type = Option<i64>)]
+    version: Option<Value>,
+    /// Read-only, ignored (it describes the last write).
+    #[schema(value_type = Option<String>)]
+    updated_at: Option<Value>,
+    /// Read-only, ignored (it describes the last write).
+    #[schema(value_type = Option<String>)]
+    position: Option<Value>,
+}
+
+/// The read-only fields of a `PATCH` body, as the client read them.
+struct Echo {
+    id: Option<Value>,
+    project_id: Option<Value>,
+    created_at: Option<Value>,
+    version: Option<Value>,
+}
+
+impl UpdateTechnologyBody {
+    /// Takes the read-only fields out of the body.
+    fn echo(&mut self) -> Echo {
+        // Ignored: they describe the last write, and `version` covers staleness.
+        let _ = (self.updated_at.take(), self.position.take());
+        Echo {
+            id: self.id.take(),
+            project_id: self.project_id.take(),
+            created_at: self.created_at.take(),
+            version: self.version.take(),
+        }
+    }
+}
+
+fn read_only(field: &str, what: &str) -> ApiError {
+    ApiError::Validation(ValidationError::new(
+        field,
+        format!("is read-only and {what}; send it back as read, or leave it out"),
+    ))
+}
+
+impl Echo {
+    /// Checks the identity fields against technology `id` (loaded only when one was
+    /// sent) and returns the version the write requires: `If-Match`, else `version`.
+    async fn check(
+        self,
+        state: &CommandState,
+        id: &str,
+        if_match: Option<i64>,
+    ) -> Result<Option<i64>, ApiError> {
+        if let Some(sent) = &self.id {
+            if sent.as_str() != Some(id) {
+                return Err(read_only("id", "names another technology"));
+            }
+        }
+        if self.project_id.is_some() || self.created_at.is_some() {
+            if AggregateId::parse(id).is_none() {
+                return Err(ApiError::NotFound("technology"));
+            }
+            let loaded = state.store.load::<Technology>(id).await?;
+            if let Some(record) = loaded.aggregate.record() {
+                if let Some(sent) = &self.project_id {
+                    if sent.as_i64() != Some(record.project_id.get()) {
+                        return Err(read_only(
+                            "project_id",
+                            "differs from the technology's project",
+                        ));
+                    }
+                }
+                if let Some(sent) = &self.created_at {
+                    let same = sent
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .is_some_and(|t| t == record.created_at);
+                    if !same {
+                        return Err(read_only("created_at", "differs from when it was created"));
+                    }
+                }
+            }
+        }
+        let version = match &self.version {
+            None => None,
+            Some(sent) => Some(
+                sent.as_i64()
+                    .ok_or_else(|| read_only("version", "must be the integer version read"))?,
+            ),
+        };
+        match (if_match, version) {
+            (Some(header), Some(body)) if header != body => {
+                Err(read_only("version", "disagrees with If-Match"))
+            }
+            (header, body) => Ok(header.or(body)),
+        }
+    }
 }
 
 /// A field that must hold a value when present: `null` is refused.
@@ -425,16 +529,21 @@ pub async fn create_technology(
 pub async fn update_technology(
     State(state): State<CommandState>,
     Path(id): Path<String>,
-    context: CommandContext,
+    mut context: CommandContext,
     body: JsonBody<UpdateTechnologyBody>,
 ) -> Result<Response, ApiError> {
-    let (changes, status) = body.value.parse()?;
+    let JsonBody {
+        value: mut fields,
+        raw,
+    } = body;
+    context.if_match = fields.echo().check(&state, &id, context.if_match).await?;
+    let (changes, status) = fields.parse()?;
     let command = TechnologyCommand::UpdateTechnology {
         changes: Box::new(changes),
         status,
         at: clock::now(),
     };
-    run(&state, &id, command, context, &body.raw, move |outcome| {
+    run(&state, &id, command, context, &raw, move |outcome| {
         technology_reply(StatusCode::OK, outcome)
     })
     .await

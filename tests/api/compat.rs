@@ -315,3 +315,97 @@ async fn health_and_unknown_routes_answer_like_the_rest() {
         .unwrap();
     assert_problem(wrong, 405, "").await;
 }
+
+/// The job socket sends, besides `connected`, `progress` and `completed`, the previous
+/// API's broadcasts: `job_update` on every change, `job_dispatched` and `job_cancelled`.
+#[tokio::test]
+async fn the_job_socket_sends_the_previous_broadcasts() {
+    use crate::websockets::{connect, next_json};
+    let app = spawn_app().await;
+    let job = app.create_job().await;
+    let id = job["id"].as_str().unwrap().to_string();
+    app.wait_caught_up().await;
+    let mut socket = connect(&app, &format!("/api/v1/jobs/ws/{id}")).await;
+    assert_eq!(next_json(&mut socket).await.unwrap()["type"], "connected");
+    let dispatched = app
+        .post(&format!("/api/v1/jobs/{id}/dispatch"), &json!({}))
+        .await;
+    assert_eq!(dispatched.status(), 200);
+    let cancelled = app
+        .post(&format!("/api/v1/jobs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(cancelled.status(), 200);
+    let mut types = Vec::new();
+    while let Some(message) = next_json(&mut socket).await {
+        let kind = message["type"].as_str().unwrap().to_string();
+        if kind == "job_update" {
+            assert_eq!(message["job"]["id"], id.as_str(), "{message}");
+        }
+        if kind == "job_dispatched" {
+            assert!(message["dispatched_at"].is_string(), "{message}");
+        }
+        types.push(kind);
+    }
+    // Each change is `progress` then `job_update`, with `job_dispatched` and
+    // `job_cancelled` once each, in that order (the two changes may reach the socket as
+    // one, when the projector applied them in one batch); `completed` ends it.
+    let count = |kind: &str| types.iter().filter(|t| *t == kind).count();
+    assert_eq!(count("job_dispatched"), 1, "{types:?}");
+    assert_eq!(count("job_cancelled"), 1, "{types:?}");
+    assert_eq!(count("progress"), count("job_update"), "{types:?}");
+    let at = |kind: &str| types.iter().position(|t| t == kind).unwrap();
+    assert!(at("job_dispatched") < at("job_cancelled"), "{types:?}");
+    assert_eq!(
+        types.first().map(String::as_str),
+        Some("progress"),
+        "{types:?}"
+    );
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("completed"),
+        "{types:?}"
+    );
+    for (i, kind) in types.iter().enumerate() {
+        if kind == "progress" {
+            assert_eq!(types[i + 1], "job_update", "{types:?}");
+        }
+    }
+}
+
+/// A client that `PATCH`es back a whole object it read is not refused: the read-only
+/// fields are ignored when they match; a changed identity field is a 422 naming it, and
+/// a stale `version` is a 412 as with `If-Match`. Fields nobody knows stay a 422.
+#[tokio::test]
+async fn a_technology_read_and_patched_back_whole_is_accepted() {
+    let app = spawn_app().await;
+    let created = app.create_technology("Round trip").await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/technologies/{id}");
+    app.wait_caught_up().await;
+    let mut read = json_of(app.get(&path).await, 200).await;
+    read["title"] = json!("Round trip, edited");
+    let patched = json_of(app.patch(&path, &read).await, 200).await;
+    assert_eq!(patched["title"], "Round trip, edited");
+    assert_eq!(patched["version"], 2);
+
+    // The same object again: its version (1) is stale now.
+    read["title"] = json!("Lost update");
+    assert_problem(app.patch(&path, &read).await, 412, "If-Match").await;
+    read["version"] = json!(2);
+    read["created_at"] = json!("2001-01-01T00:00:00Z");
+    assert_problem(app.patch(&path, &read).await, 422, "created_at").await;
+    read["created_at"] = created["created_at"].clone();
+    read["id"] = json!(uuid::Uuid::now_v7().to_string());
+    assert_problem(app.patch(&path, &read).await, 422, "id").await;
+    read["id"] = json!(id);
+    read["project_id"] = json!(2);
+    assert_problem(app.patch(&path, &read).await, 422, "project_id").await;
+    read["project_id"] = json!(1);
+    read["nobody_knows"] = json!(true);
+    assert_problem(app.patch(&path, &read).await, 422, "nobody_knows").await;
+    read.as_object_mut().unwrap().remove("nobody_knows");
+    // Nothing refused was written: the title is the first edit's.
+    let now = json_of(app.patch(&path, &json!({"priority": 5})).await, 200).await;
+    assert_eq!(now["title"], "Round trip, edited");
+    assert_eq!(now["version"], 3);
+}

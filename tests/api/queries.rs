@@ -436,7 +436,11 @@ async fn job_lists_details_statistics_and_dashboard() {
     let progress = get_json(&app, &format!("/api/v1/jobs/{}/progress", ids[1])).await;
     assert_eq!(
         progress,
-        json!({"job_id": ids[1], "status": "running", "progress": 20, "current_step": null, "is_terminal": false})
+        json!({
+            "job_id": ids[1], "status": "running", "progress": 20, "current_step": null,
+            "is_terminal": false, "is_active": true, "created_at": job["created_at"],
+            "started_at": job["started_at"], "completed_at": null, "duration_seconds": null,
+        })
     );
     assert_problem(
         app.get(&format!("/api/v1/jobs/{}", uuid::Uuid::now_v7()))

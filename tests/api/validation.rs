@@ -72,7 +72,7 @@ async fn invalid_technology_creates_name_the_field() {
         ),
         (technology(json!({"tags": ["ok", ""]})), 422, "tags[1]"),
         (technology(json!({"tags": vec!["t"; 51]})), 422, "tags"),
-        (technology(json!({"tags": "a,b"})), 422, "tags"),
+        (technology(json!({"tags": 5})), 422, "tags"),
         (technology(json!({"latency_ms": -1})), 422, "latency_ms"),
         (
             technology(json!({"throughput_qps": -0.5})),

@@ -78,7 +78,7 @@ async fn await_job(
 }
 
 /// `GET /api/v1/jobs/ws/{job_id}`.
-#[utoipa::path(get, path = "/api/v1/jobs/ws/{job_id}", tag = "push", params(("job_id" = String, Path, description = "Job id")), responses((status = 101, description = "WebSocket: connected, progress..., completed; closes 1008 for an unknown job; a job created a moment ago is awaited until its row is projected (up to 10 s, then close 1013)")))]
+#[utoipa::path(get, path = "/api/v1/jobs/ws/{job_id}", tag = "push", params(("job_id" = String, Path, description = "Job id")), responses((status = 101, description = "WebSocket: connected, then on each change progress and job_update (plus job_dispatched or job_cancelled when that happened), completed when the job ends; closes 1008 for an unknown job; a job created a moment ago is awaited until its row is projected (up to 10 s, then close 1013)")))]
 pub async fn job_socket(
     State(state): State<QueryState>,
     caller: Caller,
@@ -112,6 +112,7 @@ async fn follow_job(state: QueryState, caller: Caller, job_id: String, mut socke
     if !send(&state, &mut socket, &ServerMessage::connected(&job)).await {
         return;
     }
+    let mut before = job.clone();
     if job["is_terminal"] == true {
         send(&state, &mut socket, &ServerMessage::completed(&job)).await;
         return close(&mut socket, 1000, "job finished").await;
@@ -133,14 +134,14 @@ async fn follow_job(state: QueryState, caller: Caller, job_id: String, mut socke
                 let Some(job) = change.row.as_ref() else {
                     return close(&mut socket, 1000, "job deleted").await;
                 };
+                if !send_change(&state, &mut socket, &before, job, change.correlation_id.as_deref()).await {
+                    return;
+                }
                 if job["is_terminal"] == true {
-                    send(&state, &mut socket, &ServerMessage::progress(job, change.correlation_id.as_deref())).await;
                     send(&state, &mut socket, &ServerMessage::completed(job)).await;
                     return close(&mut socket, 1000, "job finished").await;
                 }
-                if !send(&state, &mut socket, &ServerMessage::progress(job, change.correlation_id.as_deref())).await {
-                    return;
-                }
+                before = job.clone();
             }
             _ = ping.tick() => {
                 if awaiting_pong || socket.send(Message::Ping(Default::default())).await.is_err() {
@@ -164,12 +165,12 @@ async fn follow_job(state: QueryState, caller: Caller, job_id: String, mut socke
             match load_job(&state, &job_id).await {
                 Ok(Some((job, position))) if position > sent => {
                     sent = position;
-                    let done = job["is_terminal"] == true;
-                    send(&state, &mut socket, &ServerMessage::progress(&job, None)).await;
-                    if done {
+                    send_change(&state, &mut socket, &before, &job, None).await;
+                    if job["is_terminal"] == true {
                         send(&state, &mut socket, &ServerMessage::completed(&job)).await;
                         return close(&mut socket, 1000, "job finished").await;
                     }
+                    before = job;
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return close(&mut socket, 1000, "job deleted").await,
@@ -177,4 +178,25 @@ async fn follow_job(state: QueryState, caller: Caller, job_id: String, mut socke
             }
         }
     }
+}
+
+/// Sends what a change of the job from `before` to `job` means: `progress`, `job_update`,
+/// and `job_dispatched` or `job_cancelled` when that happened. False when the socket is
+/// gone.
+async fn send_change(
+    state: &QueryState,
+    socket: &mut WebSocket,
+    before: &Value,
+    job: &Value,
+    correlation_id: Option<&str>,
+) -> bool {
+    if !send(state, socket, &ServerMessage::progress(job, correlation_id)).await {
+        return false;
+    }
+    for message in ServerMessage::transitions(before, job) {
+        if !send(state, socket, &message).await {
+            return false;
+        }
+    }
+    true
 }

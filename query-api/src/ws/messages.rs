@@ -27,6 +27,32 @@ pub enum ServerMessage<'a> {
         /// The command that caused the change, when known (additive to the old contract).
         correlation_id: Option<Cow<'a, str>>,
     },
+    /// Job socket: the job changed; the whole row, as `GET /api/v1/jobs/{id}` answers it
+    /// (the previous API's broadcast after a `PATCH`). Sent after each `progress`.
+    JobUpdate {
+        /// The job's id.
+        job_id: Cow<'a, Value>,
+        /// The job.
+        job: Cow<'a, Value>,
+    },
+    /// Job socket: the job was dispatched (or dispatched again after a release).
+    JobDispatched {
+        /// The job's id.
+        job_id: Cow<'a, Value>,
+        /// Its status.
+        status: Cow<'a, Value>,
+        /// When it was dispatched.
+        dispatched_at: Cow<'a, Value>,
+        /// When it may run, if delayed.
+        scheduled_for: Cow<'a, Value>,
+    },
+    /// Job socket: the job was cancelled (sent before `completed`).
+    JobCancelled {
+        /// The job's id.
+        job_id: Cow<'a, Value>,
+        /// Its status (`cancelled`).
+        status: Cow<'a, Value>,
+    },
     /// Job socket, last message: the job ended.
     Completed {
         /// The job's id.
@@ -122,6 +148,30 @@ impl<'a> ServerMessage<'a> {
             is_terminal: Cow::Borrowed(&job["is_terminal"]),
             correlation_id: correlation_id.map(Cow::Borrowed),
         }
+    }
+
+    /// The messages a change of the job from `before` to `job` adds to `progress`, in
+    /// order: `job_update`, then `job_dispatched` or `job_cancelled` when that happened.
+    pub fn transitions(before: &Value, job: &'a Value) -> Vec<Self> {
+        let mut messages = vec![Self::JobUpdate {
+            job_id: Cow::Borrowed(&job["id"]),
+            job: Cow::Borrowed(job),
+        }];
+        if !job["dispatched_at"].is_null() && job["dispatched_at"] != before["dispatched_at"] {
+            messages.push(Self::JobDispatched {
+                job_id: Cow::Borrowed(&job["id"]),
+                status: Cow::Borrowed(&job["status"]),
+                dispatched_at: Cow::Borrowed(&job["dispatched_at"]),
+                scheduled_for: Cow::Borrowed(&job["scheduled_for"]),
+            });
+        }
+        if job["status"] == "cancelled" && before["status"] != "cancelled" {
+            messages.push(Self::JobCancelled {
+                job_id: Cow::Borrowed(&job["id"]),
+                status: Cow::Borrowed(&job["status"]),
+            });
+        }
+        messages
     }
 
     /// `job` ended.

@@ -1,8 +1,10 @@
 //! WebSocket push, fed by the change hub (never by polling).
 //!
 //! - `GET /api/v1/jobs/ws/{job_id}` keeps the existing product's contract:
-//!   `{"type":"connected",…}` first, `{"type":"progress",…}` on every change, and
-//!   `{"type":"completed",…}` before closing when the job ends. Unknown job: close 1008.
+//!   `{"type":"connected",…}` first, `{"type":"progress",…}` and `{"type":"job_update",
+//!   "job":…}` on every change (with `job_dispatched` / `job_cancelled` when that is what
+//!   happened, the previous API's broadcasts), and `{"type":"completed",…}` before
+//!   closing when the job ends. Unknown job: close 1008.
 //! - `GET /api/v1/ws` multiplexes topics `jobs:<project_id>`, `job:<id>` and
 //!   `technologies:<project_id>`: the client sends `{"subscribe": [...],
 //!   "since_position": "…"}` and `{"unsubscribe": [...]}`; each push carries its topic,
