@@ -409,3 +409,64 @@ async fn a_technology_read_and_patched_back_whole_is_accepted() {
     assert_eq!(now["title"], "Round trip, edited");
     assert_eq!(now["version"], 3);
 }
+
+/// `search` finds substrings of title, description and tags, case-insensitive, as the
+/// previous API's ILIKE did, and a trigram index serves it.
+#[tokio::test]
+async fn search_finds_substrings_and_is_index_backed() {
+    let app = spawn_app().await;
+    for body in [
+        json!({"project_id": 1, "title": "Newcomer"}),
+        json!({"project_id": 1, "title": "JUCE"}),
+        json!({"project_id": 1, "title": "Faust", "description": "Realtime DSP language"}),
+        json!({"project_id": 1, "title": "Plugin host", "tags": ["vst3", "clap"]}),
+        json!({"project_id": 1, "title": "100% pure"}),
+    ] {
+        assert_eq!(app.post("/api/v1/technologies", &body).await.status(), 201);
+    }
+    app.wait_caught_up().await;
+    for (search, expected) in [
+        ("Newc", vec!["Newcomer"]),
+        ("uce", vec!["JUCE"]),
+        ("REALT", vec!["Faust"]),
+        ("vst", vec!["Plugin host"]),
+        ("0%", vec!["100% pure"]),
+        ("_", vec![]),
+    ] {
+        let page = json_of(
+            app.client
+                .get(app.url("/api/v1/technologies"))
+                .query(&[("project_id", "1"), ("search", search)])
+                .send()
+                .await
+                .unwrap(),
+            200,
+        )
+        .await;
+        let titles: Vec<&str> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["title"].as_str().unwrap())
+            .collect();
+        assert_eq!(titles, expected, "search={search}");
+        assert_eq!(page["total"], expected.len(), "search={search}");
+    }
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id FROM technology_view t \
+          WHERE cc_search_text(t.title, t.description, t.tags) LIKE '%' || lower('juce') || '%'",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert!(
+        plan.iter()
+            .any(|line| line.contains("technology_view_substring_idx")),
+        "{plan:#?}"
+    );
+}

@@ -128,9 +128,11 @@ impl Filters {
                 .push_bind(status.as_str());
         }
         if let Some(search) = &self.search {
-            qb.push(" AND t.search @@ websearch_to_tsquery('english', ")
-                .push_bind(search.clone())
-                .push(")");
+            // A substring of title, description or tags, case-insensitive (trigram index
+            // `technology_view_substring_idx` on the same expression).
+            qb.push(" AND cc_search_text(t.title, t.description, t.tags) LIKE '%' || lower(")
+                .push_bind(like_escaped(search))
+                .push(") || '%'");
         }
         if let Some(min) = self.priority_min {
             qb.push(" AND t.priority >= ").push_bind(min as i16);
@@ -151,6 +153,18 @@ impl Filters {
             qb.push(" AND t.cost_tier = ").push_bind(tier.as_str());
         }
     }
+}
+
+/// `text` with LIKE's wildcards (`%`, `_`) and its escape character taken literally.
+fn like_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 fn push_sort_expr(qb: &mut QueryBuilder<'_, Postgres>, key: SortKey, search: &Option<String>) {
@@ -291,5 +305,16 @@ impl TechnologyPage<'_> {
             .push(", page.id ")
             .push(dir);
         qb
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_escaped;
+
+    #[test]
+    fn like_wildcards_are_taken_literally() {
+        assert_eq!(like_escaped("50%_off\\"), "50\\%\\_off\\\\");
+        assert_eq!(like_escaped("JUCE"), "JUCE");
     }
 }
