@@ -29,7 +29,7 @@ pub const MAX_LIMIT: i64 = 1000;
 pub const MAX_SKIP: i64 = 10_000_000;
 
 /// `GET /api/v1/technologies`.
-#[utoipa::path(get, path = "/api/v1/technologies", tag = "technologies", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000, default 50"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor"), ("sort" = Option<String>, Query, description = "updated_at, created_at, priority, relevance_score, title (or rank, with search); - for descending; default -created_at"), ("project_id" = Option<i64>, Query, description = "Project"), ("domain" = Option<String>, Query, description = "Domain"), ("status" = Option<String>, Query, description = "Status"), ("search" = Option<String>, Query, description = "Substring of title, description or tags, case-insensitive (sort=rank orders matches by full-text relevance)"), ("priority_min" = Option<i64>, Query, description = "Minimum priority"), ("relevance_min" = Option<i64>, Query, description = "Minimum relevance score"), ("tag" = Option<String>, Query, description = "Has this tag"), ("maturity_level" = Option<String>, Query, description = "Maturity level"), ("cost_tier" = Option<String>, Query, description = "Cost tier")), responses((status = 200, description = "{items, total, page, page_size, next_cursor, position}"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/technologies", tag = "technologies", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000, default 50"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor"), ("sort" = Option<String>, Query, description = "importance (priority, then relevance_score, then updated_at), updated_at, created_at, priority, relevance_score, title (or rank: full-text relevance, with search); - for descending; default -importance"), ("project_id" = Option<i64>, Query, description = "Project"), ("domain" = Option<String>, Query, description = "Domain"), ("status" = Option<String>, Query, description = "Status"), ("search" = Option<String>, Query, description = "Substring of title, description or tags, case-insensitive (sort=rank orders matches by full-text relevance)"), ("priority_min" = Option<i64>, Query, description = "Minimum priority"), ("relevance_min" = Option<i64>, Query, description = "Minimum relevance score"), ("tag" = Option<String>, Query, description = "Has this tag"), ("maturity_level" = Option<String>, Query, description = "Maturity level"), ("cost_tier" = Option<String>, Query, description = "Cost tier")), responses((status = 200, description = "{items, total, page, page_size, next_cursor, position}"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn list_technologies(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -39,12 +39,8 @@ pub async fn list_technologies(
     let filters = Filters::parse(&params)?;
     let limit = params.int("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?;
     let skip = params.int("skip", 0, 0, MAX_SKIP)?;
-    let default_sort = if filters.search.is_some() {
-        "-rank"
-    } else {
-        "-created_at"
-    };
-    let sort = params.text("sort").unwrap_or(default_sort).to_string();
+    // The previous API's order: priority, relevance score, updated_at, all descending.
+    let sort = params.text("sort").unwrap_or("-importance").to_string();
     let (descending, key_name) = match sort.strip_prefix('-') {
         Some(name) => (true, name),
         None => (false, sort.as_str()),
@@ -52,8 +48,8 @@ pub async fn list_technologies(
     let key = SortKey::parse(key_name).ok_or_else(|| {
         bad_parameter(
             "sort",
-            "must be one of updated_at, created_at, priority, relevance_score, title \
-             (or rank, with search), optionally prefixed with - for descending",
+            "must be one of importance, updated_at, created_at, priority, relevance_score, \
+             title (or rank, with search), optionally prefixed with - for descending",
         )
     })?;
     if key == SortKey::Rank && filters.search.is_none() {

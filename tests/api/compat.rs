@@ -470,3 +470,60 @@ async fn search_finds_substrings_and_is_index_backed() {
         "{plan:#?}"
     );
 }
+
+/// The default order is the previous API's — priority, then relevance score, then
+/// `updated_at`, all descending — with cursor paging, and an index serves it.
+#[tokio::test]
+async fn the_default_order_is_priority_relevance_then_recency() {
+    let app = spawn_app().await;
+    for (i, (priority, relevance)) in [(3, 50), (5, 10), (5, 90), (3, 50), (1, 100), (5, 90)]
+        .into_iter()
+        .enumerate()
+    {
+        let body = json!({"project_id": 1, "title": format!("Ordered {i}"), "priority": priority, "relevance_score": relevance});
+        assert_eq!(app.post("/api/v1/technologies", &body).await.status(), 201);
+    }
+    app.wait_caught_up().await;
+    let expected: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM technology_view WHERE project_id = 1 \
+          ORDER BY priority DESC, relevance_score DESC, updated_at DESC, id DESC",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let mut walked = Vec::new();
+    let mut path = "/api/v1/technologies?project_id=1&limit=2".to_string();
+    loop {
+        let page = json_of(app.get(&path).await, 200).await;
+        walked.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => {
+                path = format!("/api/v1/technologies?project_id=1&limit=2&cursor={cursor}")
+            }
+            None => break,
+        }
+    }
+    assert_eq!(walked, expected);
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id FROM technology_view t WHERE t.project_id = 1 \
+          ORDER BY cc_importance(t.priority, t.relevance_score, t.updated_at) DESC, t.id DESC LIMIT 3",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert!(
+        plan.iter().any(|line| line.contains("importance_idx")),
+        "{plan:#?}"
+    );
+}

@@ -27,6 +27,8 @@ pub(crate) enum SortKey {
     Relevance,
     Title,
     Rank,
+    /// Priority, then relevance score, then `updated_at` (the previous API's order).
+    Importance,
 }
 
 impl SortKey {
@@ -39,6 +41,7 @@ impl SortKey {
             "relevance_score" => Self::Relevance,
             "title" => Self::Title,
             "rank" => Self::Rank,
+            "importance" => Self::Importance,
             _ => return None,
         })
     }
@@ -52,6 +55,7 @@ impl SortKey {
             Self::Relevance => "t.relevance_score",
             Self::Title => "lower(t.title)",
             Self::Rank => "ts_rank(t.search, websearch_to_tsquery('english', ",
+            Self::Importance => "cc_importance(t.priority, t.relevance_score, t.updated_at)",
         }
     }
 
@@ -59,7 +63,7 @@ impl SortKey {
         match self {
             Self::UpdatedAt | Self::CreatedAt => "::timestamptz",
             Self::Priority | Self::Relevance => "::smallint",
-            Self::Title => "::text",
+            Self::Title | Self::Importance => "::text",
             Self::Rank => "::real",
         }
     }
