@@ -527,3 +527,37 @@ async fn the_default_order_is_priority_relevance_then_recency() {
         "{plan:#?}"
     );
 }
+
+/// One timestamp format everywhere: a write answers its times exactly as the read models
+/// answer them afterwards (RFC 3339, offset `+00:00`, microseconds without trailing zeros).
+#[tokio::test]
+async fn writes_and_reads_answer_the_same_timestamps() {
+    let app = spawn_app().await;
+    let technology = app.create_technology("Timestamps").await;
+    let job = app.create_job().await;
+    let job_id = job["id"].as_str().unwrap();
+    let dispatched = json_of(
+        app.post(&format!("/api/v1/jobs/{job_id}/dispatch"), &json!({}))
+            .await,
+        200,
+    )
+    .await;
+    app.wait_caught_up().await;
+    let read = json_of(
+        app.get(&format!(
+            "/api/v1/technologies/{}",
+            technology["id"].as_str().unwrap()
+        ))
+        .await,
+        200,
+    )
+    .await;
+    for field in ["created_at", "updated_at"] {
+        assert_eq!(technology[field], read[field], "{field}");
+        assert!(read[field].as_str().unwrap().ends_with("+00:00"), "{read}");
+    }
+    let read = json_of(app.get(&format!("/api/v1/jobs/{job_id}")).await, 200).await;
+    for field in ["created_at", "updated_at", "dispatched_at", "scheduled_for"] {
+        assert_eq!(dispatched[field], read[field], "{field}");
+    }
+}

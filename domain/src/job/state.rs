@@ -48,22 +48,29 @@ pub struct JobRecord {
     #[serde(default)]
     pub releases: u32,
     /// Earliest start of the next attempt, once dispatched.
+    #[serde(serialize_with = "crate::serde_helpers::opt_time")]
     pub scheduled_for: Option<DateTime<Utc>>,
     /// When it was handed to the workers.
+    #[serde(serialize_with = "crate::serde_helpers::opt_time")]
     pub dispatched_at: Option<DateTime<Utc>>,
     /// The worker holding (or last holding) the job.
     pub worker_id: Option<String>,
     /// When the running attempt's claim lapses.
+    #[serde(serialize_with = "crate::serde_helpers::opt_time")]
     pub lease_until: Option<DateTime<Utc>>,
     /// Whether cancellation of the running attempt was requested.
     pub cancel_requested: bool,
     /// When it was created.
+    #[serde(serialize_with = "crate::serde_helpers::time")]
     pub created_at: DateTime<Utc>,
     /// When the latest attempt started.
+    #[serde(serialize_with = "crate::serde_helpers::opt_time")]
     pub started_at: Option<DateTime<Utc>>,
     /// When it reached a terminal status.
+    #[serde(serialize_with = "crate::serde_helpers::opt_time")]
     pub completed_at: Option<DateTime<Utc>>,
     /// When any event last touched it.
+    #[serde(serialize_with = "crate::serde_helpers::time")]
     pub updated_at: DateTime<Utc>,
 }
 

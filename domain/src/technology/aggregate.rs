@@ -23,8 +23,10 @@ pub struct TechnologyRecord {
     #[serde(flatten)]
     pub fields: TechnologyFields,
     /// When it was created.
+    #[serde(serialize_with = "crate::serde_helpers::time")]
     pub created_at: DateTime<Utc>,
     /// When any event last touched it.
+    #[serde(serialize_with = "crate::serde_helpers::time")]
     pub updated_at: DateTime<Utc>,
 }
 
