@@ -4,7 +4,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use commandcenter_domain::job::{
     parse_typed_parameters, Job, JobCommand, JobParameters, JobPatch, JobRecord, JobStatus,
     JobType, DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_DISPATCH_DELAY_SECONDS,
@@ -23,8 +23,7 @@ use crate::forms::{TagsForm, TextForm};
 use crate::reply::Reply;
 use crate::ApiError;
 use crate::CommandState;
-use commandcenter_domain::values::AggregateId;
-use commandcenter_executor::{execute, CommandError, Execution, Outcome};
+use commandcenter_executor::{CommandError, Outcome};
 
 /// A job as the write API returns it.
 #[derive(Serialize)]
@@ -179,20 +178,7 @@ async fn run(
     body: &[u8],
     respond: impl Fn(&Outcome<Job>) -> Result<Reply, CommandError> + Send + Sync + 'static,
 ) -> Result<Response, ApiError> {
-    if AggregateId::parse(id).is_none() {
-        return Err(ApiError::NotFound("job"));
-    }
-    let idempotency = context.idempotent(body);
-    let execution = Execution::<Job> {
-        aggregate_id: id.to_string(),
-        command,
-        if_match: context.if_match,
-        meta: context.meta,
-        idempotency,
-    };
-    Ok(execute(&state.store, &state.metrics, execution, respond)
-        .await?
-        .into_response())
+    crate::run::<Job>(state, id, "job", command, context, body, respond).await
 }
 
 fn ok(outcome: &Outcome<Job>) -> Result<Reply, CommandError> {

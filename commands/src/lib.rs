@@ -16,6 +16,7 @@ pub mod technologies;
 use axum::extract::DefaultBodyLimit;
 use axum::Extension;
 use commandcenter_event_store::EventStore;
+use commandcenter_executor::{execute, CommandError, Execution, Outcome, WriteModel};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -28,6 +29,41 @@ pub struct CommandState {
     pub store: EventStore,
     /// Where commands are counted.
     pub metrics: std::sync::Arc<commandcenter_metrics::Metrics>,
+}
+
+/// Runs `command` on aggregate `id` of type `A` (`kind` names it in a 404: an id that
+/// cannot exist is one), with the request's `If-Match`, tracing ids and Idempotency-Key,
+/// answering with `respond`.
+async fn run<A>(
+    state: &CommandState,
+    id: &str,
+    kind: &'static str,
+    command: A::Command,
+    context: extract::CommandContext,
+    body: &[u8],
+    respond: impl Fn(&Outcome<A>) -> Result<reply::Reply, CommandError> + Send + Sync + 'static,
+) -> Result<axum::response::Response, ApiError>
+where
+    A: WriteModel + 'static,
+    A::Command: Clone + Send + Sync + 'static,
+    A::Error: Send,
+    CommandError: From<A::Error>,
+{
+    use axum::response::IntoResponse;
+    if commandcenter_domain::values::AggregateId::parse(id).is_none() {
+        return Err(ApiError::NotFound(kind));
+    }
+    let idempotency = context.idempotent(body);
+    let execution = Execution::<A> {
+        aggregate_id: id.to_string(),
+        command,
+        if_match: context.if_match,
+        meta: context.meta,
+        idempotency,
+    };
+    Ok(execute(&state.store, &state.metrics, execution, respond)
+        .await?
+        .into_response())
 }
 
 /// The write API's routes, documented (OpenAPI) from the handlers' annotations, with

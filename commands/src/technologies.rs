@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::response::Response;
 use commandcenter_domain::serde_helpers::double_option;
 use commandcenter_domain::technology::{
@@ -28,7 +27,7 @@ use crate::forms::ListForm;
 use crate::reply::Reply;
 use crate::ApiError;
 use crate::CommandState;
-use commandcenter_executor::{execute, CommandError, Execution, Outcome};
+use commandcenter_executor::{CommandError, Outcome};
 
 /// Most entries in `dependencies` or `alternatives`.
 pub const MAX_LINKS: usize = 100;
@@ -482,20 +481,7 @@ async fn run(
     body: &[u8],
     respond: impl Fn(&Outcome<Technology>) -> Result<Reply, CommandError> + Send + Sync + 'static,
 ) -> Result<Response, ApiError> {
-    if AggregateId::parse(id).is_none() {
-        return Err(ApiError::NotFound("technology"));
-    }
-    let idempotency = context.idempotent(body);
-    let execution = Execution::<Technology> {
-        aggregate_id: id.to_string(),
-        command,
-        if_match: context.if_match,
-        meta: context.meta,
-        idempotency,
-    };
-    Ok(execute(&state.store, &state.metrics, execution, respond)
-        .await?
-        .into_response())
+    crate::run::<Technology>(state, id, "technology", command, context, body, respond).await
 }
 
 /// `POST /api/v1/technologies` → 201 with the technology as written.

@@ -252,7 +252,12 @@ const scenarios = {
 
   /** An export job's file downloads from its detail page. */
   async export_artifact_downloads() {
-    await createTechnology('writer', { title: `Exported ${unique()}` });
+    const exported = await createTechnology('writer', { title: `Exported ${unique()}` });
+    // The export reads the read model: wait until the technology is in it.
+    await eventually('the technology projected', async () => {
+      const { items } = await api(key('reader'), 'GET', `/api/v1/technologies?project_id=${PROJECT}&search=${encodeURIComponent(exported.title)}`);
+      return items.length === 1;
+    });
     const job = await api(key('writer'), 'POST', '/api/v1/jobs', {
       project_id: PROJECT,
       job_type: 'export',
