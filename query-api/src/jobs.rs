@@ -74,13 +74,23 @@ fn project(params: &Params) -> Result<Option<i64>, ApiError> {
 }
 
 /// A page of jobs as answered; the rows are PostgreSQL's JSON, passed through.
-#[derive(Serialize)]
-struct JobPage<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JobPage<'a> {
+    /// The jobs of the page, newest first.
+    #[schema(value_type = Vec<crate::schema::JobView>)]
     jobs: Vec<&'a RawValue>,
+    /// How many jobs match the filters.
+    #[schema(minimum = 0)]
     total: i64,
+    /// The offset asked for.
+    #[schema(minimum = 0)]
     skip: i64,
+    /// The page size in force.
+    #[schema(minimum = 1, maximum = 1000)]
     limit: i64,
+    /// Pass as `cursor` for the next page; null on the last one.
     next_cursor: Option<String>,
+    /// The read model's checkpoint the page reflects.
     position: Position,
 }
 
@@ -161,7 +171,7 @@ async fn page(
 }
 
 /// `GET /api/v1/jobs?project_id=&status_filter=&job_type=&skip=&limit=&cursor=`.
-#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("status_filter" = Option<String>, Query, description = "Status"), ("project_id" = Option<i64>, Query, description = "Project"), ("job_type" = Option<String>, Query, description = "Job type"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "{jobs, total, skip, limit, next_cursor, position}, newest first"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("status_filter" = Option<JobStatus>, Query, description = "Status"), ("project_id" = Option<i64>, Query, minimum = 1, description = "Project"), ("job_type" = Option<JobType>, Query, description = "Job type"), ("skip" = Option<i64>, Query, minimum = 0, maximum = 10000000, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1-1000, default 100"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "{jobs, total, skip, limit, next_cursor, position}, newest first", body = JobPage), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn list_jobs(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -180,7 +190,7 @@ pub async fn list_jobs(
 }
 
 /// `GET /api/v1/jobs/active/list`: pending and running jobs, newest first.
-#[utoipa::path(get, path = "/api/v1/jobs/active/list", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project"), ("job_type" = Option<String>, Query, description = "Job type"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "Pending and running jobs, newest first"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/jobs/active/list", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, minimum = 1, description = "Project"), ("job_type" = Option<JobType>, Query, description = "Job type"), ("skip" = Option<i64>, Query, minimum = 0, maximum = 10000000, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1-1000, default 100"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "Pending and running jobs, newest first", body = JobPage), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn active_jobs(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -230,7 +240,7 @@ async fn job_row(
 
 /// `GET /api/v1/jobs/{id}`; with `as_of`, `as_of_position` or `as_of_version`, the job
 /// as it was then, rebuilt from its events.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("as_of" = Option<String>, Query, description = "Time travel: the state at this RFC 3339 time"), ("as_of_position" = Option<String>, Query, description = "Time travel: the state at this position of the global order"), ("as_of_version" = Option<i64>, Query, description = "Time travel: the state after this many events")), responses((status = 200, description = "The job"), (status = 400, description = "Malformed time-travel parameter (problem+json)"), (status = 404, description = "Unknown or deleted, or not existing at that time (problem+json)")))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("as_of" = Option<String>, Query, format = DateTime, description = "Time travel: the state at this RFC 3339 time"), ("as_of_position" = Option<String>, Query, pattern = "^[0-9a-fA-F]{16}[0-7][0-9a-fA-F]{15}$", description = "Time travel: the state at this position of the global order"), ("as_of_version" = Option<i64>, Query, minimum = 1, description = "Time travel: the state after this many events")), responses((status = 200, description = "The job", body = crate::schema::JobView), (status = 400, description = "Malformed time-travel parameter (problem+json)"), (status = 404, description = "Unknown or deleted, or not existing at that time (problem+json)")))]
 pub async fn get_job(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -253,7 +263,7 @@ pub async fn get_job(
 }
 
 /// `GET /api/v1/jobs/{id}/progress`.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/progress", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)")), responses((status = 200, description = "{job_id, status, progress, current_step, is_terminal}"), (status = 404, description = "Unknown or deleted (problem+json)")))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/progress", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)")), responses((status = 200, description = "{job_id, status, progress, current_step, is_terminal}", body = crate::schema::JobProgress), (status = 404, description = "Unknown or deleted (problem+json)")))]
 pub async fn job_progress(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -298,7 +308,7 @@ pub fn summarize(rows: &[(String, String, i64, i64, i64)]) -> Value {
 }
 
 /// `GET /api/v1/jobs/statistics/summary?project_id=`.
-#[utoipa::path(get, path = "/api/v1/jobs/statistics/summary", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project")), responses((status = 200, description = "{total, by_status, by_type, success_rate, average_duration_seconds}"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/jobs/statistics/summary", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, minimum = 1, description = "Project")), responses((status = 200, description = "{total, by_status, by_type, success_rate, average_duration_seconds}", body = crate::schema::JobStatistics), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn statistics(
     State(state): State<QueryState>,
     min: MinPosition,

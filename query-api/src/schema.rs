@@ -1,0 +1,200 @@
+//! The shapes of the read side's answers, for the OpenAPI document. Most read answers are
+//! JSON that PostgreSQL renders from a read model's row (`to_jsonb`) or that a handler
+//! assembles with `json!`, so no Rust type serializes them: these types describe the
+//! same shapes, field for field, and are only ever used as schemas. A column added to a
+//! view, or a field to an answer, is added here too: `scripts/schemathesis.sh` checks
+//! real answers against these schemas.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use commandcenter_domain::job::{JobRecord, JobStatus};
+use commandcenter_domain::technology::{TechnologyDomain, TechnologyRecord, TechnologyStatus};
+use commandcenter_event_store::audit::VerifyReport;
+use commandcenter_event_store::Position;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A technology as the read model holds it (a row of `technology_view`), or, with a
+/// time-travel parameter, as it was then (with `as_of`).
+#[derive(Serialize, ToSchema)]
+pub struct TechnologyView {
+    #[serde(flatten)]
+    record: TechnologyRecord,
+    /// The technology's version: the number of its events.
+    #[schema(minimum = 1)]
+    version: i64,
+    /// The position of its last event.
+    position: Position,
+    /// Only with a time-travel parameter: what state this is.
+    #[schema(required = false)]
+    as_of: Option<AsOfState>,
+}
+
+/// What a time-travel answer is: the state after `version`, rebuilt from the events.
+#[derive(Serialize, ToSchema)]
+pub struct AsOfState {
+    /// The version the state is at.
+    version: i64,
+    /// The position of the event at that version.
+    position: Position,
+    /// `live`, or `deleted` when the aggregate had been deleted by then.
+    #[schema(value_type = Lifecycle)]
+    lifecycle: String,
+    /// Always `event-store`.
+    source: String,
+}
+
+/// Whether an aggregate existed or had been deleted at a moment.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// It existed.
+    Live,
+    /// It had been deleted.
+    Deleted,
+}
+
+/// A page of technologies.
+#[derive(Serialize, ToSchema)]
+pub struct TechnologyList {
+    /// The technologies of the page.
+    items: Vec<TechnologyView>,
+    /// How many technologies match the filters.
+    #[schema(minimum = 0)]
+    total: i64,
+    /// The page number for offset pages: `skip / limit + 1`.
+    #[schema(minimum = 1)]
+    page: i64,
+    /// The `limit` in force.
+    #[schema(minimum = 1, maximum = 1000)]
+    page_size: i64,
+    /// Pass as `cursor` for the next page; null on the last one.
+    next_cursor: Option<String>,
+    /// The read model's checkpoint the page reflects.
+    position: Position,
+}
+
+/// A job as the read model holds it (a row of `job_view`), or, with a time-travel
+/// parameter, as it was then (with `as_of`; without the view's own columns).
+#[derive(Serialize, ToSchema)]
+pub struct JobView {
+    #[serde(flatten)]
+    record: JobRecord,
+    /// Seconds from start to end of a finished job.
+    #[schema(required = false, minimum = 0)]
+    duration_seconds: Option<f64>,
+    /// True once nothing more will happen to the job.
+    #[schema(required = false)]
+    is_terminal: bool,
+    /// The job's version: the number of its events.
+    #[schema(minimum = 1)]
+    version: i64,
+    /// The position of its last event.
+    position: Position,
+    /// The position of its creation: the order of job pages.
+    #[schema(required = false)]
+    created_position: Position,
+    /// Only with a time-travel parameter: what state this is.
+    #[schema(required = false)]
+    as_of: Option<AsOfState>,
+}
+
+/// `GET /api/v1/jobs/{id}/progress`.
+#[derive(Serialize, ToSchema)]
+pub struct JobProgress {
+    /// The job's id.
+    job_id: String,
+    status: JobStatus,
+    #[schema(value_type = commandcenter_domain::values::Progress)]
+    progress: i64,
+    /// What the current attempt is doing.
+    current_step: Option<String>,
+    /// True once nothing more will happen to the job.
+    is_terminal: bool,
+}
+
+/// Jobs counted by status and type, from the precomputed counts.
+#[derive(Serialize, ToSchema)]
+pub struct JobSummary {
+    /// All jobs.
+    #[schema(minimum = 0)]
+    total: i64,
+    /// Jobs per status (every status named, 0 included).
+    by_status: BTreeMap<JobStatus, i64>,
+    /// Jobs per type (only types with jobs).
+    by_type: BTreeMap<String, i64>,
+    /// completed / (completed + failed), from 0 to 1; null before any job ended so.
+    #[schema(minimum = 0, maximum = 1)]
+    success_rate: Option<f64>,
+    /// Mean duration of finished jobs; null before any.
+    #[schema(minimum = 0)]
+    average_duration_seconds: Option<f64>,
+}
+
+/// `GET /api/v1/jobs/statistics/summary`.
+#[derive(Serialize, ToSchema)]
+pub struct JobStatistics {
+    #[serde(flatten)]
+    summary: JobSummary,
+    /// The read model's checkpoint the counts reflect.
+    position: Position,
+}
+
+/// The jobs part of the dashboard.
+#[derive(Serialize, ToSchema)]
+pub struct DashboardJobs {
+    #[serde(flatten)]
+    summary: JobSummary,
+    /// Pending and running jobs.
+    #[schema(minimum = 0)]
+    active: i64,
+    /// Failures in the current hour and the 24 before it.
+    #[schema(minimum = 0)]
+    failed_last_24h: i64,
+}
+
+/// One cell of the radar: technologies of a domain in a status.
+#[derive(Serialize, ToSchema)]
+pub struct RadarCell {
+    domain: TechnologyDomain,
+    status: TechnologyStatus,
+    /// At least 1 (empty cells are left out).
+    #[schema(minimum = 1)]
+    count: i64,
+}
+
+/// The technologies part of the dashboard.
+#[derive(Serialize, ToSchema)]
+pub struct DashboardTechnologies {
+    /// All technologies.
+    #[schema(minimum = 0)]
+    total: i64,
+    /// Technologies per domain (only domains with technologies).
+    by_domain: BTreeMap<TechnologyDomain, i64>,
+    /// Technologies per status (only statuses with technologies).
+    by_status: BTreeMap<TechnologyStatus, i64>,
+    /// Technologies per domain and status.
+    by_domain_status: Vec<RadarCell>,
+}
+
+/// `GET /api/v1/dashboard/stats`.
+#[derive(Serialize, ToSchema)]
+pub struct DashboardStats {
+    /// The project asked for; null for every project the key sees.
+    #[schema(minimum = 1)]
+    project_id: Option<i64>,
+    technologies: DashboardTechnologies,
+    jobs: DashboardJobs,
+    /// The older of the two read models' checkpoints.
+    position: Position,
+}
+
+/// `GET /api/v1/audit/verify`.
+#[derive(Serialize, ToSchema)]
+pub struct Verification {
+    /// True when no link is broken (and the checkpoints hold).
+    passed: bool,
+    #[serde(flatten)]
+    report: VerifyReport,
+}
