@@ -180,8 +180,7 @@ fn header_schema(name: &str) -> Option<utoipa::openapi::schema::Object> {
         .examples([r#""3""#]),
         "idempotency-key" => string(r"^[\x21-\x7E]{1,255}$", "1 to 255 visible ASCII characters")
             .min_length(Some(1))
-            .max_length(Some(255))
-            .examples(["create-juce-2026-11-30"]),
+            .max_length(Some(255)),
         "x-cc-min-position" => string(
             // The second half is a non-negative 64-bit integer.
             r"^[0-9a-fA-F]{16}[0-7][0-9a-fA-F]{15}$",
@@ -196,6 +195,51 @@ fn header_schema(name: &str) -> Option<utoipa::openapi::schema::Object> {
         _ => return None,
     };
     Some(schema.build())
+}
+
+/// A query parameter given empty (`?limit=`) is read as absent by every handler
+/// (`Params::text`, the audit reads' parsers, time travel, `delay_seconds`), so the
+/// document admits the empty string beside the parameter's own form.
+fn absent_when_empty(
+    schema: utoipa::openapi::RefOr<utoipa::openapi::Schema>,
+) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+    AnyOfBuilder::new()
+        .item(schema)
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(0))
+                .description(Some("Empty: the same as leaving the parameter out")),
+        )
+        .into()
+}
+
+/// An optional body (`Option<T>` in `request_body`) is documented by utoipa as `T` or
+/// `null`; the handlers read a missing body as `{}` but a JSON `null` as the wrong
+/// shape, so the document says: `T`, or no body at all.
+fn leave_out_instead_of_null(body: &mut utoipa::openapi::request_body::RequestBody) {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    use utoipa::openapi::{RefOr, Required, Schema};
+    let is_null = |schema: &RefOr<Schema>| matches!(schema, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null));
+    for content in body.content.values_mut() {
+        let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema else {
+            continue;
+        };
+        if !one_of.items.iter().any(is_null) {
+            continue;
+        }
+        let kept: Vec<_> = one_of
+            .items
+            .iter()
+            .filter(|s| !is_null(s))
+            .cloned()
+            .collect();
+        if let [only] = kept.as_slice() {
+            content.schema = Some(only.clone());
+            body.required = Some(Required::False);
+        }
+    }
 }
 
 /// Completes what every operation answers, from what the guard and the extractors do
@@ -252,7 +296,12 @@ fn document_answers(document: &mut utoipa::openapi::OpenApi) {
             for parameter in parameters.iter_mut() {
                 if let Some(schema) = header_schema(&parameter.name) {
                     parameter.schema = Some(RefOr::T(schema.into()));
+                } else if matches!(parameter.parameter_in, ParameterIn::Query) {
+                    parameter.schema = parameter.schema.take().map(absent_when_empty);
                 }
+            }
+            if let Some(body) = operation.request_body.as_mut() {
+                leave_out_instead_of_null(body);
             }
             let has_input = parameters
                 .iter()

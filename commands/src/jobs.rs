@@ -65,9 +65,10 @@ pub struct CreateJobBody {
     project_id: Option<i64>,
     #[schema(value_type = JobType)]
     job_type: String,
-    /// What the job works on; its fields depend on `job_type` (default `{}`).
+    /// What the job works on; its fields depend on `job_type` (default `{}`; `null` is
+    /// the default too).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     parameters: Value,
     #[schema(value_type = Option<Tags>)]
     tags: Option<Vec<String>>,

@@ -198,3 +198,39 @@ pub struct Verification {
     #[serde(flatten)]
     report: VerifyReport,
 }
+
+/// The orders of a technology page: a key, ascending, or with `-` descending. `rank` and
+/// `-rank` (by search relevance) are accepted with `search` only, so are left out here.
+#[derive(Serialize, ToSchema)]
+pub enum TechnologySort {
+    /// Oldest change first.
+    #[serde(rename = "updated_at")]
+    UpdatedAt,
+    /// Newest change first.
+    #[serde(rename = "-updated_at")]
+    UpdatedAtDesc,
+    /// Oldest first.
+    #[serde(rename = "created_at")]
+    CreatedAt,
+    /// Newest first (the default without search).
+    #[serde(rename = "-created_at")]
+    CreatedAtDesc,
+    /// Lowest priority first.
+    #[serde(rename = "priority")]
+    Priority,
+    /// Highest priority first.
+    #[serde(rename = "-priority")]
+    PriorityDesc,
+    /// Least relevant first.
+    #[serde(rename = "relevance_score")]
+    Relevance,
+    /// Most relevant first.
+    #[serde(rename = "-relevance_score")]
+    RelevanceDesc,
+    /// By title, A to Z.
+    #[serde(rename = "title")]
+    Title,
+    /// By title, Z to A.
+    #[serde(rename = "-title")]
+    TitleDesc,
+}

@@ -241,8 +241,11 @@ async fn the_document_describes_every_answer_and_every_enum() {
         .iter()
         .find(|p| p["name"] == "limit")
         .unwrap();
-    assert_eq!(limit["schema"]["minimum"], 1);
-    assert_eq!(limit["schema"]["maximum"], 1000);
+    // Given empty, a parameter is read as absent: its own form, or "".
+    let form = &limit["schema"]["anyOf"][0];
+    assert_eq!(form["minimum"], 1);
+    assert_eq!(form["maximum"], 1000);
+    assert_eq!(limit["schema"]["anyOf"][1]["maxLength"], 0);
 
     // Every closed set of the domain, with exactly the names it accepts.
     use commandcenter_domain::job::{JobStatus, JobType};
