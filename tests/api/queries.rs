@@ -323,6 +323,21 @@ async fn details_and_errors() {
         "X-CC-Min-Position",
     )
     .await;
+    // The zero position is reached from the start: no wait, no 503.
+    for path in [
+        "/api/v1/technologies",
+        "/api/v1/jobs",
+        "/api/v1/dashboard/stats",
+    ] {
+        let response = app
+            .client
+            .get(app.url(path))
+            .header("x-cc-min-position", "0".repeat(32))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path} with the zero position");
+    }
 }
 
 /// Jobs in various states over two projects.
