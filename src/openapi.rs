@@ -6,7 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;
@@ -45,11 +45,27 @@ async fn openapi_json(State(spec): State<SpecState>) -> Response {
     }
 }
 
+/// Every operation of `document`, with its path and method.
+fn operations_mut(
+    document: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = (&str, Method, &mut utoipa::openapi::path::Operation)> {
+    document.paths.paths.iter_mut().flat_map(|(path, item)| {
+        [
+            (Method::GET, &mut item.get),
+            (Method::POST, &mut item.post),
+            (Method::PUT, &mut item.put),
+            (Method::PATCH, &mut item.patch),
+            (Method::DELETE, &mut item.delete),
+        ]
+        .into_iter()
+        .filter_map(move |(method, operation)| Some((path.as_str(), method, operation.as_mut()?)))
+    })
+}
+
 /// Declares the bearer key scheme, and on every operation the roles its rule in
 /// `commandcenter_auth::policy` admits (OpenAPI 3.1 allows role names for HTTP schemes),
 /// so the document says what the guard enforces.
 fn document_access(document: &mut utoipa::openapi::OpenApi) {
-    use axum::http::Method;
     use commandcenter_auth::policy::{rule_for, Access};
     use commandcenter_auth::{Principal, Role};
     use utoipa::openapi::security::{
@@ -71,39 +87,29 @@ fn document_access(document: &mut utoipa::openapi::OpenApi) {
                     .build(),
             ),
         );
-    for (path, item) in document.paths.paths.iter_mut() {
-        let operations = [
-            (Method::GET, &mut item.get),
-            (Method::POST, &mut item.post),
-            (Method::PUT, &mut item.put),
-            (Method::PATCH, &mut item.patch),
-            (Method::DELETE, &mut item.delete),
-        ];
-        for (method, operation) in operations {
-            let Some(operation) = operation else { continue };
-            let access = rule_for(&method, path).access;
-            let roles: Vec<String> = match access {
-                Access::Public => {
-                    operation.security = Some(vec![SecurityRequirement::default()]);
-                    continue;
-                }
-                Access::DeploymentAdmin => vec!["admin (deployment-wide)".into()],
-                // The roles the guard admits, asked of the guard's own rule.
-                _ => Role::ALL
-                    .into_iter()
-                    .filter(|&role| {
-                        access.allows(&Principal {
-                            key_id: String::new(),
-                            role,
-                            project: Some(1),
-                            expires_at: None,
-                        })
+    for (path, method, operation) in operations_mut(document) {
+        let access = rule_for(&method, path).access;
+        let roles: Vec<String> = match access {
+            Access::Public => {
+                operation.security = Some(vec![SecurityRequirement::default()]);
+                continue;
+            }
+            Access::DeploymentAdmin => vec!["admin (deployment-wide)".into()],
+            // The roles the guard admits, asked of the guard's own rule.
+            _ => Role::ALL
+                .into_iter()
+                .filter(|&role| {
+                    access.allows(&Principal {
+                        key_id: String::new(),
+                        role,
+                        project: Some(1),
+                        expires_at: None,
                     })
-                    .map(|role| role.to_string())
-                    .collect(),
-            };
-            operation.security = Some(vec![SecurityRequirement::new("api_key", roles)]);
-        }
+                })
+                .map(|role| role.to_string())
+                .collect(),
+        };
+        operation.security = Some(vec![SecurityRequirement::new("api_key", roles)]);
     }
 }
 
@@ -248,7 +254,6 @@ fn leave_out_instead_of_null(body: &mut utoipa::openapi::request_body::RequestBo
 /// can be malformed, 413/415/422 where a body is read; every error answer as a
 /// [`Problem`]; header parameters with their form; links from a create to its detail.
 fn document_answers(document: &mut utoipa::openapi::OpenApi) {
-    use axum::http::Method;
     use commandcenter_auth::policy::{rule_for, Access};
     use utoipa::openapi::content::ContentBuilder;
     use utoipa::openapi::link::LinkBuilder;
@@ -274,89 +279,78 @@ fn document_answers(document: &mut utoipa::openapi::OpenApi) {
         .flat_map(|item| [&item.get, &item.post, &item.put, &item.patch, &item.delete])
         .filter_map(|operation| operation.as_ref()?.operation_id.clone())
         .collect();
-    for (path, item) in document.paths.paths.iter_mut() {
-        let operations = [
-            (Method::GET, &mut item.get),
-            (Method::POST, &mut item.post),
-            (Method::PUT, &mut item.put),
-            (Method::PATCH, &mut item.patch),
-            (Method::DELETE, &mut item.delete),
-        ];
-        for (method, operation) in operations {
-            let Some(operation) = operation else { continue };
-            let guarded = !matches!(rule_for(&method, path).access, Access::Public);
-            let mut added: Vec<(&str, &str)> = Vec::new();
-            if guarded {
-                added.extend_from_slice(GUARD_STATUSES);
-                if path.contains('{') {
-                    added.push(("404", "Unknown, or another project's (problem+json)"));
-                }
+    for (path, method, operation) in operations_mut(document) {
+        let guarded = !matches!(rule_for(&method, path).access, Access::Public);
+        let mut added: Vec<(&str, &str)> = Vec::new();
+        if guarded {
+            added.extend_from_slice(GUARD_STATUSES);
+            if path.contains('{') {
+                added.push(("404", "Unknown, or another project's (problem+json)"));
             }
-            let parameters = operation.parameters.as_deref_mut().unwrap_or_default();
-            for parameter in parameters.iter_mut() {
-                if let Some(schema) = header_schema(&parameter.name) {
-                    parameter.schema = Some(RefOr::T(schema.into()));
-                } else if matches!(parameter.parameter_in, ParameterIn::Query) {
-                    parameter.schema = parameter.schema.take().map(absent_when_empty);
-                }
+        }
+        let parameters = operation.parameters.as_deref_mut().unwrap_or_default();
+        for parameter in parameters.iter_mut() {
+            if let Some(schema) = header_schema(&parameter.name) {
+                parameter.schema = Some(RefOr::T(schema.into()));
+            } else if matches!(parameter.parameter_in, ParameterIn::Query) {
+                parameter.schema = parameter.schema.take().map(absent_when_empty);
             }
-            if let Some(body) = operation.request_body.as_mut() {
-                leave_out_instead_of_null(body);
+        }
+        if let Some(body) = operation.request_body.as_mut() {
+            leave_out_instead_of_null(body);
+        }
+        let has_input = parameters
+            .iter()
+            .any(|p| !matches!(p.parameter_in, ParameterIn::Path));
+        if operation.request_body.is_some() {
+            added.push((
+                "400",
+                "Malformed JSON, parameter or header (problem+json naming it)",
+            ));
+            added.push(("413", "Body too large (problem+json)"));
+            added.push(("415", "Body is not JSON (problem+json)"));
+            added.push(("422", "Invalid field (problem+json naming it)"));
+        } else if has_input {
+            added.push((
+                "400",
+                "Malformed or out-of-range parameter or header (problem+json naming it)",
+            ));
+        }
+        let responses = &mut operation.responses.responses;
+        for (status, description) in added {
+            responses.entry(status.to_string()).or_insert_with(|| {
+                RefOr::T(ResponseBuilder::new().description(description).build())
+            });
+        }
+        for (status, response) in responses.iter_mut() {
+            let RefOr::T(response) = response else {
+                continue;
+            };
+            if status.starts_with(['4', '5']) && response.content.is_empty() {
+                response.content.insert(PROBLEM_JSON.to_string(), problem());
             }
-            let has_input = parameters
-                .iter()
-                .any(|p| !matches!(p.parameter_in, ParameterIn::Path));
-            if operation.request_body.is_some() {
-                added.push((
-                    "400",
-                    "Malformed JSON, parameter or header (problem+json naming it)",
-                ));
-                added.push(("413", "Body too large (problem+json)"));
-                added.push(("415", "Body is not JSON (problem+json)"));
-                added.push(("422", "Invalid field (problem+json naming it)"));
-            } else if has_input {
-                added.push((
-                    "400",
-                    "Malformed or out-of-range parameter or header (problem+json naming it)",
-                ));
-            }
-            let responses = &mut operation.responses.responses;
-            for (status, description) in added {
-                responses.entry(status.to_string()).or_insert_with(|| {
-                    RefOr::T(ResponseBuilder::new().description(description).build())
-                });
-            }
-            for (status, response) in responses.iter_mut() {
-                let RefOr::T(response) = response else {
-                    continue;
-                };
-                if status.starts_with(['4', '5']) && response.content.is_empty() {
-                    response.content.insert(PROBLEM_JSON.to_string(), problem());
-                }
-            }
-            // A create's answer names the new resource: its detail is one link away.
-            if method == Method::POST && !path.contains('{') {
-                let detail = operation
-                    .operation_id
-                    .as_deref()
-                    .and_then(|id| id.strip_prefix("create_"))
-                    .map(|what| format!("get_{what}"))
-                    .filter(|detail| operation_ids.contains(detail));
-                if let (Some(detail), Some(RefOr::T(created))) = (detail, responses.get_mut("201"))
-                {
-                    let what = detail.trim_start_matches("get_");
-                    let name = format!("Get{}{}", what[..1].to_ascii_uppercase(), &what[1..]);
-                    created.links.insert(
-                        name,
-                        RefOr::T(
-                            LinkBuilder::new()
-                                .operation_id(detail)
-                                .parameter("id", "$response.body#/id")
-                                .description("The resource just created")
-                                .build(),
-                        ),
-                    );
-                }
+        }
+        // A create's answer names the new resource: its detail is one link away.
+        if method == Method::POST && !path.contains('{') {
+            let detail = operation
+                .operation_id
+                .as_deref()
+                .and_then(|id| id.strip_prefix("create_"))
+                .map(|what| format!("get_{what}"))
+                .filter(|detail| operation_ids.contains(detail));
+            if let (Some(detail), Some(RefOr::T(created))) = (detail, responses.get_mut("201")) {
+                let what = detail.trim_start_matches("get_");
+                let name = format!("Get{}{}", what[..1].to_ascii_uppercase(), &what[1..]);
+                created.links.insert(
+                    name,
+                    RefOr::T(
+                        LinkBuilder::new()
+                            .operation_id(detail)
+                            .parameter("id", "$response.body#/id")
+                            .description("The resource just created")
+                            .build(),
+                    ),
+                );
             }
         }
     }
