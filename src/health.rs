@@ -35,18 +35,75 @@ pub fn api() -> OpenApiRouter<HealthState> {
         .routes(routes!(health))
 }
 
-#[utoipa::path(get, path = "/health/live", tag = "operations", responses((status = 200, description = "The process answers")))]
+/// The answer of `/health/live` (a schema only: written with `json!`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Liveness {
+    /// Always `live`.
+    status: String,
+}
+
+/// The answer of `/health/ready`, ready or not (a schema only: written with `json!`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Readiness {
+    /// `ready` or `not_ready`.
+    #[schema(value_type = ReadinessStatus)]
+    status: String,
+    /// The checks that failed: `postgres`, `nats`, `lag`, `gaps`.
+    not_ready: Vec<String>,
+    /// Each check's outcome.
+    checks: ReadinessChecks,
+}
+
+/// Whether the service is ready.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum ReadinessStatus {
+    /// Every check passed.
+    Ready,
+    /// At least one did not.
+    NotReady,
+}
+
+/// The readiness checks.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ReadinessChecks {
+    /// PostgreSQL reachable, migrations applied.
+    postgres: Check,
+    /// NATS connected.
+    nats: Check,
+    /// The relay and read models within the lag bound.
+    lag: Check,
+    /// No read model stopped at a gap.
+    gaps: Check,
+}
+
+/// One readiness check.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Check {
+    /// Whether it passed.
+    ok: bool,
+    /// Why not, when it did not.
+    #[schema(required = false)]
+    reason: Option<String>,
+}
+
+#[utoipa::path(get, path = "/health/live", tag = "operations", responses((status = 200, description = "The process answers", body = Liveness)))]
 async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "live" }))
 }
 
 /// `GET /health`: the previous API's health route, answered as `/health/ready`.
-#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "Ready (as /health/ready)"), (status = 503, description = "Not ready; the body names what is not")))]
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "Ready (as /health/ready)", body = Readiness), (status = 503, description = "Not ready; the body names what is not", body = Readiness)))]
 async fn health(state: State<HealthState>) -> Response {
     ready(state).await
 }
 
-#[utoipa::path(get, path = "/health/ready", tag = "operations", responses((status = 200, description = "PostgreSQL reachable, migrations applied, NATS connected, lag within bound, no read model stopped at a gap"), (status = 503, description = "Not ready; the body names what is not")))]
+#[utoipa::path(get, path = "/health/ready", tag = "operations", responses((status = 200, description = "PostgreSQL reachable, migrations applied, NATS connected, lag within bound, no read model stopped at a gap", body = Readiness), (status = 503, description = "Not ready; the body names what is not", body = Readiness)))]
 async fn ready(State(state): State<HealthState>) -> Response {
     let postgres = match migrations_applied(&state.pool).await {
         Ok(true) => Ok(()),

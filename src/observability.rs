@@ -40,7 +40,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     response
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition of every metric")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition of every metric", body = String, content_type = "text/plain")))]
 async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> Response {
     let mut response = metrics.render().into_response();
     response.headers_mut().insert(

@@ -64,11 +64,33 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, AccessError> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProjectBody {
+    /// 1 to 200 characters once trimmed, no control characters, unique ignoring case.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     name: String,
 }
 
+/// The answer of `GET /api/v1/projects` (a schema only: the handler writes it with `json!`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ProjectList {
+    /// The projects the key can see.
+    projects: Vec<crate::projects::Project>,
+}
+
+/// The answer of `GET /api/v1/keys` (a schema only: the handler writes it with `json!`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct KeyList {
+    /// The keys the admin key manages, never with their secrets.
+    keys: Vec<crate::keys::ApiKey>,
+}
+
 /// `GET /api/v1/projects`: the projects the key can see.
-#[utoipa::path(get, path = "/api/v1/projects", tag = "access", responses((status = 200, description = "{projects: [...]}: every project for a deployment-wide key, else the key's own"), (status = 401, description = "Missing or invalid key (problem+json)")))]
+#[utoipa::path(get, path = "/api/v1/projects", tag = "access", responses((status = 200, description = "{projects: [...]}: every project for a deployment-wide key, else the key's own", body = ProjectList), (status = 401, description = "Missing or invalid key (problem+json)")))]
 async fn list_projects(
     State(state): State<AuthState>,
     caller: Caller,
@@ -82,7 +104,7 @@ async fn list_projects(
 }
 
 /// `POST /api/v1/projects` → 201 with the project.
-#[utoipa::path(post, path = "/api/v1/projects", tag = "access", request_body = CreateProjectBody, responses((status = 201, description = "The registered project"), (status = 403, description = "Not a deployment-wide admin key (problem+json)"), (status = 422, description = "Missing, invalid or taken name (problem+json naming it)")))]
+#[utoipa::path(post, path = "/api/v1/projects", tag = "access", request_body = CreateProjectBody, responses((status = 201, description = "The registered project", body = crate::projects::Project), (status = 403, description = "Not a deployment-wide admin key (problem+json)"), (status = 422, description = "Missing, invalid or taken name (problem+json naming it)")))]
 async fn create_project(
     State(state): State<AuthState>,
     body: Bytes,
@@ -97,19 +119,22 @@ async fn create_project(
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
     /// reader, writer, auditor or admin.
+    #[schema(value_type = Role)]
     role: String,
     /// The project; defaults to the calling key's. Omitted by a deployment-wide admin
     /// creating another deployment-wide admin key.
+    #[schema(minimum = 1)]
     project_id: Option<i64>,
-    /// A label.
+    /// A label (at most 200 characters, no control characters).
     #[serde(default)]
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     name: String,
     /// RFC 3339 time, or a span such as `90d`, `12h`, `30m`.
     expires_at: Option<String>,
 }
 
 /// `GET /api/v1/keys`: the keys an admin key manages (never their secrets).
-#[utoipa::path(get, path = "/api/v1/keys", tag = "access", responses((status = 200, description = "{keys: [...]}: a project admin sees its project's keys, a deployment-wide admin every key"), (status = 403, description = "Not an admin key (problem+json)")))]
+#[utoipa::path(get, path = "/api/v1/keys", tag = "access", responses((status = 200, description = "{keys: [...]}: a project admin sees its project's keys, a deployment-wide admin every key", body = KeyList), (status = 403, description = "Not an admin key (problem+json)")))]
 async fn list_keys(
     State(state): State<AuthState>,
     caller: Caller,
@@ -119,7 +144,7 @@ async fn list_keys(
 }
 
 /// `POST /api/v1/keys` → 201 with the key's token, shown this once.
-#[utoipa::path(post, path = "/api/v1/keys", tag = "access", request_body = CreateKeyBody, responses((status = 201, description = "The key, with `token` (shown once)"), (status = 403, description = "Not an admin key (problem+json)"), (status = 404, description = "Another project than the admin key's (problem+json)"), (status = 422, description = "Invalid field (problem+json naming it)")))]
+#[utoipa::path(post, path = "/api/v1/keys", tag = "access", request_body = CreateKeyBody, responses((status = 201, description = "The key, with `token` (shown once)", body = crate::keys::NewKey), (status = 403, description = "Not an admin key (problem+json)"), (status = 404, description = "Another project than the admin key's (problem+json)"), (status = 422, description = "Invalid field (problem+json naming it)")))]
 async fn create_key(
     State(state): State<AuthState>,
     caller: Caller,
@@ -154,7 +179,7 @@ async fn create_key(
 }
 
 /// `DELETE /api/v1/keys/{id}` → 200 with the revoked key; its sockets close at once.
-#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "access", params(("id" = String, Path, description = "Key id")), responses((status = 200, description = "The revoked key"), (status = 403, description = "Not an admin key (problem+json)"), (status = 404, description = "No such key for this admin (problem+json)")))]
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "access", params(("id" = String, Path, description = "Key id")), responses((status = 200, description = "The revoked key", body = crate::keys::ApiKey), (status = 403, description = "Not an admin key (problem+json)"), (status = 404, description = "No such key for this admin (problem+json)")))]
 async fn revoke_key(
     State(state): State<AuthState>,
     caller: Caller,

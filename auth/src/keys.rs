@@ -22,16 +22,27 @@ pub struct ApiKey {
     /// A label.
     pub name: String,
     /// When it was created.
-    #[schema(value_type = String)]
     pub created_at: DateTime<Utc>,
     /// When it stops working, if ever.
-    #[schema(value_type = Option<String>)]
     pub expires_at: Option<DateTime<Utc>>,
     /// When it was revoked, if it was.
-    #[schema(value_type = Option<String>)]
     pub revoked_at: Option<DateTime<Utc>>,
     /// `active`, `revoked` or `expired`.
+    #[schema(value_type = KeyStatus)]
     pub status: &'static str,
+}
+
+/// Whether a key works (the `status` of [`ApiKey`]; a schema only).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum KeyStatus {
+    /// It works.
+    Active,
+    /// It was revoked.
+    Revoked,
+    /// It expired.
+    Expired,
 }
 
 /// A key just created: the only time its secret exists outside the caller. Its `Debug`

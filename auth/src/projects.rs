@@ -18,7 +18,6 @@ pub struct Project {
     /// Its name, unique ignoring case.
     pub name: String,
     /// When it was registered.
-    #[schema(value_type = String)]
     pub created_at: DateTime<Utc>,
 }
 

@@ -308,7 +308,9 @@ impl CommandContext {
             Some(text) => Some(
                 text.trim()
                     .parse::<i64>()
-                    .map_err(|_| ApiError::BadParameter {
+                    .ok()
+                    .filter(|project| *project >= 1)
+                    .ok_or_else(|| ApiError::BadParameter {
                         name: "X-Project-ID".into(),
                         message: format!("{text:?} is not a project id (a positive integer)"),
                     })?,

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 /// A list of labels: a JSON array, or one comma-separated string as the previous API
 /// took `tags` and `alternatives` (`"a, b"` is `["a", "b"]`; empty items are dropped).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ListForm {
     /// `["a", "b"]`.
@@ -32,7 +32,7 @@ impl ListForm {
 
 /// A job's tags: our array of labels, or the previous API's object, whose entries become
 /// `key:value` labels (a value that is not a string in its JSON text).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum TagsForm {
     /// `["nightly", "team:audio"]`.
@@ -59,7 +59,7 @@ impl TagsForm {
 
 /// A text the previous API took as an integer (`created_by`, a user id): either form,
 /// stored as text.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum TextForm {
     /// `"alice"`.

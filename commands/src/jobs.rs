@@ -25,15 +25,22 @@ use crate::ApiError;
 use crate::CommandState;
 use commandcenter_executor::{CommandError, Outcome};
 
-/// A job as the write API returns it.
-#[derive(Serialize)]
-struct JobBody<'a> {
+/// A job as the write API returns it: the record, whether it is finished, its version
+/// (also in `ETag`) and the position of the write (also in `X-CC-Position`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Job)]
+pub struct JobBody<'a> {
     #[serde(flatten)]
     record: &'a JobRecord,
+    /// True once nothing more will happen to the job.
     is_terminal: bool,
     /// `completed_at - started_at` once it has ended, as the read side answers.
     duration_seconds: Option<f64>,
+    /// The job's version: the number of its events.
+    #[schema(minimum = 1)]
     version: i64,
+    /// The position of the write; pass it as `X-CC-Min-Position` to read it back.
+    #[schema(value_type = commandcenter_event_store::Position)]
     position: String,
 }
 
@@ -57,18 +64,22 @@ fn job_reply(status: StatusCode, outcome: &Outcome<Job>) -> Result<Reply, Comman
 #[serde(deny_unknown_fields)]
 pub struct CreateJobBody {
     /// Defaults to the key's project; required with a deployment-wide key.
+    #[schema(value_type = Option<ProjectId>)]
     project_id: Option<i64>,
+    #[schema(value_type = JobType)]
     job_type: String,
+    /// What the job works on; its fields depend on `job_type` (default `{}`; `null` is
+    /// the default too).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     parameters: Value,
     /// An array of labels, or an object (the previous API's form) whose entries become
     /// `key:value` labels.
-    #[schema(value_type = Option<Vec<String>>)]
     tags: Option<TagsForm>,
     /// Text, or an integer (the previous API's user id), stored as text.
-    #[schema(value_type = Option<String>)]
     created_by: Option<TextForm>,
+    /// Attempts before the job is given up (default 3).
+    #[schema(minimum = 1, maximum = 20)]
     max_attempts: Option<i64>,
 }
 
@@ -76,12 +87,17 @@ pub struct CreateJobBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchJobBody {
+    #[schema(value_type = Option<JobStatus>)]
     status: Option<String>,
+    #[schema(value_type = Option<Progress>)]
     progress: Option<i64>,
+    #[schema(value_type = Option<commandcenter_domain::values::schema::Label>)]
     current_step: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    /// What the job produced (any JSON).
     result: Option<Value>,
+    #[schema(value_type = Option<commandcenter_domain::values::schema::Text>)]
     error: Option<String>,
+    #[schema(value_type = Option<commandcenter_domain::values::schema::Text>)]
     traceback: Option<String>,
 }
 
@@ -89,6 +105,7 @@ pub struct PatchJobBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelJobBody {
+    #[schema(value_type = Option<commandcenter_domain::values::schema::Text>)]
     reason: Option<String>,
 }
 
@@ -186,7 +203,7 @@ fn ok(outcome: &Outcome<Job>) -> Result<Reply, CommandError> {
 }
 
 /// `POST /api/v1/jobs` → 201 with the pending job.
-#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = CreateJobBody, params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 201, description = "The pending job, with version and position"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = CreateJobBody, params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 201, description = "The pending job, with version and position", body = JobBody), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
 #[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, correlation_id = %context.meta.correlation_id))]
 pub async fn create_job(
     State(state): State<CommandState>,
@@ -226,7 +243,7 @@ pub async fn create_job(
 
 /// `PATCH /api/v1/jobs/{id}` → 200: status, progress, step, result or error from an
 /// external worker, applied all or nothing.
-#[utoipa::path(patch, path = "/api/v1/jobs/{id}", tag = "jobs", request_body = PatchJobBody, params(("id" = String, Path, description = "Job id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The job after the update, applied all or nothing"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
+#[utoipa::path(patch, path = "/api/v1/jobs/{id}", tag = "jobs", request_body = PatchJobBody, params(("id" = String, Path, description = "Job id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The job after the update, applied all or nothing", body = JobBody), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
 #[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, correlation_id = %context.meta.correlation_id, job_id = %id))]
 pub async fn patch_job(
     State(state): State<CommandState>,
@@ -243,7 +260,7 @@ pub async fn patch_job(
 }
 
 /// `POST /api/v1/jobs/{id}/dispatch?delay_seconds=N` → 200: hands the job to the workers.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/dispatch", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("delay_seconds" = Option<u32>, Query, description = "Start no earlier than this many seconds from now (0-3600)"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The dispatched job"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/dispatch", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("delay_seconds" = Option<u32>, Query, minimum = 0, maximum = 3600, description = "Start no earlier than this many seconds from now (0-3600)"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The dispatched job", body = JobBody), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
 #[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, correlation_id = %context.meta.correlation_id, job_id = %id))]
 pub async fn dispatch_job(
     State(state): State<CommandState>,
@@ -276,7 +293,7 @@ pub async fn dispatch_job(
 
 /// `POST /api/v1/jobs/{id}/cancel` → 200: a pending job is cancelled at once, a running
 /// one is asked to stop (its worker records `cancelled`). Never waits for the worker.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", request_body(content = Option<CancelJobBody>, description = "Optional reason"), params(("id" = String, Path, description = "Job id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The job: cancelled if it was pending, cancel_requested if running"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", request_body(content = Option<CancelJobBody>, description = "Optional reason"), params(("id" = String, Path, description = "Job id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The job: cancelled if it was pending, cancel_requested if running", body = JobBody), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
 #[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, correlation_id = %context.meta.correlation_id, job_id = %id))]
 pub async fn cancel_job(
     State(state): State<CommandState>,

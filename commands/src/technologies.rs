@@ -13,8 +13,8 @@ use commandcenter_domain::technology::{
     DEFAULT_PRIORITY, DEFAULT_RELEVANCE,
 };
 use commandcenter_domain::values::{
-    bounded_text, AggregateId, HttpUrl, NonNegative, Priority, Score, Tags, Title, MAX_LABEL_LEN,
-    MAX_TEXT_LEN,
+    bounded_text, AggregateId, HttpUrl, NonNegative, Priority, ProjectId, Score, Tags, Title,
+    MAX_LABEL_LEN, MAX_TEXT_LEN,
 };
 use commandcenter_domain::ValidationError;
 use commandcenter_executor::clock;
@@ -32,12 +32,18 @@ use commandcenter_executor::{CommandError, Outcome};
 /// Most entries in `dependencies` or `alternatives`.
 pub const MAX_LINKS: usize = 100;
 
-/// A technology as the write API returns it.
-#[derive(Serialize)]
-struct TechnologyBody<'a> {
+/// A technology as the write API returns it: the record, its version (also in `ETag`)
+/// and the position of the write (also in `X-CC-Position`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Technology)]
+pub struct TechnologyBody<'a> {
     #[serde(flatten)]
     record: &'a TechnologyRecord,
+    /// The technology's version: the number of its events.
+    #[schema(minimum = 1)]
     version: i64,
+    /// The position of the write; pass it as `X-CC-Min-Position` to read it back.
+    #[schema(value_type = commandcenter_event_store::Position)]
     position: String,
 }
 
@@ -61,33 +67,57 @@ fn technology_reply(
 #[serde(deny_unknown_fields)]
 pub struct CreateTechnologyBody {
     /// Defaults to the key's project; required with a deployment-wide key.
+    #[schema(value_type = Option<ProjectId>)]
     project_id: Option<i64>,
+    #[schema(value_type = Title)]
     title: String,
+    #[schema(value_type = Option<commandcenter_domain::values::schema::Label>)]
     vendor: Option<String>,
+    /// Default `other`.
+    #[schema(value_type = Option<TechnologyDomain>)]
     domain: Option<String>,
+    /// Default `discovery`.
+    #[schema(value_type = Option<TechnologyStatus>)]
     status: Option<String>,
+    /// Default 50.
+    #[schema(value_type = Option<Score>)]
     relevance_score: Option<i64>,
+    /// Default 3.
+    #[schema(value_type = Option<Priority>)]
     priority: Option<i64>,
+    #[schema(value_type = Option<commandcenter_domain::values::schema::Text>)]
     description: Option<String>,
+    #[schema(value_type = Option<commandcenter_domain::values::schema::Text>)]
     notes: Option<String>,
+    #[schema(value_type = Option<commandcenter_domain::values::schema::Text>)]
     use_cases: Option<String>,
+    #[schema(value_type = Option<HttpUrl>)]
     documentation_url: Option<String>,
+    #[schema(value_type = Option<HttpUrl>)]
     repository_url: Option<String>,
+    #[schema(value_type = Option<HttpUrl>)]
     website_url: Option<String>,
     /// An array, or a comma-separated string (the previous API's form).
-    #[schema(value_type = Option<Vec<String>>)]
     tags: Option<ListForm>,
+    #[schema(value_type = Option<NonNegative>)]
     latency_ms: Option<f64>,
+    #[schema(value_type = Option<NonNegative>)]
     throughput_qps: Option<f64>,
+    #[schema(value_type = Option<IntegrationDifficulty>)]
     integration_difficulty: Option<String>,
+    #[schema(minimum = 0, maximum = 36500)]
     integration_time_estimate_days: Option<i64>,
+    #[schema(value_type = Option<MaturityLevel>)]
     maturity_level: Option<String>,
+    #[schema(value_type = Option<Score>)]
     stability_score: Option<i64>,
+    #[schema(value_type = Option<CostTier>)]
     cost_tier: Option<String>,
+    #[schema(value_type = Option<NonNegative>)]
     cost_monthly_usd: Option<f64>,
+    #[schema(value_type = Option<commandcenter_domain::values::schema::Dependencies>)]
     dependencies: Option<BTreeMap<String, String>>,
     /// Technology ids: an array, or a comma-separated string.
-    #[schema(value_type = Option<Vec<String>>)]
     alternatives: Option<ListForm>,
 }
 
@@ -219,61 +249,82 @@ impl CreateTechnologyBody {
 }
 
 /// The body of `PATCH /api/v1/technologies/{id}`: any subset of fields. Nullable fields
-/// accept `null` to clear them; the others refuse `null`.
+/// accept `null` to clear them; the others refuse `null` (the schema says which).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTechnologyBody {
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Title)]
     title: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<commandcenter_domain::values::schema::Label>)]
     vendor: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = TechnologyDomain)]
     domain: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = TechnologyStatus)]
     status: Option<Option<String>>,
     #[serde(default)]
+    /// Why the status changes; only with `status`.
+    #[schema(value_type = Option<commandcenter_domain::values::schema::Text>)]
     status_reason: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Score)]
     relevance_score: Option<Option<i64>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Priority)]
     priority: Option<Option<i64>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<commandcenter_domain::values::schema::Text>)]
     description: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<commandcenter_domain::values::schema::Text>)]
     notes: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<commandcenter_domain::values::schema::Text>)]
     use_cases: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<HttpUrl>)]
     documentation_url: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<HttpUrl>)]
     repository_url: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<HttpUrl>)]
     website_url: Option<Option<String>>,
     /// An array, or a comma-separated string (the previous API's form).
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<String>>)]
     tags: Option<Option<ListForm>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<NonNegative>)]
     latency_ms: Option<Option<f64>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<NonNegative>)]
     throughput_qps: Option<Option<f64>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<IntegrationDifficulty>)]
     integration_difficulty: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(minimum = 0, maximum = 36500)]
     integration_time_estimate_days: Option<Option<i64>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<MaturityLevel>)]
     maturity_level: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Score>)]
     stability_score: Option<Option<i64>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<CostTier>)]
     cost_tier: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<NonNegative>)]
     cost_monthly_usd: Option<Option<f64>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = commandcenter_domain::values::schema::Dependencies)]
     dependencies: Option<Option<BTreeMap<String, String>>>,
     /// Technology ids: an array, or a comma-separated string.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<String>>)]
     alternatives: Option<Option<ListForm>>,
     /// Read-only, accepted when a client sends back an object it read: must be this
     /// technology's id.
@@ -485,7 +536,7 @@ async fn run(
 }
 
 /// `POST /api/v1/technologies` → 201 with the technology as written.
-#[utoipa::path(post, path = "/api/v1/technologies", tag = "technologies", request_body = CreateTechnologyBody, params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 201, description = "The technology as written, with version and position (also in ETag and X-CC-Position)"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
+#[utoipa::path(post, path = "/api/v1/technologies", tag = "technologies", request_body = CreateTechnologyBody, params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 201, description = "The technology as written, with version and position (also in ETag and X-CC-Position)", body = TechnologyBody), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
 #[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, correlation_id = %context.meta.correlation_id))]
 pub async fn create_technology(
     State(state): State<CommandState>,
@@ -510,7 +561,7 @@ pub async fn create_technology(
 }
 
 /// `PATCH /api/v1/technologies/{id}` → 200 with the technology as written.
-#[utoipa::path(patch, path = "/api/v1/technologies/{id}", tag = "technologies", request_body = UpdateTechnologyBody, params(("id" = String, Path, description = "Technology id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The technology as written, with version and position"), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
+#[utoipa::path(patch, path = "/api/v1/technologies/{id}", tag = "technologies", request_body = UpdateTechnologyBody, params(("id" = String, Path, description = "Technology id"), ("If-Match" = Option<String>, Header, description = "The version the write requires (ETag)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")), responses((status = 200, description = "The technology as written, with version and position", body = TechnologyBody), (status = 400, description = "Malformed JSON, parameter or header (problem+json)"), (status = 404, description = "Unknown id (problem+json)"), (status = 409, description = "Conflicts with the current state or a concurrent write (problem+json)"), (status = 412, description = "Stale If-Match (problem+json)"), (status = 413, description = "Body too large (problem+json)"), (status = 415, description = "Body is not JSON (problem+json)"), (status = 422, description = "Invalid field, or Idempotency-Key reused with another request (problem+json naming the field)")))]
 #[tracing::instrument(skip_all, fields(request_id = %context.meta.request_id, correlation_id = %context.meta.correlation_id, technology_id = %id))]
 pub async fn update_technology(
     State(state): State<CommandState>,

@@ -285,6 +285,207 @@ impl Tags {
     }
 }
 
+/// The OpenAPI schemas of the value types: each states the rule its `parse` enforces, so
+/// request and response bodies that use one describe the same bounds. Patterns are
+/// ECMA-262 regular expressions, as JSON Schema wants.
+pub mod schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaFormat, Type};
+    use utoipa::openapi::{RefOr, Schema};
+    use utoipa::{PartialSchema, ToSchema};
+
+    use super::*;
+
+    /// Text without control characters other than tab, line feed and carriage return
+    /// (what [`bounded_text`] accepts), possibly empty.
+    pub const TEXT_PATTERN: &str = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$";
+    /// The same, with at least one character that is not white space (a value that
+    /// trims to empty is refused).
+    pub const LABEL_PATTERN: &str = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$";
+    /// A hyphenated UUID, as ids are written.
+    pub const UUID_PATTERN: &str =
+        r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+    /// What [`HttpUrl::parse`] accepts.
+    pub const URL_PATTERN: &str = r"^https?://[^\s\x00-\x1F\x7F-\x9F/?#][^\s\x00-\x1F\x7F-\x9F]*$";
+
+    fn integer(min: i64, max: Option<i64>, description: &str) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(min))
+            .maximum(max)
+            .description(Some(description))
+            .into()
+    }
+
+    /// A string of `min..=max` characters matching `pattern`.
+    pub fn string(min: usize, max: usize, pattern: &str, description: &str) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length((min > 0).then_some(min))
+            .max_length(Some(max))
+            .pattern(Some(pattern))
+            .description(Some(description))
+    }
+
+    /// A label: 1 to [`MAX_LABEL_LEN`] characters once trimmed.
+    pub fn label(description: &str) -> ObjectBuilder {
+        string(1, MAX_LABEL_LEN, LABEL_PATTERN, description)
+    }
+
+    /// Free text: up to [`MAX_TEXT_LEN`] characters.
+    pub fn text(description: &str) -> ObjectBuilder {
+        string(0, MAX_TEXT_LEN, TEXT_PATTERN, description)
+    }
+
+    /// A free-text field (description, notes, use cases, error, ...).
+    pub struct Text;
+
+    impl PartialSchema for Text {
+        fn schema() -> RefOr<Schema> {
+            text("Free text, trimmed; at most 20000 characters, no control characters but tab and line breaks").into()
+        }
+    }
+    impl ToSchema for Text {}
+
+    /// A short label (vendor, created_by, current_step, relationship, ...).
+    pub struct Label;
+
+    impl PartialSchema for Label {
+        fn schema() -> RefOr<Schema> {
+            label("A label: 1 to 255 characters once trimmed, no control characters").into()
+        }
+    }
+    impl ToSchema for Label {}
+
+    /// A technology id as links name it.
+    pub struct TechnologyRef;
+
+    impl PartialSchema for TechnologyRef {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::Custom("uuid".into())))
+                .pattern(Some(UUID_PATTERN))
+                .description(Some("A technology id (a UUID)"))
+                .into()
+        }
+    }
+    impl ToSchema for TechnologyRef {}
+
+    /// Technology id → relationship, at most 100 entries.
+    pub struct Dependencies;
+
+    impl PartialSchema for Dependencies {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property_names(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(UUID_PATTERN))
+                        .build(),
+                ))
+                .additional_properties(Some(label("The relationship, e.g. requires or optional")))
+                .max_properties(Some(100))
+                .description(Some(
+                    "Technology id → relationship (e.g. requires, optional); at most 100",
+                ))
+                .into()
+        }
+    }
+    impl ToSchema for Dependencies {}
+
+    /// Ids of technologies that could replace this one, at most 100 (repeats dropped).
+    pub struct Alternatives;
+
+    impl PartialSchema for Alternatives {
+        fn schema() -> RefOr<Schema> {
+            ArrayBuilder::new()
+                .items(TechnologyRef::schema())
+                .max_items(Some(100))
+                .description(Some(
+                    "Ids of technologies that could replace this one; at most 100, repeats dropped",
+                ))
+                .into()
+        }
+    }
+    impl ToSchema for Alternatives {}
+
+    impl PartialSchema for ProjectId {
+        fn schema() -> RefOr<Schema> {
+            integer(1, None, "A project id: a positive integer")
+        }
+    }
+    impl ToSchema for ProjectId {}
+
+    impl PartialSchema for Title {
+        fn schema() -> RefOr<Schema> {
+            label("1 to 255 characters once trimmed, unique per project ignoring case").into()
+        }
+    }
+    impl ToSchema for Title {}
+
+    impl PartialSchema for Score {
+        fn schema() -> RefOr<Schema> {
+            integer(0, Some(100), "A score from 0 to 100")
+        }
+    }
+    impl ToSchema for Score {}
+
+    impl PartialSchema for Priority {
+        fn schema() -> RefOr<Schema> {
+            integer(1, Some(5), "A priority from 1 (lowest) to 5 (highest)")
+        }
+    }
+    impl ToSchema for Priority {}
+
+    impl PartialSchema for Progress {
+        fn schema() -> RefOr<Schema> {
+            integer(0, Some(100), "Progress in percent, 0 to 100")
+        }
+    }
+    impl ToSchema for Progress {}
+
+    impl PartialSchema for NonNegative {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .minimum(Some(0))
+                .description(Some("A finite number, 0 or more"))
+                .into()
+        }
+    }
+    impl ToSchema for NonNegative {}
+
+    impl PartialSchema for HttpUrl {
+        fn schema() -> RefOr<Schema> {
+            string(
+                1,
+                512,
+                URL_PATTERN,
+                "An absolute http:// or https:// URL with a host, at most 512 characters, no white space",
+            )
+            .into()
+        }
+    }
+    impl ToSchema for HttpUrl {}
+
+    impl PartialSchema for Tags {
+        fn schema() -> RefOr<Schema> {
+            ArrayBuilder::new()
+                .items(string(
+                    1,
+                    MAX_TAG_LEN,
+                    LABEL_PATTERN,
+                    "A tag: 1 to 64 characters once trimmed",
+                ))
+                .max_items(Some(MAX_TAGS))
+                .description(Some("Distinct tags (repeats dropped), at most 50"))
+                .into()
+        }
+    }
+    impl ToSchema for Tags {}
+}
+
 /// Declares a closed set of snake-case names with parsing and listing.
 macro_rules! closed_set {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -316,6 +517,23 @@ macro_rules! closed_set {
                         format!("must be one of: {}", Self::ALL.join(", ")),
                     )),
                 }
+            }
+        }
+
+        /// In OpenAPI documents: a string, one of [`Self::ALL`] (a derive would not see
+        /// the wire names through this macro).
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some(Self::ALL.iter().copied()))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($name))
             }
         }
 

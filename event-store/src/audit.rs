@@ -41,7 +41,7 @@ pub struct VerifyScope {
 pub const CLOCK_TOLERANCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One broken link.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BrokenLink {
     /// Aggregate type.
     pub aggregate_type: String,
@@ -56,7 +56,7 @@ pub struct BrokenLink {
 }
 
 /// How the latest checkpoint held up.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CheckpointCheck {
     /// Its id.
     pub id: i64,
@@ -75,7 +75,7 @@ pub struct CheckpointCheck {
 }
 
 /// The outcome of [`verify`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VerifyReport {
     /// Events whose link was checked.
     pub events_checked: u64,
@@ -482,7 +482,7 @@ fn signature_state(key: Option<&[u8]>, checkpoint: &Checkpoint) -> &'static str 
 }
 
 /// How the checkpoints' own chain held up.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ChainCheck {
     /// Checkpoints in the store.
     pub checkpoints: u64,
@@ -588,7 +588,7 @@ async fn check_chain(
 }
 
 /// How the store held up against the checkpoints witnessed outside it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct WitnessCheck {
     /// Checkpoints the witness holds.
     pub witnessed: u64,

@@ -36,7 +36,7 @@ pub use feed::{
 };
 pub use history::{read_history, read_history_after};
 pub use leadership::{lock_key, pause as pause_or_shutdown, run_while_leader, Leadership};
-pub use position::{Position, PositionParseError};
+pub use position::{Position, PositionParseError, POSITION_PATTERN};
 pub use signal::AppendSignal;
 pub use store::{
     connect, AggregateEvents, Committed, EventStore, Loaded, NewEvent, SNAPSHOT_EVERY,

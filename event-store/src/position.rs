@@ -67,6 +67,25 @@ impl FromStr for Position {
     }
 }
 
+/// In OpenAPI documents: the token as a string of 32 hexadecimal digits.
+impl utoipa::PartialSchema for Position {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(POSITION_PATTERN))
+            .description(Some(
+                "A position in the global order: an opaque token of 32 hexadecimal digits (X-CC-Position)",
+            ))
+            .examples(["0000000000000a2f0000000000000123"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Position {}
+
+/// The form of a position token (JSON Schema pattern).
+pub const POSITION_PATTERN: &str = "^[0-9a-fA-F]{32}$";
+
 impl Serialize for Position {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)

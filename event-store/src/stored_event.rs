@@ -17,7 +17,7 @@ pub(crate) const STORED_EVENT_COLUMNS: &str =
      event_version, payload, metadata, tx_id::text AS tx_text, global_position, recorded_at, hash";
 
 /// One stored event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredEvent {
     /// `technology` or `job`.
     pub aggregate_type: String,

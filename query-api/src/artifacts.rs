@@ -14,7 +14,7 @@ use tokio_util::io::ReaderStream;
 use crate::QueryState;
 
 /// `GET /api/v1/jobs/{id}/artifact` → 200 with the export file.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/artifact", tag = "jobs", params(("id" = String, Path, description = "Job id")), responses((status = 200, description = "The export file (JSON or CSV), with ETag and Repr-Digest carrying its sha256"), (status = 404, description = "Unknown job, a job type without artifact, or a file no longer there (problem+json)"), (status = 409, description = "The export has not completed (problem+json)")))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/artifact", tag = "jobs", params(("id" = String, Path, description = "Job id")), responses((status = 200, description = "The export file (JSON or CSV), with ETag and Repr-Digest carrying its sha256", content((Vec<Object> = "application/json"), (String = "text/csv"))), (status = 404, description = "Unknown job, a job type without artifact, or a file no longer there (problem+json)"), (status = 409, description = "The export has not completed (problem+json)")))]
 pub async fn job_artifact(
     State(state): State<QueryState>,
     Path(id): Path<String>,

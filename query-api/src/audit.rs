@@ -22,7 +22,7 @@ pub struct VerifyQuery {
 /// `GET /api/v1/audit/verify?project_id=P&from_position=T` → 200 with the report
 /// (`passed`, events checked, broken links with aggregate, sequence, position and
 /// reason, and the latest checkpoint's check when the whole store was verified).
-#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", params(("project_id" = Option<i64>, Query, description = "Only this project's aggregates (without it: the whole store and the latest checkpoint)"), ("from_position" = Option<String>, Query, description = "Only links from this position on")), responses((status = 200, description = "{passed, events_checked, aggregates, broken_count, broken: [{aggregate_type, aggregate_id, sequence, position, reason}], checkpoint}"), (status = 400, description = "Malformed parameter (problem+json)")))]
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", params(("project_id" = Option<i64>, Query, minimum = 1, description = "Only this project's aggregates (without it: the whole store and the latest checkpoint)"), ("from_position" = Option<String>, Query, pattern = "^[0-9a-fA-F]{16}[0-7][0-9a-fA-F]{15}$", description = "Only links from this position on")), responses((status = 200, description = "{passed, events_checked, aggregates, broken_count, broken: [{aggregate_type, aggregate_id, sequence, position, reason}], checkpoint}", body = crate::schema::Verification), (status = 400, description = "Malformed parameter (problem+json)")))]
 pub async fn verify_chains(
     State(state): State<AuditState>,
     query: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,

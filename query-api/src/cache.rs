@@ -61,6 +61,9 @@ impl CacheKey {
 /// core NATS, and ones lost while the connection was down cannot invalidate anything.
 pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The size of answer one cache entry counts for.
+pub const UNIT_BYTES: usize = 4096;
+
 #[derive(Debug)]
 struct Entry {
     generation: u64,
@@ -90,11 +93,16 @@ fn scope_keys(view: &'static str, project: Option<i64>) -> [(&'static str, Optio
 }
 
 impl QueryCache {
-    /// An empty cache holding at most `max_entries` answers (0 disables it).
+    /// An empty cache holding at most `max_entries` answers of up to [`UNIT_BYTES`] (a
+    /// larger answer counts once per started unit, so the cache's memory stays bounded
+    /// by about `max_entries × UNIT_BYTES` whatever the answers' sizes); 0 disables it.
     pub fn new(max_entries: usize) -> Self {
         let entries = (max_entries > 0).then(|| {
             Cache::builder()
                 .max_capacity(max_entries as u64)
+                .weigher(|_key: &CacheKey, entry: &Arc<Entry>| {
+                    u32::try_from(entry.body.len().div_ceil(UNIT_BYTES).max(1)).unwrap_or(u32::MAX)
+                })
                 .time_to_live(MAX_AGE)
                 .build()
         });

@@ -40,8 +40,9 @@ SELECT (SELECT tx_id FROM projection_checkpoints WHERE projection = 'technology_
                  WHERE ($1::bigint IS NULL OR project_id = $1) AND priority >= 4 \
                  ORDER BY priority DESC, relevance_score DESC, id LIMIT 50) h) AS high_priority";
 
-/// The most recently changed technologies and jobs, newest first (index-backed by each
-/// view's `(project_id, position)`: a row's position is its last event's).
+/// The most recently changed technologies and jobs, newest first (a row's position is
+/// its last event's; with a `project_id`, each view's `(project_id, position)` index
+/// serves it).
 const RECENT: &str = "\
 SELECT (SELECT tx_id FROM projection_checkpoints WHERE projection = 'technology_view') AS t_tx, \
        (SELECT global_position FROM projection_checkpoints WHERE projection = 'technology_view') AS t_pos, \
@@ -61,7 +62,7 @@ fn position(row: &sqlx::postgres::PgRow, tx: &str, pos: &str) -> Result<Position
 }
 
 /// `GET /api/v1/dashboard/stats`.
-#[utoipa::path(get, path = "/api/v1/dashboard/stats", tag = "dashboard", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project")), responses((status = 200, description = "Technologies by domain, by status and by both (`by_domain_status`: `{domain, status, count}`), and `high_priority` (priority 4 or 5, at most 50, highest first); jobs by status and type, active, failed in the last 24 h"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/dashboard/stats", tag = "dashboard", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, minimum = 1, description = "Project")), responses((status = 200, description = "Technologies by domain, by status and by both (`by_domain_status`: `{domain, status, count}`), and `high_priority` (priority 4 or 5, at most 50, highest first); jobs by status and type, active, failed in the last 24 h", body = crate::schema::DashboardStats), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn dashboard_stats(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -161,7 +162,7 @@ pub async fn dashboard_stats(
 
 /// `GET /api/v1/dashboard/recent-activity`: the most recently changed technologies and
 /// jobs (`limit` each, default 10), newest first, from the read models.
-#[utoipa::path(get, path = "/api/v1/dashboard/recent-activity", tag = "dashboard", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project"), ("limit" = Option<i64>, Query, description = "1-100 rows of each, default 10")), responses((status = 200, description = "{recent_technologies: [{id, title, status, domain, priority, updated_at, position}], recent_jobs: [{id, job_type, status, progress, updated_at, position}], position}, most recently changed first"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/dashboard/recent-activity", tag = "dashboard", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, minimum = 1, description = "Project"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1-100 rows of each, default 10")), responses((status = 200, description = "The most recently changed technologies and jobs, newest first", body = crate::schema::RecentActivity)))]
 pub async fn recent_activity(
     State(state): State<QueryState>,
     min: MinPosition,

@@ -37,7 +37,7 @@ pub const FEED_MAX_WAIT_MS: u64 = 30_000;
 pub const NDJSON: &str = "application/x-ndjson";
 
 /// One field that an event changed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FieldChange {
     /// The field (top-level field of the aggregate's state; `state` for its lifecycle:
     /// `NotCreated`, `Live`, `Deleted`).
@@ -49,7 +49,7 @@ pub struct FieldChange {
 }
 
 /// An event with who, when, why and what it changed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     /// The event as stored.
     #[serde(flatten)]
@@ -176,12 +176,15 @@ pub struct HistoryQuery {
 }
 
 /// One page of an aggregate's history.
-#[derive(Serialize)]
-struct HistoryBody {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HistoryBody {
+    /// `technology` or `job`.
     aggregate_type: &'static str,
+    /// The aggregate's id.
     aggregate_id: String,
     /// The aggregate's current version.
     version: i64,
+    /// The page's events, oldest first.
     events: Vec<HistoryEntry>,
     /// Pass as `after_version` for the next page; null on the last one.
     next_cursor: Option<i64>,
@@ -321,7 +324,7 @@ async fn history<A: Aggregate>(
 
 /// `GET /api/v1/technologies/{id}/history`: the technology's events, oldest first, with
 /// actor, correlation and causation ids and a field-level diff.
-#[utoipa::path(get, path = "/api/v1/technologies/{id}/history", tag = "audit", params(("id" = String, Path, description = "Technology id"), ("event_type" = Option<String>, Query, description = "Only this event type"), ("since" = Option<String>, Query, description = "Only events recorded at or after this RFC 3339 time"), ("until" = Option<String>, Query, description = "Only events recorded before this RFC 3339 time"), ("after_version" = Option<i64>, Query, description = "Cursor: events after this version (next_cursor of the previous page)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")), responses((status = 200, description = "A page of the technology's annotated history, oldest first, and next_cursor"), (status = 400, description = "Malformed parameter (problem+json)"), (status = 404, description = "Unknown technology (problem+json)")))]
+#[utoipa::path(get, path = "/api/v1/technologies/{id}/history", tag = "audit", params(("id" = String, Path, description = "Technology id"), ("event_type" = Option<String>, Query, max_length = 64, pattern = "^[A-Za-z0-9_]*$", description = "Only this event type"), ("since" = Option<String>, Query, format = DateTime, description = "Only events recorded at or after this RFC 3339 time"), ("until" = Option<String>, Query, format = DateTime, description = "Only events recorded before this RFC 3339 time"), ("after_version" = Option<i64>, Query, minimum = 0, description = "Cursor: events after this version (next_cursor of the previous page)"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1-1000, default 100")), responses((status = 200, description = "A page of the technology's annotated history, oldest first, and next_cursor", body = HistoryBody), (status = 400, description = "Malformed parameter (problem+json)"), (status = 404, description = "Unknown technology (problem+json)")))]
 pub async fn technology_history(
     State(state): State<AuditState>,
     Path(id): Path<String>,
@@ -331,7 +334,7 @@ pub async fn technology_history(
 }
 
 /// `GET /api/v1/jobs/{id}/history`: the job's events, oldest first, annotated.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/history", tag = "audit", params(("id" = String, Path, description = "Job id"), ("event_type" = Option<String>, Query, description = "Only this event type"), ("since" = Option<String>, Query, description = "Only events recorded at or after this RFC 3339 time"), ("until" = Option<String>, Query, description = "Only events recorded before this RFC 3339 time"), ("after_version" = Option<i64>, Query, description = "Cursor: events after this version (next_cursor of the previous page)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100")), responses((status = 200, description = "A page of the job's annotated history, oldest first, and next_cursor"), (status = 400, description = "Malformed parameter (problem+json)"), (status = 404, description = "Unknown job (problem+json)")))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/history", tag = "audit", params(("id" = String, Path, description = "Job id"), ("event_type" = Option<String>, Query, max_length = 64, pattern = "^[A-Za-z0-9_]*$", description = "Only this event type"), ("since" = Option<String>, Query, format = DateTime, description = "Only events recorded at or after this RFC 3339 time"), ("until" = Option<String>, Query, format = DateTime, description = "Only events recorded before this RFC 3339 time"), ("after_version" = Option<i64>, Query, minimum = 0, description = "Cursor: events after this version (next_cursor of the previous page)"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1-1000, default 100")), responses((status = 200, description = "A page of the job's annotated history, oldest first, and next_cursor", body = HistoryBody), (status = 400, description = "Malformed parameter (problem+json)"), (status = 404, description = "Unknown job (problem+json)")))]
 pub async fn job_history(
     State(state): State<AuditState>,
     Path(id): Path<String>,
@@ -354,8 +357,9 @@ pub struct FeedQuery {
 }
 
 /// A page of the global feed.
-#[derive(Serialize)]
-struct FeedBody {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FeedBody {
+    /// The page's events, in the global order.
     events: Vec<StoredEvent>,
     /// Pass as `after` to read on. With filters it may lie past the last event returned:
     /// every event up to it was read.
@@ -397,7 +401,7 @@ fn wants_ndjson(headers: &HeaderMap) -> bool {
 /// filtered. With `wait_ms`, an empty page waits (long poll) until events commit or the
 /// time is up. With `Accept: application/x-ndjson`, streams up to `limit` events (at
 /// most 1,000,000; default all up to the head) as one JSON object per line.
-#[utoipa::path(get, path = "/api/v1/events", tag = "audit", params(("after" = Option<String>, Query, description = "Position token to read after"), ("limit" = Option<i64>, Query, description = "1-1000, default 100 (NDJSON: up to 1000000, default all)"), ("wait_ms" = Option<u64>, Query, description = "Long-poll up to this many milliseconds when nothing is there yet (at most 30000)"), ("aggregate_type" = Option<String>, Query, description = "technology or job"), ("event_type" = Option<String>, Query, description = "Only this event type"), ("project_id" = Option<i64>, Query, description = "Only this project's events"), ("since" = Option<String>, Query, description = "Only events recorded at or after this RFC 3339 time"), ("until" = Option<String>, Query, description = "Only events recorded before this RFC 3339 time")), responses((status = 200, description = "Events in the gap-safe global order, and next_after (or NDJSON lines)"), (status = 400, description = "Malformed parameter (problem+json)")))]
+#[utoipa::path(get, path = "/api/v1/events", tag = "audit", params(("after" = Option<String>, Query, pattern = "^[0-9a-fA-F]{16}[0-7][0-9a-fA-F]{15}$", description = "Position token to read after"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1-1000, default 100 (NDJSON: up to 1000000, default all)"), ("wait_ms" = Option<u64>, Query, minimum = 0, maximum = 30000, description = "Long-poll up to this many milliseconds when nothing is there yet (at most 30000)"), ("aggregate_type" = Option<String>, Query, max_length = 64, pattern = "^[A-Za-z0-9_]*$", description = "technology or job"), ("event_type" = Option<String>, Query, max_length = 64, pattern = "^[A-Za-z0-9_]*$", description = "Only this event type"), ("project_id" = Option<i64>, Query, minimum = 1, description = "Only this project's events"), ("since" = Option<String>, Query, format = DateTime, description = "Only events recorded at or after this RFC 3339 time"), ("until" = Option<String>, Query, format = DateTime, description = "Only events recorded before this RFC 3339 time")), responses((status = 200, description = "Events in the gap-safe global order, and next_after (or NDJSON lines)", body = FeedBody), (status = 400, description = "Malformed parameter (problem+json)")))]
 pub async fn events_feed(
     State(state): State<AuditState>,
     headers: HeaderMap,

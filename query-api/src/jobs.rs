@@ -74,13 +74,24 @@ fn project(params: &Params) -> Result<Option<i64>, ApiError> {
 }
 
 /// A page of jobs as answered; the rows are PostgreSQL's JSON, passed through.
-#[derive(Serialize)]
-struct JobPage<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JobPage<'a> {
+    /// The jobs of the page, newest first.
+    #[schema(value_type = Vec<crate::schema::JobView>)]
     jobs: Vec<&'a RawValue>,
+    /// How many jobs match the filters.
+    #[schema(minimum = 0)]
     total: i64,
+    /// The offset asked for.
+    #[schema(minimum = 0)]
     skip: i64,
+    /// The page size in force (1–1000); in the unpaged active list, the number of jobs
+    /// answered (0–10000).
+    #[schema(minimum = 0, maximum = 10000)]
     limit: i64,
+    /// Pass as `cursor` for the next page; null on the last one.
     next_cursor: Option<String>,
+    /// The read model's checkpoint the page reflects.
     position: Position,
 }
 
@@ -91,9 +102,13 @@ async fn page(
     params: Params,
     filters: Filters,
     min: MinPosition,
-    default_limit: i64,
+    unpaged: bool,
 ) -> Result<Response, ApiError> {
-    let limit = params.int("limit", default_limit, 1, MAX_LIMIT)?;
+    let limit = if unpaged {
+        ACTIVE_LIST_MAX
+    } else {
+        params.int("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?
+    };
     let skip = params.int("skip", 0, 0, crate::technologies::MAX_SKIP)?;
     let cursor = params
         .text("cursor")
@@ -133,7 +148,8 @@ async fn page(
         position_columns(&mut qb, "job_view");
         qb.push(", page.row, page.id, page.created_position FROM (SELECT 1) one LEFT JOIN page ON true \
                  ORDER BY page.created_position DESC");
-        let expensive = cursor.is_none() && skip > EXPENSIVE_SKIP;
+        // An unpaged list may be long: it draws on the expensive-read budget too.
+        let expensive = unpaged || (cursor.is_none() && skip > EXPENSIVE_SKIP);
         let rows = fetch_all(&reads, &pool.pool, &mut qb, expensive).await?;
         let first = rows.first().ok_or_else(|| ApiError::internal("page query returned no row"))?;
         let total: i64 = first.try_get("total")?;
@@ -154,6 +170,8 @@ async fn page(
             (true, Some((value, id))) => Some(Cursor { sort: SORT.into(), value, id }.encode()),
             _ => None,
         };
+        // Unpaged, `limit` is the number of jobs answered (as the previous API said).
+        let limit = if unpaged { jobs.len() as i64 } else { limit };
         let page = JobPage { jobs, total, skip, limit, next_cursor, position };
         let body = serde_json::to_string(&page).map_err(ApiError::internal)?;
         Ok((RawJson(body), vec![position]))
@@ -162,7 +180,7 @@ async fn page(
 }
 
 /// `GET /api/v1/jobs?project_id=&status_filter=&job_type=&skip=&limit=&cursor=`.
-#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("status_filter" = Option<String>, Query, description = "Status"), ("project_id" = Option<i64>, Query, description = "Project"), ("job_type" = Option<String>, Query, description = "Job type"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000, default 100"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "{jobs, total, skip, limit, next_cursor, position}, newest first"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("status_filter" = Option<JobStatus>, Query, description = "Status"), ("project_id" = Option<i64>, Query, minimum = 1, description = "Project"), ("job_type" = Option<JobType>, Query, description = "Job type"), ("skip" = Option<i64>, Query, minimum = 0, maximum = 10000000, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1-1000, default 100"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "{jobs, total, skip, limit, next_cursor, position}, newest first", body = JobPage), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn list_jobs(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -177,7 +195,7 @@ pub async fn list_jobs(
             .collect(),
         job_type: params.parsed("job_type", JobType::parse)?,
     };
-    page(&state, "jobs", params, filters, min, DEFAULT_LIMIT).await
+    page(&state, "jobs", params, filters, min, false).await
 }
 
 /// The most rows `GET /api/v1/jobs/active/list` answers when the client asks for no page.
@@ -185,7 +203,7 @@ pub const ACTIVE_LIST_MAX: i64 = 10_000;
 
 /// `GET /api/v1/jobs/active/list`: pending and running jobs, newest first; every one (up
 /// to [`ACTIVE_LIST_MAX`]) unless the client asks for a page.
-#[utoipa::path(get, path = "/api/v1/jobs/active/list", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project"), ("job_type" = Option<String>, Query, description = "Job type"), ("skip" = Option<i64>, Query, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, description = "1-1000; without limit, skip or cursor: every active job, up to 10000"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "Pending and running jobs, newest first"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/jobs/active/list", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, minimum = 1, description = "Project"), ("job_type" = Option<JobType>, Query, description = "Job type"), ("skip" = Option<i64>, Query, minimum = 0, maximum = 10000000, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1-1000; without limit, skip or cursor: every active job, up to 10000"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor")), responses((status = 200, description = "Pending and running jobs, newest first", body = JobPage), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn active_jobs(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -199,15 +217,10 @@ pub async fn active_jobs(
     };
     // Unpaged unless the client pages (the previous API listed every active job), up to
     // ACTIVE_LIST_MAX rows; a larger backlog gets `next_cursor` like any page.
-    let default_limit = if ["limit", "skip", "cursor"]
+    let unpaged = !["limit", "skip", "cursor"]
         .iter()
-        .any(|p| params.text(p).is_some())
-    {
-        DEFAULT_LIMIT
-    } else {
-        ACTIVE_LIST_MAX
-    };
-    page(&state, "active_jobs", params, filters, min, default_limit).await
+        .any(|p| params.text(p).is_some());
+    page(&state, "active_jobs", params, filters, min, unpaged).await
 }
 
 /// The job row `id`, or 404.
@@ -245,7 +258,7 @@ async fn job_row(
 
 /// `GET /api/v1/jobs/{id}`; with `as_of`, `as_of_position` or `as_of_version`, the job
 /// as it was then, rebuilt from its events.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("as_of" = Option<String>, Query, description = "Time travel: the state at this RFC 3339 time"), ("as_of_position" = Option<String>, Query, description = "Time travel: the state at this position of the global order"), ("as_of_version" = Option<i64>, Query, description = "Time travel: the state after this many events")), responses((status = 200, description = "The job"), (status = 400, description = "Malformed time-travel parameter (problem+json)"), (status = 404, description = "Unknown or deleted, or not existing at that time (problem+json)")))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("as_of" = Option<String>, Query, format = DateTime, description = "Time travel: the state at this RFC 3339 time"), ("as_of_position" = Option<String>, Query, pattern = "^[0-9a-fA-F]{16}[0-7][0-9a-fA-F]{15}$", description = "Time travel: the state at this position of the global order"), ("as_of_version" = Option<i64>, Query, minimum = 1, description = "Time travel: the state after this many events")), responses((status = 200, description = "The job", body = crate::schema::JobView), (status = 400, description = "Malformed time-travel parameter (problem+json)"), (status = 404, description = "Unknown or deleted, or not existing at that time (problem+json)")))]
 pub async fn get_job(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -268,7 +281,7 @@ pub async fn get_job(
 }
 
 /// `GET /api/v1/jobs/{id}/progress`.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/progress", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)")), responses((status = 200, description = "{job_id, status, progress, current_step, is_terminal, is_active, created_at, started_at, completed_at, duration_seconds}"), (status = 404, description = "Unknown or deleted (problem+json)")))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/progress", tag = "jobs", params(("id" = String, Path, description = "Job id"), ("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)")), responses((status = 200, description = "{job_id, status, progress, current_step, is_terminal, is_active, created_at, started_at, completed_at, duration_seconds}", body = crate::schema::JobProgress), (status = 404, description = "Unknown or deleted (problem+json)")))]
 pub async fn job_progress(
     State(state): State<QueryState>,
     min: MinPosition,
@@ -323,7 +336,7 @@ pub fn summarize(rows: &[(String, String, i64, i64, i64)]) -> Value {
 }
 
 /// `GET /api/v1/jobs/statistics/summary?project_id=`.
-#[utoipa::path(get, path = "/api/v1/jobs/statistics/summary", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, description = "Project")), responses((status = 200, description = "{total, by_status, by_type, success_rate, average_duration_seconds}"), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
+#[utoipa::path(get, path = "/api/v1/jobs/statistics/summary", tag = "jobs", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("project_id" = Option<i64>, Query, minimum = 1, description = "Project")), responses((status = 200, description = "{total, by_status, by_type, success_rate, average_duration_seconds}", body = crate::schema::JobStatistics), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
 pub async fn statistics(
     State(state): State<QueryState>,
     min: MinPosition,

@@ -25,6 +25,7 @@ pub mod params;
 pub mod pools;
 mod queries;
 pub mod response;
+pub mod schema;
 pub mod technologies;
 pub mod time_travel;
 pub mod ws;

@@ -14,10 +14,12 @@ pub struct Session {
     /// The key's public id (recorded as `actor` on its events).
     pub key_id: String,
     /// `reader`, `writer`, `auditor` or `admin`.
+    #[schema(value_type = commandcenter_auth::Role)]
     pub role: String,
     /// The key's project; `null` for a deployment-wide admin key.
     pub project_id: Option<i64>,
     /// When the key stops working (RFC 3339), if ever.
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
     /// May send commands (writer, admin).
     pub can_write: bool,

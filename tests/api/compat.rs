@@ -79,7 +79,7 @@ async fn x_project_id_names_the_project_of_a_create() {
     let malformed = app
         .client
         .post(app.url("/api/v1/technologies"))
-        .header("X-Project-ID", "two")
+        .header("X-Project-ID", "-1")
         .json(&json!({"title": "Malformed header"}))
         .send()
         .await
@@ -222,6 +222,10 @@ async fn jobs_take_and_answer_the_previous_fields() {
     .await
     .unwrap();
     assert_eq!(active["jobs"].as_array().unwrap().len() as i64, pending);
+    assert_eq!(
+        active["limit"], pending,
+        "unpaged: limit is the number of jobs"
+    );
     assert!(pending > 100);
     assert!(active["next_cursor"].is_null());
     // A page when asked for one.

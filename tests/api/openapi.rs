@@ -173,3 +173,129 @@ async fn the_document_and_the_router_describe_the_same_routes() {
         json!([{"api_key": ["writer", "admin"]}])
     );
 }
+
+/// The operations whose error answers are not problem documents: readiness answers its
+/// own report whatever its status.
+const OWN_ERROR_BODIES: &[(&str, &str, &str)] =
+    &[("get", "/health/ready", "503"), ("get", "/health", "503")];
+
+#[tokio::test]
+async fn the_document_describes_every_answer_and_every_enum() {
+    let app = spawn_app().await;
+    let document: Value = app.get("/api/v1/openapi.json").await.json().await.unwrap();
+    let paths = document["paths"].as_object().expect("paths");
+    let schemas = document["components"]["schemas"].as_object().unwrap();
+    let problem = json!({"$ref": "#/components/schemas/Problem"});
+    assert!(
+        schemas.contains_key("Problem"),
+        "the problem schema is a component"
+    );
+
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            for (status, response) in responses {
+                let content = response["content"].as_object();
+                if status.starts_with('2') && status != "204" {
+                    // Every success with a body says what the body is.
+                    let content =
+                        content.unwrap_or_else(|| panic!("{method} {path} {status} has content"));
+                    assert!(
+                        content.values().all(|c| c.get("schema").is_some()),
+                        "{method} {path} {status} has a schema: {content:?}"
+                    );
+                } else if status.starts_with(['4', '5'])
+                    && !OWN_ERROR_BODIES.contains(&(
+                        method.as_str(),
+                        path.as_str(),
+                        status.as_str(),
+                    ))
+                {
+                    let schema = content
+                        .and_then(|c| c.get("application/problem+json"))
+                        .map(|c| &c["schema"]);
+                    assert_eq!(
+                        schema,
+                        Some(&problem),
+                        "{method} {path} {status} is a problem document"
+                    );
+                }
+            }
+            // Every guarded operation says what the guard answers.
+            if operation["security"] != json!([{}]) {
+                for status in ["401", "403", "429", "503"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path} documents {status}"
+                    );
+                }
+            }
+            // Header parameters carry their form.
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["in"] == "header" {
+                    assert!(
+                        parameter["schema"]["pattern"].is_string()
+                            || parameter["schema"]["type"] == "integer",
+                        "{method} {path}: header {} has a form",
+                        parameter["name"]
+                    );
+                }
+            }
+        }
+    }
+    // Bounds on parameters.
+    let limit = paths["/api/v1/technologies"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    // Given empty, a parameter is read as absent: its own form, or "".
+    let form = &limit["schema"]["anyOf"][0];
+    assert_eq!(form["minimum"], 1);
+    assert_eq!(form["maximum"], 1000);
+    assert_eq!(limit["schema"]["anyOf"][1]["maxLength"], 0);
+
+    // Every closed set of the domain, with exactly the names it accepts.
+    use commandcenter_domain::job::{JobStatus, JobType};
+    use commandcenter_domain::technology::{
+        CostTier, IntegrationDifficulty, MaturityLevel, TechnologyDomain, TechnologyStatus,
+    };
+    for (name, names) in [
+        ("TechnologyDomain", TechnologyDomain::ALL),
+        ("TechnologyStatus", TechnologyStatus::ALL),
+        ("IntegrationDifficulty", IntegrationDifficulty::ALL),
+        ("MaturityLevel", MaturityLevel::ALL),
+        ("CostTier", CostTier::ALL),
+        ("JobStatus", JobStatus::ALL),
+        ("JobType", JobType::ALL),
+    ] {
+        assert_eq!(
+            schemas[name]["enum"],
+            json!(names),
+            "{name} is documented as an enum"
+        );
+    }
+    assert_eq!(
+        schemas["Role"]["enum"],
+        json!(["reader", "writer", "auditor", "admin"])
+    );
+    // Bodies are described with their bounds, answers from the types that write them.
+    let create = &schemas["CreateTechnologyBody"];
+    assert_eq!(create["additionalProperties"], false);
+    assert_eq!(
+        create["properties"]["title"]["$ref"],
+        "#/components/schemas/Title"
+    );
+    assert_eq!(schemas["Score"]["maximum"], 100);
+    assert_eq!(schemas["Priority"]["minimum"], 1);
+    let created = &paths["/api/v1/technologies"]["post"]["responses"]["201"];
+    assert_eq!(
+        created["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Technology"
+    );
+    assert_eq!(
+        created["links"]["GetTechnology"]["operationId"], "get_technology",
+        "{created}"
+    );
+}

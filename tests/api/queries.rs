@@ -232,8 +232,8 @@ async fn a_cursor_walk_returns_every_row_once_while_writes_happen() {
     let mut cursor: Option<String> = None;
     loop {
         let path = match &cursor {
-            Some(c) => format!("/api/v1/technologies?limit=3&cursor={c}"),
-            None => "/api/v1/technologies?limit=3".to_string(),
+            Some(c) => format!("/api/v1/technologies?sort=-created_at&limit=3&cursor={c}"),
+            None => "/api/v1/technologies?sort=-created_at&limit=3".to_string(),
         };
         let page = get_json(&app, &path).await;
         seen.extend(
@@ -323,6 +323,21 @@ async fn details_and_errors() {
         "X-CC-Min-Position",
     )
     .await;
+    // The zero position is reached from the start: no wait, no 503.
+    for path in [
+        "/api/v1/technologies",
+        "/api/v1/jobs",
+        "/api/v1/dashboard/stats",
+    ] {
+        let response = app
+            .client
+            .get(app.url(path))
+            .header("x-cc-min-position", "0".repeat(32))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path} with the zero position");
+    }
 }
 
 /// Jobs in various states over two projects.

@@ -13,7 +13,7 @@ pub const EXTERNAL_WORKER: &str = "external";
 pub const EXTERNAL_LEASE_SECONDS: u32 = 300;
 
 /// A job as its events describe it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobRecord {
     /// Aggregate id.
     pub id: String,
@@ -22,10 +22,12 @@ pub struct JobRecord {
     /// Kind of work.
     pub job_type: JobType,
     /// What the job works on, checked against its type when it was created.
+    #[schema(value_type = Object)]
     pub parameters: Map<String, Value>,
     /// Free labels for finding and grouping jobs.
     pub tags: Tags,
     /// Who asked for it.
+    #[schema(value_type = Option<crate::values::schema::Label>)]
     pub created_by: Option<String>,
     /// Lifecycle status.
     pub status: JobStatus,
@@ -33,7 +35,7 @@ pub struct JobRecord {
     pub progress: Progress,
     /// What the current attempt is doing.
     pub current_step: Option<String>,
-    /// What it produced.
+    /// What it produced (any JSON).
     pub result: Option<Value>,
     /// Last error.
     pub error: Option<String>,

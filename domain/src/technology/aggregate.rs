@@ -13,7 +13,7 @@ use crate::error::ValidationError;
 use crate::values::ProjectId;
 
 /// A live (or deleted) technology as its events describe it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TechnologyRecord {
     /// Aggregate id.
     pub id: String,

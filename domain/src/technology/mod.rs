@@ -112,11 +112,12 @@ pub const DEFAULT_RELEVANCE: u8 = 50;
 pub const DEFAULT_PRIORITY: u8 = 3;
 
 /// Every editable field of a technology, already validated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TechnologyFields {
     /// 1–255 characters, unique per project ignoring case.
     pub title: Title,
     /// Who makes it.
+    #[schema(value_type = Option<crate::values::schema::Label>)]
     pub vendor: Option<String>,
     /// Research domain.
     pub domain: TechnologyDomain,
@@ -127,10 +128,13 @@ pub struct TechnologyFields {
     /// 1–5.
     pub priority: Priority,
     /// Free text.
+    #[schema(value_type = Option<crate::values::schema::Text>)]
     pub description: Option<String>,
     /// Free text.
+    #[schema(value_type = Option<crate::values::schema::Text>)]
     pub notes: Option<String>,
     /// Free text.
+    #[schema(value_type = Option<crate::values::schema::Text>)]
     pub use_cases: Option<String>,
     /// Documentation link.
     pub documentation_url: Option<HttpUrl>,
@@ -147,6 +151,7 @@ pub struct TechnologyFields {
     /// Expected integration effort.
     pub integration_difficulty: Option<IntegrationDifficulty>,
     /// Expected integration time in days.
+    #[schema(maximum = 36500)]
     pub integration_time_estimate_days: Option<u32>,
     /// How mature the technology is (alpha to legacy).
     pub maturity_level: Option<MaturityLevel>,
@@ -157,7 +162,9 @@ pub struct TechnologyFields {
     /// Monthly cost in US dollars.
     pub cost_monthly_usd: Option<NonNegative>,
     /// Technology id → relationship (e.g. `requires`, `optional`).
+    #[schema(value_type = crate::values::schema::Dependencies)]
     pub dependencies: BTreeMap<String, String>,
     /// Ids of technologies that could replace this one.
+    #[schema(value_type = crate::values::schema::Alternatives)]
     pub alternatives: Vec<String>,
 }

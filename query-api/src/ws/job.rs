@@ -3,9 +3,11 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
+use commandcenter_api_error::ApiError;
 use commandcenter_event_store::Position;
 use serde_json::Value;
 
@@ -78,14 +80,14 @@ async fn await_job(
 }
 
 /// `GET /api/v1/jobs/ws/{job_id}`.
-#[utoipa::path(get, path = "/api/v1/jobs/ws/{job_id}", tag = "push", params(("job_id" = String, Path, description = "Job id")), responses((status = 101, description = "WebSocket: connected, then on each change progress and job_update (plus job_dispatched or job_cancelled when that happened), completed when the job ends; closes 1008 for an unknown job; a job created a moment ago is awaited until its row is projected (up to 10 s, then close 1013)")))]
+#[utoipa::path(get, path = "/api/v1/jobs/ws/{job_id}", tag = "push", params(("job_id" = String, Path, description = "Job id")), responses((status = 400, description = "Not a WebSocket handshake (problem+json)"), (status = 101, description = "WebSocket: connected, then on each change progress and job_update (plus job_dispatched or job_cancelled when that happened), completed when the job ends; closes 1008 for an unknown job; a job created a moment ago is awaited until its row is projected (up to 10 s, then close 1013)")))]
 pub async fn job_socket(
     State(state): State<QueryState>,
     caller: Caller,
     Path(job_id): Path<String>,
-    ws: WebSocketUpgrade,
-) -> Response {
-    lean(ws).on_upgrade(move |socket| follow_job(state, caller, job_id, socket))
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    Ok(lean(ws)?.on_upgrade(move |socket| follow_job(state, caller, job_id, socket)))
 }
 
 async fn follow_job(state: QueryState, caller: Caller, job_id: String, mut socket: WebSocket) {

@@ -24,7 +24,9 @@
 
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use commandcenter_api_error::ApiError;
 
 use crate::QueryState;
 
@@ -102,14 +104,22 @@ impl Drop for Unsubscribe {
     }
 }
 
-/// Buffers sized for what our sockets carry: clients send small control messages, and
-/// every push is written out at once. The library defaults (128 KiB read and write
-/// buffers, 64 MiB messages) would cost about 130 KiB per idle client and accept huge
-/// frames.
-fn lean(ws: WebSocketUpgrade) -> WebSocketUpgrade {
-    ws.read_buffer_size(4 * 1024)
+/// The handshake, with buffers sized for what our sockets carry: clients send small
+/// control messages, and every push is written out at once. The library defaults
+/// (128 KiB read and write buffers, 64 MiB messages) would cost about 130 KiB per idle
+/// client and accept huge frames. A request that is not a handshake is a 400 problem
+/// document, like every other error (axum's own rejection is plain text).
+fn lean(
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, ApiError> {
+    let ws = ws.map_err(|rejection| ApiError::BadParameter {
+        name: "Upgrade".into(),
+        message: format!("not a WebSocket handshake: {}", rejection.body_text()),
+    })?;
+    Ok(ws
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(64 * 1024)
-        .max_frame_size(64 * 1024)
+        .max_frame_size(64 * 1024))
 }

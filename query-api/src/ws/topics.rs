@@ -3,9 +3,11 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
+use commandcenter_api_error::ApiError;
 use commandcenter_domain::values::AggregateId;
 use commandcenter_event_store::Position;
 use serde::Deserialize;
@@ -94,13 +96,13 @@ impl Topic {
 }
 
 /// `GET /api/v1/ws`.
-#[utoipa::path(get, path = "/api/v1/ws", tag = "push", responses((status = 101, description = "WebSocket: subscribe to jobs:<project_id>, job:<id>, technologies:<project_id>; change and lagged messages")))]
+#[utoipa::path(get, path = "/api/v1/ws", tag = "push", responses((status = 400, description = "Not a WebSocket handshake (problem+json)"), (status = 101, description = "WebSocket: subscribe to jobs:<project_id>, job:<id>, technologies:<project_id>; change and lagged messages")))]
 pub async fn multiplexed_socket(
     State(state): State<QueryState>,
     caller: Caller,
-    ws: WebSocketUpgrade,
-) -> Response {
-    lean(ws).on_upgrade(move |socket| serve_socket(state, caller, socket))
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    Ok(lean(ws)?.on_upgrade(move |socket| serve_socket(state, caller, socket)))
 }
 
 async fn serve_socket(state: QueryState, caller: Caller, mut socket: WebSocket) {
