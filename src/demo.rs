@@ -232,6 +232,10 @@ pub async fn seed_if_empty(store: &EventStore) -> anyhow::Result<bool> {
             cost_monthly_usd: None,
             dependencies: Default::default(),
             alternatives: Vec::new(),
+            last_hn_mention: None,
+            hn_score_avg: None,
+            github_stars: None,
+            github_last_commit: None,
         };
         let create = TechnologyCommand::CreateTechnology {
             id: id.clone(),
@@ -403,6 +407,10 @@ fn seeded_technology(
         cost_monthly_usd: None,
         dependencies: Default::default(),
         alternatives: Vec::new(),
+        last_hn_mention: None,
+        hn_score_avg: None,
+        github_stars: None,
+        github_last_commit: None,
     };
     let at = clock::now();
     let mut commands = vec![TechnologyCommand::CreateTechnology {

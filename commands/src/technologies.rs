@@ -115,6 +115,16 @@ pub struct CreateTechnologyBody {
     cost_tier: Option<String>,
     #[schema(value_type = Option<NonNegative>)]
     cost_monthly_usd: Option<f64>,
+    /// When it was last mentioned on Hacker News (RFC 3339).
+    last_hn_mention: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// The mean score of its Hacker News mentions.
+    #[schema(value_type = Option<NonNegative>)]
+    hn_score_avg: Option<f64>,
+    /// Stars of its GitHub repository.
+    #[schema(minimum = 0, maximum = 4294967295_i64)]
+    github_stars: Option<i64>,
+    /// When its GitHub repository last had a commit (RFC 3339).
+    github_last_commit: Option<chrono::DateTime<chrono::FixedOffset>>,
     #[schema(value_type = Option<commandcenter_domain::values::schema::Dependencies>)]
     dependencies: Option<BTreeMap<String, String>>,
     /// Technology ids: an array, or a comma-separated string.
@@ -127,6 +137,17 @@ fn label(field: &str, value: &str) -> Result<String, ValidationError> {
 
 fn text(field: &str, value: &str) -> Result<String, ValidationError> {
     bounded_text(field, value, 0, MAX_TEXT_LEN)
+}
+
+/// A time sent with any offset, kept in UTC to the microsecond (as every stored time).
+fn utc(at: chrono::DateTime<chrono::FixedOffset>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    at.with_timezone(&chrono::Utc).trunc_subsecs(6)
+}
+
+fn stars(field: &str, value: i64) -> Result<u32, ValidationError> {
+    u32::try_from(value)
+        .map_err(|_| ValidationError::new(field, "must be a whole number from 0 to 4294967295"))
 }
 
 fn days(field: &str, value: i64) -> Result<u32, ValidationError> {
@@ -243,6 +264,10 @@ impl CreateTechnologyBody {
                     .map(ListForm::into_vec)
                     .unwrap_or_default(),
             )?,
+            last_hn_mention: self.last_hn_mention.map(utc),
+            hn_score_avg: opt(self.hn_score_avg, |v| NonNegative::parse("hn_score_avg", v))?,
+            github_stars: opt(self.github_stars, |v| stars("github_stars", v))?,
+            github_last_commit: self.github_last_commit.map(utc),
         };
         Ok(fields)
     }
@@ -320,6 +345,20 @@ pub struct UpdateTechnologyBody {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<NonNegative>)]
     cost_monthly_usd: Option<Option<f64>>,
+    /// When it was last mentioned on Hacker News (RFC 3339); `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    last_hn_mention: Option<Option<chrono::DateTime<chrono::FixedOffset>>>,
+    /// The mean score of its Hacker News mentions; `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<NonNegative>)]
+    hn_score_avg: Option<Option<f64>>,
+    /// Stars of its GitHub repository; `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(minimum = 0, maximum = 4294967295_i64)]
+    github_stars: Option<Option<i64>>,
+    /// When its GitHub repository last had a commit (RFC 3339); `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    github_last_commit: Option<Option<chrono::DateTime<chrono::FixedOffset>>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = commandcenter_domain::values::schema::Dependencies)]
     dependencies: Option<Option<BTreeMap<String, String>>>,
@@ -515,6 +554,10 @@ impl UpdateTechnologyBody {
             cost_monthly_usd: nullable(self.cost_monthly_usd, |v| {
                 NonNegative::parse("cost_monthly_usd", v)
             })?,
+            last_hn_mention: self.last_hn_mention.map(|v| v.map(utc)),
+            hn_score_avg: nullable(self.hn_score_avg, |v| NonNegative::parse("hn_score_avg", v))?,
+            github_stars: nullable(self.github_stars, |v| stars("github_stars", v))?,
+            github_last_commit: self.github_last_commit.map(|v| v.map(utc)),
         };
         Ok((
             changes,

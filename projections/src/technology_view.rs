@@ -30,11 +30,13 @@ INSERT INTO technology_view (id, project_id, title, vendor, domain, status, rele
     priority, description, notes, use_cases, documentation_url, repository_url, website_url, tags, \
     latency_ms, throughput_qps, integration_difficulty, integration_time_estimate_days, \
     maturity_level, stability_score, cost_tier, cost_monthly_usd, dependencies, alternatives, \
+    last_hn_mention, hn_score_avg, github_stars, github_last_commit, \
     created_at, updated_at, version, position) \
 SELECT id, project_id, title, vendor, domain, status, relevance_score, \
     priority, description, notes, use_cases, documentation_url, repository_url, website_url, tags, \
     latency_ms, throughput_qps, integration_difficulty, integration_time_estimate_days, \
     maturity_level, stability_score, cost_tier, cost_monthly_usd, dependencies, alternatives, \
+    last_hn_mention, hn_score_avg, github_stars, github_last_commit, \
     created_at, updated_at, version, position \
   FROM jsonb_populate_recordset(NULL::technology_view, $1) \
 ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, title = EXCLUDED.title, \
@@ -48,6 +50,8 @@ ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, title = EXCLUDE
     maturity_level = EXCLUDED.maturity_level, stability_score = EXCLUDED.stability_score, \
     cost_tier = EXCLUDED.cost_tier, cost_monthly_usd = EXCLUDED.cost_monthly_usd, \
     dependencies = EXCLUDED.dependencies, alternatives = EXCLUDED.alternatives, \
+    last_hn_mention = EXCLUDED.last_hn_mention, hn_score_avg = EXCLUDED.hn_score_avg, \
+    github_stars = EXCLUDED.github_stars, github_last_commit = EXCLUDED.github_last_commit, \
     created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
     version = EXCLUDED.version, position = EXCLUDED.position";
 

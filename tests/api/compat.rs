@@ -565,3 +565,54 @@ async fn writes_and_reads_answer_the_same_timestamps() {
         assert_eq!(dispatched[field], read[field], "{field}");
     }
 }
+
+/// The four technology fields the previous API had: written, read back from the read
+/// model, cleared with `null`, and refused naming the field when out of range.
+#[tokio::test]
+async fn the_previous_technology_fields_are_kept() {
+    let app = spawn_app().await;
+    let created = app
+        .post(
+            "/api/v1/technologies",
+            &json!({
+                "project_id": 1,
+                "title": "Signals",
+                "last_hn_mention": "2026-11-01T10:00:00+02:00",
+                "hn_score_avg": 41.5,
+                "github_stars": 1234,
+                "github_last_commit": "2026-11-29T23:59:59.5Z",
+            }),
+        )
+        .await;
+    let created = json_of(created, 201).await;
+    assert_eq!(created["last_hn_mention"], "2026-11-01T08:00:00+00:00");
+    assert_eq!(created["github_last_commit"], "2026-11-29T23:59:59.5+00:00");
+    let id = created["id"].as_str().unwrap();
+    let path = format!("/api/v1/technologies/{id}");
+    app.wait_caught_up().await;
+    let read = json_of(app.get(&path).await, 200).await;
+    for field in [
+        "last_hn_mention",
+        "hn_score_avg",
+        "github_stars",
+        "github_last_commit",
+    ] {
+        assert_eq!(read[field], created[field], "{field}");
+    }
+    assert_eq!(read["github_stars"], 1234);
+    let cleared = json_of(
+        app.patch(&path, &json!({"github_stars": null, "hn_score_avg": 7}))
+            .await,
+        200,
+    )
+    .await;
+    assert!(cleared["github_stars"].is_null());
+    assert_eq!(cleared["hn_score_avg"], json!(7.0));
+    for (body, field) in [
+        (json!({"github_stars": -1}), "github_stars"),
+        (json!({"hn_score_avg": -0.5}), "hn_score_avg"),
+        (json!({"last_hn_mention": "yesterday"}), "last_hn_mention"),
+    ] {
+        assert_problem(app.patch(&path, &body).await, 422, field).await;
+    }
+}

@@ -269,6 +269,10 @@ mod tests {
             cost_monthly_usd: None,
             dependencies: BTreeMap::new(),
             alternatives: Vec::new(),
+            last_hn_mention: None,
+            hn_score_avg: None,
+            github_stars: None,
+            github_last_commit: None,
         }
     }
 

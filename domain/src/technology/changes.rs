@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{CostTier, IntegrationDifficulty, MaturityLevel, TechnologyDomain, TechnologyFields};
@@ -103,5 +104,9 @@ technology_changes! {
         stability_score: Score,
         cost_tier: CostTier,
         cost_monthly_usd: NonNegative,
+        last_hn_mention: DateTime<Utc>,
+        hn_score_avg: NonNegative,
+        github_stars: u32,
+        github_last_commit: DateTime<Utc>,
     }
 }

@@ -28,6 +28,7 @@ pub use events::TechnologyEvent;
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::values::{closed_set, HttpUrl, NonNegative, Priority, Score, Tags, Title};
@@ -167,4 +168,16 @@ pub struct TechnologyFields {
     /// Ids of technologies that could replace this one.
     #[schema(value_type = crate::values::schema::Alternatives)]
     pub alternatives: Vec<String>,
+    /// When it was last mentioned on Hacker News.
+    #[serde(default, serialize_with = "crate::serde_helpers::opt_time")]
+    pub last_hn_mention: Option<DateTime<Utc>>,
+    /// The mean score of its Hacker News mentions.
+    #[serde(default)]
+    pub hn_score_avg: Option<NonNegative>,
+    /// Stars of its GitHub repository.
+    #[serde(default)]
+    pub github_stars: Option<u32>,
+    /// When its GitHub repository last had a commit.
+    #[serde(default, serialize_with = "crate::serde_helpers::opt_time")]
+    pub github_last_commit: Option<DateTime<Utc>>,
 }
