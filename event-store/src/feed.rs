@@ -14,6 +14,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
+use crate::store::position_from_row;
 use crate::stored_event::STORED_EVENT_COLUMNS;
 use crate::{AppendSignal, Position, StoreError, StoredEvent};
 
@@ -175,19 +176,14 @@ pub async fn wait_for_feed(
 
 /// The position of the newest event a feed reader can see now, if any.
 pub async fn head(pool: &PgPool) -> Result<Option<Position>, StoreError> {
-    let row: Option<(String, i64)> = sqlx::query_as(
+    let row = sqlx::query(
         "SELECT tx_id::text AS tx_text, global_position FROM events \
           WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
           ORDER BY tx_id DESC, global_position DESC LIMIT 1",
     )
     .fetch_optional(pool)
     .await?;
-    row.map(|(tx, pos)| {
-        tx.parse::<u64>()
-            .map(|tx| Position::new(tx, pos))
-            .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
-    })
-    .transpose()
+    Ok(row.as_ref().map(position_from_row).transpose()?)
 }
 
 /// The position of the newest committed event of `aggregate_type`, if any — visible now
@@ -197,19 +193,14 @@ pub async fn last_committed_of(
     pool: &PgPool,
     aggregate_type: &str,
 ) -> Result<Option<Position>, StoreError> {
-    let row: Option<(String, i64)> = sqlx::query_as(
+    let row = sqlx::query(
         "SELECT tx_id::text AS tx_text, global_position FROM events WHERE aggregate_type = $1 \
           ORDER BY tx_id DESC, global_position DESC LIMIT 1",
     )
     .bind(aggregate_type)
     .fetch_optional(pool)
     .await?;
-    row.map(|(tx, pos)| {
-        tx.parse::<u64>()
-            .map(|tx| Position::new(tx, pos))
-            .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
-    })
-    .transpose()
+    Ok(row.as_ref().map(position_from_row).transpose()?)
 }
 
 /// What a filtered feed read keeps.

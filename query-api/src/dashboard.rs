@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use commandcenter_api_error::ApiError;
-use commandcenter_domain::values::ProjectId;
 use commandcenter_event_store::Position;
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -69,14 +68,7 @@ pub async fn dashboard_stats(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let params = Params(params);
-    let project_id = params
-        .opt_int("project_id", 1, i64::MAX)?
-        .map(|p| {
-            ProjectId::parse("project_id", p)
-                .map(ProjectId::get)
-                .map_err(crate::error::query_value)
-        })
-        .transpose()?;
+    let project_id = params.project_id()?;
     let key = CacheKey::new(
         "dashboard",
         &["technology_view", "job_view"],
@@ -169,14 +161,7 @@ pub async fn recent_activity(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let params = Params(params);
-    let project_id = params
-        .opt_int("project_id", 1, i64::MAX)?
-        .map(|p| {
-            ProjectId::parse("project_id", p)
-                .map(ProjectId::get)
-                .map_err(crate::error::query_value)
-        })
-        .transpose()?;
+    let project_id = params.project_id()?;
     let limit = params.int("limit", 10, 1, 100)?;
     let key = CacheKey::new(
         "recent_activity",

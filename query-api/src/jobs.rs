@@ -10,7 +10,6 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use commandcenter_api_error::ApiError;
 use commandcenter_domain::job::{JobStatus, JobType};
-use commandcenter_domain::values::ProjectId;
 use commandcenter_event_store::Position;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -60,17 +59,6 @@ impl Filters {
             qb.push(" AND job_type = ").push_bind(job_type.as_str());
         }
     }
-}
-
-fn project(params: &Params) -> Result<Option<i64>, ApiError> {
-    params
-        .opt_int("project_id", 1, i64::MAX)?
-        .map(|p| {
-            ProjectId::parse("project_id", p)
-                .map(ProjectId::get)
-                .map_err(crate::error::query_value)
-        })
-        .transpose()
 }
 
 /// A page of jobs as answered; the rows are PostgreSQL's JSON, passed through.
@@ -188,7 +176,7 @@ pub async fn list_jobs(
 ) -> Result<Response, ApiError> {
     let params = Params(params);
     let filters = Filters {
-        project_id: project(&params)?,
+        project_id: params.project_id()?,
         statuses: params
             .parsed("status_filter", JobStatus::parse)?
             .into_iter()
@@ -211,7 +199,7 @@ pub async fn active_jobs(
 ) -> Result<Response, ApiError> {
     let params = Params(params);
     let filters = Filters {
-        project_id: project(&params)?,
+        project_id: params.project_id()?,
         statuses: vec![JobStatus::Pending, JobStatus::Running],
         job_type: params.parsed("job_type", JobType::parse)?,
     };
@@ -343,7 +331,7 @@ pub async fn statistics(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let params = Params(params);
-    let project_id = project(&params)?;
+    let project_id = params.project_id()?;
     let key = CacheKey::new("job_statistics", &["job_view"], project_id, &params.0);
     cached_or(&state, key, min, VIEWS, |pool| async move {
         let mut qb = QueryBuilder::<Postgres>::new("SELECT ");

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use commandcenter_api_error::ApiError;
+use commandcenter_domain::values::ProjectId;
 
 use crate::error::bad_parameter;
 
@@ -14,6 +15,17 @@ impl Params {
     /// The raw value of `name`, if present and not empty.
     pub fn text(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// `project_id`, when present: a project id (a positive integer), or a 400 naming it.
+    pub fn project_id(&self) -> Result<Option<i64>, ApiError> {
+        self.opt_int("project_id", 1, i64::MAX)?
+            .map(|p| {
+                ProjectId::parse("project_id", p)
+                    .map(ProjectId::get)
+                    .map_err(crate::error::query_value)
+            })
+            .transpose()
     }
 
     /// An integer from `min` to `max`, or `default` when absent.

@@ -44,57 +44,74 @@ async fn collection_paths_with_a_trailing_slash_answer() {
     assert_eq!(anonymous.status(), 401);
 }
 
+/// POSTs `body` to `path` with `X-Project-ID: project`, as `client`.
+async fn post_in(
+    app: &TestApp,
+    client: &reqwest::Client,
+    path: &str,
+    project: &str,
+    body: Value,
+) -> reqwest::Response {
+    client
+        .post(app.url(path))
+        .header("X-Project-ID", project)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// `X-Project-ID` names the project of a create when the body does not; it must agree
 /// with the body and with the key.
 #[tokio::test]
 async fn x_project_id_names_the_project_of_a_create() {
     let app = spawn_app().await;
-    let created = app
-        .client
-        .post(app.url("/api/v1/technologies"))
-        .header("X-Project-ID", "2")
-        .json(&json!({"title": "From the header"}))
-        .send()
-        .await
-        .unwrap();
+    let created = post_in(
+        &app,
+        &app.client,
+        "/api/v1/technologies",
+        "2",
+        json!({"title": "From the header"}),
+    )
+    .await;
     assert_eq!(json_of(created, 201).await["project_id"], 2);
-    let job = app
-        .client
-        .post(app.url("/api/v1/jobs"))
-        .header("X-Project-ID", "2")
-        .json(&json!({"job_type": "noop"}))
-        .send()
-        .await
-        .unwrap();
+    let job = post_in(
+        &app,
+        &app.client,
+        "/api/v1/jobs",
+        "2",
+        json!({"job_type": "noop"}),
+    )
+    .await;
     assert_eq!(json_of(job, 201).await["project_id"], 2);
-    let disagreeing = app
-        .client
-        .post(app.url("/api/v1/technologies"))
-        .header("X-Project-ID", "2")
-        .json(&json!({"project_id": 1, "title": "Two projects"}))
-        .send()
-        .await
-        .unwrap();
+    let disagreeing = post_in(
+        &app,
+        &app.client,
+        "/api/v1/technologies",
+        "2",
+        json!({"project_id": 1, "title": "Two projects"}),
+    )
+    .await;
     assert_problem(disagreeing, 422, "X-Project-ID").await;
-    let malformed = app
-        .client
-        .post(app.url("/api/v1/technologies"))
-        .header("X-Project-ID", "-1")
-        .json(&json!({"title": "Malformed header"}))
-        .send()
-        .await
-        .unwrap();
+    let malformed = post_in(
+        &app,
+        &app.client,
+        "/api/v1/technologies",
+        "-1",
+        json!({"title": "Malformed header"}),
+    )
+    .await;
     assert_problem(malformed, 400, "X-Project-ID").await;
     // A project key cannot write elsewhere through the header.
     let writer = app.key(Some(1), "writer").await;
-    let elsewhere = app
-        .client_with(&writer)
-        .post(app.url("/api/v1/technologies"))
-        .header("X-Project-ID", "2")
-        .json(&json!({"title": "Not my project"}))
-        .send()
-        .await
-        .unwrap();
+    let elsewhere = post_in(
+        &app,
+        &app.client_with(&writer),
+        "/api/v1/technologies",
+        "2",
+        json!({"title": "Not my project"}),
+    )
+    .await;
     assert!(
         [403, 404, 422].contains(&elsewhere.status().as_u16()),
         "{}",

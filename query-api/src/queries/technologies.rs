@@ -8,7 +8,7 @@ use commandcenter_api_error::ApiError;
 use commandcenter_domain::technology::{
     CostTier, MaturityLevel, TechnologyDomain, TechnologyStatus,
 };
-use commandcenter_domain::values::{bounded_text, ProjectId};
+use commandcenter_domain::values::bounded_text;
 use commandcenter_event_store::Position;
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
@@ -87,14 +87,7 @@ impl Filters {
     /// The filters of a request, each checked.
     pub(crate) fn parse(params: &Params) -> Result<Self, ApiError> {
         Ok(Self {
-            project_id: params
-                .opt_int("project_id", 1, i64::MAX)?
-                .map(|p| {
-                    ProjectId::parse("project_id", p)
-                        .map(ProjectId::get)
-                        .map_err(crate::error::query_value)
-                })
-                .transpose()?,
+            project_id: params.project_id()?,
             domain: params.parsed("domain", TechnologyDomain::parse)?,
             status: params.parsed("status", TechnologyStatus::parse)?,
             search: params.parsed("search", |name, text| bounded_text(name, text, 1, 200))?,
