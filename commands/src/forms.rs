@@ -1,8 +1,38 @@
 //! The forms in which the previous API's clients send some fields, accepted beside ours
 //! and converted on the way in (answers always use our form).
 
+use commandcenter_domain::ValidationError;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+/// The refusal of a read-only field sent back changed.
+pub(crate) fn read_only(field: &str, what: &str) -> ValidationError {
+    ValidationError::new(
+        field,
+        format!("is read-only and {what}; send it back as read, or leave it out"),
+    )
+}
+
+/// The version a write requires, from `If-Match` or from the `version` of an object sent
+/// back as read (both: they must agree).
+pub(crate) fn required_version(
+    if_match: Option<i64>,
+    version: Option<Value>,
+) -> Result<Option<i64>, ValidationError> {
+    let version = match version {
+        None => None,
+        Some(sent) => Some(
+            sent.as_i64()
+                .ok_or_else(|| read_only("version", "must be the integer version read"))?,
+        ),
+    };
+    match (if_match, version) {
+        (Some(header), Some(body)) if header != body => {
+            Err(read_only("version", "disagrees with If-Match"))
+        }
+        (header, body) => Ok(header.or(body)),
+    }
+}
 
 /// A list of labels: a JSON array, or one comma-separated string as the previous API
 /// took `tags` and `alternatives` (`"a, b"` is `["a", "b"]`; empty items are dropped).

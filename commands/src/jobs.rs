@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use commandcenter_domain::job::{
     parse_typed_parameters, Job, JobCommand, JobParameters, JobPatch, JobRecord, JobStatus,
-    JobType, DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS_LIMIT, MAX_DISPATCH_DELAY_SECONDS,
+    JobType, DEFAULT_MAX_ATTEMPTS, JOB_IDENTITY_FIELDS, MAX_ATTEMPTS_LIMIT,
+    MAX_DISPATCH_DELAY_SECONDS,
 };
 use commandcenter_domain::values::{
     bounded_text, Progress, ProjectId, Tags, MAX_LABEL_LEN, MAX_TEXT_LEN,
@@ -19,7 +20,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::extract::{CommandContext, JsonBody};
-use crate::forms::{TagsForm, TextForm};
+use crate::forms::{required_version, TagsForm, TextForm};
 use crate::reply::Reply;
 use crate::ApiError;
 use crate::CommandState;
@@ -99,6 +100,91 @@ pub struct PatchJobBody {
     error: Option<String>,
     #[schema(value_type = Option<commandcenter_domain::values::schema::Text>)]
     traceback: Option<String>,
+    /// Read-only, accepted when a client sends back a job it read: must be this job's.
+    #[schema(value_type = Option<String>)]
+    id: Option<Value>,
+    /// Read-only: must be the job's project.
+    #[schema(value_type = Option<i64>)]
+    project_id: Option<Value>,
+    /// Read-only: must be the job's type.
+    #[schema(value_type = Option<JobType>)]
+    job_type: Option<Value>,
+    /// Read-only: must be the job's parameters.
+    #[schema(value_type = Option<Object>)]
+    parameters: Option<Value>,
+    /// Read-only: must be the job's labels, as read.
+    #[schema(value_type = Option<Vec<String>>)]
+    tags: Option<Value>,
+    /// Read-only: must be who created the job, as read.
+    #[schema(value_type = Option<String>)]
+    created_by: Option<Value>,
+    /// Read-only: must be the job's attempt limit.
+    #[schema(value_type = Option<i64>)]
+    max_attempts: Option<Value>,
+    /// Read-only: must be when the job was created.
+    #[schema(value_type = Option<String>)]
+    created_at: Option<Value>,
+    /// Read-only: the version read; a stale one is a 412, as with `If-Match`.
+    #[schema(value_type = Option<i64>)]
+    version: Option<Value>,
+    // The job's other read-only fields, ignored: they describe its run or its last write,
+    // which only its events change.
+    /// Read-only, ignored.
+    #[schema(value_type = Option<i64>)]
+    #[serde(rename = "attempts")]
+    _attempts: Option<Value>,
+    /// Read-only, ignored.
+    #[schema(value_type = Option<i64>)]
+    #[serde(rename = "releases")]
+    _releases: Option<Value>,
+    /// Read-only, ignored.
+    #[schema(value_type = Option<String>)]
+    #[serde(rename = "scheduled_for")]
+    _scheduled_for: Option<Value>,
+    /// Read-only, ignored.
+    #[schema(value_type = Option<String>)]
+    #[serde(rename = "dispatched_at")]
+    _dispatched_at: Option<Value>,
+    /// Read-only, ignored.
+    #[schema(value_type = Option<String>)]
+    #[serde(rename = "worker_id")]
+    _worker_id: Option<Value>,
+    /// Read-only, ignored.
+    #[schema(value_type = Option<String>)]
+    #[serde(rename = "lease_until")]
+    _lease_until: Option<Value>,
+    /// Read-only, ignored.
+    #[schema(value_type = Option<bool>)]
+    #[serde(rename = "cancel_requested")]
+    _cancel_requested: Option<Value>,
+    /// Read-only, ignored.
+    #[schema(value_type = Option<String>)]
+    #[serde(rename = "started_at")]
+    _started_at: Option<Value>,
+    /// Read-only, ignored.
+    #[schema(value_type = Option<String>)]
+    #[serde(rename = "completed_at")]
+    _completed_at: Option<Value>,
+    /// Read-only, ignored.
+    #[schema(value_type = Option<String>)]
+    #[serde(rename = "updated_at")]
+    _updated_at: Option<Value>,
+    /// Read-only, ignored.
+    #[schema(value_type = Option<f64>)]
+    #[serde(rename = "duration_seconds")]
+    _duration_seconds: Option<Value>,
+    /// Read-only, ignored.
+    #[schema(value_type = Option<bool>)]
+    #[serde(rename = "is_terminal")]
+    _is_terminal: Option<Value>,
+    /// Read-only, ignored.
+    #[schema(value_type = Option<String>)]
+    #[serde(rename = "position")]
+    _position: Option<Value>,
+    /// Read-only, ignored.
+    #[schema(value_type = Option<String>)]
+    #[serde(rename = "created_position")]
+    _created_position: Option<Value>,
 }
 
 /// The optional body of `POST /api/v1/jobs/{id}/cancel`.
@@ -165,8 +251,26 @@ impl CreateJobBody {
 }
 
 impl PatchJobBody {
-    fn parse(self) -> Result<JobPatch, ValidationError> {
-        Ok(JobPatch {
+    /// The patch, and the version the body requires (its `version`, when it sends back a
+    /// job it read).
+    fn parse(self) -> Result<(JobPatch, Option<Value>), ValidationError> {
+        // In the order of JOB_IDENTITY_FIELDS.
+        let sent = [
+            self.id,
+            self.project_id,
+            self.job_type,
+            self.parameters,
+            self.tags,
+            self.created_by,
+            self.max_attempts,
+            self.created_at,
+        ];
+        let read_back = JOB_IDENTITY_FIELDS
+            .iter()
+            .zip(sent)
+            .filter_map(|(field, sent)| sent.map(|sent| ((*field).to_string(), sent)))
+            .collect();
+        let patch = JobPatch {
             status: self
                 .status
                 .map(|v| JobStatus::parse("status", &v))
@@ -182,7 +286,9 @@ impl PatchJobBody {
             result: self.result,
             error: self.error.map(|v| text("error", &v)).transpose()?,
             traceback: self.traceback.map(|v| text("traceback", &v)).transpose()?,
-        })
+            read_back,
+        };
+        Ok((patch, self.version))
     }
 }
 
@@ -248,10 +354,11 @@ pub async fn create_job(
 pub async fn patch_job(
     State(state): State<CommandState>,
     Path(id): Path<String>,
-    context: CommandContext,
+    mut context: CommandContext,
     body: JsonBody<PatchJobBody>,
 ) -> Result<Response, ApiError> {
-    let patch = body.value.parse()?;
+    let (patch, version) = body.value.parse()?;
+    context.if_match = required_version(context.if_match, version)?;
     let command = JobCommand::PatchJob {
         patch,
         at: clock::now(),

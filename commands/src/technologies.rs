@@ -1,16 +1,14 @@
 //! `POST/PATCH/DELETE /api/v1/technologies[/{id}]`: request bodies parsed into validated
 //! domain values, then run as technology commands.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use commandcenter_domain::serde_helpers::double_option;
 use commandcenter_domain::technology::{
-    CostTier, IntegrationDifficulty, MaturityLevel, StatusChange, Technology, TechnologyChanges,
-    TechnologyCommand, TechnologyDomain, TechnologyFields, TechnologyRecord, TechnologyStatus,
-    DEFAULT_PRIORITY, DEFAULT_RELEVANCE,
+    CostTier, Dependencies, IntegrationDifficulty, MaturityLevel, StatusChange, Technology,
+    TechnologyChanges, TechnologyCommand, TechnologyDomain, TechnologyFields, TechnologyRecord,
+    TechnologyStatus, DEFAULT_PRIORITY, DEFAULT_RELEVANCE,
 };
 use commandcenter_domain::values::{
     bounded_text, AggregateId, HttpUrl, NonNegative, Priority, ProjectId, Score, Tags, Title,
@@ -23,7 +21,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::extract::{CommandContext, JsonBody};
-use crate::forms::ListForm;
+use crate::forms::{read_only, required_version, ListForm};
 use crate::reply::Reply;
 use crate::ApiError;
 use crate::CommandState;
@@ -126,7 +124,7 @@ pub struct CreateTechnologyBody {
     /// When its GitHub repository last had a commit (RFC 3339).
     github_last_commit: Option<chrono::DateTime<chrono::FixedOffset>>,
     #[schema(value_type = Option<commandcenter_domain::values::schema::Dependencies>)]
-    dependencies: Option<BTreeMap<String, String>>,
+    dependencies: Option<Dependencies>,
     /// Technology ids: an array, or a comma-separated string.
     alternatives: Option<ListForm>,
 }
@@ -159,23 +157,40 @@ fn days(field: &str, value: i64) -> Result<u32, ValidationError> {
         })
 }
 
-fn dependencies(
-    value: BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, ValidationError> {
+/// The most bytes `dependencies` may take as JSON.
+pub const MAX_DEPENDENCIES_BYTES: usize = 16 * 1024;
+
+/// Any JSON object (the previous API's form), bounded; keys that are technology ids (UUIDs)
+/// are normalized like every other link so a self-reference is caught whatever its case.
+fn dependencies(value: Dependencies) -> Result<Dependencies, ValidationError> {
     if value.len() > MAX_LINKS {
         return Err(ValidationError::new(
             "dependencies",
             format!("must have at most {MAX_LINKS} entries"),
         ));
     }
-    value
-        .into_iter()
-        .map(|(id, relationship)| {
-            let field = format!("dependencies.{id}");
-            let id = technology_id(&field, &id)?;
-            Ok((id, label(&field, &relationship)?))
-        })
-        .collect()
+    let size = serde_json::to_vec(&value).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_DEPENDENCIES_BYTES {
+        return Err(ValidationError::new(
+            "dependencies",
+            format!("must take at most {MAX_DEPENDENCIES_BYTES} bytes as JSON"),
+        ));
+    }
+    let mut normalized = Dependencies::new();
+    for (key, entry) in value {
+        let field = format!("dependencies.{key}");
+        let key = match Uuid::parse_str(key.trim()) {
+            Ok(id) => id.hyphenated().to_string(),
+            Err(_) => label(&field, &key)?,
+        };
+        if normalized.insert(key, entry).is_some() {
+            return Err(ValidationError::new(
+                &field,
+                "names the same technology as another key",
+            ));
+        }
+    }
+    Ok(normalized)
 }
 
 fn alternatives(value: Vec<String>) -> Result<Vec<String>, ValidationError> {
@@ -361,7 +376,7 @@ pub struct UpdateTechnologyBody {
     github_last_commit: Option<Option<chrono::DateTime<chrono::FixedOffset>>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = commandcenter_domain::values::schema::Dependencies)]
-    dependencies: Option<Option<BTreeMap<String, String>>>,
+    dependencies: Option<Option<Dependencies>>,
     /// Technology ids: an array, or a comma-separated string.
     #[serde(default, deserialize_with = "double_option")]
     alternatives: Option<Option<ListForm>>,
@@ -408,13 +423,6 @@ impl UpdateTechnologyBody {
     }
 }
 
-fn read_only(field: &str, what: &str) -> ApiError {
-    ApiError::Validation(ValidationError::new(
-        field,
-        format!("is read-only and {what}; send it back as read, or leave it out"),
-    ))
-}
-
 impl Echo {
     /// Checks the identity fields against technology `id` (loaded only when one was
     /// sent) and returns the version the write requires: `If-Match`, else `version`.
@@ -426,7 +434,7 @@ impl Echo {
     ) -> Result<Option<i64>, ApiError> {
         if let Some(sent) = &self.id {
             if sent.as_str() != Some(id) {
-                return Err(read_only("id", "names another technology"));
+                return Err(read_only("id", "names another technology").into());
             }
         }
         if self.project_id.is_some() || self.created_at.is_some() {
@@ -440,7 +448,8 @@ impl Echo {
                         return Err(read_only(
                             "project_id",
                             "differs from the technology's project",
-                        ));
+                        )
+                        .into());
                     }
                 }
                 if let Some(sent) = &self.created_at {
@@ -449,24 +458,14 @@ impl Echo {
                         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                         .is_some_and(|t| t == record.created_at);
                     if !same {
-                        return Err(read_only("created_at", "differs from when it was created"));
+                        return Err(
+                            read_only("created_at", "differs from when it was created").into()
+                        );
                     }
                 }
             }
         }
-        let version = match &self.version {
-            None => None,
-            Some(sent) => Some(
-                sent.as_i64()
-                    .ok_or_else(|| read_only("version", "must be the integer version read"))?,
-            ),
-        };
-        match (if_match, version) {
-            (Some(header), Some(body)) if header != body => {
-                Err(read_only("version", "disagrees with If-Match"))
-            }
-            (header, body) => Ok(header.or(body)),
-        }
+        Ok(required_version(if_match, self.version)?)
     }
 }
 
@@ -519,7 +518,11 @@ impl UpdateTechnologyBody {
                 Priority::parse("priority", v)
             })?,
             tags: required("tags", self.tags, |v| Tags::parse("tags", &v.into_vec()))?,
-            dependencies: required("dependencies", self.dependencies, dependencies)?,
+            // `null` empties them, as the previous API's default was null.
+            dependencies: self
+                .dependencies
+                .map(|sent| dependencies(sent.unwrap_or_default()))
+                .transpose()?,
             alternatives: required("alternatives", self.alternatives, |v: ListForm| {
                 alternatives(v.into_vec())
             })?,

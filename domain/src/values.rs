@@ -371,7 +371,7 @@ pub mod schema {
     }
     impl ToSchema for TechnologyRef {}
 
-    /// Technology id → relationship, at most 100 entries.
+    /// Any JSON object of at most 100 entries (conventionally technology id → relationship).
     pub struct Dependencies;
 
     impl PartialSchema for Dependencies {
@@ -381,13 +381,18 @@ pub mod schema {
                 .property_names(Some(
                     ObjectBuilder::new()
                         .schema_type(Type::String)
-                        .pattern(Some(UUID_PATTERN))
+                        .min_length(Some(1))
+                        .max_length(Some(super::MAX_LABEL_LEN))
                         .build(),
                 ))
-                .additional_properties(Some(label("The relationship, e.g. requires or optional")))
+                .additional_properties(Some(ObjectBuilder::new().description(Some(
+                    "Any JSON value, e.g. a relationship such as requires or optional",
+                ))))
                 .max_properties(Some(100))
                 .description(Some(
-                    "Technology id → relationship (e.g. requires, optional); at most 100",
+                    "What it depends on: any JSON object of at most 100 entries and 16 KiB, \
+                     conventionally technology id → relationship (e.g. requires, optional); \
+                     keys that are UUIDs are stored lower-case and hyphenated",
                 ))
                 .into()
         }

@@ -127,7 +127,7 @@ async fn x_project_id_names_the_project_of_a_create() {
 }
 
 /// `tags` and `alternatives` as comma-separated strings (stored and answered as arrays),
-/// and an integer `throughput_qps`.
+/// an integer `throughput_qps`, and `dependencies` as any JSON object.
 #[tokio::test]
 async fn technology_fields_in_the_previous_forms_are_converted() {
     let app = spawn_app().await;
@@ -142,10 +142,21 @@ async fn technology_fields_in_the_previous_forms_are_converted() {
                 "tags": "audio, dsp,,realtime ",
                 "alternatives": other_id,
                 "throughput_qps": 1200,
+                "dependencies": {
+                    "numpy": ">=1.20",
+                    "juce": {"version": 7, "optional": true, "modules": ["audio", null]},
+                    other_id.to_uppercase(): "requires",
+                },
             }),
         )
         .await;
     let created = json_of(created, 201).await;
+    let dependencies = json!({
+        "numpy": ">=1.20",
+        "juce": {"version": 7, "optional": true, "modules": ["audio", null]},
+        other_id: "requires",
+    });
+    assert_eq!(created["dependencies"], dependencies);
     assert_eq!(created["tags"], json!(["audio", "dsp", "realtime"]));
     assert_eq!(created["alternatives"], json!([other_id]));
     assert_eq!(created["throughput_qps"], json!(1200.0));
@@ -161,6 +172,24 @@ async fn technology_fields_in_the_previous_forms_are_converted() {
     let read = json_of(app.get(&format!("/api/v1/technologies/{id}")).await, 200).await;
     assert_eq!(read["tags"], json!(["vst3"]));
     assert_eq!(read["alternatives"], json!([other_id]));
+    assert_eq!(read["dependencies"], dependencies);
+    let cleared = app
+        .patch(
+            &format!("/api/v1/technologies/{id}"),
+            &json!({"dependencies": {"tokio": 1}}),
+        )
+        .await;
+    assert_eq!(
+        json_of(cleared, 200).await["dependencies"],
+        json!({"tokio": 1})
+    );
+    let emptied = app
+        .patch(
+            &format!("/api/v1/technologies/{id}"),
+            &json!({"dependencies": null}),
+        )
+        .await;
+    assert_eq!(json_of(emptied, 200).await["dependencies"], json!({}));
     // A number where a list is expected is still refused, naming the field.
     let wrong = app
         .post(
@@ -429,6 +458,92 @@ async fn a_technology_read_and_patched_back_whole_is_accepted() {
     let now = json_of(app.patch(&path, &json!({"priority": 5})).await, 200).await;
     assert_eq!(now["title"], "Round trip, edited");
     assert_eq!(now["version"], 3);
+}
+
+/// A job read and `PATCH`ed back whole, as the previous API's clients update jobs: the
+/// fields it cannot change are accepted as read (and refused, named, when changed), the
+/// others apply only where they differ, and its `version` is checked like `If-Match`.
+#[tokio::test]
+async fn a_job_read_and_patched_back_whole_is_accepted() {
+    let app = spawn_app().await;
+    let created = json_of(
+        app.post(
+            "/api/v1/jobs",
+            &json!({"project_id": 1, "job_type": "noop", "tags": {"team": "audio"}, "created_by": 7}),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/jobs/{id}");
+    app.wait_caught_up().await;
+
+    // Pending, sent back untouched: nothing changes, nothing is written.
+    let read = json_of(app.get(&path).await, 200).await;
+    let same = json_of(app.patch(&path, &read).await, 200).await;
+    assert_eq!(same["version"], 1);
+    assert_eq!(same["status"], "pending");
+
+    json_of(app.post(&format!("{path}/dispatch"), &json!({})).await, 200).await;
+    app.wait_caught_up().await;
+    let mut read = json_of(app.get(&path).await, 200).await;
+    read["status"] = json!("running");
+    read["progress"] = json!(30);
+    read["current_step"] = json!("loading");
+    let running = json_of(app.patch(&path, &read).await, 200).await;
+    assert_eq!(running["status"], "running");
+    assert_eq!(running["progress"], 30);
+    assert_eq!(running["worker_id"], "external");
+
+    // The same object again: its version is stale now.
+    assert_problem(app.patch(&path, &read).await, 412, "If-Match").await;
+    app.wait_caught_up().await;
+    let mut read = json_of(app.get(&path).await, 200).await;
+    for (field, changed) in [
+        ("job_type", json!("export")),
+        ("project_id", json!(2)),
+        ("created_by", json!("someone else")),
+        ("tags", json!(["team:video"])),
+        ("parameters", json!({"steps": 99})),
+        ("max_attempts", json!(9)),
+        ("created_at", json!("2001-01-01T00:00:00Z")),
+        ("id", json!(uuid::Uuid::now_v7().to_string())),
+    ] {
+        let mut sent = read.clone();
+        sent[field] = changed;
+        assert_problem(app.patch(&path, &sent).await, 422, field).await;
+    }
+    read["nobody_knows"] = json!(1);
+    assert_problem(app.patch(&path, &read).await, 422, "nobody_knows").await;
+    read.as_object_mut().unwrap().remove("nobody_knows");
+
+    read["status"] = json!("completed");
+    read["progress"] = json!(100);
+    read["result"] = json!({"rows": 3});
+    let done = json_of(app.patch(&path, &read).await, 200).await;
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["result"], json!({"rows": 3}));
+    app.wait_caught_up().await;
+    let mut read = json_of(app.get(&path).await, 200).await;
+    let version = read["version"].clone();
+    assert_eq!(
+        json_of(app.patch(&path, &read).await, 200).await["version"],
+        version,
+        "a finished job sent back as read is left as it is"
+    );
+    read["result"] = json!({"rows": 4});
+    assert_problem(app.patch(&path, &read).await, 409, "").await;
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        Some(events),
+        version.as_i64(),
+        "nothing refused was written"
+    );
 }
 
 /// `search` finds substrings of title, description and tags, case-insensitive, as the

@@ -106,14 +106,34 @@ async fn invalid_technology_creates_name_the_field() {
             "cost_monthly_usd",
         ),
         (
-            technology(json!({"dependencies": {"not-a-uuid": "requires"}})),
+            technology(json!({"dependencies": ["a"]})),
             422,
-            "dependencies.not-a-uuid",
+            "dependencies",
         ),
         (
-            technology(json!({"dependencies": {"0190b6c2-0000-7000-8000-000000000001": ""}})),
+            technology(json!({"dependencies": (0..101)
+                .map(|i| (format!("lib{i}"), json!("requires")))
+                .collect::<serde_json::Map<_, _>>()})),
             422,
-            "dependencies.0190b6c2-0000-7000-8000-000000000001",
+            "dependencies",
+        ),
+        (
+            technology(json!({"dependencies": {"lib": "x".repeat(17 * 1024)}})),
+            422,
+            "dependencies",
+        ),
+        (
+            technology(json!({"dependencies": {"   ": "requires"}})),
+            422,
+            "dependencies.   ",
+        ),
+        (
+            technology(json!({"dependencies": {
+                "0190B6C2-0000-7000-8000-00000000000A": "requires",
+                "0190b6c2-0000-7000-8000-00000000000a": "optional",
+            }})),
+            422,
+            "dependencies.0190b6c2-0000-7000-8000-00000000000a",
         ),
         (
             technology(json!({"alternatives": ["nope"]})),
@@ -149,6 +169,11 @@ async fn invalid_technology_updates_name_the_field() {
         (json!({"website_url": "mailto:a@b.c"}), 422, "website_url"),
         (
             json!({"dependencies": {id: "requires"}}),
+            422,
+            "dependencies",
+        ),
+        (
+            json!({"dependencies": {id.to_uppercase(): {"version": ">=1"}}}),
             422,
             "dependencies",
         ),

@@ -23,7 +23,23 @@ pub struct JobPatch {
     pub error: Option<String>,
     /// Traceback, with `status: failed`.
     pub traceback: Option<String>,
+    /// Fields the client cannot change, sent back as it read them (clients of the previous
+    /// API `PATCH` whole objects): each must equal the job's, or the patch is refused
+    /// naming it. Field name → the value sent.
+    pub read_back: Vec<(String, Value)>,
 }
+
+/// The job fields a patch may send back only unchanged (see [`JobPatch::read_back`]).
+pub const JOB_IDENTITY_FIELDS: [&str; 8] = [
+    "id",
+    "project_id",
+    "job_type",
+    "parameters",
+    "tags",
+    "created_by",
+    "max_attempts",
+    "created_at",
+];
 
 /// The claim a worker's commands must match: the worker that started the running
 /// attempt, and which attempt it is. A worker whose claim lapsed (lease expired, job

@@ -28,7 +28,9 @@ mod patch;
 mod retry;
 mod state;
 
-pub use commands::{JobCommand, JobPatch, RetryPolicy, WorkerAction, WorkerClaim};
+pub use commands::{
+    JobCommand, JobPatch, RetryPolicy, WorkerAction, WorkerClaim, JOB_IDENTITY_FIELDS,
+};
 pub use error::JobError;
 pub use events::JobEvent;
 pub use parameters::{

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 
-use super::state::{Job, EXTERNAL_LEASE_SECONDS, EXTERNAL_WORKER};
+use super::state::{Job, JobRecord, EXTERNAL_LEASE_SECONDS, EXTERNAL_WORKER};
 use super::{JobError, JobEvent, JobPatch, JobStatus, RetryPolicy};
 use crate::error::ValidationError;
 
@@ -14,6 +14,7 @@ impl Job {
         at: DateTime<Utc>,
         sink: &EventSink<Self>,
     ) -> Result<(), JobError> {
+        let patch = self.live()?.unchanged_dropped(patch)?;
         let status = self.live()?.status;
         let target = patch.status;
         if patch.result.is_some() && target != Some(JobStatus::Completed) {
@@ -72,5 +73,61 @@ impl Job {
             Some(JobStatus::Cancelled) => self.request_cancel(None, at, sink).await,
             Some(JobStatus::Pending | JobStatus::Running) | None => Ok(()),
         }
+    }
+}
+
+impl JobRecord {
+    /// Checks the read-only fields sent back, then drops what the patch would leave as it
+    /// is (a whole job read and sent back changes nothing): the same status, progress,
+    /// step, result, error and traceback.
+    fn unchanged_dropped(&self, mut patch: JobPatch) -> Result<JobPatch, JobError> {
+        if !patch.read_back.is_empty() {
+            // A record always serializes; were it not to, every field sent would differ.
+            let current = serde_json::to_value(self).unwrap_or_default();
+            for (field, sent) in &patch.read_back {
+                let same = match field.as_str() {
+                    "created_at" => sent
+                        .as_str()
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                        .is_some_and(|t| t == self.created_at),
+                    _ => current.get(field) == Some(sent),
+                };
+                if !same {
+                    return Err(ValidationError::new(
+                        field.as_str(),
+                        "is read-only and differs from the job's; send it back as read, \
+                         or leave it out",
+                    )
+                    .into());
+                }
+            }
+        }
+        if patch.status == Some(self.status) {
+            patch.status = None;
+        }
+        if patch.progress == Some(self.progress) {
+            patch.progress = None;
+        }
+        if patch.current_step.is_some() && patch.current_step == self.current_step {
+            patch.current_step = None;
+        }
+        if patch.result.is_some() && patch.result == self.result {
+            patch.result = None;
+        }
+        if patch.error.is_some() && patch.error == self.error {
+            patch.error = None;
+        }
+        if patch.traceback.is_some() && patch.traceback == self.traceback {
+            patch.traceback = None;
+        }
+        let outcome_changed =
+            patch.result.is_some() || patch.error.is_some() || patch.traceback.is_some();
+        if self.status.is_terminal() && patch.status.is_none() && outcome_changed {
+            return Err(JobError::InvalidTransition {
+                action: "change the outcome of",
+                status: self.status,
+            });
+        }
+        Ok(patch)
     }
 }

@@ -71,7 +71,7 @@ impl Technology {
 /// Refuses a technology that names itself as a dependency or an alternative.
 fn check_no_self_reference(
     id: &str,
-    dependencies: Option<&std::collections::BTreeMap<String, String>>,
+    dependencies: Option<&super::Dependencies>,
     alternatives: Option<&Vec<String>>,
 ) -> Result<(), ValidationError> {
     if dependencies.is_some_and(|deps| deps.contains_key(id)) {
@@ -227,7 +227,6 @@ impl Aggregate for Technology {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use chrono::TimeZone;
     use cqrs_es::test::TestFramework;
@@ -267,7 +266,7 @@ mod tests {
             stability_score: None,
             cost_tier: None,
             cost_monthly_usd: None,
-            dependencies: BTreeMap::new(),
+            dependencies: Default::default(),
             alternatives: Vec::new(),
             last_hn_mention: None,
             hn_score_avg: None,

@@ -1,12 +1,13 @@
 //! A patch over [`TechnologyFields`]: each field is absent (unchanged) or carries its new
 //! value; nullable fields can also be cleared with an explicit `null`.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{CostTier, IntegrationDifficulty, MaturityLevel, TechnologyDomain, TechnologyFields};
+use super::{
+    CostTier, Dependencies, IntegrationDifficulty, MaturityLevel, TechnologyDomain,
+    TechnologyFields,
+};
 use crate::serde_helpers::double_option;
 use crate::values::{HttpUrl, NonNegative, Priority, Score, Tags, Title};
 
@@ -85,7 +86,7 @@ technology_changes! {
         relevance_score: Score,
         priority: Priority,
         tags: Tags,
-        dependencies: BTreeMap<String, String>,
+        dependencies: Dependencies,
         alternatives: Vec<String>,
     }
     nullable: {

@@ -26,10 +26,11 @@ pub use commands::{StatusChange, TechnologyCommand};
 pub use error::TechnologyError;
 pub use events::TechnologyEvent;
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+/// A technology's dependencies: any JSON object (keys sorted).
+pub type Dependencies = serde_json::Map<String, serde_json::Value>;
 
 use crate::values::{closed_set, HttpUrl, NonNegative, Priority, Score, Tags, Title};
 
@@ -162,9 +163,10 @@ pub struct TechnologyFields {
     pub cost_tier: Option<CostTier>,
     /// Monthly cost in US dollars.
     pub cost_monthly_usd: Option<NonNegative>,
-    /// Technology id → relationship (e.g. `requires`, `optional`).
+    /// What it depends on: any JSON object, conventionally technology id → relationship
+    /// (e.g. `requires`, `optional`); keys that are UUIDs are kept in lower-case hyphenated form.
     #[schema(value_type = crate::values::schema::Dependencies)]
-    pub dependencies: BTreeMap<String, String>,
+    pub dependencies: Dependencies,
     /// Ids of technologies that could replace this one.
     #[schema(value_type = crate::values::schema::Alternatives)]
     pub alternatives: Vec<String>,

@@ -389,3 +389,119 @@ async fn patch_to_running_of_finished_job_is_refused() {
         }
     }
 }
+
+// --- a whole job read and sent back (clients of the previous API) ---------------
+
+/// The patch a client sends when it `PATCH`es back the job it read from `events`.
+fn sent_back(events: Vec<JobEvent>) -> JobPatch {
+    let job = replay(events);
+    let record = job.record().expect("a live job");
+    let read = serde_json::to_value(record).unwrap();
+    JobPatch {
+        status: Some(record.status),
+        progress: Some(record.progress),
+        current_step: record.current_step.clone(),
+        result: record.result.clone(),
+        error: record.error.clone(),
+        traceback: record.traceback.clone(),
+        read_back: crate::job::JOB_IDENTITY_FIELDS
+            .iter()
+            .map(|field| ((*field).to_string(), read[*field].clone()))
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn a_job_sent_back_as_read_changes_nothing_in_any_state() {
+    let mut completed_with_result = running();
+    completed_with_result.push(JobEvent::JobCompleted {
+        result: Some(json!({"rows": 3})),
+        at: at(4),
+    });
+    for events in [
+        vec![created()],
+        pending_dispatched(),
+        running_at(40),
+        running_with_cancel_request(),
+        completed_with_result,
+        given_up(),
+        cancelled(),
+    ] {
+        Spec::with(())
+            .given(events.clone())
+            .when_async(patch(sent_back(events), 6))
+            .await
+            .then_expect_events(vec![]);
+    }
+}
+
+#[tokio::test]
+async fn a_job_sent_back_with_an_edit_applies_only_the_edit() {
+    let mut edited = sent_back(running_at(40));
+    edited.progress = Some(pct(70));
+    Spec::with(())
+        .given(running_at(40))
+        .when_async(patch(edited, 6))
+        .await
+        .then_expect_events(vec![progressed(70, Some("step"), 6)]);
+}
+
+#[tokio::test]
+async fn a_read_only_field_sent_back_changed_is_refused_naming_it() {
+    for (field, value) in [
+        ("project_id", json!(2)),
+        ("job_type", json!("export")),
+        ("parameters", json!({"steps": 4})),
+        ("tags", json!(["weekly"])),
+        ("created_by", json!("bob")),
+        ("max_attempts", json!(5)),
+        ("created_at", json!("2001-01-01T00:00:00Z")),
+        ("id", json!("0190b6c2-0000-7000-8000-000000000999")),
+    ] {
+        let mut changed = sent_back(running());
+        changed.progress = Some(pct(50));
+        for entry in &mut changed.read_back {
+            if entry.0 == field {
+                entry.1 = value.clone();
+            }
+        }
+        let result = Spec::with(())
+            .given(running())
+            .when_async(patch(changed, 6))
+            .await
+            .inspect_result();
+        match result {
+            Err(JobError::Invalid(error)) => assert_eq!(error.field, field),
+            other => panic!("{field}: expected a refusal naming it, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_creation_time_sent_back_in_another_offset_is_the_same() {
+    let mut sent = sent_back(running());
+    for entry in &mut sent.read_back {
+        if entry.0 == "created_at" {
+            entry.1 = json!("2026-11-01T13:00:00+01:00");
+        }
+    }
+    Spec::with(())
+        .given(running())
+        .when_async(patch(sent, 6))
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn a_finished_job_sent_back_with_another_outcome_is_refused() {
+    let mut sent = sent_back(completed());
+    sent.result = Some(json!({"forged": true}));
+    Spec::with(())
+        .given(completed())
+        .when_async(patch(sent, 6))
+        .await
+        .then_expect_error(JobError::InvalidTransition {
+            action: "change the outcome of",
+            status: JobStatus::Completed,
+        });
+}
