@@ -1,9 +1,9 @@
 // Builds the dashboard into <out>/ (index.html, assets/app.js, assets/app.css,
-// assets/favicon.svg) with esbuild: one minified, deterministic bundle, no source maps,
-// nothing fetched at run time. `--check` builds into a temporary folder and fails when the
+// assets/favicon.svg, and the API reference in docs/) with esbuild: one minified,
+// deterministic bundle, no source maps, nothing fetched at run time. `--check` builds into a temporary folder and fails when the
 // committed <out>/ differs, so a stale build cannot be committed unnoticed.
 import { build } from 'esbuild';
-import { mkdtemp, mkdir, readFile, readdir, copyFile, rm } from 'node:fs/promises';
+import { mkdtemp, mkdir, readFile, readdir, copyFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,6 +36,41 @@ async function buildInto(out) {
   });
   await copyFile(join(here, 'src/index.html'), join(out, 'index.html'));
   await copyFile(join(here, 'src/favicon.svg'), join(out, 'assets/favicon.svg'));
+  await buildDocs(join(out, 'docs'));
+}
+
+// The interactive API reference at /docs: Swagger UI from the swagger-ui-dist package
+// (its bundle and stylesheet as published, without their source-map comments, and its
+// licence), started by src/docs/docs.ts on this service's OpenAPI document.
+async function buildDocs(out) {
+  await mkdir(join(out, 'assets'), { recursive: true });
+  const dist = join(here, 'node_modules/swagger-ui-dist');
+  const withoutSourceMap = (text) => text.replace(/\n?\/[*/]# sourceMappingURL=\S+(?: \*\/)?\s*$/, '\n');
+  for (const name of ['swagger-ui-bundle.js', 'swagger-ui.css']) {
+    const text = await readFile(join(dist, name), 'utf8');
+    await writeFile(join(out, 'assets', name), withoutSourceMap(text));
+  }
+  const version = JSON.parse(await readFile(join(dist, 'package.json'), 'utf8')).version;
+  const licence = await readFile(join(dist, 'LICENSE'), 'utf8');
+  const notice = await readFile(join(dist, 'NOTICE'), 'utf8');
+  const bundled = await readFile(join(dist, 'swagger-ui-bundle.js.LICENSE.txt'), 'utf8');
+  await writeFile(
+    join(out, 'assets', 'swagger-ui-LICENSE.txt'),
+    `swagger-ui-dist ${version}\n\n${licence}\n${notice}\n\nLicences of the code in swagger-ui-bundle.js:\n\n${bundled}`,
+  );
+  await build({
+    entryPoints: [join(here, 'src/docs/docs.ts')],
+    bundle: true,
+    minify: true,
+    format: 'iife',
+    target: 'es2022',
+    legalComments: 'none',
+    charset: 'utf8',
+    outfile: join(out, 'assets/docs.js'),
+    logLevel: 'warning',
+  });
+  await copyFile(join(here, 'src/docs/docs.css'), join(out, 'assets/docs.css'));
+  await copyFile(join(here, 'src/docs/index.html'), join(out, 'index.html'));
 }
 
 async function files(dir, prefix = '') {

@@ -22,10 +22,13 @@ pub struct ApiKey {
     /// A label.
     pub name: String,
     /// When it was created.
+    #[serde(serialize_with = "commandcenter_domain::serde_helpers::time")]
     pub created_at: DateTime<Utc>,
     /// When it stops working, if ever.
+    #[serde(serialize_with = "commandcenter_domain::serde_helpers::opt_time")]
     pub expires_at: Option<DateTime<Utc>>,
     /// When it was revoked, if it was.
+    #[serde(serialize_with = "commandcenter_domain::serde_helpers::opt_time")]
     pub revoked_at: Option<DateTime<Utc>>,
     /// `active`, `revoked` or `expired`.
     #[schema(value_type = KeyStatus)]

@@ -132,6 +132,9 @@ pub const RULES: &[(&str, &str, Rule)] = {
         // The dashboard page and its assets hold no data.
         ("GET", "/", rule(Public, Unscoped)),
         ("GET", "/assets/{file}", rule(Public, Unscoped)),
+        // The interactive API reference, rendered from the public OpenAPI document.
+        ("GET", "/docs", rule(Public, Unscoped)),
+        ("GET", "/docs/assets/{file}", rule(Public, Unscoped)),
         // Who the calling key is (the dashboard hides what its role may not use).
         ("GET", "/api/v1/session", rule(Read, Unscoped)),
         // Queries.

@@ -18,6 +18,7 @@ pub struct Project {
     /// Its name, unique ignoring case.
     pub name: String,
     /// When it was registered.
+    #[serde(serialize_with = "commandcenter_domain::serde_helpers::time")]
     pub created_at: DateTime<Utc>,
 }
 

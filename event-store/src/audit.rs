@@ -63,6 +63,7 @@ pub struct CheckpointCheck {
     /// The head it recorded.
     pub head: Position,
     /// When it was taken.
+    #[serde(serialize_with = "commandcenter_domain::serde_helpers::time")]
     pub created_at: DateTime<Utc>,
     /// Events up to the head then, and now.
     pub events_then: i64,
@@ -252,6 +253,7 @@ pub struct Checkpoint {
     /// checkpoint's hash and the schedule) with the audit key.
     pub signature: String,
     /// When it was taken.
+    #[serde(serialize_with = "commandcenter_domain::serde_helpers::time")]
     pub created_at: DateTime<Utc>,
     /// Hex hash of the checkpoint before it (zeros for the first).
     pub previous_hash: String,

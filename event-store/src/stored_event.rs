@@ -38,6 +38,7 @@ pub struct StoredEvent {
     /// The identity value drawn at insert (informative; order by `position`).
     pub global_position: i64,
     /// Server time of the append.
+    #[serde(serialize_with = "commandcenter_domain::serde_helpers::time")]
     pub recorded_at: DateTime<Utc>,
     /// Hex of sha256(previous hash || canonical event).
     pub hash: String,

@@ -15,6 +15,12 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
      style-src 'self'; img-src 'self'; connect-src 'self'; font-src 'self'; \
      object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// The API reference's policy: the dashboard's, but Swagger UI's stylesheet draws its
+/// icons as `data:` images.
+pub const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 /// One embedded file: its name under `/assets/`, media type and bytes.
 struct Asset {
     name: &'static str,
@@ -42,12 +48,46 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
+const DOCS_INDEX: &[u8] = include_bytes!("../../web/dist/docs/index.html");
+
+/// The API reference's files (`/docs/assets/…`): Swagger UI from `swagger-ui-dist` and
+/// the script that starts it on `/api/v1/openapi.json`.
+const DOCS_ASSETS: &[Asset] = &[
+    Asset {
+        name: "swagger-ui-bundle.js",
+        media_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/dist/docs/assets/swagger-ui-bundle.js"),
+    },
+    Asset {
+        name: "swagger-ui.css",
+        media_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../web/dist/docs/assets/swagger-ui.css"),
+    },
+    Asset {
+        name: "swagger-ui-LICENSE.txt",
+        media_type: "text/plain; charset=utf-8",
+        body: include_bytes!("../../web/dist/docs/assets/swagger-ui-LICENSE.txt"),
+    },
+    Asset {
+        name: "docs.js",
+        media_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/dist/docs/assets/docs.js"),
+    },
+    Asset {
+        name: "docs.css",
+        media_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../web/dist/docs/assets/docs.css"),
+    },
+];
+
 /// The page's routes. They are public in the guard's policy table (the page holds no
 /// data) and not API operations, so they are not in the OpenAPI document.
 pub fn router() -> Router {
     Router::new()
         .route("/", get(index))
         .route("/assets/{file}", get(asset))
+        .route("/docs", get(docs))
+        .route("/docs/assets/{file}", get(docs_asset))
 }
 
 async fn index() -> Response {
@@ -55,14 +95,36 @@ async fn index() -> Response {
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
-    match ASSETS.iter().find(|a| a.name == file) {
+    serve(ASSETS, &file, CONTENT_SECURITY_POLICY)
+}
+
+async fn docs() -> Response {
+    let mut response = page(StatusCode::OK, "text/html; charset=utf-8", DOCS_INDEX);
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DOCS_CONTENT_SECURITY_POLICY),
+    );
+    response
+}
+
+async fn docs_asset(Path(file): Path<String>) -> Response {
+    serve(DOCS_ASSETS, &file, DOCS_CONTENT_SECURITY_POLICY)
+}
+
+fn serve(assets: &[Asset], file: &str, policy: &'static str) -> Response {
+    let mut response = match assets.iter().find(|a| a.name == file) {
         Some(asset) => page(StatusCode::OK, asset.media_type, asset.body),
         None => page(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
             b"no such asset\n",
         ),
-    }
+    };
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(policy),
+    );
+    response
 }
 
 /// A response with the page's security headers. Assets are revalidated on every load

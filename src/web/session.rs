@@ -41,7 +41,10 @@ async fn session(caller: Caller) -> Json<Session> {
         key_id: principal.key_id.clone(),
         role: principal.role.to_string(),
         project_id: principal.project,
-        expires_at: principal.expires_at.map(|t| t.to_rfc3339()),
+        expires_at: principal
+            .expires_at
+            .as_ref()
+            .map(commandcenter_domain::serde_helpers::api_time),
         can_write: matches!(principal.role, Role::Writer | Role::Admin),
         can_audit: matches!(principal.role, Role::Auditor | Role::Admin),
     })

@@ -163,6 +163,13 @@ async fn the_page_sends_its_security_headers_and_loads_nothing_from_elsewhere() 
     scenario("security_headers_are_sent").await;
 }
 
+/// The interactive API reference at `/docs` lists every documented operation and runs
+/// one for real with the key given to "Authorize", within the page's policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_reference_lists_every_operation_and_tries_one() {
+    scenario("api_reference").await;
+}
+
 /// Takes a screenshot of each view on the demo data (1440×900) into `web/e2e/output/`
 /// (ignored by git, so a test run leaves the tree clean); with
 /// `CC_UPDATE_SCREENSHOTS=1`, into `docs/screenshots/`, the README's pictures, to refresh

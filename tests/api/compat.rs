@@ -696,6 +696,55 @@ async fn writes_and_reads_answer_the_same_timestamps() {
     for field in ["created_at", "updated_at", "dispatched_at", "scheduled_for"] {
         assert_eq!(dispatched[field], read[field], "{field}");
     }
+    // The auditors' and administrators' answers use the same form.
+    let mut times = Vec::new();
+    for (path, list, field) in [
+        (
+            "/api/v1/events?limit=10".to_string(),
+            "events",
+            "recorded_at",
+        ),
+        (
+            format!("/api/v1/jobs/{job_id}/history"),
+            "events",
+            "recorded_at",
+        ),
+        ("/api/v1/projects".to_string(), "projects", "created_at"),
+    ] {
+        let answer = json_of(app.get(&path).await, 200).await;
+        times.extend(
+            answer[list]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e[field].clone()),
+        );
+    }
+    let key = json_of(
+        app.post(
+            "/api/v1/keys",
+            &json!({"name": "times", "role": "reader", "project_id": 1, "expires_at": "1h"}),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let keys = json_of(app.get("/api/v1/keys").await, 200).await;
+    let listed = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == key["id"])
+        .unwrap();
+    times.extend([listed["created_at"].clone(), listed["expires_at"].clone()]);
+    assert!(times.len() >= 6, "{times:?}");
+    for time in &times {
+        let text = time.as_str().unwrap_or_default();
+        assert!(
+            text.ends_with("+00:00") && chrono::DateTime::parse_from_rfc3339(text).is_ok(),
+            "{time} in the one format"
+        );
+    }
 }
 
 /// The four technology fields the previous API had: written, read back from the read

@@ -18,6 +18,19 @@ async fn the_page_and_its_assets_are_served_without_a_key_with_security_headers(
         ("/assets/app.js", "text/javascript; charset=utf-8"),
         ("/assets/app.css", "text/css; charset=utf-8"),
         ("/assets/favicon.svg", "image/svg+xml"),
+        ("/docs", "text/html; charset=utf-8"),
+        ("/docs/", "text/html; charset=utf-8"),
+        (
+            "/docs/assets/swagger-ui-bundle.js",
+            "text/javascript; charset=utf-8",
+        ),
+        ("/docs/assets/swagger-ui.css", "text/css; charset=utf-8"),
+        ("/docs/assets/docs.js", "text/javascript; charset=utf-8"),
+        ("/docs/assets/docs.css", "text/css; charset=utf-8"),
+        (
+            "/docs/assets/swagger-ui-LICENSE.txt",
+            "text/plain; charset=utf-8",
+        ),
     ] {
         let response = anonymous.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
@@ -55,6 +68,21 @@ async fn the_page_and_its_assets_are_served_without_a_key_with_security_headers(
         .unwrap();
     assert_eq!(missing.status(), 404);
     assert!(missing.headers().contains_key("content-security-policy"));
+
+    // The API reference starts on this service's document and asks no other host.
+    let docs = anonymous.get(app.url("/docs")).send().await.unwrap();
+    let html = docs.text().await.unwrap();
+    assert!(html.contains(r#"<script src="/docs/assets/docs.js" defer></script>"#));
+    let start = anonymous
+        .get(app.url("/docs/assets/docs.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(start.contains("/api/v1/openapi.json"), "{start}");
+    assert!(start.contains("validatorUrl:null"), "{start}");
 }
 
 #[tokio::test]

@@ -427,6 +427,46 @@ const scenarios = {
     });
   },
 
+  /**
+   * The interactive API reference at /docs: every documented operation is listed, a key
+   * given to "Authorize" lets an operation be tried for real, and nothing comes from
+   * another host or breaks the page's policy.
+   */
+  async api_reference() {
+    const documented = await (await fetch(`${BASE}/api/v1/openapi.json`)).json();
+    const operations = Object.values(documented.paths)
+      .flatMap((item) => Object.keys(item).filter((m) => ['get', 'post', 'put', 'patch', 'delete'].includes(m)));
+    await withPage(async (page) => {
+      const requested = [];
+      page.on('request', (request) => requested.push(request.url()));
+      const response = await page.goto(`${BASE}/docs`);
+      const csp = response.headers()['content-security-policy'] ?? '';
+      assert.ok(csp.includes("script-src 'self'") && !csp.includes('unsafe-'), csp);
+      await page.waitForSelector('.opblock');
+      await eventually('every operation listed', async () =>
+        (await page.locator('.opblock').count()) === operations.length);
+      assert.ok((await page.textContent('.info .title')).includes(documented.info.title));
+
+      // Authorize with a reader key, then try GET /api/v1/session for real.
+      await page.click('.auth-wrapper .authorize');
+      await page.fill('.modal-ux input[type="text"], .modal-ux input[type="password"]', key('reader'));
+      await page.click('.modal-ux .auth-btn-wrapper .authorize');
+      await page.click('.modal-ux .btn-done');
+      const session = page.locator('.opblock', { has: page.locator('[data-path="/api/v1/session"]') });
+      await session.locator('.opblock-summary').click();
+      await session.locator('.try-out__btn').click();
+      await session.locator('.execute').click();
+      // The live answer: Swagger UI shows the server's status and body under "Server response".
+      await eventually('the live answer shown', async () =>
+        /Server response\s+Code\s+Details\s+200\b/.test(await session.innerText()));
+      const shown = await session.innerText();
+      assert.ok(shown.includes('"role": "reader"'), shown);
+
+      const foreign = requested.filter((url) => !url.startsWith(BASE));
+      assert.deepEqual(foreign, [], 'nothing loaded from another host');
+    });
+  },
+
   /** Screenshots of each view on the demo data, at 1440×900. */
   async screenshots() {
     const dir = env.CC_SCREENSHOTS;
