@@ -21,10 +21,10 @@ case "${1:-}" in
 esac
 if [ "$MODE" = quick ]; then
     TECHS=5000; JOBS=60000; DEPTH=25000; SECS=6; WARMUP=1; NOOP_JOBS=20000
-    SOCKETS="2000 5000"; WS_SAMPLES=1000
+    SOCKETS="2000 5000"; WS_SAMPLES=1000; IDLE_SECS=5
 else
     TECHS=50000; JOBS=520000; DEPTH=500000; SECS=15; WARMUP=3; NOOP_JOBS=100000
-    SOCKETS="10000 18000"; WS_SAMPLES=3000
+    SOCKETS="10000 18000"; WS_SAMPLES=3000; IDLE_SECS=20
 fi
 
 ensure_rust
@@ -173,6 +173,15 @@ for n in $SOCKETS; do
     stop_service
 done
 
+say "scenario 9: CPU of an idle serve over the seeded store (service and its database sessions)"
+# Projectors and a worker run; the relay does not: on a fresh subject prefix it would
+# first publish the whole store. The relay's idle cost is measured on the write store
+# below, where it has published everything.
+start_service idle 18105 "$READ_DB" --no-relay
+sleep 3
+bench/idle_cpu.sh idle_serve "$SERVICE_PID" "$READ_DB" "$IDLE_SECS" | record
+stop_service
+
 # --- write scenarios on a fresh store -------------------------------------------------
 new_db write WRITE_DB
 say "scenarios 4-5: commands (32 clients) and command -> WebSocket latency"
@@ -184,6 +193,8 @@ register_project "$WRITE_DB"
     --seconds "$SECS" --warmup "$WARMUP" | record
 wait_caught_up "$WRITE_DB" "${RUN}write"
 "$BIN/cc-bench" ws-latency --url http://127.0.0.1:18103 --samples "$WS_SAMPLES" | record
+sleep 2
+bench/idle_cpu.sh idle_serve_relay "$SERVICE_PID" "$WRITE_DB" "$IDLE_SECS" | record
 stop_service
 
 say "ceiling of our write path: pgbench sending the executor's statements for a create, 32 clients"
@@ -222,6 +233,8 @@ natsp99=$(val nats_rtt p99_ms)
 rebuild=$(awk '$1 == "result" && $2 ~ /^rebuild_/ { for (i = 3; i <= NF; i++) { split($i, a, "=");
     if (a[1] == "events") e += a[2]; if (a[1] == "seconds") s += a[2] } } END { if (s > 0) printf "%.0f", e / s }' "$RESULTS")
 jobs_hour=$(val noop_jobs jobs_per_hour)
+idle=$(val idle_serve cpu_pct); idle_serve=$(val idle_serve serve_pct); idle_pg=$(val idle_serve postgres_pct)
+idle_relay=$(val idle_serve_relay cpu_pct)
 last_ws=${SOCKETS##* }
 ws_kib=$(val "idle_ws_$last_ws" per_client_kib)
 ws_all=""
@@ -248,6 +261,7 @@ OUT="bench/results/$(date -u +%Y-%m-%d)-$commit-$MODE.md"
     echo "| 6 | \`projections rebuild\` (both views) over the seeded store | $rebuild events/s | - | - | ≥ 100,000 events/s | $(check "$rebuild >= 100000") |"
     echo "| 7 | idle WebSocket clients, server RSS per client | $ws_all | - | - | ≤ 30 KiB at 20,000 | $(check "${ws_kib:-999} <= 30") (at $last_ws) |"
     echo "| 8 | \`noop\` jobs through one worker process | $jobs_hour jobs/hour | - | - | ≥ 500,000 jobs/hour | $(check "${jobs_hour:-0} >= 500000") |"
+    echo "| 9 | idle \`serve\` (projectors, worker; no relay) over the seeded store, ${IDLE_SECS} s: CPU of the process and its database sessions | $idle% of a core (service $idle_serve%, PostgreSQL $idle_pg%); with the relay, on the write store: $idle_relay% | - | - | < 1% of a core | $(check "${idle:-100} < 1") |"
     echo
     echo "Raw result lines:"
     echo

@@ -30,6 +30,7 @@ mod notify;
 mod projector;
 mod read_model;
 mod rebuild;
+mod statistics;
 mod status;
 mod technology_view;
 mod verify;

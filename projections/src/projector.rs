@@ -9,6 +9,11 @@
 //! `projection_gaps`. A new leader, and an idle one every second, also catches up from
 //! the store directly. So the checkpoint never moves across an event the read model has
 //! not applied, whoever dies when.
+//!
+//! An idle projector also moves its checkpoint up to the head of the gap-safe feed when
+//! no event of its aggregate type lies between (nothing to apply, so nothing skipped):
+//! its catch-up, `projections status` and read-your-writes waits then read from near the
+//! head instead of across every event of other types committed since its last own one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +21,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use commandcenter_event_store::pause::{pause_point, PROJECTOR_BEFORE_COMMIT};
 use commandcenter_event_store::{
-    count_range, lock_key, read_feed_of, read_range, run_while_leader, Deployment, Leadership,
-    Position, StoredEvent,
+    count_range, read_feed_of, read_range, run_while_leader, Deployment, Leadership, Position,
+    StoredEvent,
 };
 use commandcenter_relay::EventStream;
 use futures::StreamExt;
@@ -28,7 +33,8 @@ use tracing::Instrument;
 
 use crate::checkpoint::{load_checkpoint, save_checkpoint};
 use crate::notify::announce;
-use crate::read_model::{apply_lock_name, record_gap};
+use crate::read_model::{begin_applying, record_gap};
+use crate::statistics::StatsKeeper;
 use crate::{ProjectionError, ReadModel};
 
 /// How a projector batches.
@@ -57,6 +63,7 @@ pub struct Projector<M: ReadModel> {
     client: async_nats::Client,
     stream: EventStream,
     config: ProjectorConfig,
+    stats: StatsKeeper,
 }
 
 impl<M: ReadModel> Projector<M> {
@@ -75,6 +82,7 @@ impl<M: ReadModel> Projector<M> {
             client,
             stream,
             config,
+            stats: StatsKeeper::default(),
         }
     }
 
@@ -163,6 +171,14 @@ impl<M: ReadModel> Projector<M> {
             .await
             .map_err(ProjectionError::nats)?;
         tracing::info!(projection = M::NAME, "projecting");
+        // The planner's statistics follow what this leader writes (its own task).
+        let stats_stop = shutdown.child_token();
+        let _stop_stats = stats_stop.clone().drop_guard();
+        tokio::spawn(
+            self.stats
+                .clone()
+                .run(self.pool.clone(), M::NAME, M::TABLES, stats_stop),
+        );
         // Whatever a previous leader had delivered but not committed is in the store.
         self.catch_up(&announce_prefix).await?;
         let mut lock_checked = Instant::now();
@@ -255,6 +271,9 @@ impl<M: ReadModel> Projector<M> {
                 .with_label_values(&[M::NAME])
                 .observe(started.elapsed().as_secs_f64());
         }
+        if !changes.is_empty() {
+            self.stats.changed();
+        }
         announce(&self.client, announce_prefix, &changes).await;
         Ok(changes.len())
     }
@@ -270,6 +289,7 @@ impl<M: ReadModel> Projector<M> {
         loop {
             let events = read_feed_of(&self.pool, M::AGGREGATE_TYPE, after, limit).await?;
             let Some(last) = events.last().map(|e| e.position) else {
+                advance_idle::<M>(&self.pool).await?;
                 return Ok(());
             };
             tracing::debug!(
@@ -281,6 +301,41 @@ impl<M: ReadModel> Projector<M> {
             after = last;
         }
     }
+}
+
+/// Moves the checkpoint of read model `M` to the head of the gap-safe feed when no event of
+/// its aggregate type lies between them, under the apply lock (never backwards). Every
+/// event up to that head is final (below the oldest transaction in flight), so none of
+/// `M`'s type can appear behind the new checkpoint later. Returns the new checkpoint, if
+/// it moved. Writes nothing when the head has not moved: an idle store stays unwritten.
+pub(crate) async fn advance_idle<M: ReadModel>(
+    pool: &PgPool,
+) -> Result<Option<Position>, ProjectionError> {
+    let mut tx = begin_applying(pool, M::NAME).await?;
+    let checkpoint = load_checkpoint(&mut tx, M::NAME).await?;
+    let head: Option<(String, i64)> = sqlx::query_as(
+        "WITH head AS (SELECT tx_id, global_position FROM events \
+                        WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                        ORDER BY tx_id DESC, global_position DESC LIMIT 1) \
+         SELECT h.tx_id::text, h.global_position FROM head h \
+          WHERE (h.tx_id, h.global_position) > ($1::text::xid8, $2) \
+            AND NOT EXISTS (SELECT 1 FROM events e \
+                             WHERE (e.tx_id, e.global_position) > ($1::text::xid8, $2) \
+                               AND (e.tx_id, e.global_position) <= (h.tx_id, h.global_position) \
+                               AND e.aggregate_type = $3)",
+    )
+    .bind(checkpoint.tx_id_text())
+    .bind(checkpoint.global_position)
+    .bind(M::AGGREGATE_TYPE)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(head) = head.and_then(|(tx, pos)| tx.parse().ok().map(|tx| Position::new(tx, pos)))
+    else {
+        return Ok(None);
+    };
+    save_checkpoint(&mut tx, M::NAME, head).await?;
+    tx.commit().await?;
+    Ok(Some(head))
 }
 
 /// Records a gap that stopped read model `view` (open until a batch applies again).
@@ -315,11 +370,7 @@ pub(crate) async fn apply_batch<M: ReadModel>(
     model: &M,
     events: &[StoredEvent],
 ) -> Result<Vec<crate::Change>, ProjectionError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(lock_key(&apply_lock_name(M::NAME)))
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = begin_applying(pool, M::NAME).await?;
     let checkpoint = load_checkpoint(&mut tx, M::NAME).await?;
     let mut fresh: Vec<&StoredEvent> = events
         .iter()

@@ -36,6 +36,19 @@ pub fn apply_lock_name(name: &str) -> String {
     format!("apply:{name}")
 }
 
+/// Opens a transaction holding read model `name`'s apply lock (until it ends).
+pub(crate) async fn begin_applying(
+    pool: &sqlx::PgPool,
+    name: &str,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(commandcenter_event_store::lock_key(&apply_lock_name(name)))
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
 /// Writes a batch's new rows — one upsert statement taking them as a JSON array — and
 /// its deletions.
 pub(crate) async fn write_rows(

@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::{PgConnection, PgPool};
 
 use crate::checkpoint::{load_checkpoint, save_checkpoint};
-use crate::read_model::apply_lock_name;
+use crate::read_model::begin_applying;
 use crate::{ProjectionError, ReadModel};
 
 /// What a rebuild did.
@@ -252,11 +252,7 @@ pub async fn rebuild<M: ReadModel>(
     }
 
     // The swap: pause the live projector, catch up to it, replace the tables.
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(lock_key(&apply_lock_name(M::NAME)))
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = begin_applying(pool, M::NAME).await?;
     let live = load_checkpoint(&mut tx, M::NAME).await?;
     let behind = apply_behind(&mut tx, model, &shadow_schema::<M>(), position, live).await?;
     applied += behind;

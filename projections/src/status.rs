@@ -3,6 +3,16 @@
 //!
 //! The head and the lag count every *committed* event, including those the gap-safe
 //! feed still holds back behind an open transaction: a stall shows as growing lag.
+//!
+//! Nothing here scans the store: the metrics sampler runs this every second, in every
+//! process, on stores of millions of events. The head is one step of the
+//! `(tx_id, global_position)` index; a lag reads at most [`LAG_WINDOW`] index entries
+//! after the consumer's checkpoint (exact below that, extrapolated from the positions
+//! beyond it, and flagged `lag_estimated`); the number of events is the planner's
+//! estimate (`pg_class.reltuples`), or the head's position before the table was ever
+//! analyzed. Idle projectors move their checkpoints up to the head of the feed (see
+//! `Projector`), so a read model's window starts near the head even when the newest
+//! events are all of another aggregate type.
 
 use commandcenter_event_store::{lock_key, Position};
 use commandcenter_relay::{load_relay_checkpoint, EventStream, Relay};
@@ -11,6 +21,9 @@ use sqlx::PgPool;
 
 use crate::{JobView, ProjectionError, Projector, TechnologyView};
 
+/// Most events read to measure one consumer's lag; beyond it the lag is estimated.
+pub const LAG_WINDOW: i64 = 10_000;
+
 /// How far one consumer of the event store is behind.
 #[derive(Debug, Clone, Serialize)]
 pub struct LagStatus {
@@ -18,9 +31,13 @@ pub struct LagStatus {
     pub name: String,
     /// Its position (absent before its first event).
     pub checkpoint: Option<Position>,
-    /// Committed events it has not processed yet.
+    /// Committed events it has not processed yet (exact up to [`LAG_WINDOW`]).
     pub lag_events: i64,
-    /// Age of the oldest of those, in seconds (0 when caught up).
+    /// True when `lag_events` is an estimate: more than [`LAG_WINDOW`] events lie after
+    /// the checkpoint, or the relay has no checkpoint yet.
+    pub lag_estimated: bool,
+    /// Age of the oldest of those, in seconds (0 when caught up; when estimated, the age
+    /// of the oldest one seen).
     pub lag_seconds: f64,
     /// Gaps this read model met so far (filled from the event store, or open).
     pub gaps_detected: i64,
@@ -41,7 +58,10 @@ pub struct LagStatus {
 pub struct StatusReport {
     /// Position of the newest committed event.
     pub head: Option<Position>,
-    /// Committed events in the store.
+    /// Committed events in the store, estimated: the planner's row count
+    /// (`pg_class.reltuples`, as of the last `ANALYZE` or `VACUUM`), or the head's
+    /// `global_position` before the table was first analyzed (an upper bound: rolled-back
+    /// inserts use positions too). Counting exactly would scan the whole store.
     pub events: i64,
     /// The relay to `stream`.
     pub relay: LagStatus,
@@ -49,23 +69,16 @@ pub struct StatusReport {
     pub projections: Vec<LagStatus>,
 }
 
+/// How many committed events follow `checkpoint` (of `aggregate_type`, or of any type),
+/// reading at most [`LAG_WINDOW`] of them.
 async fn lag(
     pool: &PgPool,
     name: &str,
     checkpoint: Option<Position>,
     aggregate_type: Option<&str>,
+    head: Option<Position>,
+    events: i64,
 ) -> Result<LagStatus, ProjectionError> {
-    let from = checkpoint.unwrap_or(Position::ZERO);
-    let (lag_events, lag_seconds): (i64, Option<f64>) = sqlx::query_as(
-        "SELECT count(*), extract(epoch FROM now() - min(recorded_at))::float8 FROM events \
-          WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
-            AND ($3::text IS NULL OR aggregate_type = $3)",
-    )
-    .bind(from.tx_id_text())
-    .bind(from.global_position)
-    .bind(aggregate_type)
-    .fetch_one(pool)
-    .await?;
     let (gaps_detected, gap_events_filled, open_gap): (i64, i64, Option<String>) =
         sqlx::query_as(
             "SELECT count(*), coalesce(sum(events_filled), 0)::bigint, \
@@ -76,17 +89,69 @@ async fn lag(
         .bind(name)
         .fetch_one(pool)
         .await?;
-    Ok(LagStatus {
+    let mut status = LagStatus {
         name: name.to_string(),
         checkpoint,
-        lag_events,
-        lag_seconds: lag_seconds.unwrap_or(0.0).max(0.0),
+        lag_events: 0,
+        lag_estimated: false,
+        lag_seconds: 0.0,
         gaps_detected,
         gap_events_filled,
         open_gap,
         active: None,
         note: None,
-    })
+    };
+    if checkpoint.is_none() && aggregate_type.is_none() {
+        // Nothing processed yet by a consumer of every event: the whole store is its lag
+        // (a relay that never ran, or `status` asked with another prefix).
+        let oldest: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM now() - recorded_at)::float8 FROM events \
+              ORDER BY tx_id, global_position LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await?;
+        status.lag_events = if oldest.is_some() { events.max(1) } else { 0 };
+        status.lag_estimated = oldest.is_some();
+        status.lag_seconds = oldest.unwrap_or(0.0).max(0.0);
+        return Ok(status);
+    }
+    let from = checkpoint.unwrap_or(Position::ZERO);
+    let (scanned, matched, oldest_age, newest_age, last_seen): (
+        i64,
+        i64,
+        Option<f64>,
+        Option<f64>,
+        Option<i64>,
+    ) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE $3::text IS NULL OR aggregate_type = $3), \
+                extract(epoch FROM now() - min(recorded_at) \
+                    FILTER (WHERE $3::text IS NULL OR aggregate_type = $3))::float8, \
+                extract(epoch FROM now() - max(recorded_at))::float8, \
+                max(global_position) \
+           FROM (SELECT aggregate_type, recorded_at, global_position FROM events \
+                  WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+                  ORDER BY tx_id, global_position LIMIT $4) AS w",
+    )
+    .bind(from.tx_id_text())
+    .bind(from.global_position)
+    .bind(aggregate_type)
+    .bind(LAG_WINDOW)
+    .fetch_one(pool)
+    .await?;
+    let estimated = scanned >= LAG_WINDOW;
+    let (lag_events, age) = if estimated {
+        // The events beyond the window, from the positions drawn since its last one, in
+        // the proportion of this consumer's type seen in the window.
+        let beyond = head.map_or(0, |h| h.global_position) - last_seen.unwrap_or(0);
+        let beyond = beyond.max(0) as f64 * matched as f64 / scanned as f64;
+        (matched + beyond.round() as i64, oldest_age.or(newest_age))
+    } else {
+        (matched, oldest_age)
+    };
+    status.lag_events = lag_events;
+    status.lag_estimated = estimated;
+    status.lag_seconds = age.unwrap_or(0.0).max(0.0);
+    Ok(status)
 }
 
 /// The `application_name` of the session holding advisory lock `name`, if any.
@@ -127,13 +192,20 @@ pub async fn status(pool: &PgPool, stream: &EventStream) -> Result<StatusReport,
     .fetch_optional(pool)
     .await?;
     let head = head.and_then(|(tx, pos)| tx.parse().ok().map(|tx| Position::new(tx, pos)));
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(pool)
-        .await?;
+    // `reltuples` is -1 before the table's first ANALYZE (PostgreSQL 14 and later).
+    let reltuples: Option<f64> =
+        sqlx::query_scalar("SELECT reltuples::float8 FROM pg_class WHERE oid = 'events'::regclass")
+            .fetch_optional(pool)
+            .await?;
+    let events = match (head, reltuples) {
+        (None, _) => 0,
+        (Some(_), Some(n)) if n > 0.0 => n.round() as i64,
+        (Some(head), _) => head.global_position,
+    };
     let relay_checkpoint = load_relay_checkpoint(pool, &stream.name()).await?;
-    let mut relay = lag(pool, "relay", relay_checkpoint, None).await?;
+    let mut relay = lag(pool, "relay", relay_checkpoint, None, head, events).await?;
     relay.active = lock_holder(pool, &Relay::lock_name(stream)).await?;
-    if relay_checkpoint.is_none() && events > 0 {
+    if relay_checkpoint.is_none() && head.is_some() {
         let known: Vec<String> =
             sqlx::query_scalar("SELECT stream FROM relay_checkpoints ORDER BY stream")
                 .fetch_all(pool)
@@ -147,8 +219,8 @@ pub async fn status(pool: &PgPool, stream: &EventStream) -> Result<StatusReport,
         } else {
             format!(
                 "no stream for prefix {:?} in this database's deployment: its relay publishes \
-                 to {}; set CC_NATS_PREFIX to the servers' prefix (the relay lag above counts \
-                 every event)",
+                 to {}; set CC_NATS_PREFIX to the servers' prefix (the relay lag above is \
+                 every event, estimated)",
                 stream.prefix(),
                 known.join(", ")
             )
@@ -157,7 +229,7 @@ pub async fn status(pool: &PgPool, stream: &EventStream) -> Result<StatusReport,
     let mut projections = Vec::new();
     for (name, aggregate_type) in [(TechnologyView::NAME, "technology"), (JobView::NAME, "job")] {
         let checkpoint = projection_checkpoint(pool, name).await?;
-        let mut status = lag(pool, name, checkpoint, Some(aggregate_type)).await?;
+        let mut status = lag(pool, name, checkpoint, Some(aggregate_type), head, events).await?;
         status.active =
             lock_holder(pool, &Projector::<TechnologyView>::lock_name(stream, name)).await?;
         projections.push(status);

@@ -60,9 +60,13 @@ pub enum Lifecycle {
 pub struct TechnologyList {
     /// The technologies of the page.
     items: Vec<TechnologyView>,
-    /// How many technologies match the filters.
+    /// How many technologies match the filters. Exact, except for a search matching more
+    /// than 1,000 technologies: then an estimate (more than 1,000), and
+    /// `total_is_estimate` is true.
     #[schema(minimum = 0)]
     total: i64,
+    /// True when `total` is an estimate (a search with more than 1,000 matches).
+    total_is_estimate: bool,
     /// The page number for offset pages: `skip / limit + 1`.
     #[schema(minimum = 1)]
     page: i64,

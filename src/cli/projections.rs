@@ -23,7 +23,7 @@ pub(crate) async fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
     };
     writeln!(
         out,
-        "head: {}   events: {}",
+        "head: {}   events: ~{} (estimate)",
         position(report.head),
         report.events
     )?;
@@ -38,12 +38,17 @@ pub(crate) async fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
         } else {
             lag.gaps_detected.to_string()
         };
+        let behind = if lag.lag_estimated {
+            format!("~{}", lag.lag_events)
+        } else {
+            lag.lag_events.to_string()
+        };
         writeln!(
             out,
             "{:<18} {:<34} {:>12} {:>12.3} {gaps:>6}  {}",
             lag.name,
             position(lag.checkpoint),
-            lag.lag_events,
+            behind,
             lag.lag_seconds,
             lag.active.as_deref().unwrap_or("none")
         )?;

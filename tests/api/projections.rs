@@ -782,3 +782,77 @@ async fn only_one_rebuild_of_a_read_model_runs_at_a_time() {
         1
     );
 }
+
+/// Seeds `technologies` technologies in one project straight into the store (bulk
+/// appends, as `demo seed` does), for the live projector to project.
+async fn bulk_load_technologies(app: &TestApp, technologies: u64) {
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local());
+    let plan = commandcenter::demo::SeedPlan {
+        projects: 1,
+        technologies,
+        updates_per_technology: 0,
+        jobs: 0,
+    };
+    commandcenter::demo::seed(&store, plan)
+        .await
+        .expect("technologies seeded");
+}
+
+/// After a bulk load through the live projector, the read model's statistics follow
+/// without a manual `ANALYZE` or a rebuild: `last_analyze` is set (autovacuum would set
+/// `last_autoanalyze` instead) and the planner's row count matches the table.
+#[tokio::test]
+async fn the_live_projector_analyzes_a_read_model_after_a_bulk_load() {
+    let app = spawn_app().await;
+    bulk_load_technologies(&app, 3_000).await;
+    app.wait_caught_up().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let (analyzed, rows, changed): (bool, f64, i64) = sqlx::query_as(
+            "SELECT s.last_analyze IS NOT NULL, c.reltuples::float8, s.n_mod_since_analyze \
+               FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+              WHERE s.schemaname = 'public' AND s.relname = 'technology_view'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if analyzed && rows >= 2_700.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "technology_view not analyzed after the load: analyzed {analyzed}, \
+             reltuples {rows}, {changed} rows changed since"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An idle projector moves its checkpoint across the events of other aggregate types
+/// committed after its own last one, so its lag and catch-up read from near the head.
+#[tokio::test]
+async fn an_idle_projector_moves_its_checkpoint_to_the_head() {
+    let app = spawn_app().await;
+    app.create_technology("Before the jobs").await;
+    for _ in 0..3 {
+        app.create_job().await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let report = app.wait_caught_up().await;
+        let tech = report
+            .projections
+            .iter()
+            .find(|p| p.name == "technology_view")
+            .unwrap();
+        if tech.checkpoint == report.head {
+            assert!(!tech.lag_estimated);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "technology_view's checkpoint stays behind the jobs' events: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

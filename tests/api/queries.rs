@@ -56,6 +56,7 @@ async fn technology_lists_filter_and_count_like_count_star() {
     for key in [
         "items",
         "total",
+        "total_is_estimate",
         "page",
         "page_size",
         "next_cursor",
@@ -64,6 +65,7 @@ async fn technology_lists_filter_and_count_like_count_star() {
         assert!(all.get(key).is_some(), "response has {key}");
     }
     assert_eq!(all["total"], 36);
+    assert_eq!(all["total_is_estimate"], false);
     assert_eq!(all["page"], 1);
     assert_eq!(all["page_size"], 50);
     assert!(all["items"][0].get("search").is_none());
@@ -635,5 +637,48 @@ async fn the_cache_never_serves_an_answer_older_than_a_notification() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// A search counts its matches exactly up to 1,000; beyond, it answers an estimate of
+/// more than 1,000 and says so. Seeded technologies are titled "Seed <run> #<n>" and
+/// described "Seeded technology number <n> for benchmarks.".
+#[tokio::test]
+async fn a_search_counts_exactly_up_to_a_cap_and_estimates_beyond_it() {
+    use commandcenter_event_store::{AppendSignal, EventStore};
+    let app = spawn_app().await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local());
+    let plan = commandcenter::demo::SeedPlan {
+        projects: 1,
+        technologies: 1_500,
+        updates_per_technology: 0,
+        jobs: 0,
+    };
+    commandcenter::demo::seed(&store, plan).await.unwrap();
+    app.wait_caught_up().await;
+    let like =
+        |word: &str| format!("cc_search_text(t.title, t.description, t.tags) LIKE '%{word}%'");
+
+    let many = get_json(&app, "/api/v1/technologies?search=seeded%20technology").await;
+    let matching = count(&app, &like("seeded technology")).await;
+    assert_eq!(matching, 1_500);
+    assert_eq!(many["total_is_estimate"], true, "{}", many["total"]);
+    let estimate = many["total"].as_i64().unwrap();
+    assert!(
+        (1_001..=2 * matching).contains(&estimate),
+        "estimate {estimate} for {matching} matches"
+    );
+    assert_eq!(many["items"].as_array().unwrap().len(), 50);
+
+    // Below the cap, exact (and more than a page: the count is not the page's rows).
+    for (search, word) in [
+        ("number%201", "number 1"),
+        ("number%207%20for", "number 7 for"),
+    ] {
+        let few = get_json(&app, &format!("/api/v1/technologies?search={search}")).await;
+        let expected = count(&app, &like(word)).await;
+        assert!(expected <= 1_000);
+        assert_eq!(few["total"], expected, "total for {word}");
+        assert_eq!(few["total_is_estimate"], false, "for {word}");
     }
 }

@@ -1,8 +1,13 @@
 //! The statement of a technology page over `technology_view`: the rows (keyset after a
 //! cursor, or `skip` for old clients), the total (from `technology_counts` when the
 //! filters are project, domain and status only; otherwise one `count(*)` with the same
-//! filters) and the read model's checkpoint, all from one snapshot. Every value is bound;
-//! only constant SQL chosen from allow-lists is pushed as text.
+//! filters, which a search stops at [`SEARCH_EXACT_TOTAL`] + 1 matches) and the read
+//! model's checkpoint, all from one snapshot. Every value is bound; only constant SQL
+//! chosen from allow-lists is pushed as text.
+//!
+//! A search answers its total exactly up to [`SEARCH_EXACT_TOTAL`] matches; beyond, the
+//! planner's estimate of the matches (at least the cap + 1), flagged `total_is_estimate`:
+//! counting every match of a common word cost 18 pages' worth of work per request.
 
 use commandcenter_api_error::ApiError;
 use commandcenter_domain::technology::{
@@ -17,6 +22,9 @@ use crate::bounded::{fetch_all, ExpensiveReads, EXPENSIVE_SKIP};
 use crate::cursor::Cursor;
 use crate::params::Params;
 use crate::response::{position_columns, read_position};
+
+/// A search counts its matches exactly up to this many; past it, its total is an estimate.
+pub(crate) const SEARCH_EXACT_TOTAL: i64 = 1_000;
 
 /// A supported sort: the column (as SQL) and the type its cursor value casts back to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,8 +200,11 @@ pub(crate) struct TechnologyPage<'a> {
 pub(crate) struct FoundPage {
     /// The page's rows (at most its limit).
     pub items: Vec<Value>,
-    /// Rows matching the filters, on every page.
+    /// Rows matching the filters, on every page (an estimate when `total_is_estimate`).
     pub total: i64,
+    /// True when a search matched more than [`SEARCH_EXACT_TOTAL`] rows and `total` is
+    /// the planner's estimate.
+    pub total_is_estimate: bool,
     /// The checkpoint of `technology_view` the page reflects.
     pub position: Position,
     /// The last row's sort value and id, when a next page exists.
@@ -212,8 +223,15 @@ impl TechnologyPage<'_> {
         let first = rows
             .first()
             .ok_or_else(|| ApiError::internal("page query returned no row"))?;
-        let total: i64 = first.try_get("total")?;
+        let mut total: i64 = first.try_get("total")?;
         let position = read_position(first)?;
+        let total_is_estimate = self.capped_total() && total > SEARCH_EXACT_TOTAL;
+        if total_is_estimate {
+            total = self
+                .estimated_total(pool)
+                .await?
+                .max(SEARCH_EXACT_TOTAL + 1);
+        }
         let mut items: Vec<Value> = Vec::with_capacity(rows.len());
         let mut keys: Vec<(String, String)> = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -232,9 +250,28 @@ impl TechnologyPage<'_> {
         Ok(FoundPage {
             items,
             total,
+            total_is_estimate,
             position,
             next,
         })
+    }
+
+    /// Whether the total is counted only up to [`SEARCH_EXACT_TOTAL`] + 1 matches.
+    fn capped_total(&self) -> bool {
+        self.filters.search.is_some()
+    }
+
+    /// The planner's estimate of the rows matching the filters (`EXPLAIN`: plans, runs
+    /// nothing).
+    async fn estimated_total(&self, pool: &PgPool) -> Result<i64, ApiError> {
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM technology_view t WHERE true",
+        );
+        self.filters.push(&mut qb, false);
+        let plan: Value = qb.build().fetch_one(pool).await?.try_get(0)?;
+        Ok(plan[0]["Plan"]["Plan Rows"]
+            .as_f64()
+            .map_or(0, |rows| rows.round() as i64))
     }
 
     /// Whether the statement is costly enough to draw on the expensive-read budget.
@@ -291,6 +328,12 @@ impl TechnologyPage<'_> {
         if filters.countable() {
             qb.push("SELECT coalesce(sum(n), 0)::bigint AS n FROM technology_counts WHERE true");
             filters.push(&mut qb, true);
+        } else if self.capped_total() {
+            qb.push("SELECT count(*) AS n FROM (SELECT 1 FROM technology_view t WHERE true");
+            filters.push(&mut qb, false);
+            qb.push(" LIMIT ")
+                .push_bind(SEARCH_EXACT_TOTAL + 1)
+                .push(") AS matches");
         } else {
             qb.push("SELECT count(*) AS n FROM technology_view t WHERE true");
             filters.push(&mut qb, false);

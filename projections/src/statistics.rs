@@ -1,0 +1,117 @@
+//! Keeps the planner's statistics of a read model's tables fresh while the live projector
+//! writes them.
+//!
+//! A bulk load or a catch-up of many events grows a read model far beyond what its
+//! statistics say until autovacuum gets round to it (a minute or more later), and the
+//! planner then picks plans for a nearly empty table: the technologies page served 7.9
+//! requests/s over 50,000 fresh rows, 1,526 after an `ANALYZE`. So each active projector
+//! runs a [`StatsKeeper`]: after batches are applied it reads, per table, the rows
+//! changed since the table was last analyzed (`pg_stat_user_tables.n_mod_since_analyze`,
+//! PostgreSQL's own per-table count, which also survives a projector restart) and runs
+//! `ANALYZE` on each table changed by more than [`STALE_FRACTION`] of its size (plus
+//! [`STALE_BASE`] rows).
+//!
+//! It never blocks the projection: it runs on its own task and connection, checks at most
+//! once per [`MIN_INTERVAL`], analyzes one table at a time in the whole process, and does
+//! nothing at all while no batch is applied. Backends publish their table counters up to
+//! [`STATS_SETTLE`] after a transaction ends, so one more check follows the last batch by
+//! that long: the tail of a load is not missed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// A table is analyzed once the rows changed since its last analysis exceed this fraction
+/// of its estimated size (autovacuum's default scale factor)...
+pub const STALE_FRACTION: f64 = 0.1;
+/// ... plus this many rows.
+pub const STALE_BASE: f64 = 500.0;
+/// Least time between two checks of one read model.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(2);
+/// How long after the last batch the final check runs (backends publish their table
+/// counters at most every second when idle, and within 10 s in any case).
+pub const STATS_SETTLE: Duration = Duration::from_secs(11);
+
+/// One `ANALYZE` at a time in the process, whatever read model asks.
+static ANALYZING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The projector's handle: tells the keeper a batch was applied.
+#[derive(Clone, Default)]
+pub(crate) struct StatsKeeper {
+    applied: Arc<Notify>,
+}
+
+impl StatsKeeper {
+    /// A batch changed the read model's tables.
+    pub(crate) fn changed(&self) {
+        self.applied.notify_one();
+    }
+
+    /// Keeps the statistics of `tables` fresh until `stop`.
+    pub(crate) async fn run(
+        self,
+        pool: PgPool,
+        view: &'static str,
+        tables: &'static [&'static str],
+        stop: CancellationToken,
+    ) {
+        let mut settle_check = false;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.applied.notified() => settle_check = true,
+                () = tokio::time::sleep(STATS_SETTLE), if settle_check => settle_check = false,
+            }
+            if let Err(err) = analyze_stale(&pool, view, tables).await {
+                tracing::warn!(%err, projection = view, "cannot refresh the read model's statistics; will retry");
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(MIN_INTERVAL) => {}
+            }
+        }
+    }
+}
+
+/// Analyzes each of `tables` changed by more than its threshold since its last analysis.
+/// Returns the tables analyzed.
+pub(crate) async fn analyze_stale(
+    pool: &PgPool,
+    view: &str,
+    tables: &[&str],
+) -> Result<Vec<String>, sqlx::Error> {
+    let names: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+    let stale: Vec<(String, i64, f64)> = sqlx::query_as(
+        "SELECT s.relname::text, s.n_mod_since_analyze, greatest(c.reltuples, 0)::float8 \
+           FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+          WHERE s.schemaname = 'public' AND s.relname = ANY($1) \
+            AND s.n_mod_since_analyze > $2 * greatest(c.reltuples, 0) + $3",
+    )
+    .bind(&names)
+    .bind(STALE_FRACTION)
+    .bind(STALE_BASE)
+    .fetch_all(pool)
+    .await?;
+    let mut analyzed = Vec::with_capacity(stale.len());
+    for (table, changed, rows) in stale {
+        let _one = ANALYZING.lock().await;
+        let started = std::time::Instant::now();
+        // `table` is one of the read model's own constant table names, matched above.
+        sqlx::query(&format!("ANALYZE public.\"{table}\""))
+            .execute(pool)
+            .await?;
+        tracing::info!(
+            projection = view,
+            table = %table,
+            changed,
+            estimated_rows = rows,
+            ms = started.elapsed().as_millis() as u64,
+            "read model analyzed"
+        );
+        analyzed.push(table);
+    }
+    Ok(analyzed)
+}
