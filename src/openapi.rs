@@ -392,6 +392,145 @@ fn camel_case_links(document: &mut serde_json::Value) {
     }
 }
 
+/// The headers an answer carries, as the code that builds it sets them: the version and
+/// position of a write (`commands::reply`), the new resource of a create, the position
+/// and source of a read (`query_api::response`, time travel, history), the wait before
+/// retrying a 429 or 503, and the scheme of a 401.
+fn answer_headers(
+    path: &str,
+    method: &str,
+    status: &str,
+) -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let position = |required: bool, description: &str| {
+        json!({
+            "description": description,
+            "required": required,
+            "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$", "minLength": 32, "maxLength": 32},
+        })
+    };
+    let resource = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    let aggregate = resource("/api/v1/technologies") || resource("/api/v1/jobs");
+    let mut headers = Vec::new();
+    match (method, status) {
+        (_, "429" | "503") if !path.starts_with("/health") => headers.push((
+            "Retry-After",
+            json!({
+                "description": "Seconds to wait before retrying",
+                "required": true,
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            }),
+        )),
+        (_, "401") => headers.push((
+            "WWW-Authenticate",
+            json!({
+                "description": "The scheme to authenticate with: Bearer",
+                "required": true,
+                "schema": {"type": "string", "pattern": "^Bearer"},
+            }),
+        )),
+        ("get", "200") if path.ends_with("/history") || path == "/api/v1/events" => {
+            headers.push((
+                "X-CC-Position",
+                position(
+                    path != "/api/v1/events",
+                    "The position the answer reflects: the head of the store it read \
+                     (history), or next_after (the feed's JSON form)",
+                ),
+            ));
+        }
+        ("get", "200")
+            if (aggregate || resource("/api/v1/dashboard"))
+                && !path.ends_with("/artifact")
+                && !path.contains("/ws") =>
+        {
+            headers.push((
+                "X-CC-Position",
+                position(
+                    true,
+                    "The read model's checkpoint the answer reflects (pass it on as \
+                     X-CC-Min-Position)",
+                ),
+            ));
+            headers.push((
+                "X-CC-Source",
+                json!({
+                    "description": "What answered: cache, primary, replica-<n>, or event-store (time travel)",
+                    "required": true,
+                    "schema": {"type": "string", "pattern": "^(cache|primary|replica-[0-9]+|event-store)$"},
+                }),
+            ));
+        }
+        ("post" | "patch" | "delete", s) if aggregate && s.starts_with('2') => {
+            headers.push((
+                "ETag",
+                json!({
+                    "description": "The version after the write, quoted: send it as If-Match",
+                    "required": true,
+                    "schema": {"type": "string", "pattern": "^\"[0-9]+\"$"},
+                }),
+            ));
+            headers.push((
+                "X-CC-Position",
+                position(
+                    true,
+                    "The position of the write: pass it as X-CC-Min-Position to read it back",
+                ),
+            ));
+            if s == "201" {
+                headers.push((
+                    "Location",
+                    json!({
+                        "description": "The path of the new resource",
+                        "required": true,
+                        "schema": {"type": "string", "format": "uri-reference", "pattern": "^/api/v1/"},
+                    }),
+                ));
+            }
+        }
+        _ => {}
+    }
+    headers
+}
+
+/// Adds [`answer_headers`] to every response of `document` (utoipa's header object has
+/// no `required`, so this works on the serialized document).
+fn document_answer_headers(document: &mut serde_json::Value) {
+    let Some(paths) = document["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, operation) in item.iter_mut() {
+            let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(|r| r.as_object_mut())
+            else {
+                continue;
+            };
+            for (status, response) in responses.iter_mut() {
+                let wanted = answer_headers(path, method, status);
+                let Some(response) = response.as_object_mut() else {
+                    continue;
+                };
+                if wanted.is_empty() {
+                    continue;
+                }
+                let headers = response
+                    .entry("headers")
+                    .or_insert_with(|| serde_json::json!({}));
+                if let Some(headers) = headers.as_object_mut() {
+                    for (name, header) in wanted {
+                        headers.insert(name.to_string(), header);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Merges the documented routers into the application router and its document.
 pub fn assemble(parts: Vec<OpenApiRouter>) -> Router {
     let spec = SpecState::default();
@@ -411,6 +550,7 @@ pub fn assemble(parts: Vec<OpenApiRouter>) -> Router {
     document_answers(&mut document);
     let mut value = serde_json::to_value(&document).unwrap_or_default();
     camel_case_links(&mut value);
+    document_answer_headers(&mut value);
     let body = serde_json::to_vec(&value).unwrap_or_default();
     let _ = spec.0.set(Bytes::from(body));
     router

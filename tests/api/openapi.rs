@@ -299,3 +299,105 @@ async fn the_document_describes_every_answer_and_every_enum() {
         "{created}"
     );
 }
+
+/// The headers the document says an answer carries are the ones it carries: the version,
+/// position and new resource of writes, the position and source of reads, the scheme of
+/// a 401 and the wait of a 503, each in its documented form.
+#[tokio::test]
+async fn answers_carry_the_headers_the_document_describes() {
+    let app = spawn_app().await;
+    let document: Value = app.get("/api/v1/openapi.json").await.json().await.unwrap();
+    let check = |method: &str, path: &str, response: &reqwest::Response| {
+        let status = response.status().as_str().to_string();
+        let documented = &document["paths"][path][method]["responses"][&status]["headers"];
+        let documented = documented
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} {status} documents its headers"));
+        assert!(!documented.is_empty());
+        for (name, header) in documented {
+            let value = response.headers().get(name.as_str());
+            if header["required"] == true {
+                assert!(value.is_some(), "{method} {path} {status} sends {name}");
+            }
+            if let (Some(value), Some(pattern)) = (value, header["schema"]["pattern"].as_str()) {
+                let value = value.to_str().unwrap();
+                assert!(
+                    regex::Regex::new(pattern).unwrap().is_match(value),
+                    "{method} {path} {status}: {name}: {value} matches {pattern}"
+                );
+            }
+        }
+        documented.len()
+    };
+    let mut checked = 0;
+    let created = app
+        .post(
+            "/api/v1/technologies",
+            &json!({"project_id": 1, "title": "Headers"}),
+        )
+        .await;
+    checked += check("post", "/api/v1/technologies", &created);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let detail = format!("/api/v1/technologies/{id}");
+    let patched = app.patch(&detail, &json!({"priority": 5})).await;
+    checked += check("patch", "/api/v1/technologies/{id}", &patched);
+    app.wait_caught_up().await;
+    for (template, path) in [
+        ("/api/v1/technologies", "/api/v1/technologies".to_string()),
+        ("/api/v1/technologies/{id}", detail.clone()),
+        (
+            "/api/v1/technologies/{id}/history",
+            format!("{detail}/history"),
+        ),
+        (
+            "/api/v1/dashboard/stats",
+            "/api/v1/dashboard/stats".to_string(),
+        ),
+        ("/api/v1/events", "/api/v1/events".to_string()),
+    ] {
+        // Twice: the second answer may come from the cache.
+        for _ in 0..2 {
+            checked += check("get", template, &app.get(&path).await);
+        }
+    }
+    let as_of = app.get(&format!("{detail}?as_of_version=1")).await;
+    assert_eq!(as_of.headers()["x-cc-source"], "event-store");
+    checked += check("get", "/api/v1/technologies/{id}", &as_of);
+    let job = app
+        .post(
+            "/api/v1/jobs",
+            &json!({"project_id": 1, "job_type": "noop"}),
+        )
+        .await;
+    checked += check("post", "/api/v1/jobs", &job);
+    let job_id = job.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dispatched = app
+        .post(&format!("/api/v1/jobs/{job_id}/dispatch"), &json!({}))
+        .await;
+    checked += check("post", "/api/v1/jobs/{id}/dispatch", &dispatched);
+    let deleted = app.delete(&detail).await;
+    checked += check("delete", "/api/v1/technologies/{id}", &deleted);
+    let anonymous = reqwest::Client::new()
+        .get(app.url("/api/v1/technologies"))
+        .send()
+        .await
+        .unwrap();
+    checked += check("get", "/api/v1/technologies", &anonymous);
+    // A position the read model will not reach within the bound: 503, retry later.
+    let unreachable = app
+        .client
+        .get(app.url("/api/v1/technologies"))
+        .header("X-CC-Min-Position", "7fffffffffffffff0fffffffffffffff")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unreachable.status(), 503);
+    checked += check("get", "/api/v1/technologies", &unreachable);
+    assert!(checked >= 26, "{checked} headers checked");
+}
