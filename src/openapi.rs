@@ -197,10 +197,20 @@ fn header_schema(name: &str) -> Option<utoipa::openapi::schema::Object> {
         "x-project-id" => ObjectBuilder::new()
             .schema_type(Type::Integer)
             .minimum(Some(1))
+            .maximum(Some(i64::MAX))
             .description(Some("A project id: a positive integer")),
         _ => return None,
     };
     Some(schema.build())
+}
+
+/// An integer query parameter without a documented maximum is read as an `i64`: the
+/// document says so (written as an exact integer, so tools compare it exactly).
+fn bounded_integer(object: &mut utoipa::openapi::schema::Object) {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    if object.schema_type == SchemaType::Type(Type::Integer) && object.maximum.is_none() {
+        object.maximum = Some(i64::MAX.into());
+    }
 }
 
 /// A query parameter given empty (`?limit=`) is read as absent by every handler
@@ -258,7 +268,7 @@ fn document_answers(document: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::content::ContentBuilder;
     use utoipa::openapi::link::LinkBuilder;
     use utoipa::openapi::path::ParameterIn;
-    use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
+    use utoipa::openapi::{Ref, RefOr, ResponseBuilder, Schema};
     use utoipa::{PartialSchema, ToSchema};
 
     let components = document.components.get_or_insert_with(Default::default);
@@ -293,6 +303,9 @@ fn document_answers(document: &mut utoipa::openapi::OpenApi) {
             if let Some(schema) = header_schema(&parameter.name) {
                 parameter.schema = Some(RefOr::T(schema.into()));
             } else if matches!(parameter.parameter_in, ParameterIn::Query) {
+                if let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut() {
+                    bounded_integer(object);
+                }
                 parameter.schema = parameter.schema.take().map(absent_when_empty);
             }
         }

@@ -72,7 +72,7 @@ pub struct CreateJobBody {
     /// What the job works on; its fields depend on `job_type` (default `{}`; `null` is
     /// the default too).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<commandcenter_domain::job::JobParametersForm>)]
     parameters: Value,
     /// An array of labels, or an object (the previous API's form) whose entries become
     /// `key:value` labels.

@@ -417,7 +417,7 @@ pub mod schema {
 
     impl PartialSchema for ProjectId {
         fn schema() -> RefOr<Schema> {
-            integer(1, None, "A project id: a positive integer")
+            integer(1, Some(i64::MAX), "A project id: a positive integer")
         }
     }
     impl ToSchema for ProjectId {}

@@ -276,6 +276,16 @@ async fn the_document_describes_every_answer_and_every_enum() {
             "{name} is documented as an enum"
         );
     }
+    // A job's parameters: one form per job type, every type covered.
+    let forms = schemas["JobParametersForm"]["anyOf"].as_array().unwrap();
+    let titled: Vec<&str> = forms
+        .iter()
+        .flat_map(|f| f["title"].as_str().unwrap().split(", "))
+        .collect();
+    for job_type in JobType::ALL {
+        assert!(titled.contains(job_type), "{job_type} has a parameter form");
+    }
+    assert!(forms.iter().all(|f| f["additionalProperties"] == false));
     assert_eq!(
         schemas["Role"]["enum"],
         json!(["reader", "writer", "auditor", "admin"])

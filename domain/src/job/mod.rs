@@ -33,6 +33,7 @@ pub use commands::{
 };
 pub use error::JobError;
 pub use events::JobEvent;
+pub use parameters::schema::JobParametersForm;
 pub use parameters::{
     parse_parameters, parse_typed_parameters, typed_parameters, AnalysisOptions, ExportFormat,
     JobParameters,

@@ -420,3 +420,126 @@ mod tests {
         );
     }
 }
+
+/// The OpenAPI form of a job's `parameters`: one object per job type (each field
+/// optional unless said, with its default and bounds), as [`typed_parameters`] reads them.
+pub mod schema {
+    use utoipa::openapi::schema::{
+        AdditionalProperties, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type,
+    };
+    use utoipa::openapi::{RefOr, Schema};
+    use utoipa::{PartialSchema, ToSchema};
+
+    use super::*;
+
+    /// `parameters` of a job: which form applies depends on `job_type`.
+    pub struct JobParametersForm;
+
+    fn integer(min: i64, max: i64, default: i64, description: &str) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(min as f64))
+            .maximum(Some(max as f64))
+            .default(Some(default.into()))
+            .description(Some(description))
+    }
+
+    fn format() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["json", "csv"]))
+            .default(Some("json".into()))
+            .description(Some("File format"))
+    }
+
+    fn project_ids() -> ArrayBuilder {
+        ArrayBuilder::new()
+            .items(crate::values::ProjectId::schema())
+            .min_items(Some(1))
+            .max_items(Some(BATCH_MAX_PROJECTS))
+            .description(Some("The projects, in order (repeats dropped); required"))
+    }
+
+    fn form(title: &str, fields: Vec<(&str, RefOr<Schema>)>, required: &[&str]) -> ObjectBuilder {
+        let mut object = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .title(Some(title))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        for (name, schema) in fields {
+            object = object.property(name, schema);
+        }
+        for name in required {
+            object = object.required(*name);
+        }
+        object
+    }
+
+    impl PartialSchema for JobParametersForm {
+        fn schema() -> RefOr<Schema> {
+            let stale_days = || integer(1, 3650, 90, "Not updated for this many days is stale");
+            let top = || integer(1, 100, 10, "How many top technologies to list");
+            AnyOfBuilder::new()
+                .item(form(
+                    "analysis, scheduled_analysis",
+                    vec![("stale_days", stale_days().into()), ("top", top().into())],
+                    &[],
+                ))
+                .item(form("export", vec![("format", format().into())], &[]))
+                .item(form(
+                    "batch_analysis",
+                    vec![
+                        ("project_ids", project_ids().into()),
+                        ("stale_days", stale_days().into()),
+                        ("top", top().into()),
+                    ],
+                    &["project_ids"],
+                ))
+                .item(form(
+                    "batch_export",
+                    vec![
+                        ("project_ids", project_ids().into()),
+                        ("format", format().into()),
+                    ],
+                    &["project_ids"],
+                ))
+                .item(form(
+                    "webhook_delivery",
+                    vec![
+                        ("url", crate::values::HttpUrl::schema()),
+                        (
+                            "payload",
+                            ObjectBuilder::new()
+                                .description(Some("The JSON body to POST (default {})"))
+                                .into(),
+                        ),
+                        (
+                            "timeout_ms",
+                            integer(100, WEBHOOK_MAX_TIMEOUT_MS, 5000, "Per-request timeout")
+                                .into(),
+                        ),
+                    ],
+                    &["url"],
+                ))
+                .item(form(
+                    "noop",
+                    vec![
+                        (
+                            "steps",
+                            integer(1, NOOP_MAX_STEPS, 1, "Steps to take").into(),
+                        ),
+                        (
+                            "step_ms",
+                            integer(0, NOOP_MAX_STEP_MS, 0, "Sleep per step, in ms").into(),
+                        ),
+                    ],
+                    &[],
+                ))
+                .description(Some(
+                    "The job type's parameters (the form titled with its job_type; at most \
+                     64 KiB). Answers spell every default out.",
+                ))
+                .into()
+        }
+    }
+    impl ToSchema for JobParametersForm {}
+}

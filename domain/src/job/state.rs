@@ -22,7 +22,7 @@ pub struct JobRecord {
     /// Kind of work.
     pub job_type: JobType,
     /// What the job works on, checked against its type when it was created.
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::job::JobParametersForm)]
     pub parameters: Map<String, Value>,
     /// Free labels for finding and grouping jobs.
     pub tags: Tags,
