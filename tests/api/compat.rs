@@ -789,6 +789,17 @@ async fn the_previous_technology_fields_are_kept() {
     .await;
     assert!(cleared["github_stars"].is_null());
     assert_eq!(cleared["hn_score_avg"], json!(7.0));
+    // The largest count the write side takes reaches the read model too.
+    let most = json_of(
+        app.patch(&path, &json!({"github_stars": 4294967295_u64}))
+            .await,
+        200,
+    )
+    .await;
+    app.wait_caught_up().await;
+    let read = json_of(app.get(&path).await, 200).await;
+    assert_eq!(read["github_stars"], 4294967295_u64);
+    assert_eq!(read["version"], most["version"]);
     for (body, field) in [
         (json!({"github_stars": -1}), "github_stars"),
         (json!({"hn_score_avg": -0.5}), "hn_score_avg"),
