@@ -29,11 +29,13 @@ const UPSERT: &str = "\
 INSERT INTO job_view (id, project_id, job_type, status, progress, current_step, parameters, \
     result, error, traceback, tags, created_by, attempts, max_attempts, scheduled_for, \
     dispatched_at, worker_id, lease_until, cancel_requested, created_at, started_at, \
-    completed_at, updated_at, duration_seconds, is_terminal, version, position, created_position) \
+    completed_at, updated_at, duration_seconds, is_terminal, version, position, created_position, \
+    doc) \
 SELECT id, project_id, job_type, status, progress, current_step, parameters, \
     result, error, traceback, tags, created_by, attempts, max_attempts, scheduled_for, \
     dispatched_at, worker_id, lease_until, cancel_requested, created_at, started_at, \
-    completed_at, updated_at, duration_seconds, is_terminal, version, position, created_position \
+    completed_at, updated_at, duration_seconds, is_terminal, version, position, created_position, \
+    doc \
   FROM jsonb_populate_recordset(NULL::job_view, $1) \
 ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, job_type = EXCLUDED.job_type, \
     status = EXCLUDED.status, progress = EXCLUDED.progress, current_step = EXCLUDED.current_step, \
@@ -46,7 +48,43 @@ ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, job_type = EXCL
     started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, \
     updated_at = EXCLUDED.updated_at, duration_seconds = EXCLUDED.duration_seconds, \
     is_terminal = EXCLUDED.is_terminal, version = EXCLUDED.version, \
-    position = EXCLUDED.position, created_position = EXCLUDED.created_position";
+    position = EXCLUDED.position, created_position = EXCLUDED.created_position, \
+    doc = EXCLUDED.doc";
+
+/// The served columns that are `double precision`.
+const FLOATS: &[&str] = &["duration_seconds"];
+
+/// The columns a job's document serves: every column but `doc`.
+const SERVED: &[&str] = &[
+    "id",
+    "project_id",
+    "job_type",
+    "status",
+    "progress",
+    "current_step",
+    "parameters",
+    "result",
+    "error",
+    "traceback",
+    "tags",
+    "created_by",
+    "attempts",
+    "max_attempts",
+    "scheduled_for",
+    "dispatched_at",
+    "worker_id",
+    "lease_until",
+    "cancel_requested",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "updated_at",
+    "duration_seconds",
+    "is_terminal",
+    "version",
+    "position",
+    "created_position",
+];
 
 const FAILURES: &str = "\
 INSERT INTO job_failures_by_hour AS f (project_id, hour, n) \
@@ -137,7 +175,7 @@ impl ReadModel for JobView {
         let entries = fold(
             conn,
             Self::NAME,
-            "SELECT id, to_jsonb(j) FROM job_view j WHERE id = ANY($1)",
+            "SELECT id, to_jsonb(j) - 'doc' FROM job_view j WHERE id = ANY($1)",
             events,
             |id, row| {
                 let created_position = position_field(&row, "created_position");
@@ -177,7 +215,10 @@ impl ReadModel for JobView {
                         *failures.entry((record.project_id.get(), hour)).or_default() += 1;
                     }
                     let value = row(record, entry)?;
-                    upserts.push(value.clone());
+                    // Stored with the document it serves; announced without it.
+                    let mut stored = value.clone();
+                    stored["doc"] = json!(crate::documents::render(&value, SERVED, FLOATS));
+                    upserts.push(stored);
                     Some(value)
                 }
                 Job::Deleted(_) | Job::NotCreated => {

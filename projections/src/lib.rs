@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 mod checkpoint;
+pub mod documents;
 mod error;
 mod job_view;
 mod notify;

@@ -179,6 +179,8 @@ impl<M: ReadModel> Projector<M> {
                 .clone()
                 .run(self.pool.clone(), M::NAME, M::TABLES, stats_stop),
         );
+        // Rows stored before documents were get theirs (once, after the upgrade).
+        crate::documents::render_missing(&self.pool, M::NAME).await?;
         // Whatever a previous leader had delivered but not committed is in the store.
         self.catch_up(&announce_prefix).await?;
         let mut lock_checked = Instant::now();

@@ -31,13 +31,13 @@ INSERT INTO technology_view (id, project_id, title, vendor, domain, status, rele
     latency_ms, throughput_qps, integration_difficulty, integration_time_estimate_days, \
     maturity_level, stability_score, cost_tier, cost_monthly_usd, dependencies, alternatives, \
     last_hn_mention, hn_score_avg, github_stars, github_last_commit, \
-    created_at, updated_at, version, position) \
+    created_at, updated_at, version, position, doc) \
 SELECT id, project_id, title, vendor, domain, status, relevance_score, \
     priority, description, notes, use_cases, documentation_url, repository_url, website_url, tags, \
     latency_ms, throughput_qps, integration_difficulty, integration_time_estimate_days, \
     maturity_level, stability_score, cost_tier, cost_monthly_usd, dependencies, alternatives, \
     last_hn_mention, hn_score_avg, github_stars, github_last_commit, \
-    created_at, updated_at, version, position \
+    created_at, updated_at, version, position, doc \
   FROM jsonb_populate_recordset(NULL::technology_view, $1) \
 ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, title = EXCLUDED.title, \
     vendor = EXCLUDED.vendor, domain = EXCLUDED.domain, status = EXCLUDED.status, \
@@ -53,7 +53,52 @@ ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, title = EXCLUDE
     last_hn_mention = EXCLUDED.last_hn_mention, hn_score_avg = EXCLUDED.hn_score_avg, \
     github_stars = EXCLUDED.github_stars, github_last_commit = EXCLUDED.github_last_commit, \
     created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, \
-    version = EXCLUDED.version, position = EXCLUDED.position";
+    version = EXCLUDED.version, position = EXCLUDED.position, doc = EXCLUDED.doc";
+
+/// The served columns that are `double precision`.
+const FLOATS: &[&str] = &[
+    "latency_ms",
+    "throughput_qps",
+    "cost_monthly_usd",
+    "hn_score_avg",
+];
+
+/// The columns a technology's document serves: every column but `search` and `doc`.
+const SERVED: &[&str] = &[
+    "id",
+    "project_id",
+    "title",
+    "vendor",
+    "domain",
+    "status",
+    "relevance_score",
+    "priority",
+    "description",
+    "notes",
+    "use_cases",
+    "documentation_url",
+    "repository_url",
+    "website_url",
+    "tags",
+    "latency_ms",
+    "throughput_qps",
+    "integration_difficulty",
+    "integration_time_estimate_days",
+    "maturity_level",
+    "stability_score",
+    "cost_tier",
+    "cost_monthly_usd",
+    "dependencies",
+    "alternatives",
+    "last_hn_mention",
+    "hn_score_avg",
+    "github_stars",
+    "github_last_commit",
+    "created_at",
+    "updated_at",
+    "version",
+    "position",
+];
 
 const COUNTS: &str = "\
 INSERT INTO technology_counts AS c (project_id, domain, status, n) \
@@ -99,7 +144,7 @@ impl ReadModel for TechnologyView {
         let entries = fold(
             conn,
             Self::NAME,
-            "SELECT id, to_jsonb(t) - 'search' FROM technology_view t WHERE id = ANY($1)",
+            "SELECT id, to_jsonb(t) - 'search' - 'doc' FROM technology_view t WHERE id = ANY($1)",
             events,
             |id, row| {
                 let record: TechnologyRecord =
@@ -129,7 +174,10 @@ impl ReadModel for TechnologyView {
                 Technology::Live(record) => {
                     *deltas.entry(count_key(record)).or_default() += 1;
                     let value = row(record, entry.version, entry.position)?;
-                    upserts.push(value.clone());
+                    // Stored with the document it serves; announced without it.
+                    let mut stored = value.clone();
+                    stored["doc"] = json!(crate::documents::render(&value, SERVED, FLOATS));
+                    upserts.push(stored);
                     Some(value)
                 }
                 Technology::Deleted(_) | Technology::NotCreated => {

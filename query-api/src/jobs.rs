@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use bytes::Bytes;
 use commandcenter_api_error::ApiError;
 use commandcenter_domain::job::{JobStatus, JobType};
 use commandcenter_event_store::Position;
@@ -21,7 +22,9 @@ use crate::cache::CacheKey;
 use crate::consistency::{wait_until_reached, MinPosition};
 use crate::cursor::Cursor;
 use crate::params::Params;
-use crate::response::{cached_or, json_response, position_columns, read_position, RawJson};
+use crate::response::{
+    bytes_response, cached_or, json_response, position_columns, read_position, RawJson,
+};
 use crate::QueryState;
 
 /// Default page size.
@@ -63,10 +66,10 @@ impl Filters {
 
 /// A page of jobs as answered; the rows are PostgreSQL's JSON, passed through.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct JobPage<'a> {
+pub struct JobPage {
     /// The jobs of the page, newest first.
     #[schema(value_type = Vec<crate::schema::JobView>)]
-    jobs: Vec<&'a RawValue>,
+    jobs: Vec<Box<RawValue>>,
     /// How many jobs match the filters.
     #[schema(minimum = 0)]
     total: i64,
@@ -114,7 +117,7 @@ async fn page(
         let mut qb = QueryBuilder::<Postgres>::new(if skips {
             "WITH keys AS (SELECT j.id, j.created_position FROM job_view j WHERE true"
         } else {
-            "WITH page AS (SELECT to_jsonb(j) AS row, j.id, j.created_position FROM job_view j WHERE true"
+            "WITH page AS (SELECT coalesce(j.doc, (to_jsonb(j) - 'doc')::text) AS row, j.id, j.created_position FROM job_view j WHERE true"
         });
         filters.push(&mut qb);
         if let Some(cursor) = &cursor {
@@ -126,7 +129,7 @@ async fn page(
         }
         if skips {
             qb.push(
-                "), page AS (SELECT to_jsonb(j) AS row, j.id, j.created_position \
+                "), page AS (SELECT coalesce(j.doc, (to_jsonb(j) - 'doc')::text) AS row, j.id, j.created_position \
                    FROM keys k JOIN job_view j ON j.id = k.id",
             );
         }
@@ -142,16 +145,17 @@ async fn page(
         let first = rows.first().ok_or_else(|| ApiError::internal("page query returned no row"))?;
         let total: i64 = first.try_get("total")?;
         let position = read_position(first)?;
-        let mut jobs: Vec<&RawValue> = Vec::with_capacity(rows.len());
+        let mut jobs: Vec<Box<RawValue>> = Vec::with_capacity(rows.len());
         let mut last_key = None;
         let mut more = false;
         for row in &rows {
-            let Some(job) = row.try_get::<Option<&RawValue>, _>("row")? else { continue };
+            let Some(job) = row.try_get::<Option<String>, _>("row")? else { continue };
             if jobs.len() as i64 == limit {
                 more = true;
                 break;
             }
-            jobs.push(job);
+            // The stored document, handed over as it is (checked, never built into a tree).
+            jobs.push(RawValue::from_string(job).map_err(ApiError::internal)?);
             last_key = Some((row.try_get::<String, _>("created_position")?, row.try_get::<String, _>("id")?));
         }
         let next_cursor = match (more, last_key) {
@@ -211,14 +215,14 @@ pub async fn active_jobs(
     page(&state, "active_jobs", params, filters, min, unpaged).await
 }
 
-/// The job row `id`, or 404.
+/// The stored document of job `id`, or 404.
 async fn job_row(
     state: &QueryState,
     id: &str,
     min: MinPosition,
 ) -> Result<
     (
-        Value,
+        String,
         commandcenter_event_store::Position,
         crate::pools::ChosenPool,
     ),
@@ -235,12 +239,12 @@ async fn job_row(
     .await?;
     let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
     position_columns(&mut qb, "job_view");
-    qb.push(", (SELECT to_jsonb(j) FROM job_view j WHERE j.id = ")
+    qb.push(", (SELECT coalesce(j.doc, (to_jsonb(j) - 'doc')::text) FROM job_view j WHERE j.id = ")
         .push_bind(id.to_string())
         .push(") AS row");
     let row = qb.build().fetch_one(&pool.pool).await?;
     let position = read_position(&row)?;
-    let job: Option<Value> = row.try_get("row")?;
+    let job: Option<String> = row.try_get("row")?;
     Ok((job.ok_or(ApiError::NotFound("job"))?, position, pool))
 }
 
@@ -265,7 +269,7 @@ pub async fn get_job(
         return Ok(response);
     }
     let (job, position, pool) = job_row(&state, &id, min).await?;
-    Ok(json_response(&job, position, &pool))
+    Ok(bytes_response(Bytes::from(job), position, &pool.name))
 }
 
 /// `GET /api/v1/jobs/{id}/progress`.
@@ -276,6 +280,7 @@ pub async fn job_progress(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (job, position, pool) = job_row(&state, &id, min).await?;
+    let job: Value = serde_json::from_str(&job).map_err(ApiError::internal)?;
     let is_active = matches!(job["status"].as_str(), Some("pending" | "running"));
     let body = json!({
         "job_id": job["id"],

@@ -6,8 +6,9 @@
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use bytes::Bytes;
 use commandcenter_api_error::ApiError;
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::cache::CacheKey;
@@ -16,7 +17,7 @@ use crate::cursor::Cursor;
 use crate::error::bad_parameter;
 use crate::params::Params;
 use crate::queries::technologies::{Filters, SortKey, TechnologyPage};
-use crate::response::{cached_or, json_response, position_columns, read_position};
+use crate::response::{bytes_response, cached_or, position_columns, read_position};
 use crate::time_travel::AsOf;
 use crate::QueryState;
 use commandcenter_domain::technology::Technology;
@@ -132,12 +133,12 @@ pub async fn get_technology(
     .await?;
     let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
     position_columns(&mut qb, "technology_view");
-    qb.push(", (SELECT to_jsonb(t) - 'search' FROM technology_view t WHERE t.id = ")
+    qb.push(", (SELECT coalesce(t.doc, (to_jsonb(t) - 'search' - 'doc')::text) FROM technology_view t WHERE t.id = ")
         .push_bind(id)
         .push(") AS row");
     let row = qb.build().fetch_one(&pool.pool).await?;
     let position = read_position(&row)?;
-    let item: Option<Value> = row.try_get("row")?;
+    let item: Option<String> = row.try_get("row")?;
     let item = item.ok_or(ApiError::NotFound("technology"))?;
-    Ok(json_response(&item, position, &pool))
+    Ok(bytes_response(Bytes::from(item), position, &pool.name))
 }

@@ -682,3 +682,163 @@ async fn a_search_counts_exactly_up_to_a_cap_and_estimates_beyond_it() {
         assert_eq!(few["total_is_estimate"], false, "for {word}");
     }
 }
+
+/// Each read-model row's stored document is what the query API answered for it before
+/// documents were stored — the row as PostgreSQL writes it, read into JSON and written
+/// compactly — byte for byte, across every field (nulls, integral and fractional floats,
+/// escapes, non-ASCII text, nested JSON), after creates, updates, a job's run, a rebuild
+/// and the start-up rendering of older rows; details answer it as stored and pages hold it.
+#[tokio::test]
+async fn stored_documents_are_the_rows_as_served_byte_for_byte() {
+    use commandcenter_projections::{documents, rebuild, JobView, TechnologyView};
+    let app = spawn_app().await;
+    let tricky = "quote \" backslash \\ tab \t newline \n <script>é😀 \u{2028} \u{a0} /";
+    let full = app
+        .post(
+            "/api/v1/technologies",
+            &json!({
+                "project_id": 1,
+                "title": "All fields \"quoted\" \\ é😀",
+                "vendor": tricky,
+                "domain": "audio-dsp",
+                "description": tricky,
+                "notes": "",
+                "use_cases": "a\r\nb",
+                "tags": ["ünïcode", "a\"b", "x\\y"],
+                "latency_ms": 0.1,
+                "throughput_qps": 1e12,
+                "integration_time_estimate_days": 3,
+                "stability_score": 0,
+                "cost_monthly_usd": 12.5,
+                "website_url": "https://example.invalid/a?b=\"c\"&d=é",
+                "dependencies": {"lib\"x": {"nested": [null, true, 1.5, 2.0, 1e2, -0.0, "é"]}},
+                "last_hn_mention": "2026-01-02T03:04:05.123456+02:00",
+                "hn_score_avg": 1e-7,
+                "github_stars": 4294967295_u64,
+            }),
+        )
+        .await;
+    assert_eq!(full.status(), 201);
+    let full: Value = full.json().await.unwrap();
+    let bare = app.create_technology("Bare").await;
+    let id = full["id"].as_str().unwrap().to_string();
+    app.patch(
+        &format!("/api/v1/technologies/{id}"),
+        &json!({"notes": null, "priority": 5, "vendor": "changed ©", "latency_ms": 3.0}),
+    )
+    .await;
+    let job = app
+        .post(
+            "/api/v1/jobs",
+            &json!({"project_id": 1, "job_type": "noop", "tags": ["t\"1"], "created_by": "é"}),
+        )
+        .await;
+    let job: Value = job.json().await.unwrap();
+    let job_path = format!("/api/v1/jobs/{}", job["id"].as_str().unwrap());
+    app.post(&format!("{job_path}/dispatch"), &json!({})).await;
+    app.patch(
+        &job_path,
+        &json!({"status": "running", "progress": 40, "current_step": tricky}),
+    )
+    .await;
+    app.patch(
+        &job_path,
+        &json!({"status": "completed", "result": {"text": tricky, "n": [1, 2.5, 3.0, null]}}),
+    )
+    .await;
+    app.wait_caught_up().await;
+
+    // The oracle: how the queries rendered a row per request before.
+    let check = |when: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            for (table, served) in [
+                ("technology_view", "to_jsonb(t) - 'search' - 'doc'"),
+                ("job_view", "to_jsonb(t) - 'doc'"),
+            ] {
+                let rows: Vec<(String, Option<String>, Value)> = sqlx::query_as(&format!(
+                    "SELECT id, doc, {served} FROM {table} t ORDER BY id"
+                ))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                assert!(!rows.is_empty(), "{when}: {table} has rows");
+                for (id, stored, row) in rows {
+                    let before = serde_json::to_string(&row).unwrap();
+                    assert_eq!(
+                        stored.as_deref(),
+                        Some(before.as_str()),
+                        "{when}: {table} {id}"
+                    );
+                }
+            }
+        }
+    };
+    check("after the commands").await;
+
+    for (path, table, id) in [
+        (
+            format!("/api/v1/technologies/{id}"),
+            "technology_view",
+            id.clone(),
+        ),
+        (
+            format!("/api/v1/technologies/{}", bare["id"].as_str().unwrap()),
+            "technology_view",
+            bare["id"].as_str().unwrap().to_string(),
+        ),
+        (
+            job_path.clone(),
+            "job_view",
+            job["id"].as_str().unwrap().to_string(),
+        ),
+    ] {
+        let stored: String = sqlx::query_scalar(&format!("SELECT doc FROM {table} WHERE id = $1"))
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(app.get(&path).await.text().await.unwrap(), stored, "{path}");
+        let list = if table == "job_view" {
+            "/api/v1/jobs"
+        } else {
+            "/api/v1/technologies"
+        };
+        let page = app.get(list).await.text().await.unwrap();
+        assert!(page.contains(&stored), "{list} holds {id} as stored");
+    }
+
+    rebuild(&app.pool, &TechnologyView, 100).await.unwrap();
+    rebuild(&app.pool, &JobView, 100).await.unwrap();
+    check("after a rebuild").await;
+    app.patch(
+        &format!("/api/v1/technologies/{id}"),
+        &json!({"notes": tricky}),
+    )
+    .await;
+    app.wait_caught_up().await;
+    check("after a write to the rebuilt view").await;
+
+    // Rows stored before documents were: rendered by the start-up pass, the same way.
+    sqlx::query("UPDATE technology_view SET doc = NULL")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE job_view SET doc = NULL")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let page = app.get("/api/v1/technologies?limit=1000").await;
+    assert_eq!(
+        page.status(),
+        200,
+        "rows without a document are still served"
+    );
+    documents::render_missing(&app.pool, "technology_view")
+        .await
+        .unwrap();
+    documents::render_missing(&app.pool, "job_view")
+        .await
+        .unwrap();
+    check("after rendering older rows").await;
+}

@@ -15,6 +15,7 @@ use commandcenter_domain::technology::{
 };
 use commandcenter_domain::values::bounded_text;
 use commandcenter_event_store::Position;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
@@ -198,8 +199,8 @@ pub(crate) struct TechnologyPage<'a> {
 /// A page as read: its rows, the total, the read model's position, and where the next
 /// page starts (sort value as text, id) when there is one.
 pub(crate) struct FoundPage {
-    /// The page's rows (at most its limit).
-    pub items: Vec<Value>,
+    /// The page's rows (at most its limit): their stored documents.
+    pub items: Vec<Box<RawValue>>,
     /// Rows matching the filters, on every page (an estimate when `total_is_estimate`).
     pub total: i64,
     /// True when a search matched more than [`SEARCH_EXACT_TOTAL`] rows and `total` is
@@ -232,12 +233,14 @@ impl TechnologyPage<'_> {
                 .await?
                 .max(SEARCH_EXACT_TOTAL + 1);
         }
-        let mut items: Vec<Value> = Vec::with_capacity(rows.len());
+        let mut items: Vec<Box<RawValue>> = Vec::with_capacity(rows.len());
         let mut keys: Vec<(String, String)> = Vec::with_capacity(rows.len());
         for row in &rows {
-            let Some(item) = row.try_get::<Option<Value>, _>("row")? else {
+            let Some(item) = row.try_get::<Option<String>, _>("row")? else {
                 continue;
             };
+            // The stored document, handed over as it is (checked, never built into a tree).
+            let item = RawValue::from_string(item).map_err(ApiError::internal)?;
             keys.push((row.try_get("sort_text")?, row.try_get("id")?));
             items.push(item);
         }
@@ -294,7 +297,7 @@ impl TechnologyPage<'_> {
         let mut qb = QueryBuilder::<Postgres>::new(if skips {
             "WITH keys AS (SELECT t.id, "
         } else {
-            "WITH page AS (SELECT to_jsonb(t) - 'search' AS row, t.id, "
+            "WITH page AS (SELECT coalesce(t.doc, (to_jsonb(t) - 'search' - 'doc')::text) AS row, t.id, "
         });
         push_sort_expr(&mut qb, key, &filters.search);
         qb.push(" AS sort_value FROM technology_view t WHERE true");
@@ -320,7 +323,7 @@ impl TechnologyPage<'_> {
         }
         if skips {
             qb.push(
-                "), page AS (SELECT to_jsonb(t) - 'search' AS row, t.id, k.sort_value \
+                "), page AS (SELECT coalesce(t.doc, (to_jsonb(t) - 'search' - 'doc')::text) AS row, t.id, k.sort_value \
                    FROM keys k JOIN technology_view t ON t.id = k.id",
             );
         }

@@ -20,7 +20,7 @@ use crate::QueryState;
 
 async fn load_job(state: &QueryState, id: &str) -> Result<Option<(Value, Position)>, sqlx::Error> {
     let row: Option<(Value, String)> =
-        sqlx::query_as("SELECT to_jsonb(j), j.position FROM job_view j WHERE j.id = $1")
+        sqlx::query_as("SELECT to_jsonb(j) - 'doc', j.position FROM job_view j WHERE j.id = $1")
             .bind(id)
             .fetch_optional(&state.primary)
             .await?;

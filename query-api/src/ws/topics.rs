@@ -64,7 +64,7 @@ impl Topic {
         match self {
             Self::Jobs(project) => {
                 sqlx::query_as(
-                    "SELECT to_jsonb(j), j.position FROM job_view j \
+                    "SELECT to_jsonb(j) - 'doc', j.position FROM job_view j \
                       WHERE j.project_id = $1 AND j.position > $2 ORDER BY j.position LIMIT $3",
                 )
                 .bind(project)
@@ -75,7 +75,7 @@ impl Topic {
             }
             Self::Technologies(project) => {
                 sqlx::query_as(
-                    "SELECT to_jsonb(t) - 'search', t.position FROM technology_view t \
+                    "SELECT to_jsonb(t) - 'search' - 'doc', t.position FROM technology_view t \
                       WHERE t.project_id = $1 AND t.position > $2 ORDER BY t.position LIMIT $3",
                 )
                 .bind(project)
@@ -85,7 +85,7 @@ impl Topic {
                 .await
             }
             Self::Job(id) => {
-                sqlx::query_as("SELECT to_jsonb(j), j.position FROM job_view j WHERE j.id = $1 AND j.position > $2")
+                sqlx::query_as("SELECT to_jsonb(j) - 'doc', j.position FROM job_view j WHERE j.id = $1 AND j.position > $2")
                     .bind(id)
                     .bind(since)
                     .fetch_all(&state.primary)

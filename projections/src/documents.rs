@@ -1,0 +1,154 @@
+//! The document each read-model row serves, stored with the row (`doc`): rendered once
+//! by the projector when the row changes, so a page or a detail hands stored text over
+//! as it is instead of rendering rows per request.
+//!
+//! A document is what the query API answered before it was stored: the row as
+//! PostgreSQL writes it (`to_jsonb(row)` without `search`), read into JSON and written
+//! out compactly with keys in order. [`render`] produces the same text from the row JSON
+//! the projector writes: the view's columns only (absent ones as `null`), and numbers as
+//! they come back from PostgreSQL (see `as_float8_read_back` and `as_jsonb_read_back`).
+//! Rows written before documents were stored are rendered by [`render_missing`] the old
+//! way; until then the queries render them per request (`coalesce`).
+
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+
+use crate::ProjectionError;
+
+/// The document of a row whose JSON (as bound to the upsert) is `row`: `columns` are the
+/// view's served columns, `floats` those of them that are `double precision` (the others
+/// hold text, integers, booleans, arrays of text, or `jsonb`).
+pub fn render(row: &Value, columns: &[&str], floats: &[&str]) -> String {
+    let document: Map<String, Value> = columns
+        .iter()
+        .map(|column| {
+            let value = row.get(*column).cloned().unwrap_or(Value::Null);
+            let value = if floats.contains(column) {
+                as_float8_read_back(value)
+            } else {
+                as_jsonb_read_back(value)
+            };
+            ((*column).to_string(), value)
+        })
+        .collect();
+    // A map of JSON values always serializes.
+    serde_json::to_string(&document).unwrap_or_default()
+}
+
+/// An integral float as an integer when it fits one.
+fn integral(f: f64) -> Option<Value> {
+    if f.fract() != 0.0 {
+        return None;
+    }
+    if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+        Some(Value::from(f as u64))
+    } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+        Some(Value::from(f as i64))
+    } else {
+        None
+    }
+}
+
+/// A `double precision` column as it reads back: PostgreSQL writes the float's shortest
+/// form and jsonb reads it as a decimal, so a float without a fraction comes back as an
+/// integer (`3.0` as `3`, `1e15` as `1000000000000000`).
+fn as_float8_read_back(value: Value) -> Value {
+    match value {
+        Value::Number(n) if n.is_f64() => n.as_f64().and_then(integral).unwrap_or(Value::Number(n)),
+        other => other,
+    }
+}
+
+/// A value inside a `jsonb` column as it reads back: jsonb keeps a number's decimal text,
+/// so a float comes back as written (`2.0` stays `2.0`) except where it was written with
+/// an exponent and is an integer that fits one (`1e19` comes back as
+/// `10000000000000000000`), and a negative zero loses its sign.
+fn as_jsonb_read_back(value: Value) -> Value {
+    match value {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(0.0) => Value::from(0.0),
+            Some(f) if n.to_string().contains('e') => integral(f).unwrap_or(Value::Number(n)),
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(as_jsonb_read_back).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k, as_jsonb_read_back(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Renders, the way the queries rendered them per request, the documents of read model
+/// `view`'s rows stored before documents were (`doc IS NULL`), a thousand at a time. A
+/// row changed meanwhile keeps the document its new write rendered (the version must
+/// still match).
+pub async fn render_missing(pool: &PgPool, view: &str) -> Result<u64, ProjectionError> {
+    let mut rendered = 0;
+    let served = match view {
+        "technology_view" => "to_jsonb(t) - 'search' - 'doc'",
+        "job_view" => "to_jsonb(t) - 'doc'",
+        other => return Err(ProjectionError::UnknownReadModel(other.to_string())),
+    };
+    let table = view;
+    loop {
+        let rows: Vec<(String, i64, Value)> = sqlx::query_as(&format!(
+            "SELECT id, version, {served} FROM {table} t WHERE doc IS NULL LIMIT 1000"
+        ))
+        .fetch_all(pool)
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut versions = Vec::with_capacity(rows.len());
+        let mut documents = Vec::with_capacity(rows.len());
+        for (id, version, row) in rows {
+            ids.push(id);
+            versions.push(version);
+            documents.push(serde_json::to_string(&row).unwrap_or_default());
+        }
+        let done = sqlx::query(&format!(
+            "UPDATE {table} t SET doc = r.doc \
+               FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS r(id, version, doc) \
+              WHERE t.id = r.id AND t.version = r.version AND t.doc IS NULL"
+        ))
+        .bind(&ids)
+        .bind(&versions)
+        .bind(&documents)
+        .execute(pool)
+        .await?;
+        rendered += done.rows_affected();
+    }
+    if rendered > 0 {
+        tracing::info!(
+            read_model = view,
+            rows = rendered,
+            "rendered the stored documents of older rows"
+        );
+    }
+    Ok(rendered)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::render;
+
+    #[test]
+    fn a_document_has_the_view_columns_in_order_and_numbers_as_read_back() {
+        let row = json!({
+            "f": 100.0, "g": 2.5,
+            "j": [1.5, 2.0, -0.0, {"z": 1e19, "y": 1e300, "x": 1.5e-7}],
+            "c": "\"é\"",
+            "not_a_column": 1,
+        });
+        assert_eq!(
+            render(&row, &["c", "j", "f", "g", "missing"], &["f", "g"]),
+            r#"{"c":"\"é\"","f":100,"g":2.5,"j":[1.5,2.0,0.0,{"x":1.5e-7,"y":1e+300,"z":10000000000000000000}],"missing":null}"#
+        );
+    }
+}
