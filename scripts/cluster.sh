@@ -66,7 +66,10 @@ wait_until() {
     shift 2
     local deadline=$((SECONDS + seconds))
     until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -lt "$deadline" ] || die "$what not ready within ${seconds}s (logs in $DIR/logs)"
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            [ -n "${CC_QUIET:-}" ] && return 1
+            die "$what not ready within ${seconds}s (logs in $DIR/logs)"
+        fi
         sleep 0.1
     done
 }
@@ -296,8 +299,14 @@ up() {
     for name in $ROLES; do
         start_role "$name"
     done
-    wait_until 60 "api-1" api_ready 0
-    wait_until 60 "api-2" api_ready 1
+    local n
+    for n in 0 1; do
+        if ! CC_QUIET=1 wait_until 60 "api-$((n + 1))" api_ready "$n"; then
+            curl -s "http://127.0.0.1:$((BASE + 40 + n))/health/ready" >&2 || true
+            tail -n 20 "$DIR/logs/api-$((n + 1)).log" >&2
+            die "api-$((n + 1)) not ready within 60s (logs in $DIR/logs)"
+        fi
+    done
     say "up: APIs on http://127.0.0.1:$((BASE + 40)) and http://127.0.0.1:$((BASE + 41)); settings in $DIR/cluster.env"
     cat "$DIR/cluster.env"
 }

@@ -169,7 +169,8 @@ impl Cluster {
             .args(args)
             .env("CC_CLUSTER_DIR", &self.dir)
             .env("CC_CLUSTER_PORT_BASE", self.base.to_string())
-            .env("CC_BIN", env!("CARGO_BIN_EXE_commandcenter"));
+            .env("CC_BIN", env!("CARGO_BIN_EXE_commandcenter"))
+            .env("CC_CLUSTER_STREAM_REPLICAS", "3");
         for (key, value) in PROCESS_ENV {
             command.env(format!("CC_CLUSTER_ENV_{key}"), value);
         }
@@ -308,8 +309,8 @@ impl Cluster {
         response.json().await.expect("body")
     }
 
-    /// Writes a technology and a job through API 1 and waits (up to 30 s) until both are
-    /// readable with their positions, so relayed and projected: the pipeline works.
+    /// Writes a technology and a job through API 1 and waits (up to 30 s) until the relay
+    /// has published both and both are readable with their positions: the pipeline works.
     /// Returns how long that took.
     async fn wait_pipeline(&self, what: &str) -> Duration {
         let started = Instant::now();
@@ -326,6 +327,33 @@ impl Cluster {
             .json()
             .await
             .expect("job body");
+        // The relay published them (the projectors could also have read them from the
+        // store: that alone would not show the relay works).
+        let newest = [&technology, &job]
+            .iter()
+            .map(|b| {
+                b["position"]
+                    .as_str()
+                    .expect("position")
+                    .parse::<Position>()
+                    .expect("a position")
+            })
+            .max()
+            .expect("positions");
+        loop {
+            let relayed = commandcenter_projections::status(&self.primary, &EventStream::new("cc"))
+                .await
+                .ok()
+                .and_then(|report| report.relay.checkpoint);
+            if relayed >= Some(newest) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{what}: the relay did not publish a new write within 30 s (at {relayed:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         for (path, body) in [("technologies", &technology), ("jobs", &job)] {
             let url = self.url(
                 0,
@@ -438,6 +466,14 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::env::var_os("CC_CLUSTER_KEEP").is_some() {
+            eprintln!(
+                "CC_CLUSTER_KEEP: the cluster keeps running: CC_CLUSTER_DIR={} CC_CLUSTER_PORT_BASE={} scripts/cluster.sh status|down",
+                self.dir.display(),
+                self.base
+            );
+            return;
+        }
         let output = self.command(&["down"]).output();
         if let Ok(output) = output {
             if !output.status.success() {
@@ -1095,6 +1131,9 @@ async fn relay_and_projector_failover(cluster: &Cluster) {
     let load = WriteLoad::start(cluster, 2);
     load.wait_for_successes(50, "scenario 6").await;
     for (role, what) in [("relay", "relay:"), ("projector", "projector:")] {
+        // The active one has been working: what it published or applied is what its
+        // successor must neither lose nor repeat.
+        cluster.wait_pipeline("scenario 6").await;
         let deadline = Instant::now() + Duration::from_secs(30);
         let active = loop {
             let holders = cluster.lock_holders(what).await;
@@ -1244,6 +1283,20 @@ async fn primary_restarts(cluster: &Cluster) {
 
 /// 3. The stream leader's NATS node killed under write load, then restarted.
 async fn nats_leader_killed(cluster: &Cluster) {
+    let client = async_nats::connect(cluster.nats_urls.clone())
+        .await
+        .expect("nats");
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream("CC_EVENTS")
+        .await
+        .expect("stream");
+    let replicas = stream
+        .info()
+        .await
+        .expect("stream info")
+        .config
+        .num_replicas;
+    assert_eq!(replicas, 3, "scenario 3: the stream is kept in 3 copies");
     let pushes = [record_pushes(cluster, 0), record_pushes(cluster, 1)];
     let load = WriteLoad::start(cluster, 4);
     load.wait_for_successes(50, "scenario 3").await;
@@ -1277,6 +1330,8 @@ async fn nats_leader_killed(cluster: &Cluster) {
         - 1;
     load.wait_for_successes(50, "scenario 3").await;
     let sent = load.finish().await;
+    let failed = sent.iter().filter(|s| s.committed.is_none()).count();
+    let slowest = sent.iter().map(|s| s.elapsed).max().unwrap_or_default();
     cluster.wait_caught_up().await;
     // The restarted node catches up: its copy holds every message.
     let messages = cluster.stream_events().await.len() as u64;
@@ -1348,13 +1403,16 @@ async fn nats_leader_killed(cluster: &Cluster) {
     println!(
         "FIGURE scenario 3: stream leader {leader} SIGKILLed under load: new leader {new_leader} seen after {:.0} ms, \
          a write made then readable {:.0} ms after the kill; restarted node caught up ({messages} messages) in {:.0} ms; \
-         {} dispatched jobs each completed once; pushes after the kill: {} (API 1 socket), {} (API 2 socket)",
+         {} dispatched jobs each completed once; pushes after the kill: {} (API 1 socket), {} (API 2 socket); \
+         {} commands, {failed} without a 2xx, slowest {:.0} ms",
         ms(elected),
         ms(caught_up),
         ms(rejoined),
         dispatched.len(),
         pushed[0],
-        pushed[1]
+        pushed[1],
+        sent.len(),
+        ms(slowest)
     );
 }
 
