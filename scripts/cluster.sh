@@ -22,7 +22,8 @@
 #
 # Settings (environment):
 #   CC_CLUSTER_DIR         data, logs and pid files (default /var/tmp/commandcenter-cluster)
-#   CC_CLUSTER_PORT_BASE   first port (default 56000): PostgreSQL primary +0, replica +1,
+#   CC_CLUSTER_PORT_BASE   first port (default 26000, below the kernel's ephemeral range, so no
+#                          outgoing connection can hold one of ours): PostgreSQL primary +0, replica +1,
 #                          NATS clients +10..12, routes +20..22, monitoring +30..32, APIs +40..41
 #   CC_CLUSTER_STREAM_REPLICAS  copies of the event stream (default 3)
 #   CC_CLUSTER_PREFIX      NATS subject prefix (default cc)
@@ -33,7 +34,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib/services.sh"
 
 DIR="${CC_CLUSTER_DIR:-/var/tmp/commandcenter-cluster}"
-BASE="${CC_CLUSTER_PORT_BASE:-56000}"
+BASE="${CC_CLUSTER_PORT_BASE:-26000}"
 STREAM_REPLICAS="${CC_CLUSTER_STREAM_REPLICAS:-3}"
 PREFIX="${CC_CLUSTER_PREFIX:-cc}"
 PG_PRIMARY_PORT=$((BASE + 0))
