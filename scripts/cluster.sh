@@ -205,6 +205,8 @@ any_meta_leader() {
 }
 
 start_nats() {
+    # The nodes' monitoring endpoints are read with curl and jq (leaders, stream state).
+    command -v curl >/dev/null && command -v jq >/dev/null || apt_install curl jq
     say "NATS JetStream cluster on 127.0.0.1:$((BASE + 10))-$((BASE + 12)) (stream replicas: $STREAM_REPLICAS)"
     local name
     for name in nats-1 nats-2 nats-3; do
