@@ -1369,10 +1369,14 @@ async fn nats_leader_killed(cluster: &Cluster) {
     let pushes = [record_pushes(cluster, 0), record_pushes(cluster, 1)];
     let load = WriteLoad::start(cluster, 4);
     load.wait_for_successes(50, "scenario 3").await;
-    let leader = cluster
-        .stream_leader()
-        .await
-        .expect("scenario 3: a stream leader");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        if let Some(leader) = cluster.stream_leader().await {
+            break leader;
+        }
+        assert!(Instant::now() < deadline, "scenario 3: no stream leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     cluster.run_async(&["kill", &leader]).await;
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(30);
@@ -1448,13 +1452,18 @@ async fn nats_leader_killed(cluster: &Cluster) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut pushed = Vec::new();
+    let mut pauses = Vec::new();
     for (api, (task, arrivals)) in pushes.into_iter().enumerate() {
-        let after = arrivals
-            .lock()
-            .expect("arrivals")
-            .iter()
-            .filter(|t| **t > killed)
-            .count();
+        let arrivals = arrivals.lock().expect("arrivals").clone();
+        let after = arrivals.iter().filter(|t| **t > killed).count();
+        // The longest silence of the socket across the kill: how long pushes stopped.
+        let pause = arrivals
+            .windows(2)
+            .filter(|w| w[1] > killed)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        pauses.push(pause);
         assert!(
             !task.is_finished(),
             "scenario 3: the socket on API {} closed",
@@ -1471,10 +1480,14 @@ async fn nats_leader_killed(cluster: &Cluster) {
     cluster.assert_nothing_lost_or_doubled("scenario 3").await;
     println!(
         "FIGURE scenario 3: stream leader {leader} SIGKILLed under load: new leader {new_leader} seen after {:.0} ms, \
-         a write made then readable {:.0} ms after the kill; restarted node caught up ({messages} messages) in {:.0} ms; \
+         longest pause of pushes across the kill {:.0} ms (API 1 socket) / {:.0} ms (API 2 socket); \
+         100 commands later a probe write was relayed and projected {:.0} ms after the kill; \
+         restarted node caught up ({messages} messages) in {:.0} ms; \
          {} dispatched jobs each completed once; pushes after the kill: {} (API 1 socket), {} (API 2 socket); \
          {} commands, {failed} without a 2xx, slowest {:.0} ms",
         ms(elected),
+        ms(pauses[0]),
+        ms(pauses[1]),
         ms(caught_up),
         ms(rejoined),
         dispatched.len(),
