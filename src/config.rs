@@ -520,8 +520,9 @@ pub struct RebuildArgs {
 /// Where NATS is, and the subject prefix of this deployment.
 #[derive(Debug, Clone, Args)]
 pub struct NatsArgs {
-    /// NATS server URL: JetStream carries the events, core NATS the wake-ups and view
-    /// change announcements.
+    /// NATS server URL, or a comma-separated list of a cluster's nodes (the client
+    /// connects to one and moves to another when it fails): JetStream carries the
+    /// events, core NATS the wake-ups and view change announcements.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// Prefix of every NATS subject this deployment uses, and of its stream's name
@@ -529,6 +530,28 @@ pub struct NatsArgs {
     /// runs share one NATS server.
     #[arg(long, env = "CC_NATS_PREFIX", default_value = "cc", value_parser = parse_prefix)]
     pub nats_prefix: String,
+    /// Copies of the event stream (and the audit witness) the NATS cluster keeps: 1 on
+    /// a single server, 3 on a cluster of three nodes or more (survives one node's loss).
+    /// Applied when the stream is created, and to an existing stream that differs.
+    #[arg(long, env = "CC_NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_stream_replicas: u8,
+}
+
+impl NatsArgs {
+    /// The server URLs `nats_url` lists.
+    pub fn servers(&self) -> Vec<String> {
+        self.nats_url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+    /// The event stream these settings name.
+    pub fn stream(&self) -> commandcenter_relay::EventStream {
+        commandcenter_relay::EventStream::new(&self.nats_prefix)
+            .with_replicas(usize::from(self.nats_stream_replicas))
+    }
 }
 
 fn parse_prefix(value: &str) -> Result<String, String> {

@@ -55,7 +55,7 @@ pub fn api() -> OpenApiRouter<Arc<Metrics>> {
     OpenApiRouter::new().routes(routes!(metrics_text))
 }
 
-/// Samples relay and projection lag, pool connections and the job queue into gauges
+/// Samples relay, projection and read replica lag, pool connections and the job queue into gauges
 /// until `shutdown`.
 pub async fn sample(
     metrics: Arc<Metrics>,
@@ -82,6 +82,16 @@ pub async fn sample(
                 .db_pool_connections
                 .with_label_values(&[&name, "active"])
                 .set(size - idle);
+        }
+        for lag in replicas.replica_lag().await {
+            metrics
+                .db_replica_lag_seconds
+                .with_label_values(&[&lag.name])
+                .set(lag.seconds);
+            metrics
+                .db_replica_lag_bytes
+                .with_label_values(&[&lag.name])
+                .set(lag.bytes);
         }
         match commandcenter_projections::status(&pool, &stream).await {
             Ok(report) => {

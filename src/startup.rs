@@ -13,7 +13,7 @@ use axum::Router;
 use commandcenter_auth::http::AuthState;
 use commandcenter_auth::{Guard, NewKey};
 use commandcenter_commands::CommandState;
-use commandcenter_event_store::{connect, AppendSignal, Deployment, EventStore};
+use commandcenter_event_store::{connect, connect_replica, AppendSignal, Deployment, EventStore};
 use commandcenter_executor::idempotency;
 use commandcenter_projections::{JobView, Projector, ProjectorConfig, TechnologyView};
 use commandcenter_query_api::bounded::ExpensiveReads;
@@ -76,10 +76,10 @@ impl Services {
         let client = async_nats::ConnectOptions::new()
             .name("commandcenter")
             .retry_on_initial_connect()
-            .connect(nats.nats_url.as_str())
+            .connect(nats.servers())
             .await
             .with_context(|| format!("invalid NATS URL {}", nats.nats_url))?;
-        let stream = EventStream::new(&nats.nats_prefix);
+        let stream = nats.stream();
         check_stream_owner(&client, &stream, &deployment, &pool).await?;
         let core_prefix = deployment.core_prefix(&nats.nats_prefix);
         Ok(Self {
@@ -213,9 +213,8 @@ pub async fn query_state(
         .filter(|u| !u.trim().is_empty())
     {
         replicas.push(
-            connect(url.trim(), max_connections, idle_tx_timeout)
-                .await
-                .with_context(|| format!("cannot connect to read replica {}", redact(url)))?,
+            connect_replica(url.trim(), max_connections, idle_tx_timeout)
+                .with_context(|| format!("invalid read replica URL {}", redact(url)))?,
         );
     }
     let pools = ReadPools::new(services.pool.clone(), replicas);

@@ -39,7 +39,8 @@ pub use leadership::{lock_key, pause as pause_or_shutdown, run_while_leader, Lea
 pub use position::{Position, PositionParseError, POSITION_PATTERN};
 pub use signal::AppendSignal;
 pub use store::{
-    connect, AggregateEvents, Committed, EventStore, Loaded, NewEvent, SNAPSHOT_EVERY,
+    connect, connect_replica, AggregateEvents, Committed, EventStore, Loaded, NewEvent,
+    REPLICA_ACQUIRE_TIMEOUT, SNAPSHOT_EVERY,
 };
 pub use stored_event::StoredEvent;
 

@@ -25,16 +25,40 @@ pub async fn connect(
     max_connections: u32,
     idle_tx_timeout: Duration,
 ) -> Result<PgPool, sqlx::Error> {
-    let timeout_ms = idle_tx_timeout.as_millis().to_string();
-    let options = PgConnectOptions::from_str(database_url)?
-        .application_name("commandcenter")
-        .options([("idle_in_transaction_session_timeout", timeout_ms.as_str())]);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
+        .connect_with(session_options(database_url, idle_tx_timeout)?)
         .await
 }
+
+/// Our sessions' settings: the application name, and the idle-in-transaction timeout.
+fn session_options(
+    database_url: &str,
+    idle_tx_timeout: Duration,
+) -> Result<PgConnectOptions, sqlx::Error> {
+    let timeout_ms = idle_tx_timeout.as_millis().to_string();
+    Ok(PgConnectOptions::from_str(database_url)?
+        .application_name("commandcenter")
+        .options([("idle_in_transaction_session_timeout", timeout_ms.as_str())]))
+}
+
+/// A pool on a read replica: like [`connect`], but it connects lazily (the service starts
+/// while a replica is down; the read pools' health check finds it) and gives up on a
+/// connection after 1 s, since the primary can answer instead.
+pub fn connect_replica(
+    database_url: &str,
+    max_connections: u32,
+    idle_tx_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(REPLICA_ACQUIRE_TIMEOUT)
+        .connect_lazy_with(session_options(database_url, idle_tx_timeout)?))
+}
+
+/// How long a read waits for a replica's connection before the replica counts as failed.
+pub const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// An aggregate rebuilt from its events.
 #[derive(Debug)]

@@ -56,6 +56,12 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     /// `db_pool_connections{pool,state}`.
     pub db_pool_connections: IntGaugeVec,
+    /// `db_replica_lag_seconds{replica}`: how long ago the last transaction a read
+    /// replica replayed committed, while it is behind (0 when caught up).
+    pub db_replica_lag_seconds: GaugeVec,
+    /// `db_replica_lag_bytes{replica}`: WAL the primary wrote that a read replica has
+    /// not replayed.
+    pub db_replica_lag_bytes: IntGaugeVec,
     /// `http_connections_open`: HTTP connections open now (WebSockets while upgrading).
     pub http_connections_open: IntGauge,
     /// `http_connections_refused_total`: connections closed at once at the cap.
@@ -245,6 +251,26 @@ impl Metrics {
                     &["pool", "state"]
                 )
             ),
+            db_replica_lag_seconds: register!(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "db_replica_lag_seconds",
+                        "Age of the newest transaction a read replica has replayed, while it is behind"
+                    ),
+                    &["replica"]
+                )
+            ),
+            db_replica_lag_bytes: register!(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "db_replica_lag_bytes",
+                        "WAL bytes written on the primary and not yet replayed on a read replica"
+                    ),
+                    &["replica"]
+                )
+            ),
             http_connections_open: register!(
                 r,
                 IntGauge::new(
@@ -337,6 +363,8 @@ impl Metrics {
             "projection_batch_size",
             "projection_apply_duration_seconds",
             "db_pool_connections",
+            "db_replica_lag_seconds",
+            "db_replica_lag_bytes",
             "jobs_total",
             "job_duration_seconds",
         ] {

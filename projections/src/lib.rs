@@ -43,7 +43,7 @@ pub use notify::{view_subject, Change};
 pub use projector::{Projector, ProjectorConfig};
 pub use read_model::{apply_lock_name, ReadModel};
 pub use rebuild::{rebuild, RebuildReport};
-pub use status::{status, LagStatus, StatusReport};
+pub use status::{replication, status, LagStatus, ReplicaStatus, StatusReport};
 pub use technology_view::TechnologyView;
 pub use verify::{verify, Difference, VerifyReport};
 

@@ -67,6 +67,58 @@ pub struct StatusReport {
     pub relay: LagStatus,
     /// Each read model.
     pub projections: Vec<LagStatus>,
+    /// The streaming replicas connected to this server, as it sees them
+    /// (`pg_stat_replication`; empty without replicas, or without the right to see them).
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// One streaming replica as the primary sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaStatus {
+    /// Its `application_name` (`cluster_name` or `walreceiver`).
+    pub name: String,
+    /// Its address.
+    pub client: Option<String>,
+    /// `streaming`, `catchup`, …
+    pub state: String,
+    /// WAL written here and not replayed there, in bytes.
+    pub lag_bytes: Option<i64>,
+    /// The time the last replayed WAL took to be replayed there, in seconds (the server
+    /// reports none once the replica has been caught up for a while).
+    pub replay_lag_seconds: Option<f64>,
+}
+
+/// Name, address, state, lag in bytes and replay lag in seconds.
+type ReplicationRow = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<f64>,
+);
+
+/// The streaming replicas of the server `pool` connects to.
+pub async fn replication(pool: &PgPool) -> Result<Vec<ReplicaStatus>, ProjectionError> {
+    let rows: Vec<ReplicationRow> = sqlx::query_as(
+        "SELECT application_name::text, client_addr::text, state::text, \
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint, \
+                    extract(epoch FROM replay_lag)::float8 \
+               FROM pg_stat_replication ORDER BY application_name, client_addr::text",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(name, client, state, lag_bytes, replay_lag_seconds)| ReplicaStatus {
+                name: name.unwrap_or_default(),
+                client,
+                state: state.unwrap_or_default(),
+                lag_bytes,
+                replay_lag_seconds,
+            },
+        )
+        .collect())
 }
 
 /// How many committed events follow `checkpoint` (of `aggregate_type`, or of any type),
@@ -239,5 +291,6 @@ pub async fn status(pool: &PgPool, stream: &EventStream) -> Result<StatusReport,
         events,
         relay,
         projections,
+        replicas: replication(pool).await?,
     })
 }

@@ -2,7 +2,10 @@
 //! model(s) it read, taken in the same statement as the data. A request carrying
 //! `X-CC-Min-Position: P` (a position a command returned) first waits, up to a bound,
 //! until the read model has applied everything of its kind up to P *on the pool that
-//! will serve it*; past the bound it gets 503 with `Retry-After`.
+//! will serve it* ([`pool_for`]): a replica that has not got there within the bound (its
+//! replay is behind, paused, or it stopped answering) hands the read to the primary,
+//! which answers if it has reached P; only when no pool has, the answer is 503 with
+//! `Retry-After`.
 
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::bad_parameter;
+use crate::pools::{ChosenPool, ReadPools};
 
 /// The header a client sends to read its own writes.
 pub const MIN_POSITION_HEADER: &str = "x-cc-min-position";
@@ -106,4 +110,39 @@ pub async fn wait_until_reached(
         let nap = (deadline - now).min(Duration::from_millis(10));
         let _ = tokio::time::timeout(nap, changes.changed()).await;
     }
+}
+
+/// The pool that serves a read needing `min` over `views`. Without `min`, the next
+/// replica in rotation (or the primary): stale but fast. With it: that replica once it
+/// has reached `min`, waiting up to `bound`; past the bound, or when the replica fails,
+/// the primary if it has reached `min` (waiting for the rest of the bound when the
+/// replica failed early). 503 (`NotCaughtUp`) only when no pool has reached `min`.
+pub async fn pool_for(
+    pools: &ReadPools,
+    views: &[(&str, &str)],
+    min: Option<Position>,
+    bound: Duration,
+    changes: &mut watch::Receiver<u64>,
+) -> Result<ChosenPool, ApiError> {
+    let chosen = pools.choose();
+    let Some(min) = min.filter(|min| *min != Position::ZERO) else {
+        return Ok(chosen);
+    };
+    let deadline = Instant::now() + bound;
+    if !chosen.is_replica() {
+        wait_until_reached(&chosen.pool, views, Some(min), bound, changes).await?;
+        return Ok(chosen);
+    }
+    match wait_until_reached(&chosen.pool, views, Some(min), bound, changes).await {
+        Ok(()) => return Ok(chosen),
+        Err(ApiError::NotCaughtUp(_)) => {
+            tracing::debug!(replica = %chosen.name, %min, "replica behind past the bound; asking the primary");
+        }
+        Err(err @ ApiError::Unavailable(_)) => pools.note_failure(&chosen, &err),
+        Err(err) => return Err(err),
+    }
+    let primary = pools.primary();
+    let rest = deadline.saturating_duration_since(Instant::now());
+    wait_until_reached(&primary.pool, views, Some(min), rest, changes).await?;
+    Ok(primary)
 }

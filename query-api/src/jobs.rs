@@ -19,7 +19,7 @@ use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::bounded::{fetch_all, EXPENSIVE_SKIP};
 use crate::cache::CacheKey;
-use crate::consistency::{wait_until_reached, MinPosition};
+use crate::consistency::{pool_for, MinPosition};
 use crate::cursor::Cursor;
 use crate::params::Params;
 use crate::response::{
@@ -228,9 +228,8 @@ async fn job_row(
     ),
     ApiError,
 > {
-    let pool = state.pools.choose();
-    wait_until_reached(
-        &pool.pool,
+    let pool = pool_for(
+        &state.pools,
         VIEWS,
         min.0,
         state.config.min_position_wait,
@@ -242,7 +241,9 @@ async fn job_row(
     qb.push(", (SELECT coalesce(j.doc, (to_jsonb(j) - 'doc')::text) FROM job_view j WHERE j.id = ")
         .push_bind(id.to_string())
         .push(") AS row");
-    let row = qb.build().fetch_one(&pool.pool).await?;
+    let row = state
+        .pools
+        .checked(&pool, qb.build().fetch_one(&pool.pool).await)?;
     let position = read_position(&row)?;
     let job: Option<String> = row.try_get("row")?;
     Ok((job.ok_or(ApiError::NotFound("job"))?, position, pool))

@@ -40,7 +40,7 @@ use utoipa_axum::routes;
 
 pub use cache::QueryCache;
 pub use hub::Hub;
-pub use pools::ReadPools;
+pub use pools::{ChosenPool, ReadPools, ReplicaLag};
 
 /// Settings of the query API.
 #[derive(Debug, Clone)]

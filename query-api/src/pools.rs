@@ -33,6 +33,27 @@ pub struct ChosenPool {
     pub pool: PgPool,
     /// `primary` or `replica-<n>`.
     pub name: String,
+    /// Which replica, if one.
+    replica: Option<usize>,
+}
+
+impl ChosenPool {
+    /// True when this is a replica (not the primary).
+    pub fn is_replica(&self) -> bool {
+        self.replica.is_some()
+    }
+}
+
+/// How far one replica is behind the primary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaLag {
+    /// `replica-<n>`.
+    pub name: String,
+    /// WAL the primary has written and the replica has not replayed, in bytes.
+    pub bytes: i64,
+    /// Seconds since the last transaction the replica replayed committed on the primary,
+    /// while it is behind; 0 when it has replayed everything.
+    pub seconds: f64,
 }
 
 impl ReadPools {
@@ -64,13 +85,86 @@ impl ReadPools {
                 return ChosenPool {
                     pool: replica.pool.clone(),
                     name: replica.name.clone(),
+                    replica: Some(i),
                 };
             }
         }
+        self.primary()
+    }
+
+    /// The primary.
+    pub fn primary(&self) -> ChosenPool {
         ChosenPool {
             pool: self.primary.clone(),
             name: "primary".into(),
+            replica: None,
         }
+    }
+
+    /// Takes `chosen` out of rotation at once when it is a replica and `err` says it
+    /// cannot answer now (its server is down, restarting or unreachable): later reads go
+    /// to the primary until the health check finds it answering again.
+    pub fn note_failure(&self, chosen: &ChosenPool, err: &commandcenter_api_error::ApiError) {
+        let Some(i) = chosen.replica else { return };
+        if matches!(err, commandcenter_api_error::ApiError::Unavailable(_)) {
+            let replica = &self.replicas[i];
+            if replica.healthy.swap(false, Ordering::Relaxed) {
+                tracing::warn!(replica = %replica.name, %err, "read replica failed a read; out of rotation");
+            }
+        }
+    }
+
+    /// `result` of a statement on `chosen`, as the API's error, with a failed replica
+    /// taken out of rotation ([`Self::note_failure`]).
+    pub fn checked<T>(
+        &self,
+        chosen: &ChosenPool,
+        result: Result<T, sqlx::Error>,
+    ) -> Result<T, commandcenter_api_error::ApiError> {
+        result
+            .map_err(commandcenter_api_error::ApiError::from)
+            .inspect_err(|err| self.note_failure(chosen, err))
+    }
+
+    /// How far each replica is behind the primary; a replica or primary that does not
+    /// answer within a second is left out.
+    pub async fn replica_lag(&self) -> Vec<ReplicaLag> {
+        if self.replicas.is_empty() {
+            return Vec::new();
+        }
+        let bound = Duration::from_secs(1);
+        let Ok(Ok(head)) = tokio::time::timeout(
+            bound,
+            sqlx::query_scalar::<_, String>("SELECT pg_current_wal_lsn()::text")
+                .fetch_one(&self.primary),
+        )
+        .await
+        else {
+            return Vec::new();
+        };
+        let mut lags = Vec::new();
+        for replica in self.replicas.iter() {
+            // Not in recovery (a second connection to the primary): never behind.
+            let lag = tokio::time::timeout(
+                bound,
+                sqlx::query_as::<_, (Option<i64>, Option<f64>)>(
+                    "SELECT greatest(pg_wal_lsn_diff($1::pg_lsn, pg_last_wal_replay_lsn()), 0)::bigint, \
+                            CASE WHEN pg_last_wal_replay_lsn() >= $1::pg_lsn THEN 0 \
+                                 ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END::float8",
+                )
+                .bind(&head)
+                .fetch_one(&replica.pool),
+            )
+            .await;
+            if let Ok(Ok((bytes, seconds))) = lag {
+                lags.push(ReplicaLag {
+                    name: replica.name.clone(),
+                    bytes: bytes.unwrap_or(0),
+                    seconds: seconds.unwrap_or(0.0).max(0.0),
+                });
+            }
+        }
+        lags
     }
 
     /// `(name, open connections, idle connections)` of every replica pool.

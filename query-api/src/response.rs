@@ -14,7 +14,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::cache::CacheKey;
-use crate::consistency::{wait_until_reached, MinPosition};
+use crate::consistency::{pool_for, MinPosition};
 use crate::pools::ChosenPool;
 use crate::QueryState;
 
@@ -90,7 +90,7 @@ impl IntoJsonBytes for RawJson {
 }
 
 /// Serves a read from the answer cache when a current entry exists for `key`, or else
-/// waits for `min` on the chosen pool (read-your-writes over `views`), runs `fetch` on
+/// waits for `min` on the pool that will serve it (read-your-writes over `views`), runs `fetch` on
 /// it, caches the answer when that pool had applied the newest announced change, and
 /// answers with `X-CC-Position` and `X-CC-Source`.
 pub async fn cached_or<F, Fut, B>(
@@ -110,9 +110,8 @@ where
         return Ok(bytes_response(hit.body, hit.position, "cache"));
     }
     state.metrics.cache_misses.inc();
-    let pool = state.pools.choose();
-    wait_until_reached(
-        &pool.pool,
+    let pool = pool_for(
+        &state.pools,
         views,
         min.0,
         state.config.min_position_wait,
@@ -121,7 +120,9 @@ where
     .await?;
     let generation = state.cache.generation(&key);
     let source = pool.name.clone();
-    let (body, positions) = fetch(pool).await?;
+    let (body, positions) = fetch(pool.clone())
+        .await
+        .inspect_err(|err| state.pools.note_failure(&pool, err))?;
     let position = positions.iter().copied().min().unwrap_or(Position::ZERO);
     let bytes = body.into_json_bytes()?;
     state.cache.put(key, generation, positions, bytes.clone());

@@ -122,9 +122,8 @@ pub async fn get_technology(
     {
         return Ok(response);
     }
-    let pool = state.pools.choose();
-    crate::consistency::wait_until_reached(
-        &pool.pool,
+    let pool = crate::consistency::pool_for(
+        &state.pools,
         &[("technology_view", "technology")],
         min.0,
         state.config.min_position_wait,
@@ -136,7 +135,9 @@ pub async fn get_technology(
     qb.push(", (SELECT coalesce(t.doc, (to_jsonb(t) - 'search' - 'doc')::text) FROM technology_view t WHERE t.id = ")
         .push_bind(id)
         .push(") AS row");
-    let row = qb.build().fetch_one(&pool.pool).await?;
+    let row = state
+        .pools
+        .checked(&pool, qb.build().fetch_one(&pool.pool).await)?;
     let position = read_position(&row)?;
     let item: Option<String> = row.try_get("row")?;
     let item = item.ok_or(ApiError::NotFound("technology"))?;

@@ -86,6 +86,7 @@ fn owner(description: Option<&str>) -> Option<&str> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventStream {
     prefix: String,
+    replicas: usize,
 }
 
 impl EventStream {
@@ -93,7 +94,22 @@ impl EventStream {
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_string(),
+            replicas: 1,
         }
+    }
+
+    /// The same stream, created with `replicas` copies (1 on a single server; 3 on a
+    /// cluster of three or more, so it survives one node's loss). Applied when the
+    /// stream is created, and to an existing stream when it differs (NATS moves the
+    /// copies itself).
+    pub fn with_replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
+        self
+    }
+
+    /// How many copies of the stream the cluster keeps.
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     /// The subject prefix.
@@ -142,6 +158,7 @@ impl EventStream {
             subjects: vec![self.subjects()],
             storage: stream::StorageType::File,
             duplicate_window: DUPLICATE_WINDOW,
+            num_replicas: self.replicas,
             ..Default::default()
         }
     }
@@ -186,6 +203,7 @@ impl EventStream {
         if info.config.description != wanted.description
             || info.config.subjects != wanted.subjects
             || info.config.duplicate_window != wanted.duplicate_window
+            || info.config.num_replicas != wanted.num_replicas
         {
             js.update_stream(wanted).await.map_err(nats_error)?;
         }

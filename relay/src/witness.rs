@@ -54,6 +54,7 @@ fn nats(err: impl Into<async_nats::Error>) -> WitnessError {
 pub struct Witness {
     js: jetstream::Context,
     prefix: String,
+    replicas: usize,
     deployment: Deployment,
 }
 
@@ -63,6 +64,7 @@ impl Witness {
         Self {
             js: jetstream::new(client),
             prefix: events.prefix().to_string(),
+            replicas: events.replicas(),
             deployment,
         }
     }
@@ -93,6 +95,7 @@ impl Witness {
             // A witness forgets nothing: no message may be deleted or purged.
             deny_delete: true,
             deny_purge: true,
+            num_replicas: self.replicas,
             ..Default::default()
         };
         let existing = match self.js.get_stream(self.stream_name()).await {

@@ -86,7 +86,7 @@ pub(crate) async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             // Running servers poll for revocations; the announcement makes it immediate.
             let nats = tokio::time::timeout(
                 Duration::from_secs(3),
-                async_nats::connect(args.nats.nats_url.as_str()),
+                async_nats::connect(args.nats.servers()),
             )
             .await
             .ok()

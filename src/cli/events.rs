@@ -14,7 +14,6 @@ use commandcenter_domain::technology::Technology;
 use commandcenter_event_store::audit::{self, ExportScope, VerifyScope};
 use commandcenter_event_store::Deployment;
 use commandcenter_query_api::history::annotated_history;
-use commandcenter_relay::EventStream;
 
 pub(crate) async fn run_verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let pool = open(&args.database.database_url).await?;
@@ -156,16 +155,13 @@ pub(crate) async fn witness_of(
     pool: &sqlx::PgPool,
     nats: &NatsArgs,
 ) -> anyhow::Result<commandcenter_relay::witness::Witness> {
-    let client = tokio::time::timeout(
-        Duration::from_secs(5),
-        async_nats::connect(nats.nats_url.as_str()),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("NATS at {} did not answer within 5 s", nats.nats_url))?
-    .with_context(|| format!("cannot connect to NATS at {}", nats.nats_url))?;
+    let client = tokio::time::timeout(Duration::from_secs(5), async_nats::connect(nats.servers()))
+        .await
+        .map_err(|_| anyhow::anyhow!("NATS at {} did not answer within 5 s", nats.nats_url))?
+        .with_context(|| format!("cannot connect to NATS at {}", nats.nats_url))?;
     Ok(commandcenter_relay::witness::Witness::new(
         client,
-        &EventStream::new(&nats.nats_prefix),
+        &nats.stream(),
         Deployment::load(pool).await?,
     ))
 }

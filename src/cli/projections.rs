@@ -53,6 +53,26 @@ pub(crate) async fn print_status(args: &StatusArgs) -> anyhow::Result<()> {
             lag.active.as_deref().unwrap_or("none")
         )?;
     }
+    if !report.replicas.is_empty() {
+        writeln!(
+            out,
+            "{:<18} {:<22} {:<10} {:>12} {:>12}",
+            "replica", "address", "state", "lag bytes", "replay lag s"
+        )?;
+        for replica in &report.replicas {
+            writeln!(
+                out,
+                "{:<18} {:<22} {:<10} {:>12} {:>12}",
+                replica.name,
+                replica.client.as_deref().unwrap_or("-"),
+                replica.state,
+                replica.lag_bytes.map_or("-".into(), |b| b.to_string()),
+                replica
+                    .replay_lag_seconds
+                    .map_or("-".into(), |s| format!("{s:.3}"))
+            )?;
+        }
+    }
     if let Some(note) = &report.relay.note {
         writeln!(out, "NOTE relay: {note}")?;
     }

@@ -8,24 +8,20 @@
 //! one killed between claim and acknowledgement, and a job that ends while PostgreSQL is
 //! down (its outcome recorded by the worker's retries, in the same attempt).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use commandcenter_domain::job::Job;
-use commandcenter_domain::technology::Technology;
-use commandcenter_domain::upcast_payload;
-use commandcenter_event_store::{pause, read_feed, Position};
-use cqrs_es::Aggregate;
+use commandcenter_event_store::pause;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::helpers::{spawn_app, spawn_app_on, spawn_app_with, TestApp};
+use crate::oracle::wait_views_equal_store;
 use crate::projections::assert_counts_match_views;
 
 // ---------------------------------------------------------------- processes and servers
@@ -342,23 +338,7 @@ impl Roles {
 /// The pids of the processes holding the projector locks now (from the locks'
 /// `application_name`, `commandcenter pid=<pid> …`).
 async fn active_projectors(pool: &PgPool) -> Vec<u32> {
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-          WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE '% projector:%'",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap_or_default();
-    names
-        .iter()
-        .filter_map(|n| {
-            n.split_whitespace()
-                .nth(1)?
-                .strip_prefix("pid=")?
-                .parse()
-                .ok()
-        })
-        .collect()
+    crate::oracle::lock_holders(pool, "projector:").await
 }
 
 // ---------------------------------------------------------------- load
@@ -462,179 +442,21 @@ impl Load {
 
 // ---------------------------------------------------------------- the oracle
 
-/// What the event store says a read-model row must be: present iff the aggregate is
-/// live, with its version, last position and a few fields.
-struct Expected {
-    live: bool,
-    version: i64,
-    position: Position,
-    fields: Value,
-}
-
-/// Folds every event of the store with the domain's aggregates (no projection code).
-async fn fold_store(pool: &PgPool) -> (HashMap<String, Expected>, HashMap<String, Expected>) {
-    let mut technologies: HashMap<String, (Technology, i64, Position)> = HashMap::new();
-    let mut jobs: HashMap<String, (Job, i64, Position)> = HashMap::new();
-    let mut after = Position::ZERO;
-    loop {
-        let events = read_feed(pool, after, 5000).await.expect("feed");
-        let Some(last) = events.last() else { break };
-        after = last.position;
-        for event in &events {
-            let payload = upcast_payload(
-                &event.event_type,
-                &event.event_version,
-                event.payload.clone(),
-            );
-            match event.aggregate_type.as_str() {
-                "technology" => {
-                    let entry = technologies.entry(event.aggregate_id.clone()).or_default();
-                    assert_eq!(entry.1 + 1, event.sequence, "store sequences continue");
-                    entry
-                        .0
-                        .apply(serde_json::from_value(payload).expect("event"));
-                    entry.1 = event.sequence;
-                    entry.2 = event.position;
-                }
-                "job" => {
-                    let entry = jobs.entry(event.aggregate_id.clone()).or_default();
-                    assert_eq!(entry.1 + 1, event.sequence, "store sequences continue");
-                    entry
-                        .0
-                        .apply(serde_json::from_value(payload).expect("event"));
-                    entry.1 = event.sequence;
-                    entry.2 = event.position;
-                }
-                other => panic!("unknown aggregate type {other}"),
-            }
-        }
-    }
-    let technologies = technologies
-        .into_iter()
-        .map(|(id, (state, version, position))| {
-            let fields = match &state {
-                Technology::Live(record) => {
-                    let row = serde_json::to_value(record).expect("record");
-                    json!({ "title": row["title"], "status": row["status"],
-                            "relevance_score": row["relevance_score"] })
-                }
-                _ => Value::Null,
-            };
-            let live = matches!(state, Technology::Live(_));
-            (
-                id,
-                Expected {
-                    live,
-                    version,
-                    position,
-                    fields,
-                },
-            )
-        })
-        .collect();
-    let jobs = jobs
-        .into_iter()
-        .map(|(id, (state, version, position))| {
-            let fields = match &state {
-                Job::Live(record) => json!({ "status": record.status.as_str() }),
-                _ => Value::Null,
-            };
-            let live = matches!(state, Job::Live(_));
-            (
-                id,
-                Expected {
-                    live,
-                    version,
-                    position,
-                    fields,
-                },
-            )
-        })
-        .collect();
-    (technologies, jobs)
-}
-
 /// Asserts both views equal the store's fold row for row, and the counts tables equal a
 /// `GROUP BY` over the views, once the read models have caught up with a store that may
 /// still be moving (workers finishing jobs, leases lapsing): waits, with a deadline, for a
 /// moment when they are equal. Returns the number of events checked.
 async fn assert_views_equal_the_store(app: &TestApp) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    wait_views_equal_store(&app.pool, "", || async {
         app.wait_caught_up().await;
-        let problems = differences(app).await;
-        if problems.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} difference(s) between the views and the event store:\n{}",
-            problems.len(),
-            problems[..problems.len().min(20)].join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     assert_counts_match_views(app).await;
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&app.pool)
         .await
         .expect("count");
     usize::try_from(events).unwrap_or_default()
-}
-
-/// Where the views differ from a fold of the store.
-async fn differences(app: &TestApp) -> Vec<String> {
-    let mut problems = Vec::new();
-    let (technologies, jobs) = fold_store(&app.pool).await;
-    for (view, expected, fields) in [
-        (
-            "technology_view",
-            &technologies,
-            "jsonb_build_object('title', title, 'status', status, 'relevance_score', relevance_score)",
-        ),
-        (
-            "job_view",
-            &jobs,
-            "jsonb_build_object('status', status)",
-        ),
-    ] {
-        let rows: Vec<(String, i64, String, Value)> = sqlx::query_as(&format!(
-            "SELECT id, version, position, {fields} FROM {view}"
-        ))
-        .fetch_all(&app.pool)
-        .await
-        .expect("view rows");
-        let mut seen = 0;
-        for (id, version, position, row_fields) in &rows {
-            match expected.get(id) {
-                Some(e) if e.live => {
-                    seen += 1;
-                    let position: Position = position.parse().expect("position");
-                    if e.version != *version || e.position != position || e.fields != *row_fields {
-                        problems.push(format!(
-                            "{view} {id}: row version {version} at {position} {row_fields}, \
-                             store version {} at {} {}",
-                            e.version, e.position, e.fields
-                        ));
-                    }
-                }
-                _ => problems.push(format!("{view} {id}: row for an aggregate the store says is deleted or unknown")),
-            }
-        }
-        let live = expected.values().filter(|e| e.live).count();
-        if seen != live {
-            let present: std::collections::HashSet<&String> = rows.iter().map(|r| &r.0).collect();
-            for (id, e) in expected.iter().filter(|(_, e)| e.live) {
-                if !present.contains(id) {
-                    problems.push(format!(
-                        "{view} {id}: missing, store has version {} at {}",
-                        e.version, e.position
-                    ));
-                }
-            }
-        }
-    }
-    problems
 }
 
 /// `commandcenter projections verify` on the app's database: exit status and output.

@@ -164,6 +164,7 @@ pub fn serve_args(database_url: &str, nats_url: &str, prefix: &str) -> ServeArgs
         nats: NatsArgs {
             nats_url: nats_url.to_string(),
             nats_prefix: prefix.to_string(),
+            nats_stream_replicas: 1,
         },
         listen_addr: "127.0.0.1:0".parse().expect("valid address"),
         listen: ListenArgs {
@@ -473,23 +474,7 @@ impl TestApp {
     /// [`Self::stream_events`] on the NATS server at `url`.
     pub async fn stream_events_at(&self, url: &str) -> Vec<commandcenter_event_store::StoredEvent> {
         let client = async_nats::connect(url).await.expect("nats");
-        let js = async_nats::jetstream::new(client);
-        let stream = js
-            .get_stream(self.nats.stream().name())
-            .await
-            .expect("stream exists");
-        let last = stream
-            .get_info()
-            .await
-            .expect("stream info")
-            .state
-            .last_sequence;
-        let mut events = Vec::new();
-        for sequence in 1..=last {
-            let message = stream.get_raw_message(sequence).await.expect("message");
-            events.push(serde_json::from_slice(&message.payload).expect("event payload"));
-        }
-        events
+        crate::oracle::read_stream(client, &self.nats.stream().name()).await
     }
 }
 

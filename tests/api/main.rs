@@ -18,6 +18,8 @@ mod idempotency;
 mod jobs;
 mod observability;
 mod openapi;
+#[path = "../shared/oracle.rs"]
+mod oracle;
 mod projections;
 mod properties;
 mod queries;

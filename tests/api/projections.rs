@@ -34,39 +34,7 @@ pub async fn rows(app: &TestApp, table: &str) -> Vec<Value> {
 
 /// Asserts the counts tables equal a `GROUP BY` over the views.
 pub async fn assert_counts_match_views(app: &TestApp) {
-    let mismatches: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM ( \
-           (SELECT project_id, domain, status, n FROM technology_counts \
-            EXCEPT SELECT project_id, domain, status, count(*) FROM technology_view GROUP BY 1, 2, 3) \
-           UNION ALL \
-           (SELECT project_id, domain, status, count(*) FROM technology_view GROUP BY 1, 2, 3 \
-            EXCEPT SELECT project_id, domain, status, n FROM technology_counts)) d",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        mismatches, 0,
-        "technology_counts equals COUNT(*) GROUP BY over technology_view"
-    );
-    let mismatches: i64 = sqlx::query_scalar(
-        "WITH truth AS ( \
-           SELECT project_id, job_type, status, count(*) AS n, \
-                  coalesce(sum(round(duration_seconds * 1e6)), 0)::bigint AS duration_sum_us, \
-                  count(duration_seconds) AS duration_n \
-             FROM job_view GROUP BY 1, 2, 3) \
-         SELECT count(*) FROM ( \
-           (SELECT project_id, job_type, status, n, duration_sum_us, duration_n FROM job_counts EXCEPT SELECT * FROM truth) \
-           UNION ALL \
-           (SELECT * FROM truth EXCEPT SELECT project_id, job_type, status, n, duration_sum_us, duration_n FROM job_counts)) d",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        mismatches, 0,
-        "job_counts equals COUNT(*) GROUP BY over job_view"
-    );
+    crate::oracle::assert_counts_match_views_on(&app.pool).await;
 }
 
 #[tokio::test]

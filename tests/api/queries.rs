@@ -560,6 +560,21 @@ async fn reads_see_their_own_writes_on_a_second_pool() {
     }
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("db_pool_connections{pool=\"replica-1\",state=\"idle\"}"));
+    // A "replica" that is the primary itself is never behind (sampled once a second).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        if metrics.contains("db_replica_lag_bytes{replica=\"replica-1\"} 0")
+            && metrics.contains("db_replica_lag_seconds{replica=\"replica-1\"} 0")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica lag not exported:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
