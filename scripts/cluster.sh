@@ -51,7 +51,9 @@ pidfile() { echo "$DIR/pids/$1.pid"; }
 alive() {
     local state
     state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-    [ -n "$state" ] && [ "${state:0:1}" != Z ]
+    [ -n "$state" ] && [ "${state:0:1}" != Z ] || return 1
+    # One of ours, not an unrelated process that reused a recorded pid.
+    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qE 'commandcenter|nats-server|postgres'
 }
 
 # running NAME: true when NAME's recorded pid is alive.
@@ -279,6 +281,9 @@ up() {
     if [ -d "$DIR" ] && [ -n "$(ls "$DIR/pids" 2>/dev/null)" ]; then
         die "a cluster already runs from $DIR (scripts/cluster.sh down first)"
     fi
+    if [ -n "$(ls -A "$DIR" 2>/dev/null)" ]; then
+        die "$DIR holds what an earlier run left (an up that failed?): scripts/cluster.sh down removes it"
+    fi
     local bin
     bin=$(binary)
     [ -x "$bin" ] || die "no commandcenter binary at $bin"
@@ -331,6 +336,9 @@ stop_pid() {
 
 down() {
     [ -d "$DIR" ] || { say "nothing runs from $DIR"; return; }
+    # Only a directory `up` made is removed (CC_CLUSTER_DIR may point anywhere).
+    [ -f "$DIR/bin" ] || [ -d "$DIR/pids" ] \
+        || die "$DIR holds no cluster (no bin file or pids directory): not removing it"
     local name
     for name in $ROLES nats-1 nats-2 nats-3; do
         stop_pid "$name"

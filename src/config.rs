@@ -532,7 +532,9 @@ pub struct NatsArgs {
     pub nats_prefix: String,
     /// Copies of the event stream (and the audit witness) the NATS cluster keeps: 1 on
     /// a single server, 3 on a cluster of three nodes or more (survives one node's loss).
-    /// Applied when the stream is created, and to an existing stream that differs.
+    /// Applied when the streams are created; an existing event stream with fewer copies
+    /// gets more, never fewer (give every process the same value). The witness keeps the
+    /// copies it was created with.
     #[arg(long, env = "CC_NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub nats_stream_replicas: u8,
 }

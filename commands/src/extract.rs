@@ -109,8 +109,11 @@ fn check_shape(value: &serde_json::Value, limits: JsonLimits) -> Option<(String,
         let too_long = |s: &str| s.chars().count() > limits.max_string_chars;
         let long = || format!("longer than {} characters", limits.max_string_chars);
         let nested = || format!("nested deeper than {} levels", limits.max_depth);
+        // PostgreSQL's jsonb, where events are stored, cannot hold U+0000.
+        let nul = || "contains the character U+0000, which cannot be stored".to_string();
         match value {
             serde_json::Value::String(s) if too_long(s) => Some((path.clone(), long())),
+            serde_json::Value::String(s) if s.contains('\0') => Some((path.clone(), nul())),
             serde_json::Value::Array(items) => {
                 if depth >= limits.max_depth {
                     return Some((path.clone(), nested()));
@@ -138,6 +141,10 @@ fn check_shape(value: &serde_json::Value, limits: JsonLimits) -> Option<(String,
                     if too_long(name) {
                         path.push_str("<key>");
                         return Some((path.clone(), long()));
+                    }
+                    if name.contains('\0') {
+                        path.push_str("<key>");
+                        return Some((path.clone(), nul()));
                     }
                     path.push_str(name);
                     let found = walk(item, path, depth + 1, limits);

@@ -8,7 +8,9 @@
 //! the projector writes: the view's columns only (absent ones as `null`), and numbers as
 //! they come back from PostgreSQL (see `as_float8_read_back` and `as_jsonb_read_back`).
 //! Rows written before documents were stored are rendered by [`render_missing`] the old
-//! way; until then the queries render them per request (`coalesce`).
+//! way, and so are rows an older release's projector rewrote without one (a trigger of
+//! migration 0015 forgets a document its row outgrew); until then the queries render
+//! them per request (`coalesce`).
 
 use serde_json::{Map, Value};
 use sqlx::PgPool;
@@ -93,15 +95,20 @@ pub async fn render_missing(pool: &PgPool, view: &str) -> Result<u64, Projection
         other => return Err(ProjectionError::UnknownReadModel(other.to_string())),
     };
     let table = view;
+    // Keyset by id over the partial index of rows without a document (migration 0015).
+    let mut after = String::new();
     loop {
         let rows: Vec<(String, i64, Value)> = sqlx::query_as(&format!(
-            "SELECT id, version, {served} FROM {table} t WHERE doc IS NULL LIMIT 1000"
+            "SELECT id, version, {served} FROM {table} t \
+              WHERE doc IS NULL AND id > $1 ORDER BY id LIMIT 1000"
         ))
+        .bind(&after)
         .fetch_all(pool)
         .await?;
-        if rows.is_empty() {
+        let Some((last, _, _)) = rows.last() else {
             break;
-        }
+        };
+        after = last.clone();
         let mut ids = Vec::with_capacity(rows.len());
         let mut versions = Vec::with_capacity(rows.len());
         let mut documents = Vec::with_capacity(rows.len());

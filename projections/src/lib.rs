@@ -31,7 +31,7 @@ mod notify;
 mod projector;
 mod read_model;
 mod rebuild;
-mod statistics;
+pub mod statistics;
 mod status;
 mod technology_view;
 mod verify;

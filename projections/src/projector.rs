@@ -179,8 +179,21 @@ impl<M: ReadModel> Projector<M> {
                 .clone()
                 .run(self.pool.clone(), M::NAME, M::TABLES, stats_stop),
         );
-        // Rows stored before documents were get theirs (once, after the upgrade).
-        crate::documents::render_missing(&self.pool, M::NAME).await?;
+        // Rows stored without a document (before documents were, or rewritten by an older
+        // release) get theirs on their own task; until then queries render them.
+        let pool = self.pool.clone();
+        let render_stop = shutdown.child_token();
+        let _stop_render = render_stop.clone().drop_guard();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = render_stop.cancelled() => {}
+                rendered = crate::documents::render_missing(&pool, M::NAME) => {
+                    if let Err(err) = rendered {
+                        tracing::warn!(%err, projection = M::NAME, "cannot render the stored documents of older rows");
+                    }
+                }
+            }
+        });
         // Whatever a previous leader had delivered but not committed is in the store.
         self.catch_up(&announce_prefix).await?;
         let mut lock_checked = Instant::now();

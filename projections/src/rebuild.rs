@@ -2,7 +2,7 @@
 //! shadow tables, then swaps them in — readers never see a half-built view.
 //!
 //! 1. Shadow tables are created in schema `cc_rebuild_<name>` as copies of the live
-//!    tables' definitions (`LIKE … INCLUDING ALL`).
+//!    tables' definitions (`LIKE … INCLUDING ALL`, and their triggers).
 //! 2. Events are read from the gap-safe feed in large batches; each batch is applied in
 //!    its own short transaction with `search_path` pointing at the shadow schema (a long
 //!    write transaction would hold back the relay for everyone). Secondary indexes are
@@ -102,13 +102,37 @@ pub(crate) async fn create_shadow_tables(
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&mut *conn)
         .await?;
-    for table in tables {
-        let table = ident(table);
+    for name in tables {
+        let table = ident(name);
         sqlx::query(&format!(
             "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)"
         ))
         .execute(&mut *conn)
         .await?;
+        // `LIKE` copies no triggers; the live tables' (e.g. the one forgetting a stored
+        // document an older release's write outgrew) must stay with the swapped-in ones.
+        let triggers: Vec<String> = sqlx::query_scalar(
+            "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t \
+              WHERE t.tgrelid = ('public.' || quote_ident($1))::regclass AND NOT t.tgisinternal",
+        )
+        .bind(*name)
+        .fetch_all(&mut *conn)
+        .await?;
+        for definition in triggers {
+            let retargeted = match (definition.find(" ON "), definition.find(" FOR EACH ")) {
+                (Some(on), Some(each)) if on < each => format!(
+                    "{} ON {schema}.{table}{}",
+                    &definition[..on],
+                    &definition[each..]
+                ),
+                _ => {
+                    return Err(sqlx::Error::Protocol(format!(
+                        "cannot copy a trigger to the shadow table: {definition}"
+                    )))
+                }
+            };
+            sqlx::query(&retargeted).execute(&mut *conn).await?;
+        }
     }
     Ok(())
 }

@@ -135,7 +135,9 @@ impl ReadPools {
         let bound = Duration::from_secs(1);
         let Ok(Ok(head)) = tokio::time::timeout(
             bound,
-            sqlx::query_scalar::<_, String>("SELECT pg_current_wal_lsn()::text")
+            // Flushed WAL, not the insert position (which runs ahead of what a replica can
+            // have received).
+            sqlx::query_scalar::<_, String>("SELECT pg_current_wal_flush_lsn()::text")
                 .fetch_one(&self.primary),
         )
         .await
@@ -148,9 +150,14 @@ impl ReadPools {
             let lag = tokio::time::timeout(
                 bound,
                 sqlx::query_as::<_, (Option<i64>, Option<f64>)>(
+                    // Seconds only while received WAL waits to be replayed: the age of the
+                    // last replayed commit says nothing when the replica is merely a few
+                    // bytes of non-transactional WAL (checkpoints, hint bits) behind.
                     "SELECT greatest(pg_wal_lsn_diff($1::pg_lsn, pg_last_wal_replay_lsn()), 0)::bigint, \
                             CASE WHEN pg_last_wal_replay_lsn() >= $1::pg_lsn THEN 0 \
-                                 ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END::float8",
+                                 WHEN pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn() \
+                                 THEN extract(epoch FROM now() - pg_last_xact_replay_timestamp()) \
+                                 ELSE 0 END::float8",
                 )
                 .bind(&head)
                 .fetch_one(&replica.pool),

@@ -199,7 +199,19 @@ impl EventStream {
                 tracing::info!(stream = %self.name(), %deployment, "stream adopted by this deployment");
             }
         }
-        let wanted = self.config(deployment);
+        let mut wanted = self.config(deployment);
+        // Copies are only ever added here: one process started without the setting must
+        // not take a replicated stream down to one copy (an operator lowers it with the
+        // NATS tools, on purpose).
+        if info.config.num_replicas > wanted.num_replicas {
+            tracing::warn!(
+                stream = %self.name(),
+                copies = info.config.num_replicas,
+                configured = wanted.num_replicas,
+                "the stream keeps more copies than CC_NATS_STREAM_REPLICAS asks; left as it is"
+            );
+            wanted.num_replicas = info.config.num_replicas;
+        }
         if info.config.description != wanted.description
             || info.config.subjects != wanted.subjects
             || info.config.duplicate_window != wanted.duplicate_window

@@ -834,6 +834,33 @@ async fn stored_documents_are_the_rows_as_served_byte_for_byte() {
     app.wait_caught_up().await;
     check("after a write to the rebuilt view").await;
 
+    // A row rewritten by an older release's projector (no `doc` in its upsert) forgets
+    // its document rather than keep one of an older version — also in the rebuilt table.
+    sqlx::query(
+        "UPDATE technology_view SET version = version + 1, notes = 'old writer' WHERE id = $1",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let forgotten: Option<String> =
+        sqlx::query_scalar("SELECT doc FROM technology_view WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(forgotten, None, "an outgrown document is forgotten");
+    let served: Value = app
+        .get(&format!("/api/v1/technologies/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        served["notes"], "old writer",
+        "served from the row meanwhile"
+    );
+
     // Rows stored before documents were: rendered by the start-up pass, the same way.
     sqlx::query("UPDATE technology_view SET doc = NULL")
         .execute(&app.pool)

@@ -110,6 +110,12 @@ async fn invalid_technology_creates_name_the_field() {
             422,
             "dependencies",
         ),
+        // jsonb cannot store U+0000: refused up front, never a failed append.
+        (
+            technology(json!({"dependencies": {"lib": "a\u{0}b"}})),
+            422,
+            "dependencies.lib",
+        ),
         (
             technology(json!({"dependencies": (0..101)
                 .map(|i| (format!("lib{i}"), json!("requires")))

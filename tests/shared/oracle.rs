@@ -111,18 +111,30 @@ pub async fn fold_store(pool: &PgPool) -> (HashMap<String, Expected>, HashMap<St
 pub async fn differences(pool: &PgPool) -> Vec<String> {
     let mut problems = Vec::new();
     let (technologies, jobs) = fold_store(pool).await;
-    for (view, expected, fields) in [
+    for (view, expected, fields, served) in [
         (
             "technology_view",
             &technologies,
             "jsonb_build_object('title', title, 'status', status, 'relevance_score', relevance_score)",
+            "to_jsonb(t) - 'search' - 'doc'",
         ),
         (
             "job_view",
             &jobs,
             "jsonb_build_object('status', status)",
+            "to_jsonb(t) - 'doc'",
         ),
     ] {
+        // Each stored document says what its row says (or is absent, to be rendered).
+        let stale: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT id FROM {view} t WHERE doc IS NOT NULL AND doc::jsonb <> {served}"
+        ))
+        .fetch_all(pool)
+        .await
+        .expect("stored documents");
+        problems.extend(stale.into_iter().map(|id| {
+            format!("{view} {id}: its stored document differs from its row")
+        }));
         let rows: Vec<(String, i64, String, Value)> = sqlx::query_as(&format!(
             "SELECT id, version, position, {fields} FROM {view}"
         ))

@@ -105,11 +105,15 @@ impl JobRecord {
         if patch.status == Some(self.status) {
             patch.status = None;
         }
-        if patch.progress == Some(self.progress) {
-            patch.progress = None;
-        }
-        if patch.current_step.is_some() && patch.current_step == self.current_step {
-            patch.current_step = None;
+        // A report on a job asked to stop is refused even when it changes nothing: that
+        // refusal is how an external worker learns of the cancellation.
+        if !self.cancel_requested {
+            if patch.progress == Some(self.progress) {
+                patch.progress = None;
+            }
+            if patch.current_step.is_some() && patch.current_step == self.current_step {
+                patch.current_step = None;
+            }
         }
         if patch.result.is_some() && patch.result == self.result {
             patch.result = None;

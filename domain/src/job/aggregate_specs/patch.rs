@@ -422,7 +422,6 @@ async fn a_job_sent_back_as_read_changes_nothing_in_any_state() {
         vec![created()],
         pending_dispatched(),
         running_at(40),
-        running_with_cancel_request(),
         completed_with_result,
         given_up(),
         cancelled(),
@@ -504,4 +503,13 @@ async fn a_finished_job_sent_back_with_another_outcome_is_refused() {
             action: "change the outcome of",
             status: JobStatus::Completed,
         });
+}
+
+#[tokio::test]
+async fn a_job_asked_to_stop_refuses_a_report_even_sent_back_unchanged() {
+    Spec::with(())
+        .given(running_with_cancel_request())
+        .when_async(patch(sent_back(running_with_cancel_request()), 6))
+        .await
+        .then_expect_error(JobError::CancelRequested);
 }
