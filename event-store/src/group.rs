@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Mutex};
 
 use crate::{pause, AppendSignal, StoreError};
 
@@ -28,6 +28,12 @@ use crate::{pause, AppendSignal, StoreError};
 /// subtransaction; PostgreSQL caches 64 subtransaction ids per backend before every
 /// snapshot of the cluster gets slower, so batches stay below that.
 pub const MAX_BATCH: usize = 48;
+
+/// Committer tasks per store by default. Each writes one batch at a time, statement after
+/// statement on one connection; several overlap those round trips (a batch is bound by
+/// them, not by its commit), and a command arriving while every one is busy waits for the
+/// first to finish — batching happens exactly when the committers are saturated.
+pub const COMMITTERS: usize = 4;
 
 /// One command's writes in a group commit.
 pub trait Member: Send + 'static {
@@ -49,19 +55,46 @@ pub struct Rejected;
 type Queue = mpsc::UnboundedSender<Box<dyn Member>>;
 
 /// The handle on a store's committer task (started on first use).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct GroupCommit {
     queue: Arc<OnceLock<Queue>>,
     waiting: Arc<AtomicUsize>,
+    committers: usize,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self {
+            queue: Arc::default(),
+            waiting: Arc::default(),
+            committers: COMMITTERS,
+        }
+    }
 }
 
 impl GroupCommit {
-    /// Queues `member` for the next batch; starts the committer on first use.
+    /// A handle that will start `committers` committer tasks (at least one); the store's
+    /// other handles keep theirs.
+    pub(crate) fn with_committers(committers: usize) -> Self {
+        Self {
+            committers: committers.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// Queues `member` for the next batch; starts the committers on first use.
     pub(crate) fn submit(&self, pool: &PgPool, signal: &AppendSignal, member: Box<dyn Member>) {
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
-            let waiting = self.waiting.clone();
-            tokio::spawn(run(pool.clone(), signal.clone(), receiver, waiting));
+            let receiver = Arc::new(Mutex::new(receiver));
+            for _ in 0..self.committers {
+                tokio::spawn(run(
+                    pool.clone(),
+                    signal.clone(),
+                    receiver.clone(),
+                    self.waiting.clone(),
+                ));
+            }
             sender
         });
         self.waiting.fetch_add(1, Ordering::SeqCst);
@@ -78,25 +111,33 @@ impl GroupCommit {
     }
 }
 
-/// The committer: one batch at a time, each made of whatever was queued when the previous
-/// one ended. Ends when every handle on the store is dropped.
+/// A committer: one batch at a time, each made of the first command queued and whatever
+/// else is queued at that moment (the committers take turns at the queue). Ends when
+/// every handle on the store is dropped.
 async fn run(
     pool: PgPool,
     signal: AppendSignal,
-    mut queue: mpsc::UnboundedReceiver<Box<dyn Member>>,
+    queue: Arc<Mutex<mpsc::UnboundedReceiver<Box<dyn Member>>>>,
     waiting: Arc<AtomicUsize>,
 ) {
-    let mut batch: Vec<Box<dyn Member>> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = queue.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(member) => batch.push(member),
-                Err(_) => break,
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut batch: Vec<Box<dyn Member>> = Vec::with_capacity(MAX_BATCH);
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(member) => batch.push(member),
+                    Err(_) => break,
+                }
             }
-        }
+            batch
+        };
         waiting.fetch_sub(batch.len(), Ordering::SeqCst);
-        commit_batch(&pool, &signal, std::mem::take(&mut batch)).await;
+        commit_batch(&pool, &signal, batch).await;
     }
 }
 
@@ -105,6 +146,7 @@ async fn run(
 /// only decides which members go together.
 pub async fn commit_batch(pool: &PgPool, signal: &AppendSignal, members: Vec<Box<dyn Member>>) {
     let alone = members.len() == 1;
+    let started = std::time::Instant::now();
     let mut kept = Vec::with_capacity(members.len());
     let mut failed = Vec::new();
     let mut tx = match pool.begin().await {
@@ -146,6 +188,7 @@ pub async fn commit_batch(pool: &PgPool, signal: &AppendSignal, members: Vec<Box
     if kept.len() > 1 {
         pause::pause_point(pause::BATCH_BEFORE_COMMIT).await;
     }
+    let written = started.elapsed();
     let committed = if kept.is_empty() {
         tx.rollback().await
     } else {
@@ -157,9 +200,13 @@ pub async fn commit_batch(pool: &PgPool, signal: &AppendSignal, members: Vec<Box
     if !kept.is_empty() {
         signal.fire().await;
     }
-    if kept.len() > 1 {
-        tracing::trace!(commands = kept.len(), "group commit");
-    }
+    tracing::trace!(
+        commands = kept.len(),
+        failed = failed.len(),
+        written_us = written.as_micros() as u64,
+        total_us = started.elapsed().as_micros() as u64,
+        "group commit"
+    );
     for member in kept.into_iter().chain(failed) {
         member.settle(Ok(()));
     }

@@ -129,6 +129,14 @@ impl EventStore {
         self
     }
 
+    /// The same store with `committers` group-commit tasks instead of
+    /// [`crate::COMMITTERS`] (one makes batches deterministic for tests). Call before
+    /// the first command.
+    pub fn with_committers(mut self, committers: usize) -> Self {
+        self.group = GroupCommit::with_committers(committers);
+        self
+    }
+
     /// The primary pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool

@@ -478,7 +478,7 @@ where
         conn: &'a mut PgConnection,
     ) -> BoxFuture<'a, Result<(), group::Rejected>> {
         Box::pin(async move {
-            let written = self.write_rows(conn).await;
+            let written = self.write_rows(conn).await.map_err(deadlock_is_conflict);
             let rejected = written.is_err();
             self.written = Some(written);
             if rejected {
@@ -500,6 +500,21 @@ where
         };
         // The waiting request may be gone (its client left); the outcome stands.
         let _ = self.done.send(result);
+    }
+}
+
+/// Batches written at the same time (several committers, other processes) can wait on
+/// each other's rows (an aggregate's next sequence, a claim, a key) in a cycle; the
+/// database breaks it by failing one statement. For that command it is a lost race: it
+/// is retried (or 409 with `If-Match`) after its batch, like any other.
+fn deadlock_is_conflict(failure: Failure) -> Failure {
+    match failure {
+        Failure::Refused(CommandError::Store(StoreError::Database(sqlx::Error::Database(db))))
+            if db.code().as_deref() == Some("40P01") =>
+        {
+            Failure::Conflict
+        }
+        failure => failure,
     }
 }
 

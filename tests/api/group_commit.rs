@@ -3,7 +3,7 @@
 //! Idempotency-Keys behave as they do one command at a time, and each answer carries its
 //! own version and position.
 //!
-//! A batch is formed deterministically: the committer is held on a lock inside a first
+//! A batch is formed deterministically on a store with one committer task: it is held on a lock inside a first
 //! batch (its one command reserves an Idempotency-Key this test holds in an open
 //! transaction), the commands under test are queued one by one behind it, and the test
 //! then lets go — the committer finishes the first batch and takes every queued command
@@ -251,7 +251,7 @@ async fn assert_store_consistent(pool: &PgPool) {
 #[tokio::test]
 async fn a_batch_whose_middle_commands_fail_commits_the_others() {
     let app = spawn_app().await;
-    let store = EventStore::new(app.pool.clone(), AppendSignal::local());
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local()).with_committers(1);
     let metrics = Metrics::new();
     let existing = app.create_technology("Pure Data").await;
     let existing = existing["id"].as_str().unwrap().to_string();
@@ -373,7 +373,7 @@ async fn a_batch_whose_middle_commands_fail_commits_the_others() {
 #[tokio::test]
 async fn one_idempotency_key_twice_in_a_batch_applies_once_and_replays() {
     let app = spawn_app().await;
-    let store = EventStore::new(app.pool.clone(), AppendSignal::local());
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local()).with_committers(1);
     let metrics = Metrics::new();
     let gamma = fields(&app, "Gamma Synth").await;
     let delta = fields(&app, "Delta Synth").await;
@@ -482,7 +482,7 @@ async fn one_idempotency_key_twice_in_a_batch_applies_once_and_replays() {
 #[tokio::test]
 async fn a_create_of_an_existing_id_reads_it_on_retry_and_is_refused() {
     let app = spawn_app().await;
-    let store = EventStore::new(app.pool.clone(), AppendSignal::local());
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local()).with_committers(1);
     let metrics = Metrics::new();
     let id = Uuid::now_v7().to_string();
     let first = apply::<Technology>(
