@@ -153,14 +153,16 @@ pub async fn commit_batch(pool: &PgPool, signal: &AppendSignal, members: Vec<Box
         Ok(tx) => tx,
         Err(err) => return settle_all(members, err),
     };
-    for (n, mut member) in members.into_iter().enumerate() {
+    let mut members = members.into_iter().enumerate();
+    while let Some((n, mut member)) = members.next() {
         if !alone {
             if let Err(err) = sqlx::query(&format!("SAVEPOINT m{n}"))
                 .execute(&mut *tx)
                 .await
             {
                 kept.push(member);
-                return settle_all(kept.into_iter().chain(failed), err);
+                let rest = members.map(|(_, member)| member);
+                return settle_all(kept.into_iter().chain(failed).chain(rest), err);
             }
         }
         match member.write(&mut tx).await {
@@ -180,7 +182,8 @@ pub async fn commit_batch(pool: &PgPool, signal: &AppendSignal, members: Vec<Box
                     .execute(&mut *tx)
                     .await
                 {
-                    return settle_all(kept.into_iter().chain(failed), err);
+                    let rest = members.map(|(_, member)| member);
+                    return settle_all(kept.into_iter().chain(failed).chain(rest), err);
                 }
             }
         }
@@ -212,7 +215,6 @@ pub async fn commit_batch(pool: &PgPool, signal: &AppendSignal, members: Vec<Box
     }
 }
 
-/// Ends every member of a batch that did not commit with a copy of what ended it.
 /// Ends every member of a batch that did not commit with what ended it (shared: the
 /// database's error is not `Clone`).
 fn settle_all(members: impl IntoIterator<Item = Box<dyn Member>>, err: sqlx::Error) {
