@@ -352,81 +352,56 @@ impl EventStore {
         self.group.waiting()
     }
 
-    /// [`EventStore::append`] with the aggregate's uniqueness claims in the same
-    /// statement: `released` claims held by `aggregate_id` are given up and `taken` ones
+    /// [`EventStore::append`] of `append` with the aggregate's uniqueness claims in the
+    /// same statement: `released` claims held by `aggregate_id` are given up and `taken` ones
     /// taken, and the events are inserted only when every one of `taken` was free (or
     /// already the aggregate's), else [`StoreError::ClaimTaken`] names the first one held
     /// by another aggregate. A claim held by a concurrent transaction makes the statement
     /// wait for it. On an error the caller rolls back (released claims come back).
-    #[allow(clippy::too_many_arguments)]
     pub async fn append_claiming(
         &self,
         conn: &mut PgConnection,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        expected_version: i64,
-        events: &[NewEvent],
-        metadata: &Value,
+        append: &AggregateEvents,
         released: &[Claim],
         taken: &[Claim],
     ) -> Result<Committed, StoreError> {
+        let AggregateEvents {
+            aggregate_type,
+            aggregate_id,
+            expected_version,
+            events,
+            metadata,
+        } = append;
         if released.is_empty() && taken.is_empty() {
             return self
                 .append(
                     conn,
                     aggregate_type,
                     aggregate_id,
-                    expected_version,
+                    *expected_version,
                     events,
                     metadata,
                 )
                 .await;
         }
-        let columns = Columns::of(expected_version, events);
+        let columns = Columns::of(*expected_version, events);
         let released_scopes: Vec<&str> = released.iter().map(|c| c.scope.as_str()).collect();
         let released_keys: Vec<&str> = released.iter().map(|c| c.key.as_str()).collect();
         let taken_scopes: Vec<&str> = taken.iter().map(|c| c.scope.as_str()).collect();
         let taken_keys: Vec<&str> = taken.iter().map(|c| c.key.as_str()).collect();
-        // Data-modifying CTEs all run; the events' INSERT reads how many claims were
-        // taken, so it writes nothing when one is held by another aggregate. The outer
-        // query always returns one row: the claims taken, and the events (if any).
-        let result = sqlx::query(
-            "WITH released AS ( \
-                 DELETE FROM unique_claims u \
-                  USING UNNEST($8::text[], $9::text[]) AS r(scope, key) \
-                  WHERE u.scope = r.scope AND u.key = r.key AND u.owner_id = $2), \
-             taken AS ( \
-                 INSERT INTO unique_claims (scope, key, owner_id) \
-                 SELECT t.scope, t.key, $2 FROM UNNEST($10::text[], $11::text[]) AS t(scope, key) \
-                 ON CONFLICT (scope, key) DO UPDATE SET owner_id = EXCLUDED.owner_id \
-                     WHERE unique_claims.owner_id = EXCLUDED.owner_id \
-                 RETURNING scope, key), \
-             appended AS ( \
-                 INSERT INTO events \
-                     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                 SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, $7 \
-                   FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
-                        WITH ORDINALITY AS e(sequence, event_type, event_version, payload, n) \
-                  WHERE (SELECT count(*) FROM taken) = cardinality($10::text[]) \
-                  ORDER BY e.n \
-                 RETURNING sequence, tx_id, global_position) \
-             SELECT (SELECT array_agg(scope || chr(31) || key) FROM taken) AS taken, \
-                    a.sequence, a.tx_id::text AS tx_text, a.global_position \
-               FROM (SELECT 1) one LEFT JOIN appended a ON true",
-        )
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(&columns.sequences)
-        .bind(&columns.types)
-        .bind(&columns.versions)
-        .bind(&columns.payloads)
-        .bind(metadata)
-        .bind(&released_scopes)
-        .bind(&released_keys)
-        .bind(&taken_scopes)
-        .bind(&taken_keys)
-        .fetch_all(&mut *conn)
-        .await;
+        let result = columns
+            .bind(
+                sqlx::query(APPEND_CLAIMING),
+                aggregate_type,
+                aggregate_id,
+                metadata,
+            )
+            .bind(&released_scopes)
+            .bind(&released_keys)
+            .bind(&taken_scopes)
+            .bind(&taken_keys)
+            .fetch_all(&mut *conn)
+            .await;
         let rows = appended(result, aggregate_type, aggregate_id)?;
         let got: Vec<String> = match rows.first() {
             Some(row) => row
@@ -459,24 +434,10 @@ impl EventStore {
         metadata: &Value,
     ) -> Result<Committed, StoreError> {
         let columns = Columns::of(expected_version, events);
-        let result = sqlx::query(
-            "INSERT INTO events \
-                 (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-             SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, $7 \
-               FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
-                    WITH ORDINALITY AS e(sequence, event_type, event_version, payload, n) \
-              ORDER BY e.n \
-             RETURNING sequence, tx_id::text AS tx_text, global_position",
-        )
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(&columns.sequences)
-        .bind(&columns.types)
-        .bind(&columns.versions)
-        .bind(&columns.payloads)
-        .bind(metadata)
-        .fetch_all(&mut *conn)
-        .await;
+        let result = columns
+            .bind(sqlx::query(APPEND), aggregate_type, aggregate_id, metadata)
+            .fetch_all(&mut *conn)
+            .await;
         let rows = appended(result, aggregate_type, aggregate_id)?;
         last_committed(&rows)
     }
@@ -540,6 +501,43 @@ impl EventStore {
     }
 }
 
+/// Appends an aggregate's events: `$1` type, `$2` id, `$3`–`$6` the events' sequences,
+/// types, versions and payloads, `$7` the metadata.
+const APPEND: &str = "INSERT INTO events \
+                 (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, $7 \
+               FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
+                    WITH ORDINALITY AS e(sequence, event_type, event_version, payload, n) \
+              ORDER BY e.n \
+             RETURNING sequence, tx_id::text AS tx_text, global_position";
+
+/// [`APPEND`] with claims: `$8`/`$9` the scopes and keys released, `$10`/`$11` those
+/// taken. Data-modifying CTEs all run; the events' INSERT reads how many claims were
+/// taken, so it writes nothing when one is held by another aggregate. The outer query
+/// always returns one row: the claims taken, and the events (if any).
+const APPEND_CLAIMING: &str = "WITH released AS ( \
+                 DELETE FROM unique_claims u \
+                  USING UNNEST($8::text[], $9::text[]) AS r(scope, key) \
+                  WHERE u.scope = r.scope AND u.key = r.key AND u.owner_id = $2), \
+             taken AS ( \
+                 INSERT INTO unique_claims (scope, key, owner_id) \
+                 SELECT t.scope, t.key, $2 FROM UNNEST($10::text[], $11::text[]) AS t(scope, key) \
+                 ON CONFLICT (scope, key) DO UPDATE SET owner_id = EXCLUDED.owner_id \
+                     WHERE unique_claims.owner_id = EXCLUDED.owner_id \
+                 RETURNING scope, key), \
+             appended AS ( \
+                 INSERT INTO events \
+                     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, $7 \
+                   FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
+                        WITH ORDINALITY AS e(sequence, event_type, event_version, payload, n) \
+                  WHERE (SELECT count(*) FROM taken) = cardinality($10::text[]) \
+                  ORDER BY e.n \
+                 RETURNING sequence, tx_id, global_position) \
+             SELECT (SELECT array_agg(scope || chr(31) || key) FROM taken) AS taken, \
+                    a.sequence, a.tx_id::text AS tx_text, a.global_position \
+               FROM (SELECT 1) one LEFT JOIN appended a ON true";
+
 /// An append's events as the arrays its `INSERT` unnests.
 struct Columns<'a> {
     sequences: Vec<i64>,
@@ -549,6 +547,25 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
+    /// Binds `$1`–`$7` of an append statement: aggregate type and id, the four arrays,
+    /// the metadata.
+    fn bind(
+        &'a self,
+        query: sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments>,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        metadata: &'a Value,
+    ) -> sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(&self.sequences)
+            .bind(&self.types)
+            .bind(&self.versions)
+            .bind(&self.payloads)
+            .bind(metadata)
+    }
+
     fn of(expected_version: i64, events: &'a [NewEvent]) -> Self {
         let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
         Self {

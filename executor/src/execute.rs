@@ -17,8 +17,8 @@ use commandcenter_metrics::Metrics;
 
 use commandcenter_domain::values::ProjectId;
 use commandcenter_event_store::{
-    self as group, claim, Claim, Committed, EventStore, Loaded, NewEvent, Position, StoreError,
-    SNAPSHOT_EVERY,
+    self as group, claim, AggregateEvents, Claim, Committed, EventStore, Loaded, NewEvent,
+    Position, StoreError, SNAPSHOT_EVERY,
 };
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -347,10 +347,14 @@ where
     let (done, answer) = oneshot::channel();
     let member = Member {
         store: store.clone(),
-        aggregate_id: id.to_string(),
+        append: AggregateEvents {
+            aggregate_type: A::TYPE.to_string(),
+            aggregate_id: id.to_string(),
+            expected_version: unchanged.version,
+            events: new_events,
+            metadata: metadata(execution, state.project_id()),
+        },
         unchanged,
-        metadata: metadata(execution, state.project_id()),
-        new_events,
         events,
         released,
         taken,
@@ -375,10 +379,10 @@ struct Written<A: Aggregate, R> {
 /// One decided command, handed to the committer: what it writes, and where its outcome
 /// goes once its batch ended.
 struct Member<A: Aggregate, R> {
-    aggregate_id: String,
+    /// The events to append, after the version the command was decided on.
+    append: AggregateEvents,
+    /// Version and position before the command (its answer when it appends nothing).
     unchanged: Committed,
-    metadata: Value,
-    new_events: Vec<NewEvent>,
     events: Vec<A::Event>,
     released: Vec<Claim>,
     taken: Vec<Claim>,
@@ -410,21 +414,12 @@ where
             .state
             .take()
             .ok_or(CommandError::Invariant("a command was written twice"))?;
-        let committed = if self.new_events.is_empty() {
+        let committed = if self.append.events.is_empty() {
             self.unchanged
         } else {
             match self
                 .store
-                .append_claiming(
-                    &mut *conn,
-                    A::TYPE,
-                    &self.aggregate_id,
-                    self.unchanged.version,
-                    &self.new_events,
-                    &self.metadata,
-                    &self.released,
-                    &self.taken,
-                )
+                .append_claiming(&mut *conn, &self.append, &self.released, &self.taken)
                 .await
             {
                 Ok(committed) => committed,
@@ -439,7 +434,7 @@ where
             self.store
                 .save_snapshot(
                     &mut *conn,
-                    &self.aggregate_id,
+                    &self.append.aggregate_id,
                     committed.version,
                     committed.position,
                     &state,
@@ -449,7 +444,7 @@ where
         let outcome = Outcome {
             state,
             committed,
-            appended: self.new_events.len(),
+            appended: self.append.events.len(),
         };
         let reply = (self.respond)(&outcome)?;
         if let Some(request) = &self.idempotency {
