@@ -49,6 +49,10 @@ pub enum StoreError {
     /// The database failed or is unreachable.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The transaction this command shared with others (group commit) did not commit:
+    /// none of its commands was applied.
+    #[error("the command's batch did not commit: {0}")]
+    Batch(#[source] std::sync::Arc<sqlx::Error>),
 }
 
 impl StoreError {
@@ -59,6 +63,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             Self::Database(err) => is_unavailable(err),
+            Self::Batch(err) => is_unavailable(err),
             _ => false,
         }
     }

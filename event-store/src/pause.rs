@@ -15,6 +15,9 @@ use std::sync::OnceLock;
 pub const PROJECTOR_BEFORE_COMMIT: &str = "projector.before_commit";
 /// Relay: a batch was published and acknowledged by the stream, checkpoint not written.
 pub const RELAY_AFTER_PUBLISH: &str = "relay.after_publish";
+/// Group commit: a batch of at least two commands is written in its transaction, not
+/// committed.
+pub const BATCH_BEFORE_COMMIT: &str = "store.batch_before_commit";
 /// Worker: a trigger was claimed (StartJob committed), not yet acknowledged.
 pub const WORKER_AFTER_CLAIM: &str = "worker.after_claim";
 

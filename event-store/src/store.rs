@@ -16,7 +16,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
 use crate::error::violated_constraint;
-use crate::{AppendSignal, Position, StoreError};
+use crate::group::{GroupCommit, Member};
+use crate::{AppendSignal, Claim, Position, StoreError};
 
 /// Opens a pool whose sessions end any transaction left idle for more than
 /// `idle_tx_timeout`: an idle open transaction would hold back every feed reader.
@@ -123,6 +124,7 @@ pub struct EventStore {
     pool: PgPool,
     signal: AppendSignal,
     upcasters: std::sync::Arc<Vec<Box<dyn EventUpcaster>>>,
+    group: GroupCommit,
 }
 
 /// Events between two snapshots of an aggregate written by commands.
@@ -141,12 +143,21 @@ impl EventStore {
             pool,
             signal,
             upcasters: std::sync::Arc::new(commandcenter_domain::upcasters()),
+            group: GroupCommit::default(),
         }
     }
 
     /// The same store, upcasting old payloads with `upcasters` on load.
     pub fn with_upcasters(mut self, upcasters: Vec<Box<dyn EventUpcaster>>) -> Self {
         self.upcasters = std::sync::Arc::new(upcasters);
+        self
+    }
+
+    /// The same store with `committers` group-commit tasks instead of
+    /// [`crate::COMMITTERS`] (one makes batches deterministic for tests). Call before
+    /// the first command.
+    pub fn with_committers(mut self, committers: usize) -> Self {
+        self.group = GroupCommit::with_committers(committers);
         self
     }
 
@@ -352,6 +363,88 @@ impl EventStore {
         Ok(())
     }
 
+    /// Hands `member` (one command's writes) to this store's committer, which writes it
+    /// with whatever else is queued in one transaction and settles it after the commit
+    /// (see [`crate::Member`]).
+    pub fn commit_in_group(&self, member: Box<dyn Member>) {
+        self.group.submit(&self.pool, &self.signal, member);
+    }
+
+    /// How many commands wait for the committer (queued while a batch is being written
+    /// or committed); they will share the next batch.
+    pub fn commands_waiting(&self) -> usize {
+        self.group.waiting()
+    }
+
+    /// [`EventStore::append`] of `append` with the aggregate's uniqueness claims in the
+    /// same statement: `released` claims held by `aggregate_id` are given up and `taken` ones
+    /// taken, and the events are inserted only when every one of `taken` was free (or
+    /// already the aggregate's), else [`StoreError::ClaimTaken`] names the first one held
+    /// by another aggregate. A claim held by a concurrent transaction makes the statement
+    /// wait for it. On an error the caller rolls back (released claims come back).
+    pub async fn append_claiming(
+        &self,
+        conn: &mut PgConnection,
+        append: &AggregateEvents,
+        released: &[Claim],
+        taken: &[Claim],
+    ) -> Result<Committed, StoreError> {
+        let AggregateEvents {
+            aggregate_type,
+            aggregate_id,
+            expected_version,
+            events,
+            metadata,
+        } = append;
+        if released.is_empty() && taken.is_empty() {
+            return self
+                .append(
+                    conn,
+                    aggregate_type,
+                    aggregate_id,
+                    *expected_version,
+                    events,
+                    metadata,
+                )
+                .await;
+        }
+        let columns = Columns::of(*expected_version, events);
+        let released_scopes: Vec<&str> = released.iter().map(|c| c.scope.as_str()).collect();
+        let released_keys: Vec<&str> = released.iter().map(|c| c.key.as_str()).collect();
+        let taken_scopes: Vec<&str> = taken.iter().map(|c| c.scope.as_str()).collect();
+        let taken_keys: Vec<&str> = taken.iter().map(|c| c.key.as_str()).collect();
+        let result = columns
+            .bind(
+                sqlx::query(APPEND_CLAIMING),
+                aggregate_type,
+                aggregate_id,
+                metadata,
+            )
+            .bind(&released_scopes)
+            .bind(&released_keys)
+            .bind(&taken_scopes)
+            .bind(&taken_keys)
+            .fetch_all(&mut *conn)
+            .await;
+        let rows = appended(result, aggregate_type, aggregate_id)?;
+        let got: Vec<String> = match rows.first() {
+            Some(row) => row
+                .try_get::<Option<Vec<String>>, _>("taken")?
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if let Some(held) = taken
+            .iter()
+            .find(|c| !got.contains(&format!("{}\u{1f}{}", c.scope, c.key)))
+        {
+            return Err(StoreError::ClaimTaken {
+                scope: held.scope.clone(),
+                key: held.key.clone(),
+            });
+        }
+        last_committed(&rows)
+    }
+
     /// Appends `events` to aggregate `aggregate_type/aggregate_id`, whose current version
     /// must be `expected_version`, with the same `metadata` on each. `events` must not be
     /// empty.
@@ -364,49 +457,13 @@ impl EventStore {
         events: &[NewEvent],
         metadata: &Value,
     ) -> Result<Committed, StoreError> {
-        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-        let sequences: Vec<i64> = (1..=count).map(|i| expected_version + i).collect();
-        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-        let versions: Vec<&str> = events.iter().map(|e| e.event_version.as_str()).collect();
-        let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
-        let result = sqlx::query(
-            "INSERT INTO events \
-                 (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-             SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, $7 \
-               FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
-                    WITH ORDINALITY AS e(sequence, event_type, event_version, payload, n) \
-              ORDER BY e.n \
-             RETURNING sequence, tx_id::text AS tx_text, global_position",
-        )
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .bind(&sequences)
-        .bind(&types)
-        .bind(&versions)
-        .bind(&payloads)
-        .bind(metadata)
-        .fetch_all(&mut *conn)
-        .await;
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(err) if violated_constraint(&err) == Some("events_pkey") => {
-                return Err(StoreError::Conflict {
-                    aggregate_type: aggregate_type.to_string(),
-                    aggregate_id: aggregate_id.to_string(),
-                })
-            }
-            Err(err) => return Err(err.into()),
-        };
-        let mut last: Option<(i64, Position)> = None;
-        for row in &rows {
-            let sequence: i64 = row.try_get("sequence")?;
-            let position = position_from_row(row)?;
-            if last.is_none_or(|(s, _)| sequence > s) {
-                last = Some((sequence, position));
-            }
-        }
-        let (version, position) = last.ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
-        Ok(Committed { version, position })
+        let columns = Columns::of(expected_version, events);
+        let result = columns
+            .bind(sqlx::query(APPEND), aggregate_type, aggregate_id, metadata)
+            .fetch_all(&mut *conn)
+            .await;
+        let rows = appended(result, aggregate_type, aggregate_id)?;
+        last_committed(&rows)
     }
 }
 
@@ -466,6 +523,115 @@ impl EventStore {
             Err(err) => Err(err.into()),
         }
     }
+}
+
+/// Appends an aggregate's events: `$1` type, `$2` id, `$3`–`$6` the events' sequences,
+/// types, versions and payloads, `$7` the metadata.
+const APPEND: &str = "INSERT INTO events \
+                 (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, $7 \
+               FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
+                    WITH ORDINALITY AS e(sequence, event_type, event_version, payload, n) \
+              ORDER BY e.n \
+             RETURNING sequence, tx_id::text AS tx_text, global_position";
+
+/// [`APPEND`] with claims: `$8`/`$9` the scopes and keys released, `$10`/`$11` those
+/// taken. Data-modifying CTEs all run; the events' INSERT reads how many claims were
+/// taken, so it writes nothing when one is held by another aggregate. The outer query
+/// always returns one row: the claims taken, and the events (if any).
+const APPEND_CLAIMING: &str = "WITH released AS ( \
+                 DELETE FROM unique_claims u \
+                  USING UNNEST($8::text[], $9::text[]) AS r(scope, key) \
+                  WHERE u.scope = r.scope AND u.key = r.key AND u.owner_id = $2), \
+             taken AS ( \
+                 INSERT INTO unique_claims (scope, key, owner_id) \
+                 SELECT t.scope, t.key, $2 FROM UNNEST($10::text[], $11::text[]) AS t(scope, key) \
+                 ON CONFLICT (scope, key) DO UPDATE SET owner_id = EXCLUDED.owner_id \
+                     WHERE unique_claims.owner_id = EXCLUDED.owner_id \
+                 RETURNING scope, key), \
+             appended AS ( \
+                 INSERT INTO events \
+                     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, $7 \
+                   FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
+                        WITH ORDINALITY AS e(sequence, event_type, event_version, payload, n) \
+                  WHERE (SELECT count(*) FROM taken) = cardinality($10::text[]) \
+                  ORDER BY e.n \
+                 RETURNING sequence, tx_id, global_position) \
+             SELECT (SELECT array_agg(scope || chr(31) || key) FROM taken) AS taken, \
+                    a.sequence, a.tx_id::text AS tx_text, a.global_position \
+               FROM (SELECT 1) one LEFT JOIN appended a ON true";
+
+/// An append's events as the arrays its `INSERT` unnests.
+struct Columns<'a> {
+    sequences: Vec<i64>,
+    types: Vec<&'a str>,
+    versions: Vec<&'a str>,
+    payloads: Vec<&'a Value>,
+}
+
+impl<'a> Columns<'a> {
+    /// Binds `$1`–`$7` of an append statement: aggregate type and id, the four arrays,
+    /// the metadata.
+    fn bind(
+        &'a self,
+        query: sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments>,
+        aggregate_type: &'a str,
+        aggregate_id: &'a str,
+        metadata: &'a Value,
+    ) -> sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(&self.sequences)
+            .bind(&self.types)
+            .bind(&self.versions)
+            .bind(&self.payloads)
+            .bind(metadata)
+    }
+
+    fn of(expected_version: i64, events: &'a [NewEvent]) -> Self {
+        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        Self {
+            sequences: (1..=count).map(|i| expected_version + i).collect(),
+            types: events.iter().map(|e| e.event_type.as_str()).collect(),
+            versions: events.iter().map(|e| e.event_version.as_str()).collect(),
+            payloads: events.iter().map(|e| &e.payload).collect(),
+        }
+    }
+}
+
+/// An append's rows, or [`StoreError::Conflict`] when another writer holds a sequence.
+fn appended(
+    result: Result<Vec<sqlx::postgres::PgRow>, sqlx::Error>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
+    match result {
+        Ok(rows) => Ok(rows),
+        Err(err) if violated_constraint(&err) == Some("events_pkey") => Err(StoreError::Conflict {
+            aggregate_type: aggregate_type.to_string(),
+            aggregate_id: aggregate_id.to_string(),
+        }),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Version and position of the last event among an append's rows (rows without a
+/// `sequence` carry none).
+fn last_committed(rows: &[sqlx::postgres::PgRow]) -> Result<Committed, StoreError> {
+    let mut last: Option<(i64, Position)> = None;
+    for row in rows {
+        let Some(sequence) = row.try_get::<Option<i64>, _>("sequence")? else {
+            continue;
+        };
+        let position = position_from_row(row)?;
+        if last.is_none_or(|(s, _)| sequence > s) {
+            last = Some((sequence, position));
+        }
+    }
+    let (version, position) = last.ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
+    Ok(Committed { version, position })
 }
 
 /// Reads the `tx_id` (as text) and `global_position` columns of a row.

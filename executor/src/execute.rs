@@ -1,9 +1,12 @@
-//! Runs one command against one aggregate: load, decide, and commit the events together
-//! with uniqueness claims and the idempotency record, in one short transaction.
+//! Runs one command against one aggregate: load (a create skips it), decide, and commit
+//! the events together with uniqueness claims and the idempotency record.
 //!
 //! This is `cqrs-es`'s `CqrsFramework::execute` made transactional: the aggregate's
 //! `handle` decides exactly as there, but the append, the claims and the saved response
 //! commit or roll back together, and the caller learns the new version and position.
+//! The writes go to the store's committer (group commit, `commandcenter_event_store::Member`):
+//! they share a transaction with the commands queued at the same time, each under a
+//! savepoint of its own, and the command learns its outcome after that commit.
 //! A lost optimistic-concurrency race is retried a few times when the client gave no
 //! `If-Match`; with `If-Match` it is [`CommandError::Concurrent`] at once.
 
@@ -14,11 +17,15 @@ use commandcenter_metrics::Metrics;
 
 use commandcenter_domain::values::ProjectId;
 use commandcenter_event_store::{
-    claim, release, Claim, Committed, EventStore, NewEvent, Position, StoreError, SNAPSHOT_EVERY,
+    self as group, claim, AggregateEvents, Claim, Committed, EventStore, Loaded, NewEvent,
+    Position, StoreError, SNAPSHOT_EVERY,
 };
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use futures::future::BoxFuture;
 use serde_json::{json, Value};
+use sqlx::PgConnection;
+use tokio::sync::oneshot;
 
 use crate::idempotency::{self, IdempotentRequest, Lookup, SavedReply};
 use crate::{CommandError, RequestMeta};
@@ -40,6 +47,13 @@ where
 
     /// The command's name, for `commands_total`.
     fn command_name(command: &Self::Command) -> &'static str;
+
+    /// True when `command` creates its aggregate: it is decided against the empty state
+    /// without reading the store (the events' primary key refuses it if the aggregate
+    /// exists, and the retry reads it).
+    fn creates(_command: &Self::Command) -> bool {
+        false
+    }
 
     /// Records what committed `events` mean beyond their count (job outcomes), given the
     /// state after them.
@@ -181,6 +195,7 @@ where
 {
     let store = store.clone();
     let metrics = metrics.clone();
+    let respond = Arc::new(respond);
     tokio::spawn(async move {
         let command = A::command_name(&execution.command);
         let result = run_to_end(&store, &metrics, &execution, &respond).await;
@@ -199,16 +214,17 @@ where
     .await?
 }
 
-async fn run_to_end<A, R: Answer>(
+async fn run_to_end<A, R>(
     store: &EventStore,
     metrics: &Metrics,
     execution: &Execution<A>,
-    respond: &(impl Fn(&Outcome<A>) -> Result<R, CommandError> + Sync),
+    respond: &Arc<impl Fn(&Outcome<A>) -> Result<R, CommandError> + Send + Sync + 'static>,
 ) -> Result<R, CommandError>
 where
-    A: WriteModel,
+    A: WriteModel + 'static,
     A::Command: Clone + Sync,
     CommandError: From<A::Error>,
+    R: Answer + Send + 'static,
 {
     if let Some(request) = &execution.idempotency {
         match idempotency::lookup(store.pool(), request).await? {
@@ -219,7 +235,9 @@ where
     }
     let mut attempt = 1;
     loop {
-        match try_once(store, metrics, execution, respond).await {
+        // A create's first attempt decides without reading the store.
+        let fresh = attempt == 1 && execution.if_match.is_none() && A::creates(&execution.command);
+        match try_once(store, metrics, execution, respond, fresh).await {
             Ok(reply) => return Ok(reply),
             Err(Failure::Refused(err)) => return Err(err),
             Err(Failure::Conflict) if execution.if_match.is_none() && attempt < MAX_ATTEMPTS => {
@@ -228,7 +246,9 @@ where
                     aggregate_id = execution.aggregate_id,
                     "retrying after a concurrent write"
                 );
-                tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 3)).await;
+                if !fresh {
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 3)).await;
+                }
                 attempt += 1;
             }
             Err(Failure::Conflict) => return Err(CommandError::Concurrent),
@@ -247,19 +267,40 @@ where
     }
 }
 
-async fn try_once<A, R: Answer>(
+/// What deciding a command left to write, or the answer when nothing is.
+enum Decided<A: Aggregate, R> {
+    Answered(R),
+    Write(Box<Member<A, R>>, Queued<A, R>),
+}
+
+/// Where a queued command's outcome arrives once its batch ended.
+type Queued<A, R> = oneshot::Receiver<Result<Written<A, R>, Failure>>;
+
+/// Decides `execution` against the aggregate's current state: loaded from the store, or,
+/// for a create on its first attempt (`fresh`), the empty state — an aggregate that
+/// cannot exist yet need not be read; if it does exist, the events' primary key refuses
+/// the append and the retry loads it.
+async fn decide<A, R: Answer>(
     store: &EventStore,
-    metrics: &Metrics,
     execution: &Execution<A>,
-    respond: &(impl Fn(&Outcome<A>) -> Result<R, CommandError> + Sync),
-) -> Result<R, Failure>
+    respond: &Arc<impl Fn(&Outcome<A>) -> Result<R, CommandError> + Send + Sync + 'static>,
+    fresh: bool,
+) -> Result<Decided<A, R>, Failure>
 where
     A: WriteModel,
     A::Command: Clone,
     CommandError: From<A::Error>,
 {
     let id = execution.aggregate_id.as_str();
-    let loaded = store.load::<A>(id).await?;
+    let loaded = if fresh {
+        Loaded {
+            aggregate: A::default(),
+            version: 0,
+            position: None,
+        }
+    } else {
+        store.load::<A>(id).await?
+    };
     if let Some(expected) = execution.if_match {
         if expected != loaded.version {
             return Err(CommandError::PreconditionFailed {
@@ -282,75 +323,229 @@ where
         position: loaded.position.unwrap_or(Position::ZERO),
     };
     if events.is_empty() && execution.idempotency.is_none() {
-        return Ok(respond(&Outcome {
+        return Ok(Decided::Answered(respond(&Outcome {
             state,
             committed: unchanged,
             appended: 0,
-        })?);
+        })?));
+    }
+    let new_events = events
+        .iter()
+        .map(NewEvent::from_domain)
+        .collect::<Result<Vec<_>, _>>()?;
+    let claims_after = state.claims();
+    let released = claims_before
+        .iter()
+        .filter(|c| !claims_after.contains(c))
+        .cloned()
+        .collect();
+    let taken = claims_after
+        .iter()
+        .filter(|c| !claims_before.contains(c))
+        .cloned()
+        .collect();
+    let (done, answer) = oneshot::channel();
+    let member = Member {
+        store: store.clone(),
+        append: AggregateEvents {
+            aggregate_type: A::TYPE.to_string(),
+            aggregate_id: id.to_string(),
+            expected_version: unchanged.version,
+            events: new_events,
+            metadata: metadata(execution, state.project_id()),
+        },
+        unchanged,
+        events,
+        released,
+        taken,
+        idempotency: execution.idempotency.clone(),
+        state: Some(state),
+        respond: respond.clone(),
+        written: None,
+        done,
+    };
+    Ok(Decided::Write(Box::new(member), answer))
+}
+
+type Respond<A, R> = dyn Fn(&Outcome<A>) -> Result<R, CommandError> + Send + Sync;
+
+/// A command written in its batch's transaction: the reply and the state after it.
+struct Written<A: Aggregate, R> {
+    reply: R,
+    state: A,
+    events: Vec<A::Event>,
+}
+
+/// One decided command, handed to the committer: what it writes, and where its outcome
+/// goes once its batch ended.
+struct Member<A: Aggregate, R> {
+    /// The events to append, after the version the command was decided on.
+    append: AggregateEvents,
+    /// Version and position before the command (its answer when it appends nothing).
+    unchanged: Committed,
+    events: Vec<A::Event>,
+    released: Vec<Claim>,
+    taken: Vec<Claim>,
+    idempotency: Option<IdempotentRequest>,
+    state: Option<A>,
+    respond: Arc<Respond<A, R>>,
+    store: EventStore,
+    written: Option<Result<Written<A, R>, Failure>>,
+    done: oneshot::Sender<Result<Written<A, R>, Failure>>,
+}
+
+impl<A, R> Member<A, R>
+where
+    A: WriteModel,
+    A::Command: Clone,
+    CommandError: From<A::Error>,
+    R: Answer,
+{
+    /// The command's rows, in the batch's transaction: the Idempotency-Key first (a
+    /// duplicate in this batch or in flight elsewhere refuses or waits), then events and
+    /// claims in one statement, the snapshot when due, and the saved reply.
+    async fn write_rows(&mut self, conn: &mut PgConnection) -> Result<Written<A, R>, Failure> {
+        if let Some(request) = &self.idempotency {
+            if !idempotency::reserve(&mut *conn, request).await? {
+                return Err(Failure::IdempotencyRace);
+            }
+        }
+        let state = self
+            .state
+            .take()
+            .ok_or(CommandError::Invariant("a command was written twice"))?;
+        let committed = if self.append.events.is_empty() {
+            self.unchanged
+        } else {
+            match self
+                .store
+                .append_claiming(&mut *conn, &self.append, &self.released, &self.taken)
+                .await
+            {
+                Ok(committed) => committed,
+                Err(StoreError::Conflict { .. }) => return Err(Failure::Conflict),
+                Err(err) => return Err(err.into()),
+            }
+        };
+        // Snapshot policy: one each time an aggregate passes a multiple of SNAPSHOT_EVERY
+        // events, in the same transaction (so a snapshot never describes uncommitted
+        // events).
+        if committed.version / SNAPSHOT_EVERY > self.unchanged.version / SNAPSHOT_EVERY {
+            self.store
+                .save_snapshot(
+                    &mut *conn,
+                    &self.append.aggregate_id,
+                    committed.version,
+                    committed.position,
+                    &state,
+                )
+                .await?;
+        }
+        let outcome = Outcome {
+            state,
+            committed,
+            appended: self.append.events.len(),
+        };
+        let reply = (self.respond)(&outcome)?;
+        if let Some(request) = &self.idempotency {
+            let saved = reply.saved().ok_or(CommandError::Invariant(
+                "an idempotent command must answer with a reply",
+            ))?;
+            idempotency::save(&mut *conn, request, &saved).await?;
+        }
+        Ok(Written {
+            reply,
+            state: outcome.state,
+            events: std::mem::take(&mut self.events),
+        })
+    }
+}
+
+impl<A, R> group::Member for Member<A, R>
+where
+    A: WriteModel + 'static,
+    A::Command: Clone,
+    CommandError: From<A::Error>,
+    R: Answer + Send + 'static,
+{
+    fn write<'a>(
+        &'a mut self,
+        conn: &'a mut PgConnection,
+    ) -> BoxFuture<'a, Result<(), group::Rejected>> {
+        Box::pin(async move {
+            let written = self.write_rows(conn).await.map_err(deadlock_is_conflict);
+            let rejected = written.is_err();
+            self.written = Some(written);
+            if rejected {
+                Err(group::Rejected)
+            } else {
+                Ok(())
+            }
+        })
     }
 
-    let started = Instant::now();
-    let mut tx = store.begin().await?;
-    if let Some(request) = &execution.idempotency {
-        if !idempotency::reserve(&mut tx, request).await? {
-            return Err(Failure::IdempotencyRace);
-        }
+    fn settle(mut self: Box<Self>, batch: Result<(), StoreError>) {
+        let result = match (self.written.take(), batch) {
+            (Some(Err(failure)), _) => Err(failure),
+            (Some(Ok(written)), Ok(())) => Ok(written),
+            (_, Err(err)) => Err(Failure::Refused(err.into())),
+            (None, Ok(())) => Err(Failure::Refused(CommandError::Invariant(
+                "a command's batch ended before it was written",
+            ))),
+        };
+        // The waiting request may be gone (its client left); the outcome stands.
+        let _ = self.done.send(result);
     }
-    let committed = if events.is_empty() {
-        unchanged
-    } else {
-        let new_events = events
-            .iter()
-            .map(NewEvent::from_domain)
-            .collect::<Result<Vec<_>, _>>()?;
-        let metadata = metadata(execution, state.project_id());
-        match store
-            .append(&mut tx, A::TYPE, id, loaded.version, &new_events, &metadata)
-            .await
+}
+
+/// Batches written at the same time (several committers, other processes) can wait on
+/// each other's rows (an aggregate's next sequence, a claim, a key) in a cycle; the
+/// database breaks it by failing one statement. For that command it is a lost race: it
+/// is retried (or 409 with `If-Match`) after its batch, like any other.
+fn deadlock_is_conflict(failure: Failure) -> Failure {
+    match failure {
+        Failure::Refused(CommandError::Store(StoreError::Database(sqlx::Error::Database(db))))
+            if db.code().as_deref() == Some("40P01") =>
         {
-            Ok(committed) => committed,
-            Err(StoreError::Conflict { .. }) => return Err(Failure::Conflict),
-            Err(err) => return Err(err.into()),
+            Failure::Conflict
         }
+        failure => failure,
+    }
+}
+
+async fn try_once<A, R>(
+    store: &EventStore,
+    metrics: &Metrics,
+    execution: &Execution<A>,
+    respond: &Arc<impl Fn(&Outcome<A>) -> Result<R, CommandError> + Send + Sync + 'static>,
+    fresh: bool,
+) -> Result<R, Failure>
+where
+    A: WriteModel + 'static,
+    A::Command: Clone,
+    CommandError: From<A::Error>,
+    R: Answer + Send + 'static,
+{
+    let (member, answer) = match decide(store, execution, respond, fresh).await? {
+        Decided::Answered(reply) => return Ok(reply),
+        Decided::Write(member, answer) => (member, answer),
     };
-    // Snapshot policy: one each time an aggregate passes a multiple of SNAPSHOT_EVERY
-    // events, in the same transaction (so a snapshot never describes uncommitted events).
-    if committed.version / SNAPSHOT_EVERY > loaded.version / SNAPSHOT_EVERY {
-        store
-            .save_snapshot(&mut tx, id, committed.version, committed.position, &state)
-            .await?;
-    }
-    let claims_after = state.claims();
-    for gone in claims_before.iter().filter(|c| !claims_after.contains(c)) {
-        release(&mut tx, gone, id).await?;
-    }
-    for new in claims_after.iter().filter(|c| !claims_before.contains(c)) {
-        claim(&mut tx, new, id).await?;
-    }
-    let outcome = Outcome {
-        state,
-        committed,
-        appended: events.len(),
-    };
-    let reply = respond(&outcome)?;
-    if let Some(request) = &execution.idempotency {
-        let saved = reply.saved().ok_or(CommandError::Invariant(
-            "an idempotent command must answer with a reply",
-        ))?;
-        idempotency::save(&mut tx, request, &saved).await?;
-    }
-    store.commit(tx).await?;
+    let started = Instant::now();
+    store.commit_in_group(member);
+    let written = answer
+        .await
+        .map_err(|_| CommandError::Invariant("the committer dropped a command"))??;
     metrics
         .append_duration
         .observe(started.elapsed().as_secs_f64());
-    for event in &events {
+    for event in &written.events {
         metrics
             .events_appended
             .with_label_values(&[A::TYPE, &event.event_type()])
             .inc();
     }
-    outcome.state.observe(&events, metrics);
-    Ok(reply)
+    written.state.observe(&written.events, metrics);
+    Ok(written.reply)
 }
 
 fn metadata<A: Aggregate>(execution: &Execution<A>, project_id: Option<ProjectId>) -> Value {

@@ -1,10 +1,10 @@
 //! `Idempotency-Key`: the same key with the same request returns the first response and
 //! appends nothing; with another request it is refused (422).
 //!
-//! The key is reserved as the *first* statement of the command's transaction and the
-//! response saved in the same transaction, so a concurrent duplicate waits on the
-//! reservation and then replays, and a crash leaves either both events and response or
-//! neither. Keys are kept for [`RETENTION`].
+//! The key is reserved as the *first* statement of the command's writes and the response
+//! saved in the same transaction, so a concurrent duplicate waits on the reservation (or,
+//! in the same batch, is refused at once) and then replays, and a crash leaves either
+//! both events and response or neither. Keys are kept for [`RETENTION`].
 
 use std::time::Duration;
 

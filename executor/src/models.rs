@@ -35,6 +35,10 @@ impl WriteModel for Technology {
             TechnologyCommand::DeleteTechnology { .. } => "DeleteTechnology",
         }
     }
+
+    fn creates(command: &TechnologyCommand) -> bool {
+        matches!(command, TechnologyCommand::CreateTechnology { .. })
+    }
 }
 
 impl WriteModel for Job {
@@ -68,6 +72,10 @@ impl WriteModel for Job {
                 WorkerAction::Release { .. } => "ReleaseJob",
             },
         }
+    }
+
+    fn creates(command: &JobCommand) -> bool {
+        matches!(command, JobCommand::CreateJob { .. })
     }
 
     /// Jobs reaching an outcome count in `jobs_total`; finished runs in

@@ -286,12 +286,24 @@ impl Roles {
 
     /// Starts `commandcenter <role>`; with `pause_at`, it stops for good at that point.
     fn spawn(&mut self, role: &str, pause_at: Option<&str>) -> Proc {
+        self.spawn_with(&[role], &[], pause_at)
+    }
+
+    /// Starts `commandcenter <args…>` with `env` added; with `pause_at`, it stops for
+    /// good at that point.
+    fn spawn_with(
+        &mut self,
+        args: &[&str],
+        env: &[(&str, String)],
+        pause_at: Option<&str>,
+    ) -> Proc {
         self.started += 1;
-        let name = format!("{role}-{}", self.started);
+        let name = format!("{}-{}", args[0], self.started);
         let log = std::fs::File::create(self.logs.0.join(format!("{name}.log"))).expect("log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_commandcenter"));
         command
-            .arg(role)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("DATABASE_URL", &self.database_url)
             .env("NATS_URL", &self.nats_url)
             .env("CC_NATS_PREFIX", &self.prefix)
@@ -840,6 +852,151 @@ async fn a_worker_killed_between_claim_and_acknowledgement_loses_no_job() {
 
 /// The event types of aggregate `id`, in order, read from the event store itself (`None`
 /// while the database cannot answer).
+/// Group commit (issue 16): a `serve` process SIGKILLed while a batch of commands is
+/// written in its transaction but not committed. Every command answered 2xx before is in
+/// the store exactly as answered; not one command of the cut batch (nor any queued behind
+/// it) is; the hash chain is intact. The oracle is an independent fold of the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_by_a_crash_commits_nothing_and_every_2xx_is_durable() {
+    let app = spawn_app().await;
+    let mut roles = Roles::new(&app, &crate::helpers::nats_url());
+    let port = free_port();
+    let data = TempDir::new("batch-crash-data");
+    let serve = roles.spawn_with(
+        &["serve", "--no-relay", "--no-projectors", "--no-workers"],
+        &[
+            ("CC_LISTEN_ADDR", format!("127.0.0.1:{port}")),
+            ("CC_DATA_DIR", data.0.display().to_string()),
+        ],
+        Some(pause::BATCH_BEFORE_COMMIT),
+    );
+    wait_for_port(port, "serve").await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let post = |title: String| {
+        let client = client.clone();
+        let url = format!("http://127.0.0.1:{port}/api/v1/technologies");
+        let key = app.admin_key.clone();
+        async move {
+            let response = client
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"project_id": 1, "title": title}))
+                .send()
+                .await;
+            let answered = match response {
+                Ok(response) if response.status() == 201 => {
+                    let body: Value = response.json().await.expect("body");
+                    Some((
+                        body["id"].as_str().unwrap().to_string(),
+                        body["version"].as_i64().unwrap(),
+                        body["position"]
+                            .as_str()
+                            .unwrap()
+                            .parse::<Position>()
+                            .unwrap(),
+                    ))
+                }
+                Ok(response) => panic!("unexpected status {}", response.status()),
+                Err(_) => None,
+            };
+            (title, answered)
+        }
+    };
+    // Commands one at a time commit alone, at once: the pause point is for batches.
+    let mut requests = Vec::new();
+    for i in 0..5 {
+        let (title, answered) = post(format!("lone {i}")).await;
+        assert!(answered.is_some(), "a lone command is answered");
+        requests.push(tokio::spawn(async move { (title, answered) }));
+    }
+    // Then waves of concurrent commands until a batch of two or more reaches the point.
+    let mut wave = 0;
+    while std::fs::read_dir(&roles.pauses.0).unwrap().next().is_none() {
+        assert!(wave < 50, "no batch of two commands ever formed");
+        for i in 0..16 {
+            requests.push(tokio::spawn(post(format!("wave {wave} #{i}"))));
+        }
+        wave += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = roles.paused(pause::BATCH_BEFORE_COMMIT).await;
+    assert_eq!(pid, serve.pid());
+    serve.kill();
+
+    let mut answered = Vec::new();
+    let mut unanswered = Vec::new();
+    for request in requests {
+        match request.await.unwrap() {
+            (title, Some(answer)) => answered.push((title, answer)),
+            (title, None) => unanswered.push(title),
+        }
+    }
+    // The cut batch held at least two commands, none of them answered.
+    assert!(unanswered.len() >= 2, "{} unanswered", unanswered.len());
+    // The killed process's session ends with its transaction rolled back; wait for it.
+    crate::helpers::wait_until_no_transaction_is_open(&app.pool).await;
+
+    // The gap-safe feed lags behind any transaction open in the cluster (other tests'):
+    // fold until it covers every committed event.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let technologies = loop {
+        let (technologies, jobs) = fold_store(&app.pool).await;
+        let folded: i64 = technologies
+            .values()
+            .chain(jobs.values())
+            .map(|e| e.version)
+            .sum();
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if folded == stored {
+            break technologies;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the feed never covered the store"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let by_title: HashMap<String, (&String, &Expected)> = technologies
+        .iter()
+        .filter_map(|(id, e)| Some((e.fields["title"].as_str()?.to_string(), (id, e))))
+        .collect();
+    for (title, (id, version, position)) in &answered {
+        let (stored_id, expected) = by_title
+            .get(title)
+            .unwrap_or_else(|| panic!("{title:?} was answered 201 but is not in the store"));
+        assert_eq!(*stored_id, id);
+        assert!(expected.live);
+        assert_eq!((expected.version, expected.position), (*version, *position));
+    }
+    for title in &unanswered {
+        assert!(
+            !by_title.contains_key(title),
+            "{title:?} was never answered but is in the store"
+        );
+    }
+    let report = commandcenter_event_store::audit::verify(
+        &app.pool,
+        &commandcenter_event_store::audit::VerifyScope::default(),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.broken_count, 0, "hash chain intact");
+    eprintln!(
+        "batch crash: {} answered, {} cut or queued, {wave} wave(s)",
+        answered.len(),
+        unanswered.len()
+    );
+    app.stop().await;
+}
+
 async fn event_types_of(pool: &PgPool, id: &str) -> Option<Vec<String>> {
     sqlx::query_scalar("SELECT event_type FROM events WHERE aggregate_id = $1 ORDER BY sequence")
         .bind(id)

@@ -182,24 +182,7 @@ async fn abandoned_requests_never_leave_half_written_changes() {
     }
     // The abandoned commands finish on their own tasks: wait until no session of this
     // database is inside a transaction any more.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let busy: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-               AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if busy == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{busy} transaction(s) still open"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    crate::helpers::wait_until_no_transaction_is_open(&app.pool).await;
     // One statement, one snapshot: every command commits its events, claim, key and
     // response together, so these agree at any moment, whatever is still in flight.
     let (technologies, claims, unanswered, keyed, saved): (i64, i64, i64, i64, i64) =

@@ -511,3 +511,27 @@ pub async fn assert_problem(response: Response, status: u16, field: &str) -> Val
     assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
     body
 }
+
+/// Waits until no session of `pool`'s database but this one is inside a transaction that
+/// wrote (commands finishing on their own tasks, a killed process's session being ended
+/// by the server); fails after 20 s.
+pub async fn wait_until_no_transaction_is_open(pool: &PgPool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+               AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if busy == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{busy} transaction(s) still open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -11,6 +11,7 @@ mod demo;
 mod edges;
 mod feed_ordering;
 mod fuzz;
+mod group_commit;
 mod hash_chain;
 mod health;
 mod helpers;

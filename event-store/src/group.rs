@@ -1,0 +1,226 @@
+//! Group commit: commands that arrive together share one transaction and one commit, the
+//! way a database batches its WAL flushes, while each keeps its own outcome.
+//!
+//! Each [`EventStore`](crate::EventStore) has one committer task, started on first use.
+//! A writer hands it a [`Member`] (one command's writes, already decided) and waits. The
+//! committer takes the first member queued, then whatever else is queued at that moment
+//! (at most [`MAX_BATCH`]); nothing waits for company, so a lone command on an idle
+//! service commits at once, and batches grow only while a commit is in flight.
+//!
+//! In the batch's transaction every member writes under a savepoint of its own (a lone
+//! member needs none): a member that fails — a lost version race, a taken claim, an
+//! Idempotency-Key another member of the batch holds — is rolled back to its savepoint
+//! alone and its neighbours go on. Every member learns its outcome only after the batch
+//! ended ([`Member::settle`]): a member kept in a committed batch succeeded, a member
+//! that failed is told so once the batch's rows are visible (so a retry sees its winner),
+//! and when the commit itself fails no member succeeded — all or nothing per batch.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use futures::future::BoxFuture;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{mpsc, Mutex};
+
+use crate::{pause, AppendSignal, StoreError};
+
+/// At most this many commands share a transaction. Each member's savepoint becomes a
+/// subtransaction; PostgreSQL caches 64 subtransaction ids per backend before every
+/// snapshot of the cluster gets slower, so batches stay below that.
+pub const MAX_BATCH: usize = 48;
+
+/// Committer tasks per store by default. Each writes one batch at a time, statement after
+/// statement on one connection; several overlap those round trips (a batch is bound by
+/// them, not by its commit), and a command arriving while every one is busy waits for the
+/// first to finish — batching happens exactly when the committers are saturated.
+pub const COMMITTERS: usize = 4;
+
+/// One command's writes in a group commit.
+pub trait Member: Send + 'static {
+    /// Writes the member's rows on `conn`, inside the batch's transaction. On `Err` the
+    /// committer undoes them (rolls back to the member's savepoint); the member keeps
+    /// the reason for [`Member::settle`].
+    fn write<'a>(&'a mut self, conn: &'a mut PgConnection) -> BoxFuture<'a, Result<(), Rejected>>;
+
+    /// The batch ended. `Ok` when it committed (or, for a member whose `write` failed,
+    /// ended without a fault of its own); `Err` when it did not commit, with what ended
+    /// it. A member whose `write` failed answers with its own reason either way.
+    fn settle(self: Box<Self>, batch: Result<(), StoreError>);
+}
+
+/// A member's write failed; the member knows why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected;
+
+type Queue = mpsc::UnboundedSender<Box<dyn Member>>;
+
+/// The handle on a store's committer task (started on first use).
+#[derive(Clone)]
+pub(crate) struct GroupCommit {
+    queue: Arc<OnceLock<Queue>>,
+    waiting: Arc<AtomicUsize>,
+    committers: usize,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self {
+            queue: Arc::default(),
+            waiting: Arc::default(),
+            committers: COMMITTERS,
+        }
+    }
+}
+
+impl GroupCommit {
+    /// A handle that will start `committers` committer tasks (at least one); the store's
+    /// other handles keep theirs.
+    pub(crate) fn with_committers(committers: usize) -> Self {
+        Self {
+            committers: committers.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// Queues `member` for the next batch; starts the committers on first use.
+    pub(crate) fn submit(&self, pool: &PgPool, signal: &AppendSignal, member: Box<dyn Member>) {
+        let queue = self.queue.get_or_init(|| {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            let receiver = Arc::new(Mutex::new(receiver));
+            for _ in 0..self.committers {
+                tokio::spawn(run(
+                    pool.clone(),
+                    signal.clone(),
+                    receiver.clone(),
+                    self.waiting.clone(),
+                ));
+            }
+            sender
+        });
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        if let Err(mpsc::error::SendError(member)) = queue.send(member) {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            // The committer is gone only when its runtime is shutting down.
+            member.settle(Err(StoreError::Database(sqlx::Error::PoolClosed)));
+        }
+    }
+
+    /// Commands queued and not yet taken into a batch.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+}
+
+/// A committer: one batch at a time, each made of the first command queued and whatever
+/// else is queued at that moment (the committers take turns at the queue). Ends when
+/// every handle on the store is dropped.
+async fn run(
+    pool: PgPool,
+    signal: AppendSignal,
+    queue: Arc<Mutex<mpsc::UnboundedReceiver<Box<dyn Member>>>>,
+    waiting: Arc<AtomicUsize>,
+) {
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut batch: Vec<Box<dyn Member>> = Vec::with_capacity(MAX_BATCH);
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(member) => batch.push(member),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        waiting.fetch_sub(batch.len(), Ordering::SeqCst);
+        commit_batch(&pool, &signal, batch).await;
+    }
+}
+
+/// Writes `members` in one transaction, each under its own savepoint, commits, wakes
+/// readers, and settles every member. This is the whole of a batch; the committer task
+/// only decides which members go together.
+pub async fn commit_batch(pool: &PgPool, signal: &AppendSignal, members: Vec<Box<dyn Member>>) {
+    let alone = members.len() == 1;
+    let started = std::time::Instant::now();
+    let mut kept = Vec::with_capacity(members.len());
+    let mut failed = Vec::new();
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(err) => return settle_all(members, err),
+    };
+    let mut members = members.into_iter().enumerate();
+    while let Some((n, mut member)) = members.next() {
+        if !alone {
+            if let Err(err) = sqlx::query(&format!("SAVEPOINT m{n}"))
+                .execute(&mut *tx)
+                .await
+            {
+                kept.push(member);
+                let rest = members.map(|(_, member)| member);
+                return settle_all(kept.into_iter().chain(failed).chain(rest), err);
+            }
+        }
+        match member.write(&mut tx).await {
+            Ok(()) => kept.push(member),
+            Err(Rejected) if alone => {
+                // Nothing else to keep: end the transaction now, so whatever it took
+                // (a claim, a key) is free before the member retries or answers.
+                if let Err(err) = tx.rollback().await {
+                    tracing::debug!(%err, "rollback after a refused command");
+                }
+                member.settle(Ok(()));
+                return;
+            }
+            Err(Rejected) => {
+                failed.push(member);
+                if let Err(err) = sqlx::query(&format!("ROLLBACK TO SAVEPOINT m{n}"))
+                    .execute(&mut *tx)
+                    .await
+                {
+                    let rest = members.map(|(_, member)| member);
+                    return settle_all(kept.into_iter().chain(failed).chain(rest), err);
+                }
+            }
+        }
+    }
+    if kept.len() > 1 {
+        pause::pause_point(pause::BATCH_BEFORE_COMMIT).await;
+    }
+    let written = started.elapsed();
+    let committed = if kept.is_empty() {
+        tx.rollback().await
+    } else {
+        tx.commit().await
+    };
+    if let Err(err) = committed {
+        return settle_all(kept.into_iter().chain(failed), err);
+    }
+    if !kept.is_empty() {
+        signal.fire().await;
+    }
+    tracing::trace!(
+        commands = kept.len(),
+        failed = failed.len(),
+        written_us = written.as_micros() as u64,
+        total_us = started.elapsed().as_micros() as u64,
+        "group commit"
+    );
+    for member in kept.into_iter().chain(failed) {
+        member.settle(Ok(()));
+    }
+}
+
+/// Ends every member of a batch that did not commit with what ended it (shared: the
+/// database's error is not `Clone`).
+fn settle_all(members: impl IntoIterator<Item = Box<dyn Member>>, err: sqlx::Error) {
+    tracing::warn!(%err, "a command batch did not commit");
+    let err = Arc::new(err);
+    for member in members {
+        member.settle(Err(StoreError::Batch(err.clone())));
+    }
+}

@@ -1,0 +1,520 @@
+//! Group commit (issue 16): commands queued together share one transaction, and every
+//! promise stays per command — a command that fails in a batch fails alone, claims and
+//! Idempotency-Keys behave as they do one command at a time, and each answer carries its
+//! own version and position.
+//!
+//! A batch is formed deterministically on a store with one committer task: it is held on a lock inside a first
+//! batch (its one command reserves an Idempotency-Key this test holds in an open
+//! transaction), the commands under test are queued one by one behind it, and the test
+//! then lets go — the committer finishes the first batch and takes every queued command
+//! into the next one. Each answer's position names its transaction, so the test sees
+//! which commands shared a commit.
+
+use std::sync::Arc;
+
+use commandcenter_domain::technology::{
+    Technology, TechnologyChanges, TechnologyCommand, TechnologyError, TechnologyFields,
+};
+use commandcenter_domain::values::ProjectId;
+use commandcenter_event_store::{audit, AppendSignal, EventStore, Position};
+use commandcenter_executor::{
+    apply, clock, execute, Answer, Applied, CommandError, Execution, IdempotentRequest,
+    RequestMeta, SavedReply,
+};
+use commandcenter_metrics::Metrics;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::feed_ordering::wait_for_lock_waiters;
+use crate::helpers::{spawn_app, TestApp};
+
+fn meta() -> RequestMeta {
+    RequestMeta {
+        request_id: Uuid::now_v7().to_string(),
+        correlation_id: "group-commit-test".into(),
+        causation_id: None,
+        actor: "test".into(),
+    }
+}
+
+/// The fields of a valid technology titled `title` (taken from one the API created, so
+/// the test builds no domain values by hand).
+async fn fields(app: &TestApp, title: &str) -> TechnologyFields {
+    let created = app
+        .create_technology(&format!("template {}", Uuid::now_v7().simple()))
+        .await;
+    let payload: Value =
+        sqlx::query_scalar("SELECT payload FROM events WHERE aggregate_id = $1 AND sequence = 1")
+            .bind(created["id"].as_str().unwrap())
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let mut fields = payload["TechnologyCreated"]["technology"].clone();
+    fields["title"] = json!(title);
+    serde_json::from_value(fields).expect("stored fields read back")
+}
+
+fn create(id: &str, fields: TechnologyFields) -> TechnologyCommand {
+    TechnologyCommand::CreateTechnology {
+        id: id.to_string(),
+        project_id: ProjectId::parse("project_id", 1).unwrap(),
+        fields: Box::new(fields),
+        at: clock::now(),
+    }
+}
+
+fn update(notes: &str) -> TechnologyCommand {
+    TechnologyCommand::UpdateTechnology {
+        changes: Box::new(TechnologyChanges {
+            notes: Some(Some(notes.to_string())),
+            ..Default::default()
+        }),
+        status: None,
+        at: clock::now(),
+    }
+}
+
+/// An answer as an HTTP handler's: saved under the key, replayed byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Reply {
+    body: String,
+    replayed: bool,
+}
+
+impl Answer for Reply {
+    fn saved(&self) -> Option<SavedReply> {
+        Some(SavedReply {
+            status: 201,
+            headers: Vec::new(),
+            body: self.body.clone().into_bytes(),
+        })
+    }
+
+    fn replayed(reply: SavedReply) -> Result<Self, CommandError> {
+        Ok(Self {
+            body: String::from_utf8(reply.body).unwrap(),
+            replayed: true,
+        })
+    }
+}
+
+/// Runs a keyed command on `store` on a task of its own.
+fn keyed(
+    store: &EventStore,
+    metrics: &Arc<Metrics>,
+    id: &str,
+    command: TechnologyCommand,
+    scope: &str,
+    key: &str,
+    body: &str,
+) -> JoinHandle<Result<Reply, CommandError>> {
+    let execution = Execution::<Technology> {
+        aggregate_id: id.to_string(),
+        command,
+        if_match: None,
+        meta: meta(),
+        idempotency: Some(IdempotentRequest::new(
+            key.to_string(),
+            scope,
+            "POST",
+            "/test",
+            body.as_bytes(),
+        )),
+    };
+    let (store, metrics, id) = (store.clone(), metrics.clone(), id.to_string());
+    tokio::spawn(async move {
+        execute(&store, &metrics, execution, move |outcome| {
+            Ok(Reply {
+                body: format!(
+                    "{id} v{} at {}",
+                    outcome.committed.version, outcome.committed.position
+                ),
+                replayed: false,
+            })
+        })
+        .await
+    })
+}
+
+/// Runs an unkeyed command (with `if_match`, if any) on `store` on a task of its own.
+fn plain(
+    store: &EventStore,
+    metrics: &Arc<Metrics>,
+    id: &str,
+    command: TechnologyCommand,
+    if_match: Option<i64>,
+) -> JoinHandle<Result<Applied<Technology>, CommandError>> {
+    let execution = Execution::<Technology> {
+        aggregate_id: id.to_string(),
+        command,
+        if_match,
+        meta: meta(),
+        idempotency: None,
+    };
+    let (store, metrics) = (store.clone(), metrics.clone());
+    tokio::spawn(async move {
+        execute(&store, &metrics, execution, |outcome| {
+            Ok(Applied {
+                state: outcome.state.clone(),
+                committed: outcome.committed,
+                appended: outcome.appended,
+            })
+        })
+        .await
+    })
+}
+
+/// The committer of `store`, held inside a batch until [`Held::release`].
+struct Held {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    first: JoinHandle<Result<Reply, CommandError>>,
+}
+
+impl Held {
+    /// Holds the Idempotency-Key the first command needs in an open transaction, and
+    /// waits until the committer blocks on it.
+    async fn start(
+        app: &TestApp,
+        store: &EventStore,
+        metrics: &Arc<Metrics>,
+        fields: TechnologyFields,
+    ) -> Self {
+        let mut tx = app.pool.begin().await.unwrap();
+        let request = IdempotentRequest::new("hold".into(), "test", "POST", "/hold", b"hold");
+        commandcenter_executor::idempotency::reserve(&mut tx, &request)
+            .await
+            .unwrap();
+        let id = Uuid::now_v7().to_string();
+        let first = keyed(
+            store,
+            metrics,
+            &id,
+            create(&id, fields),
+            "test",
+            "hold",
+            "hold",
+        );
+        wait_for_lock_waiters(&app.pool, 1).await;
+        Self { tx, first }
+    }
+
+    /// Lets the first batch go: the held key is released, so the first command applies.
+    async fn release(self) {
+        self.tx.rollback().await.unwrap();
+        let first = self
+            .first
+            .await
+            .unwrap()
+            .expect("the holding command applies");
+        assert!(!first.replayed);
+    }
+}
+
+/// Queues `command` behind the held committer and waits until it is queued, so the
+/// batch's order is the order of these calls.
+async fn queue<T>(store: &EventStore, start: impl FnOnce() -> JoinHandle<T>) -> JoinHandle<T> {
+    let before = store.commands_waiting();
+    let handle = start();
+    for _ in 0..500 {
+        if store.commands_waiting() > before {
+            return handle;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("the command was never queued");
+}
+
+fn tx_of(committed_position: Position) -> u64 {
+    committed_position.tx_id
+}
+
+/// Every aggregate's stored events: sequences 1..n with no gap, and the whole hash chain
+/// intact.
+async fn assert_store_consistent(pool: &PgPool) {
+    let gaps: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT sequence, row_number() OVER \
+             (PARTITION BY aggregate_type, aggregate_id ORDER BY sequence) AS n FROM events) s \
+          WHERE sequence <> n",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(gaps, 0, "sequences without gaps");
+    let report = audit::verify(pool, &audit::VerifyScope::default(), None, None)
+        .await
+        .unwrap();
+    assert_eq!(report.broken_count, 0, "hash chain intact");
+}
+
+#[tokio::test]
+async fn a_batch_whose_middle_commands_fail_commits_the_others() {
+    let app = spawn_app().await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local()).with_committers(1);
+    let metrics = Metrics::new();
+    let existing = app.create_technology("Pure Data").await;
+    let existing = existing["id"].as_str().unwrap().to_string();
+    let (alpha_fields, alpha_twin_fields, beta_fields) = (
+        fields(&app, "Alpha Synth").await,
+        fields(&app, "alpha  SYNTH").await,
+        fields(&app, "Beta Synth").await,
+    );
+    let held_fields = fields(&app, "Held").await;
+    let events_before = app.stored_events().await.len();
+
+    let held = Held::start(&app, &store, &metrics, held_fields).await;
+    let (alpha, twin, beta) = (
+        Uuid::now_v7().to_string(),
+        Uuid::now_v7().to_string(),
+        Uuid::now_v7().to_string(),
+    );
+    // In one batch, in this order: a create; a create claiming the same title (refused);
+    // an update of `existing` at version 1 with If-Match (applies: version 2); the same
+    // again (loses to its neighbour: 409, never a retry); the same without If-Match
+    // (loses too, then is retried after the batch commits: version 3); another create.
+    let a = queue(&store, || {
+        plain(&store, &metrics, &alpha, create(&alpha, alpha_fields), None)
+    })
+    .await;
+    let b = queue(&store, || {
+        plain(
+            &store,
+            &metrics,
+            &twin,
+            create(&twin, alpha_twin_fields),
+            None,
+        )
+    })
+    .await;
+    let c = queue(&store, || {
+        plain(&store, &metrics, &existing, update("first"), Some(1))
+    })
+    .await;
+    let d = queue(&store, || {
+        plain(&store, &metrics, &existing, update("stale"), Some(1))
+    })
+    .await;
+    let e = queue(&store, || {
+        plain(&store, &metrics, &existing, update("retried"), None)
+    })
+    .await;
+    let f = queue(&store, || {
+        plain(&store, &metrics, &beta, create(&beta, beta_fields), None)
+    })
+    .await;
+    assert_eq!(store.commands_waiting(), 6);
+    held.release().await;
+
+    let a = a.await.unwrap().expect("the first create applies");
+    match b.await.unwrap() {
+        Err(CommandError::Store(commandcenter_event_store::StoreError::ClaimTaken { .. })) => {}
+        other => panic!("the second claimant of a title is refused, got {other:?}"),
+    }
+    let c = c.await.unwrap().expect("the first update applies");
+    match d.await.unwrap() {
+        Err(err) => assert!(err.is_conflict(), "a lost race with If-Match: {err:?}"),
+        Ok(applied) => panic!("a stale If-Match applied at {:?}", applied.committed),
+    }
+    let e = e
+        .await
+        .unwrap()
+        .expect("the update without If-Match is retried");
+    let f = f.await.unwrap().expect("the last create applies");
+
+    // The survivors of the batch share one transaction, each with its own position.
+    let batch = tx_of(a.committed.position);
+    assert_eq!(tx_of(c.committed.position), batch);
+    assert_eq!(tx_of(f.committed.position), batch);
+    let mut positions = [
+        a.committed.position,
+        c.committed.position,
+        f.committed.position,
+    ];
+    positions.sort();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "own positions");
+    assert_eq!((a.committed.version, c.committed.version), (1, 2));
+    assert_eq!(f.committed.version, 1);
+    // The retried command committed after its batch, on the state that batch left.
+    assert_eq!(e.committed.version, 3);
+    assert!(tx_of(e.committed.position) > batch);
+    assert_eq!(
+        e.state.record().unwrap().fields.notes.as_deref(),
+        Some("retried")
+    );
+
+    // The store holds exactly that: the holder, a, c, e, f — nothing of b or d.
+    assert_eq!(app.stored_events().await.len(), events_before + 5);
+    let stored_twin: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+            .bind(&twin)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored_twin, 0);
+    let owners: Vec<String> =
+        sqlx::query_scalar("SELECT owner_id FROM unique_claims WHERE key = 'alpha synth'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(owners, vec![alpha.clone()]);
+    let notes: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->'TechnologyUpdated'->'changes'->>'notes' FROM events \
+          WHERE aggregate_id = $1 AND sequence > 1 ORDER BY sequence",
+    )
+    .bind(&existing)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(notes, ["first", "retried"]);
+    assert_store_consistent(&app.pool).await;
+}
+
+#[tokio::test]
+async fn one_idempotency_key_twice_in_a_batch_applies_once_and_replays() {
+    let app = spawn_app().await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local()).with_committers(1);
+    let metrics = Metrics::new();
+    let gamma = fields(&app, "Gamma Synth").await;
+    let delta = fields(&app, "Delta Synth").await;
+    let held_fields = fields(&app, "Held").await;
+    let events_before = app.stored_events().await.len();
+
+    let held = Held::start(&app, &store, &metrics, held_fields).await;
+    // The same request twice (each handler draws its own id, as the API does), the same
+    // key with another request, and an unrelated command, all in one batch.
+    let (first_id, second_id, other_id, delta_id) = (
+        Uuid::now_v7().to_string(),
+        Uuid::now_v7().to_string(),
+        Uuid::now_v7().to_string(),
+        Uuid::now_v7().to_string(),
+    );
+    let first = queue(&store, || {
+        keyed(
+            &store,
+            &metrics,
+            &first_id,
+            create(&first_id, gamma.clone()),
+            "k",
+            "key-1",
+            "gamma",
+        )
+    })
+    .await;
+    let second = queue(&store, || {
+        keyed(
+            &store,
+            &metrics,
+            &second_id,
+            create(&second_id, gamma.clone()),
+            "k",
+            "key-1",
+            "gamma",
+        )
+    })
+    .await;
+    let reused = queue(&store, || {
+        keyed(
+            &store,
+            &metrics,
+            &other_id,
+            create(&other_id, gamma.clone()),
+            "k",
+            "key-1",
+            "other",
+        )
+    })
+    .await;
+    let unrelated = queue(&store, || {
+        keyed(
+            &store,
+            &metrics,
+            &delta_id,
+            create(&delta_id, delta),
+            "k",
+            "key-2",
+            "delta",
+        )
+    })
+    .await;
+    held.release().await;
+
+    let first = first.await.unwrap().expect("the first request applies");
+    assert!(!first.replayed);
+    assert!(first.body.starts_with(&first_id), "{first:?}");
+    let second = second.await.unwrap().expect("the duplicate replays");
+    assert!(second.replayed, "{second:?}");
+    assert_eq!(second.body, first.body, "the first answer, byte for byte");
+    match reused.await.unwrap() {
+        Err(CommandError::IdempotencyKeyReused) => {}
+        other => panic!("a key reused with another request is refused, got {other:?}"),
+    }
+    let unrelated = unrelated.await.unwrap().expect("a neighbour applies");
+    assert!(!unrelated.replayed);
+    // The applied request and its neighbour committed together.
+    let tx = |body: &str| {
+        body.rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<Position>()
+            .unwrap()
+            .tx_id
+    };
+    assert_eq!(tx(&first.body), tx(&unrelated.body));
+
+    assert_eq!(app.stored_events().await.len(), events_before + 3);
+    for (id, stored) in [
+        (&first_id, 1),
+        (&second_id, 0),
+        (&other_id, 0),
+        (&delta_id, 1),
+    ] {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(count, stored, "events of {id}");
+    }
+    assert_store_consistent(&app.pool).await;
+}
+
+#[tokio::test]
+async fn a_create_of_an_existing_id_reads_it_on_retry_and_is_refused() {
+    let app = spawn_app().await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local()).with_committers(1);
+    let metrics = Metrics::new();
+    let id = Uuid::now_v7().to_string();
+    let first = apply::<Technology>(
+        &store,
+        &metrics,
+        &id,
+        create(&id, fields(&app, "Once").await),
+        meta(),
+    )
+    .await
+    .expect("the first create applies");
+    assert_eq!(first.committed.version, 1);
+    // The second create is decided without a read (the id cannot exist yet, as far as it
+    // knows); the primary key refuses it, and the retry reads the aggregate.
+    let again = apply::<Technology>(
+        &store,
+        &metrics,
+        &id,
+        create(&id, fields(&app, "Twice").await),
+        meta(),
+    )
+    .await;
+    match again {
+        Err(CommandError::Technology(TechnologyError::AlreadyExists)) => {}
+        other => panic!("a create of an existing id is refused, got {other:?}"),
+    }
+    let stored: Vec<(String, i64)> = app.stored_events().await;
+    assert_eq!(stored.iter().filter(|(a, _)| *a == id).count(), 1);
+    let loaded = store.load::<Technology>(&id).await.unwrap();
+    assert_eq!(loaded.version, 1);
+    assert_eq!(
+        loaded.aggregate.record().unwrap().fields.title.as_str(),
+        "Once"
+    );
+}
