@@ -8,20 +8,21 @@
 //! one killed between claim and acknowledgement, and a job that ends while PostgreSQL is
 //! down (its outcome recorded by the worker's retries, in the same attempt).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use commandcenter_event_store::pause;
+use commandcenter_event_store::{pause, Position};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::helpers::{spawn_app, spawn_app_on, spawn_app_with, TestApp};
-use crate::oracle::wait_views_equal_store;
+use crate::oracle::{fold_store, wait_views_equal_store, Expected};
 use crate::projections::assert_counts_match_views;
 
 // ---------------------------------------------------------------- processes and servers
