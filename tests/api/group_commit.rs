@@ -27,7 +27,6 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::feed_ordering::wait_for_lock_waiters;
 use crate::helpers::{spawn_app, TestApp};
 
 fn meta() -> RequestMeta {
@@ -182,6 +181,10 @@ impl Held {
         fields: TechnologyFields,
     ) -> Self {
         let mut tx = app.pool.begin().await.unwrap();
+        let holder: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
         let request = IdempotentRequest::new("hold".into(), "test", "POST", "/hold", b"hold");
         commandcenter_executor::idempotency::reserve(&mut tx, &request)
             .await
@@ -196,8 +199,21 @@ impl Held {
             "hold",
             "hold",
         );
-        wait_for_lock_waiters(&app.pool, 1).await;
-        Self { tx, first }
+        // Until the committer's session waits on this transaction (not any session's wait).
+        for _ in 0..1000 {
+            let blocked: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+            )
+            .bind(holder)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            if blocked > 0 {
+                return Self { tx, first };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the committer never waited on the held key");
     }
 
     /// Lets the first batch go: the held key is released, so the first command applies.
