@@ -279,7 +279,15 @@ impl TechnologyPage<'_> {
 
     /// Whether the statement is costly enough to draw on the expensive-read budget.
     fn is_expensive(&self) -> bool {
-        self.filters.search.is_some() || (self.cursor.is_none() && self.skip > EXPENSIVE_SKIP)
+        // A search of 3 characters or more walks the trigram index and counts at most
+        // SEARCH_EXACT_TOTAL + 1 matches: about a page. One of 1 or 2 characters cannot use
+        // the index and scans; ranking orders every match.
+        let scans = self
+            .filters
+            .search
+            .as_ref()
+            .is_some_and(|s| s.chars().count() < 3 || self.key == SortKey::Rank);
+        scans || (self.cursor.is_none() && self.skip > EXPENSIVE_SKIP)
     }
 
     /// The statement: columns `total`, the checkpoint's, then per row `row` (the JSON,
