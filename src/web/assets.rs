@@ -91,7 +91,12 @@ pub fn router() -> Router {
 }
 
 async fn index() -> Response {
-    page(StatusCode::OK, "text/html; charset=utf-8", INDEX)
+    page(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        INDEX,
+        CONTENT_SECURITY_POLICY,
+    )
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
@@ -99,43 +104,46 @@ async fn asset(Path(file): Path<String>) -> Response {
 }
 
 async fn docs() -> Response {
-    let mut response = page(StatusCode::OK, "text/html; charset=utf-8", DOCS_INDEX);
-    response.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(DOCS_CONTENT_SECURITY_POLICY),
-    );
-    response
+    page(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        DOCS_INDEX,
+        DOCS_CONTENT_SECURITY_POLICY,
+    )
 }
 
 async fn docs_asset(Path(file): Path<String>) -> Response {
     serve(DOCS_ASSETS, &file, DOCS_CONTENT_SECURITY_POLICY)
 }
 
+/// Asset `file` of `assets`, or a 404, under `policy`.
 fn serve(assets: &[Asset], file: &str, policy: &'static str) -> Response {
-    let mut response = match assets.iter().find(|a| a.name == file) {
-        Some(asset) => page(StatusCode::OK, asset.media_type, asset.body),
+    match assets.iter().find(|a| a.name == file) {
+        Some(asset) => page(StatusCode::OK, asset.media_type, asset.body, policy),
         None => page(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
             b"no such asset\n",
+            policy,
         ),
-    };
-    response.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(policy),
-    );
-    response
+    }
 }
 
-/// A response with the page's security headers. Assets are revalidated on every load
-/// (`no-cache` with an `ETag` would need hashing; the files are small and local).
-fn page(status: StatusCode, media_type: &'static str, body: &'static [u8]) -> Response {
+/// A response with the page's security headers, `policy` its Content-Security-Policy.
+/// Assets are revalidated on every load (`no-cache` with an `ETag` would need hashing;
+/// the files are small and local).
+fn page(
+    status: StatusCode,
+    media_type: &'static str,
+    body: &'static [u8],
+    policy: &'static str,
+) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        HeaderValue::from_static(policy),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
