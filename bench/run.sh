@@ -129,6 +129,12 @@ tps=$(pgbench -n -c 32 -j 2 -T "$SECS" -f bench/pgbench/insert_event.sql "$CEILI
     awk '/^tps = / { print $3 }')
 put ceiling_append "tps=$tps"
 
+say "ceiling (a) of the write scenarios: the bare library (cqrs-es + postgres-es) creating technologies, 32 tasks"
+new_db cqrs CQRS_DB
+psql "$PG_SERVER_URL/postgres" -qc "CREATE DATABASE \"${RUN}_cqrs\"" >/dev/null
+"$BIN/cc-bench" cqrs-ceiling --database-url "$CQRS_DB" --tasks 32 --seconds "$SECS" \
+    --warmup "$WARMUP" | record
+
 say "ceiling: push (core NATS publish -> subscribe round trip)"
 "$BIN/cc-bench" nats-rtt --nats-url "$NATS_URL" --samples 5000 | record
 
@@ -172,6 +178,18 @@ say "scenarios 1b-1c: technologies page 1 (default order, limit 50) and searches
     --clients 64 --seconds "$SECS" --warmup "$WARMUP" --name tech_search_common | record
 "$BIN/cc-bench" http-load --url http://127.0.0.1:18101 --path "$TECH_PATH&search=number%204242" \
     --clients 64 --seconds "$SECS" --warmup "$WARMUP" --name tech_search_rare | record
+stop_service
+
+say "scenario 1b': technologies page right after a bulk load projected live (no manual ANALYZE)"
+# The same technologies written to a fresh store while serve's relay and projectors run;
+# the page is measured as soon as the view holds them all.
+new_db bulk BULK_DB
+start_service bulk 18106 "$BULK_DB" --no-workers
+DATABASE_URL="$BULK_DB" "$BIN/commandcenter" demo seed --projects 1 \
+    --technologies "$TECHS" --jobs 0 | tee -a "$WORK/log.txt"
+wait_caught_up "$BULK_DB" "${RUN}bulk"
+"$BIN/cc-bench" http-load --url http://127.0.0.1:18106 --path "$TECH_PATH" --clients 64 \
+    --seconds "$SECS" --warmup "$WARMUP" --name tech_page1_after_bulk | record
 stop_service
 
 say "scenarios 3 and 7: cached dashboard, 64 clients; idle WebSocket clients"
@@ -245,6 +263,8 @@ path=$(val ceiling_command_path tps)
 s5p50=$(val progress_2xx_websocket_message p50_ms); s5p99=$(val progress_2xx_websocket_message p99_ms)
 s5max=$(val progress_2xx_websocket_message max_ms)
 http=$(val ceiling_http rps); append=$(val ceiling_append tps); read=$(val ceiling_read tps)
+cqrs=$(val ceiling_cqrs_es rps); cqrsp99=$(val ceiling_cqrs_es p99_ms)
+s1bb=$(val tech_page1_after_bulk rps); s1bbp99=$(val tech_page1_after_bulk p99_ms)
 tech_ceiling=$(val ceiling_tech_page tps)
 s1b=$(val tech_page1 rps); s1bp99=$(val tech_page1 p99_ms)
 s1c=$(val tech_search_common rps); s1cp99=$(val tech_search_common p99_ms)
@@ -274,10 +294,11 @@ OUT="bench/results/$(date -u +%Y-%m-%d)-$commit-$MODE.md"
     echo "| 1 | \`GET $JOBS_PATH\` page 1, uncached, 64 clients | $s1 req/s, p50 $s1p50 ms, p99 $s1p99 ms | pgbench same statement: $read tps | $(ratio "$s1" "$read") | ≥ 70%, p99 ≤ 10 ms | $(check "$s1 >= 0.7 * $read && $s1p99 <= 10") |"
     echo "| 2 | same, cursor $DEPTH rows deep | $s2 req/s, p50 $s2p50 ms, p99 $s2p99 ms | scenario 1 | p50 $(times "$s2p50" "$s1p50"), p99 $(times "$s2p99" "$s1p99") | ≤ 1.2 × scenario 1 | $(check "$s2p50 <= 1.2 * $s1p50 && $s2p99 <= 1.2 * $s1p99") |"
     echo "| 1b | \`GET $TECH_PATH\` (default order), uncached, 64 clients | $s1b req/s, p99 $s1bp99 ms | pgbench, the 50 stored documents by the same index: $tech_ceiling tps | $(ratio "$s1b" "$tech_ceiling") | ≥ 70% | $(check "$s1b >= 0.7 * $tech_ceiling") |"
+    echo "| 1b′ | same, on a fresh store right after $TECHS technologies were written and projected live (no manual \`ANALYZE\`) | $s1bb req/s, p99 $s1bbp99 ms | scenario 1b | $(ratio "$s1bb" "$s1b") | ≥ 70% of 1b | $(check "$s1bb >= 0.7 * $s1b") |"
     echo "| 1c | same with \`search=seeded\` (every row matches) / \`search=number 4242\` (a few) | $s1c req/s, p99 $s1cp99 ms / $s1r req/s, p99 $s1rp99 ms | scenario 1b | $(ratio "$s1c" "$s1b") / $(ratio "$s1r" "$s1b") | ≥ 50% of 1b | $(check "$s1c >= 0.5 * $s1b && $s1r >= 0.5 * $s1b") |"
     echo "| 3 | \`GET /api/v1/dashboard/stats?project_id=1\` from the cache, 64 clients | $s3 req/s, p99 $s3p99 ms | axum fixed 20-item page: $http req/s | $(ratio "$s3" "$http") | ≥ 40% | $(check "$s3 >= 0.4 * $http") |"
-    echo "| 4 | \`POST /api/v1/technologies\`, 32 clients | $s4 commands/s, p99 $s4p99 ms | pgbench events-shaped INSERT: $append tps | $(ratio "$s4" "$append") | ≥ 50%, p99 ≤ 10 ms | $(check "$s4 >= 0.5 * $append && $s4p99 <= 10") |"
-    echo "| 4b | job progress \`PATCH\`, 32 clients | $s4b commands/s, p99 $s4bp99 ms | same | $(ratio "$s4b" "$append") | ≥ 50%, p99 ≤ 10 ms | $(check "$s4b >= 0.5 * $append && $s4bp99 <= 10") |"
+    echo "| 4 | \`POST /api/v1/technologies\`, 32 clients | $s4 commands/s, p99 $s4p99 ms | (a) the bare library, cqrs-es + postgres-es creating one aggregate per command, 32 tasks, no HTTP: $cqrs commands/s, p99 $cqrsp99 ms; (b) pgbench events-shaped INSERT: $append tps | (a) $(times "$s4" "$cqrs"); (b) $(ratio "$s4" "$append") | ≥ 1.5× (a), ≥ 50% of (b), p99 ≤ 10 ms | $(check "$s4 >= 1.5 * $cqrs && $s4 >= 0.5 * $append && $s4p99 <= 10") |"
+    echo "| 4b | job progress \`PATCH\`, 32 clients | $s4b commands/s, p99 $s4bp99 ms | same | (a) $(times "$s4b" "$cqrs"); (b) $(ratio "$s4b" "$append") | same | $(check "$s4b >= 1.5 * $cqrs && $s4b >= 0.5 * $append && $s4bp99 <= 10") |"
     echo "| 4c | our write path alone: pgbench sending the executor's statements for a create (load, BEGIN, INSERT with hash trigger, claim, COMMIT), 32 clients | $path tps | pgbench events-shaped INSERT | $(ratio "$path" "$append") | (diagnostic: bounds 4) | - |"
     echo "| 5 | command 2xx → job WebSocket message | p50 $s5p50 ms, p99 $s5p99 ms, max $s5max ms | NATS round trip p99 $natsp99 ms | - | p99 ≤ 20 ms | $(check "$s5p99 <= 20") |"
     echo "| 6 | \`projections rebuild\` (both views) over the seeded store | $rebuild events/s | - | - | ≥ 100,000 events/s | $(check "$rebuild >= 100000") |"

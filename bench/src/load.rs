@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 /// Prints the `result` line of a load run.
-fn print_result(name: &str, requests: u64, seconds: f64, histogram: &Histogram<u64>) {
+pub(crate) fn print_result(name: &str, requests: u64, seconds: f64, histogram: &Histogram<u64>) {
     let ms = |us: u64| us as f64 / 1000.0;
     println!(
         "result {name} rps={:.1} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} n={requests}",
@@ -24,6 +24,23 @@ fn print_result(name: &str, requests: u64, seconds: f64, histogram: &Histogram<u
         ms(histogram.value_at_quantile(0.99)),
         ms(histogram.max()),
     );
+}
+
+/// One closed-loop client's latencies (µs) and how many requests it measured.
+pub(crate) type Measured = anyhow::Result<(Histogram<u64>, u64)>;
+
+/// The latencies and request counts of every client of a run, merged.
+pub(crate) async fn merged(
+    clients: Vec<tokio::task::JoinHandle<Measured>>,
+) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut total = 0;
+    for client in clients {
+        let (histogram, count) = client.await??;
+        all.add(histogram)?;
+        total += count;
+    }
+    Ok((all, total))
 }
 
 /// What each request of a load run is.
@@ -171,13 +188,7 @@ pub async fn run_load(
             Ok::<_, anyhow::Error>((histogram, count))
         }));
     }
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut total = 0;
-    for task in tasks {
-        let (histogram, count) = task.await??;
-        all.add(histogram)?;
-        total += count;
-    }
+    let (all, total) = merged(tasks).await?;
     let failed = failures.load(Ordering::Relaxed);
     if failed > 0 {
         bail!("{failed} requests of {name} failed");

@@ -11,11 +11,14 @@
 //! - `submit-jobs` / `wait-jobs`: job throughput. Submit N `noop` jobs (created and
 //!   dispatched) while no worker runs, then start the worker(s) and time how long the
 //!   read model takes to show all N completed (`bench/jobs.sh` does both).
+//! - `cqrs-ceiling`: the bare library's create loop, ceiling (a) of the write scenarios
+//!   (`cqrs.rs`).
 //! - `drop-stream`: deletes a benchmark deployment's JetStream stream.
 //!
 //! Latencies are reported as p50/p99/max from an HDR histogram.
 #![forbid(unsafe_code)]
 
+mod cqrs;
 mod key;
 mod load;
 
@@ -147,6 +150,22 @@ enum Command {
         /// Concurrent clients.
         #[arg(long, default_value_t = 32)]
         clients: usize,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Seconds of load before measuring.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+    },
+    /// Ceiling (a) of the write scenarios: the bare library (`cqrs-es` + `postgres-es`)
+    /// creating one technology per new aggregate, no HTTP; on a database of its own.
+    CqrsCeiling {
+        /// A database used for nothing else (postgres-es's table is created in it).
+        #[arg(long)]
+        database_url: String,
+        /// Concurrent tasks (and pool connections).
+        #[arg(long, default_value_t = 32)]
+        tasks: usize,
         /// Measured seconds.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
@@ -592,6 +611,12 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        Command::CqrsCeiling {
+            database_url,
+            tasks,
+            seconds,
+            warmup,
+        } => cqrs::ceiling(&database_url, tasks, seconds, warmup).await,
         Command::WriteLoad {
             url,
             kind,

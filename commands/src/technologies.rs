@@ -225,7 +225,9 @@ fn opt<T, U>(
 }
 
 impl CreateTechnologyBody {
-    fn parse(self) -> Result<TechnologyFields, ValidationError> {
+    /// The fields it names, each validated, with defaults for the ones it leaves out (the
+    /// benchmark's bare-library ceiling builds its commands with it too).
+    pub fn parse(self) -> Result<TechnologyFields, ValidationError> {
         let fields = TechnologyFields {
             title: Title::parse("title", &self.title)?,
             vendor: opt(self.vendor, |v| label("vendor", &v))?,

@@ -90,7 +90,7 @@ fn as_jsonb_read_back(value: Value) -> Value {
 pub async fn render_missing(pool: &PgPool, view: &str) -> Result<u64, ProjectionError> {
     let mut rendered = 0;
     let served = match view {
-        "technology_view" => "to_jsonb(t) - 'search' - 'doc'",
+        "technology_view" => "to_jsonb(t) - 'search' - 'search_text' - 'doc'",
         "job_view" => "to_jsonb(t) - 'doc'",
         other => return Err(ProjectionError::UnknownReadModel(other.to_string())),
     };

@@ -144,7 +144,7 @@ impl ReadModel for TechnologyView {
         let entries = fold(
             conn,
             Self::NAME,
-            "SELECT id, to_jsonb(t) - 'search' - 'doc' FROM technology_view t WHERE id = ANY($1)",
+            "SELECT id, to_jsonb(t) - 'search' - 'search_text' - 'doc' FROM technology_view t WHERE id = ANY($1)",
             events,
             |id, row| {
                 let record: TechnologyRecord =

@@ -91,16 +91,29 @@ fn timed_out(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
 }
 
-/// Runs the statement of `qb` on `pool`: directly when it is cheap, within the budget
-/// of `reads` when `expensive`.
+/// How a statement is planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Prepared once per connection; PostgreSQL may settle on one generic plan.
+    Cached,
+    /// Planned for its bound values on every call (an unnamed statement): for statements
+    /// whose best plan depends on them, such as a search word's frequency, where a
+    /// generic plan (which assumes a few matches) walks every match of a common word.
+    PerValues,
+}
+
+/// Runs the statement of `qb` on `pool`, planned as `plan` says: directly when it is
+/// cheap, within the budget of `reads` when `expensive`.
 pub(crate) async fn fetch_all(
     reads: &ExpensiveReads,
     pool: &PgPool,
     qb: &mut QueryBuilder<'_, Postgres>,
+    plan: Plan,
     expensive: bool,
 ) -> Result<Vec<PgRow>, ApiError> {
+    let persistent = plan == Plan::Cached;
     if !expensive {
-        return Ok(qb.build().fetch_all(pool).await?);
+        return Ok(qb.build().persistent(persistent).fetch_all(pool).await?);
     }
     let slot = tokio::time::timeout(SLOT_WAIT, reads.slots.clone().acquire_owned())
         .await
@@ -125,7 +138,7 @@ pub(crate) async fn fetch_all(
         slot: Some(slot),
     };
     let rows = match guard.tx.as_mut() {
-        Some(tx) => qb.build().fetch_all(&mut **tx).await,
+        Some(tx) => qb.build().persistent(persistent).fetch_all(&mut **tx).await,
         None => return Err(ApiError::internal("read transaction missing")),
     };
     // Finished (or failed) on the server: nothing to cancel.

@@ -17,13 +17,13 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use crate::bounded::{fetch_all, EXPENSIVE_SKIP};
+use crate::bounded::{fetch_all, Plan, EXPENSIVE_SKIP};
 use crate::cache::CacheKey;
 use crate::consistency::{pool_for, MinPosition};
 use crate::cursor::Cursor;
 use crate::params::Params;
 use crate::response::{
-    bytes_response, cached_or, json_response, position_columns, read_position, RawJson,
+    bytes_response, cached_or, document, json_response, position_columns, read_position, RawJson,
 };
 use crate::QueryState;
 
@@ -117,7 +117,7 @@ async fn page(
         let mut qb = QueryBuilder::<Postgres>::new(if skips {
             "WITH keys AS (SELECT j.id, j.created_position FROM job_view j WHERE true"
         } else {
-            "WITH page AS (SELECT coalesce(j.doc, (to_jsonb(j) - 'doc')::text) AS row, j.id, j.created_position FROM job_view j WHERE true"
+            "WITH page AS (SELECT coalesce(j.doc, (to_jsonb(j) - 'doc')::text) AS row, j.doc IS NULL AS unstored, j.id, j.created_position FROM job_view j WHERE true"
         });
         filters.push(&mut qb);
         if let Some(cursor) = &cursor {
@@ -129,7 +129,7 @@ async fn page(
         }
         if skips {
             qb.push(
-                "), page AS (SELECT coalesce(j.doc, (to_jsonb(j) - 'doc')::text) AS row, j.id, j.created_position \
+                "), page AS (SELECT coalesce(j.doc, (to_jsonb(j) - 'doc')::text) AS row, j.doc IS NULL AS unstored, j.id, j.created_position \
                    FROM keys k JOIN job_view j ON j.id = k.id",
             );
         }
@@ -137,11 +137,11 @@ async fn page(
         filters.push(&mut qb);
         qb.push(") SELECT (SELECT n FROM total) AS total, ");
         position_columns(&mut qb, "job_view");
-        qb.push(", page.row, page.id, page.created_position FROM (SELECT 1) one LEFT JOIN page ON true \
+        qb.push(", page.row, page.unstored, page.id, page.created_position FROM (SELECT 1) one LEFT JOIN page ON true \
                  ORDER BY page.created_position DESC");
         // An unpaged list may be long: it draws on the expensive-read budget too.
         let expensive = unpaged || (cursor.is_none() && skip > EXPENSIVE_SKIP);
-        let rows = fetch_all(&reads, &pool.pool, &mut qb, expensive).await?;
+        let rows = fetch_all(&reads, &pool.pool, &mut qb, Plan::Cached, expensive).await?;
         let first = rows.first().ok_or_else(|| ApiError::internal("page query returned no row"))?;
         let total: i64 = first.try_get("total")?;
         let position = read_position(first)?;
@@ -154,8 +154,7 @@ async fn page(
                 more = true;
                 break;
             }
-            // The stored document, handed over as it is (checked, never built into a tree).
-            jobs.push(RawValue::from_string(job).map_err(ApiError::internal)?);
+            jobs.push(document(job, row.try_get::<Option<bool>, _>("unstored")?)?);
             last_key = Some((row.try_get::<String, _>("created_position")?, row.try_get::<String, _>("id")?));
         }
         let next_cursor = match (more, last_key) {

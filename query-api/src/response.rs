@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use commandcenter_api_error::ApiError;
 use commandcenter_event_store::Position;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
@@ -78,6 +79,20 @@ impl IntoJsonBytes for Value {
             .map(Bytes::from)
             .map_err(ApiError::internal)
     }
+}
+
+/// A row's document for a page: the stored one handed over as it is (checked, never
+/// built into a tree); one the statement rendered itself (`unstored`: a row the projector
+/// has not stored a document for yet, as jsonb text) is written out compactly with keys
+/// in order first, so it reads exactly as a stored one would.
+pub(crate) fn document(text: String, unstored: Option<bool>) -> Result<Box<RawValue>, ApiError> {
+    let text = if unstored == Some(true) {
+        let value: Value = serde_json::from_str(&text).map_err(ApiError::internal)?;
+        serde_json::to_string(&value).map_err(ApiError::internal)?
+    } else {
+        text
+    };
+    RawValue::from_string(text).map_err(ApiError::internal)
 }
 
 /// JSON text that is valid by construction.

@@ -8,7 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
 use commandcenter_api_error::ApiError;
-use serde_json::json;
+use commandcenter_event_store::Position;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::cache::CacheKey;
@@ -17,7 +19,7 @@ use crate::cursor::Cursor;
 use crate::error::bad_parameter;
 use crate::params::Params;
 use crate::queries::technologies::{Filters, SortKey, TechnologyPage};
-use crate::response::{bytes_response, cached_or, position_columns, read_position};
+use crate::response::{bytes_response, cached_or, position_columns, read_position, RawJson};
 use crate::time_travel::AsOf;
 use crate::QueryState;
 use commandcenter_domain::technology::Technology;
@@ -28,6 +30,20 @@ pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 1000;
 /// Largest `skip` (offset pages are the slow path; cursors are not limited).
 pub const MAX_SKIP: i64 = 10_000_000;
+
+/// A page as answered (documented by `schema::TechnologyList`). The stored documents
+/// are written out as they are, never read into a tree; the fields are in alphabetical
+/// order, as every answer built from a JSON map has them.
+#[derive(Serialize)]
+struct PageBody {
+    items: Vec<Box<RawValue>>,
+    next_cursor: Option<String>,
+    page: i64,
+    page_size: i64,
+    position: Position,
+    total: i64,
+    total_is_estimate: bool,
+}
 
 /// `GET /api/v1/technologies`.
 #[utoipa::path(get, path = "/api/v1/technologies", tag = "technologies", params(("X-CC-Min-Position" = Option<String>, Header, description = "Wait until the read model reflects this position (read your writes)"), ("skip" = Option<i64>, Query, minimum = 0, maximum = 10000000, description = "Offset (slow path)"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "1-1000, default 50"), ("cursor" = Option<String>, Query, description = "Keyset cursor from next_cursor"), ("sort" = inline(Option<crate::schema::TechnologySort>), Query, description = "importance (priority, then relevance_score, then updated_at), updated_at, created_at, priority, relevance_score, title (or rank: full-text relevance, with search); - for descending; default -importance"), ("project_id" = Option<i64>, Query, minimum = 1, description = "Project"), ("domain" = Option<commandcenter_domain::technology::TechnologyDomain>, Query, description = "Domain"), ("status" = Option<commandcenter_domain::technology::TechnologyStatus>, Query, description = "Status"), ("search" = Option<String>, Query, max_length = 200, pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$", description = "Substring of title, description or tags, case-insensitive (sort=rank orders matches by full-text relevance)"), ("priority_min" = Option<i64>, Query, minimum = 1, maximum = 5, description = "Minimum priority"), ("relevance_min" = Option<i64>, Query, minimum = 0, maximum = 100, description = "Minimum relevance score"), ("tag" = Option<String>, Query, max_length = 64, pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$", description = "Has this tag"), ("maturity_level" = Option<commandcenter_domain::technology::MaturityLevel>, Query, description = "Maturity level"), ("cost_tier" = Option<commandcenter_domain::technology::CostTier>, Query, description = "Cost tier")), responses((status = 200, description = "{items, total, total_is_estimate, page, page_size, next_cursor, position}; a search counts exactly up to 1,000 matches, beyond which total is an estimate and total_is_estimate true", body = crate::schema::TechnologyList), (status = 400, description = "Malformed or out-of-range parameter or header (problem+json naming it)"), (status = 503, description = "X-CC-Min-Position not reached in time (problem+json, Retry-After)")))]
@@ -91,16 +107,17 @@ pub async fn list_technologies(
                 }
                 .encode()
             });
-            let body = json!({
-                "items": found.items,
-                "total": found.total,
-                "total_is_estimate": found.total_is_estimate,
-                "page": skip / limit + 1,
-                "page_size": limit,
-                "next_cursor": next_cursor,
-                "position": found.position,
-            });
-            Ok((body, vec![found.position]))
+            let body = PageBody {
+                items: found.items,
+                next_cursor,
+                page: skip / limit + 1,
+                page_size: limit,
+                position: found.position,
+                total: found.total,
+                total_is_estimate: found.total_is_estimate,
+            };
+            let body = serde_json::to_string(&body).map_err(ApiError::internal)?;
+            Ok((RawJson(body), vec![found.position]))
         },
     )
     .await
@@ -132,7 +149,7 @@ pub async fn get_technology(
     .await?;
     let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
     position_columns(&mut qb, "technology_view");
-    qb.push(", (SELECT coalesce(t.doc, (to_jsonb(t) - 'search' - 'doc')::text) FROM technology_view t WHERE t.id = ")
+    qb.push(", (SELECT coalesce(t.doc, (to_jsonb(t) - 'search' - 'search_text' - 'doc')::text) FROM technology_view t WHERE t.id = ")
         .push_bind(id)
         .push(") AS row");
     let row = state

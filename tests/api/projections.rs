@@ -827,3 +827,91 @@ async fn an_idle_projector_moves_its_checkpoint_to_the_head() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Migration 0016 finds the index it replaces by its definition, not its name: a view
+/// rebuilt before the upgrade carries the names PostgreSQL gave the shadow table's copies
+/// (an upgrade of such a store failed with "index … does not exist"). After it, searches
+/// read the stored `search_text`, equal to the function the index was on.
+#[tokio::test]
+async fn the_search_text_migration_applies_to_a_view_rebuilt_before_it() {
+    use commandcenter_event_store::MIGRATOR;
+    use sqlx::migrate::Migrator;
+
+    // The release before: every migration older than 0016, from a copy of the folder.
+    let older = std::env::temp_dir().join(format!("cc-migrations-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&older).unwrap();
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for file in std::fs::read_dir(&folder).unwrap() {
+        let file = file.unwrap();
+        let name = file.file_name().into_string().unwrap();
+        if name.as_str() < "20261130000016" {
+            std::fs::copy(file.path(), older.join(&name)).unwrap();
+        }
+    }
+    let before = Migrator::new(older.as_path()).await.unwrap();
+    assert_eq!(before.iter().map(|m| m.version).max(), Some(20261130000015));
+    let db = crate::helpers::TestDb::new();
+    commandcenter::database::ensure_database(&db.url)
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    before.run(&pool).await.unwrap();
+    std::fs::remove_dir_all(&older).unwrap();
+    let store = EventStore::new(pool.clone(), AppendSignal::local());
+    let plan = commandcenter::demo::SeedPlan {
+        projects: 1,
+        technologies: 30,
+        updates_per_technology: 0,
+        jobs: 0,
+    };
+    commandcenter::demo::seed(&store, plan).await.unwrap();
+    rebuild(&pool, &TechnologyView, 100).await.unwrap();
+    let expression_indexes = "SELECT count(*) FROM pg_index i \
+         WHERE i.indrelid = 'technology_view'::regclass \
+           AND pg_get_indexdef(i.indexrelid) LIKE '%cc_search_text(%gin_trgm_ops%'";
+    let renamed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_indexes WHERE tablename = 'technology_view' \
+            AND indexname = 'technology_view_substring_idx'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(renamed, 0, "the rebuilt view's index has another name");
+    let on_expression: i64 = sqlx::query_scalar(expression_indexes)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(on_expression, 1);
+
+    MIGRATOR.run(&pool).await.unwrap();
+    let on_expression: i64 = sqlx::query_scalar(expression_indexes)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(on_expression, 0, "the index on the expression is gone");
+    let (rows, equal): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE search_text = cc_search_text(title, description, tags)) \
+           FROM technology_view",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, equal), (30, 30));
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id FROM technology_view t WHERE t.search_text LIKE '%seeded%'",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert!(
+        plan.iter().any(|line| line.contains("search_text_idx")),
+        "{plan:#?}"
+    );
+    drop(tx);
+    pool.close().await;
+}

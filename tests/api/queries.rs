@@ -768,7 +768,10 @@ async fn stored_documents_are_the_rows_as_served_byte_for_byte() {
         let pool = app.pool.clone();
         async move {
             for (table, served) in [
-                ("technology_view", "to_jsonb(t) - 'search' - 'doc'"),
+                (
+                    "technology_view",
+                    "to_jsonb(t) - 'search' - 'search_text' - 'doc'",
+                ),
                 ("job_view", "to_jsonb(t) - 'doc'"),
             ] {
                 let rows: Vec<(String, Option<String>, Value)> = sqlx::query_as(&format!(

@@ -116,7 +116,7 @@ pub async fn differences(pool: &PgPool) -> Vec<String> {
             "technology_view",
             &technologies,
             "jsonb_build_object('title', title, 'status', status, 'relevance_score', relevance_score)",
-            "to_jsonb(t) - 'search' - 'doc'",
+            "to_jsonb(t) - 'search' - 'search_text' - 'doc'",
         ),
         (
             "job_view",

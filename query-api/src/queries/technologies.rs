@@ -19,10 +19,10 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use crate::bounded::{fetch_all, ExpensiveReads, EXPENSIVE_SKIP};
+use crate::bounded::{fetch_all, ExpensiveReads, Plan, EXPENSIVE_SKIP};
 use crate::cursor::Cursor;
 use crate::params::Params;
-use crate::response::{position_columns, read_position};
+use crate::response::{document, position_columns, read_position};
 
 /// A search counts its matches exactly up to this many; past it, its total is an estimate.
 pub(crate) const SEARCH_EXACT_TOTAL: i64 = 1_000;
@@ -134,11 +134,13 @@ impl Filters {
                 .push_bind(status.as_str());
         }
         if let Some(search) = &self.search {
-            // A substring of title, description or tags, case-insensitive (trigram index
-            // `technology_view_substring_idx` on the same expression).
-            qb.push(" AND cc_search_text(t.title, t.description, t.tags) LIKE '%' || lower(")
-                .push_bind(like_escaped(search))
-                .push(") || '%'");
+            // A substring of title, description or tags, case-insensitive: `search_text`
+            // is the three lower-cased (migration 0016), trigram-indexed. The pattern is
+            // one value, so a plan made for it (`Plan::PerValues`) reads its frequency in
+            // the column's statistics.
+            qb.push(" AND t.search_text LIKE lower(")
+                .push_bind(format!("%{}%", like_escaped(search)))
+                .push(")");
         }
         if let Some(min) = self.priority_min {
             qb.push(" AND t.priority >= ").push_bind(min as i16);
@@ -220,7 +222,15 @@ impl TechnologyPage<'_> {
         pool: &PgPool,
     ) -> Result<FoundPage, ApiError> {
         let mut qb = self.statement();
-        let rows = fetch_all(reads, pool, &mut qb, self.is_expensive()).await?;
+        // A search is planned for its word: a common one is best found by walking the
+        // page's order (and counted by the first rows that match), a rare one through the
+        // trigram index.
+        let plan = if self.filters.search.is_some() {
+            Plan::PerValues
+        } else {
+            Plan::Cached
+        };
+        let rows = fetch_all(reads, pool, &mut qb, plan, self.is_expensive()).await?;
         let first = rows
             .first()
             .ok_or_else(|| ApiError::internal("page query returned no row"))?;
@@ -239,8 +249,7 @@ impl TechnologyPage<'_> {
             let Some(item) = row.try_get::<Option<String>, _>("row")? else {
                 continue;
             };
-            // The stored document, handed over as it is (checked, never built into a tree).
-            let item = RawValue::from_string(item).map_err(ApiError::internal)?;
+            let item = document(item, row.try_get::<Option<bool>, _>("unstored")?)?;
             keys.push((row.try_get("sort_text")?, row.try_get("id")?));
             items.push(item);
         }
@@ -271,7 +280,12 @@ impl TechnologyPage<'_> {
             "EXPLAIN (FORMAT JSON) SELECT 1 FROM technology_view t WHERE true",
         );
         self.filters.push(&mut qb, false);
-        let plan: Value = qb.build().fetch_one(pool).await?.try_get(0)?;
+        let plan: Value = qb
+            .build()
+            .persistent(false)
+            .fetch_one(pool)
+            .await?
+            .try_get(0)?;
         Ok(plan[0]["Plan"]["Plan Rows"]
             .as_f64()
             .map_or(0, |rows| rows.round() as i64))
@@ -291,7 +305,9 @@ impl TechnologyPage<'_> {
     }
 
     /// The statement: columns `total`, the checkpoint's, then per row `row` (the JSON,
-    /// NULL on the one row of an empty page), `id` and `sort_text` (the cursor value).
+    /// NULL on the one row of an empty page), `unstored` (true when `row` was rendered
+    /// by this statement, the row having no stored document yet), `id` and `sort_text`
+    /// (the cursor value).
     fn statement(&self) -> QueryBuilder<'static, Postgres> {
         let (filters, key, cursor) = (self.filters, self.key, self.cursor);
         let (dir, cmp) = if self.descending {
@@ -305,7 +321,7 @@ impl TechnologyPage<'_> {
         let mut qb = QueryBuilder::<Postgres>::new(if skips {
             "WITH keys AS (SELECT t.id, "
         } else {
-            "WITH page AS (SELECT coalesce(t.doc, (to_jsonb(t) - 'search' - 'doc')::text) AS row, t.id, "
+            "WITH page AS (SELECT coalesce(t.doc, (to_jsonb(t) - 'search' - 'search_text' - 'doc')::text) AS row, t.doc IS NULL AS unstored, t.id, "
         });
         push_sort_expr(&mut qb, key, &filters.search);
         qb.push(" AS sort_value FROM technology_view t WHERE true");
@@ -331,7 +347,7 @@ impl TechnologyPage<'_> {
         }
         if skips {
             qb.push(
-                "), page AS (SELECT coalesce(t.doc, (to_jsonb(t) - 'search' - 'doc')::text) AS row, t.id, k.sort_value \
+                "), page AS (SELECT coalesce(t.doc, (to_jsonb(t) - 'search' - 'search_text' - 'doc')::text) AS row, t.doc IS NULL AS unstored, t.id, k.sort_value \
                    FROM keys k JOIN technology_view t ON t.id = k.id",
             );
         }
@@ -351,7 +367,7 @@ impl TechnologyPage<'_> {
         }
         qb.push(") SELECT (SELECT n FROM total) AS total, ");
         position_columns(&mut qb, "technology_view");
-        qb.push(", page.row, page.id, page.sort_value::text AS sort_text FROM (SELECT 1) one LEFT JOIN page ON true ORDER BY page.sort_value ")
+        qb.push(", page.row, page.unstored, page.id, page.sort_value::text AS sort_text FROM (SELECT 1) one LEFT JOIN page ON true ORDER BY page.sort_value ")
             .push(dir)
             .push(", page.id ")
             .push(dir);

@@ -75,7 +75,7 @@ impl Topic {
             }
             Self::Technologies(project) => {
                 sqlx::query_as(
-                    "SELECT to_jsonb(t) - 'search' - 'doc', t.position FROM technology_view t \
+                    "SELECT to_jsonb(t) - 'search' - 'search_text' - 'doc', t.position FROM technology_view t \
                       WHERE t.project_id = $1 AND t.position > $2 ORDER BY t.position LIMIT $3",
                 )
                 .bind(project)
