@@ -211,6 +211,8 @@ impl From<StoreError> for ApiError {
                     None => Self::conflict(format!("{key:?} is already taken ({scope})")),
                 }
             }
+            // Overload, not a fault: logged by the store, answered 503 with Retry-After.
+            err @ StoreError::Busy { .. } => Self::Overloaded(err.to_string()),
             err if err.is_unavailable() => Self::Unavailable(err.into()),
             err => Self::Internal(err.into()),
         }

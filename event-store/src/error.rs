@@ -49,6 +49,13 @@ pub enum StoreError {
     /// The database failed or is unreachable.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Too many commands already wait for a commit (group commit's bounded queue): this
+    /// one was refused before anything was written. Retrying shortly may succeed.
+    #[error("{waiting} commands are already waiting for a commit; retry shortly")]
+    Busy {
+        /// The queue's limit.
+        waiting: usize,
+    },
     /// The transaction this command shared with others (group commit) did not commit:
     /// none of its commands was applied.
     #[error("the command's batch did not commit: {0}")]
@@ -56,14 +63,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when the error is the database's and retrying later may succeed: the pool or
-    /// the connection is gone, or the server is shutting down, starting, out of
+    /// True when retrying later may succeed: the commit queue is full, or the error is
+    /// the database's and the pool or the connection is gone, or the server is shutting down, starting, out of
     /// connections or cancelled the statement (a time limit). Nothing of the transaction
     /// it happened in was committed.
     pub fn is_unavailable(&self) -> bool {
         match self {
             Self::Database(err) => is_unavailable(err),
             Self::Batch(err) => is_unavailable(err),
+            Self::Busy { .. } => true,
             _ => false,
         }
     }

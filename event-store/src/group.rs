@@ -40,6 +40,13 @@ pub const MAX_BATCH: usize = 48;
 /// first to finish — batching happens exactly when the committers are saturated.
 pub const COMMITTERS: usize = 4;
 
+/// At most this many commands wait for a committer by default; one more is refused at
+/// once ([`StoreError::Busy`], a 503 with `Retry-After`) instead of joining a queue that
+/// only grows while the database is slower than the arrivals (or down: each batch then
+/// waits out the pool's acquire timeout before failing). 1,024 is about 20 full batches,
+/// under a second of this machine's commits.
+pub const MAX_WAITING: usize = 1024;
+
 /// One command's writes in a group commit.
 pub trait Member: Send + 'static {
     /// Writes the member's rows on `conn`, inside the batch's transaction. On `Err` the
@@ -68,6 +75,7 @@ pub(crate) struct GroupCommit {
     queue: Arc<OnceLock<Queue>>,
     waiting: Arc<AtomicUsize>,
     committers: usize,
+    max_waiting: usize,
 }
 
 impl Default for GroupCommit {
@@ -76,22 +84,47 @@ impl Default for GroupCommit {
             queue: Arc::default(),
             waiting: Arc::default(),
             committers: COMMITTERS,
+            max_waiting: MAX_WAITING,
         }
     }
 }
 
 impl GroupCommit {
-    /// A handle that will start `committers` committer tasks (at least one); the store's
-    /// other handles keep theirs.
-    pub(crate) fn with_committers(committers: usize) -> Self {
+    /// A new handle (the store's other handles keep theirs) that will start
+    /// `committers` committer tasks (at least one), with this one's queue limit.
+    pub(crate) fn with_committers(&self, committers: usize) -> Self {
         Self {
             committers: committers.max(1),
+            max_waiting: self.max_waiting,
             ..Self::default()
         }
     }
 
-    /// Queues `member` for the next batch; starts the committers on first use.
+    /// A new handle (as [`Self::with_committers`]) refusing commands once `max_waiting`
+    /// (at least one) wait.
+    pub(crate) fn limited(&self, max_waiting: usize) -> Self {
+        Self {
+            committers: self.committers,
+            max_waiting: max_waiting.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// Queues `member` for the next batch; starts the committers on first use. When
+    /// `max_waiting` commands already wait, `member` is settled at once with
+    /// [`StoreError::Busy`].
     pub(crate) fn submit(&self, pool: &PgPool, signal: &AppendSignal, member: Box<dyn Member>) {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(
+                waiting = self.max_waiting,
+                "a command was refused: the commit queue is full"
+            );
+            member.settle(Err(StoreError::Busy {
+                waiting: self.max_waiting,
+            }));
+            return;
+        }
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
             let receiver = Arc::new(Mutex::new(receiver));
@@ -105,7 +138,6 @@ impl GroupCommit {
             }
             sender
         });
-        self.waiting.fetch_add(1, Ordering::SeqCst);
         if let Err(mpsc::error::SendError(member)) = queue.send(member) {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             // The committer is gone only when its runtime is shutting down.

@@ -157,7 +157,15 @@ impl EventStore {
     /// [`crate::COMMITTERS`] (one makes batches deterministic for tests). Call before
     /// the first command.
     pub fn with_committers(mut self, committers: usize) -> Self {
-        self.group = GroupCommit::with_committers(committers);
+        self.group = self.group.with_committers(committers);
+        self
+    }
+
+    /// The same store refusing a command ([`StoreError::Busy`]) while `max_waiting`
+    /// commands already wait for a committer (default [`crate::MAX_WAITING`]).
+    /// Like [`Self::with_committers`], set before the first command.
+    pub fn with_queue_limit(mut self, max_waiting: usize) -> Self {
+        self.group = self.group.limited(max_waiting);
         self
     }
 

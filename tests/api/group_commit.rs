@@ -534,3 +534,72 @@ async fn a_create_of_an_existing_id_reads_it_on_retry_and_is_refused() {
         "Once"
     );
 }
+
+/// The commit queue is bounded: while it is full a command is refused at once — nothing
+/// written, a 503 with `Retry-After` — instead of waiting behind a backlog that only
+/// grows; the queued commands still commit once the committer is free.
+#[tokio::test]
+async fn a_full_commit_queue_refuses_a_command_at_once_and_keeps_the_queued_ones() {
+    use axum::response::IntoResponse;
+    use commandcenter_event_store::StoreError;
+
+    let app = spawn_app().await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local())
+        .with_queue_limit(2)
+        .with_committers(1);
+    let metrics = Metrics::new();
+    let (held_fields, a_fields, b_fields, c_fields) = (
+        fields(&app, "Held").await,
+        fields(&app, "Queued A").await,
+        fields(&app, "Queued B").await,
+        fields(&app, "Refused C").await,
+    );
+    let events_before = app.stored_events().await.len();
+    let held = Held::start(&app, &store, &metrics, held_fields).await;
+    let ids: Vec<String> = (0..3).map(|_| Uuid::now_v7().to_string()).collect();
+    let a = queue(&store, || {
+        plain(&store, &metrics, &ids[0], create(&ids[0], a_fields), None)
+    })
+    .await;
+    let b = queue(&store, || {
+        plain(&store, &metrics, &ids[1], create(&ids[1], b_fields), None)
+    })
+    .await;
+    assert_eq!(store.commands_waiting(), 2);
+
+    // Answered while the committer is still held: refused, not queued.
+    let refused = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        plain(&store, &metrics, &ids[2], create(&ids[2], c_fields), None),
+    )
+    .await
+    .expect("a command is refused at once when the queue is full")
+    .unwrap()
+    .expect_err("the queue is full");
+    assert!(
+        matches!(
+            refused,
+            CommandError::Store(StoreError::Busy { waiting: 2 })
+        ),
+        "{refused:?}"
+    );
+    assert!(refused.is_unavailable());
+    let response = commandcenter_api_error::ApiError::from(refused).into_response();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(store.commands_waiting(), 2, "the refused one never queued");
+
+    held.release().await;
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!(a.expect("queued A commits").committed.version, 1);
+    assert_eq!(b.expect("queued B commits").committed.version, 1);
+    // The store holds the holder, A and B; nothing of C.
+    assert_eq!(app.stored_events().await.len(), events_before + 3);
+    let stored_c: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+        .bind(&ids[2])
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored_c, 0);
+    assert_store_consistent(&app.pool).await;
+}
