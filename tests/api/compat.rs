@@ -662,6 +662,28 @@ async fn the_default_order_is_priority_relevance_then_recency() {
         plan.iter().any(|line| line.contains("importance_idx")),
         "{plan:#?}"
     );
+    drop(tx);
+
+    // Inlined (migration 0017): no call through the SQL-function executor per row.
+    let verbose: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN VERBOSE SELECT cc_importance(t.priority, t.relevance_score, t.updated_at)            FROM technology_view t",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        !verbose.iter().any(|line| line.contains("cc_importance(")),
+        "{verbose:#?}"
+    );
+    // The same text as migration 0011's `extract(epoch FROM updated_at)` form, before,
+    // at and after the epoch, at microsecond edges and in any offset.
+    let differing: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (VALUES ('1969-12-31 23:59:59.999999+00'::timestamptz),               ('1970-01-01 00:00:00+00'), ('1900-01-01 00:00:00.5+00'),               ('2262-04-11 23:47:16.854775+00'), ('2026-11-30 12:00:00.000001+05:30'),               ('2000-02-29 23:59:59.999999-11:00')) AS v(at)           WHERE cc_importance(3::smallint, 7::smallint, at) IS DISTINCT FROM                 '3' || lpad('7', 3, '0')                 || lpad(floor(extract(epoch FROM at) * 1000000)::bigint::text, 17, '0')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(differing, 0);
 }
 
 /// One timestamp format everywhere: a write answers its times exactly as the read models
