@@ -4,11 +4,14 @@
 -- common word's search (the first 1,001 matches are counted). The text is now computed
 -- once per row write and stored; the trigram index and the searches use the column, and
 -- its statistics give the planner each word's frequency.
-ALTER TABLE technology_view ADD COLUMN search_text text
-    GENERATED ALWAYS AS (cc_search_text(title, description, tags)) STORED;
-CREATE INDEX technology_view_search_text_idx ON technology_view
-    USING gin (search_text gin_trgm_ops);
--- The index on the expression, whatever its name: a view rebuilt by `projections rebuild`
+--
+-- An exception to the rule that a release drops nothing (DEPLOY.md): keeping the old
+-- index would cost every technology write a second trigram index. DEPLOY.md says what a
+-- previous release does without it, and the one statement that restores it for a
+-- rollback.
+
+-- First the index on the expression, whatever its name (dropped before the table is
+-- rewritten, so the rewrite does not rebuild it): a view rebuilt by `projections rebuild`
 -- carries the names PostgreSQL gave the shadow table's copies.
 DO $$
 DECLARE
@@ -23,4 +26,8 @@ BEGIN
     END LOOP;
 END
 $$;
+ALTER TABLE technology_view ADD COLUMN search_text text
+    GENERATED ALWAYS AS (cc_search_text(title, description, tags)) STORED;
+CREATE INDEX technology_view_search_text_idx ON technology_view
+    USING gin (search_text gin_trgm_ops);
 ANALYZE technology_view;

@@ -17,7 +17,7 @@
 //! that failed is told so once the batch's rows are visible (so a retry sees its winner),
 //! and when the commit itself fails no member succeeded — all or nothing per batch.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use std::panic::AssertUnwindSafe;
@@ -76,6 +76,10 @@ pub(crate) struct GroupCommit {
     waiting: Arc<AtomicUsize>,
     committers: usize,
     max_waiting: usize,
+    /// Commands refused because the queue was full, and the second (since the Unix epoch)
+    /// that was last logged.
+    refused: Arc<AtomicU64>,
+    refused_logged: Arc<AtomicU64>,
 }
 
 impl Default for GroupCommit {
@@ -85,6 +89,8 @@ impl Default for GroupCommit {
             waiting: Arc::default(),
             committers: COMMITTERS,
             max_waiting: MAX_WAITING,
+            refused: Arc::default(),
+            refused_logged: Arc::default(),
         }
     }
 }
@@ -116,10 +122,19 @@ impl GroupCommit {
     pub(crate) fn submit(&self, pool: &PgPool, signal: &AppendSignal, member: Box<dyn Member>) {
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(
-                waiting = self.max_waiting,
-                "a command was refused: the commit queue is full"
-            );
+            let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            // Once per second at most, with the count so far: a sustained overload must
+            // not flood the log.
+            let second = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if self.refused_logged.swap(second, Ordering::Relaxed) != second {
+                tracing::warn!(
+                    waiting = self.max_waiting,
+                    refused_so_far = refused,
+                    "commands are being refused: the commit queue is full"
+                );
+            }
             member.settle(Err(StoreError::Busy {
                 waiting: self.max_waiting,
             }));

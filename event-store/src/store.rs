@@ -548,11 +548,12 @@ const APPEND: &str = "INSERT INTO events \
 /// taken, so it writes nothing when one is held by another aggregate. The outer query
 /// always returns one row: the claims taken, and the events (if any).
 ///
-/// The release finds its rows by the primary key (`= ANY` on both columns) whatever the
-/// plan: a statement prepared while `unique_claims` was small otherwise keeps a plan
-/// that reads the whole table on every command (a hash join against the unnested
-/// pairs), measured at a third of the write path's database time over a few thousand
-/// claims, growing with the table.
+/// The release names both key columns with `= ANY` (implied by the join, so the same
+/// rows), which gives even a generic plan a cheap path through the primary key: prepared
+/// while `unique_claims` was small and unanalyzed, the statement otherwise kept a plan
+/// that read the whole table on every command (a hash join against the unnested pairs),
+/// measured at a third of the write path's database time over a few thousand claims,
+/// growing with the table.
 const APPEND_CLAIMING: &str = "WITH released AS ( \
                  DELETE FROM unique_claims u \
                   USING UNNEST($8::text[], $9::text[]) AS r(scope, key) \

@@ -66,8 +66,8 @@ impl From<sqlx::Error> for CommandError {
 }
 
 impl CommandError {
-    /// True when the database could not be reached or answer in time: retrying later may
-    /// succeed.
+    /// True when the database could not be reached or answer in time, or the commit
+    /// queue was full: retrying later may succeed.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Store(err) if err.is_unavailable())
     }

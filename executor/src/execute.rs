@@ -201,6 +201,8 @@ where
         let result = run_to_end(&store, &metrics, &execution, &respond).await;
         let outcome = match &result {
             Ok(_) => "accepted",
+            // Refused before anything was written: load, not a fault.
+            Err(CommandError::Store(StoreError::Busy { .. })) => "overloaded",
             Err(err) if err.is_conflict() => "conflict",
             Err(err) if err.is_fault() => "error",
             Err(_) => "rejected",

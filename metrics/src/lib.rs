@@ -24,7 +24,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// `http_request_duration_seconds{method,route}`.
     pub http_duration: HistogramVec,
-    /// `commands_total{aggregate,command,outcome}`.
+    /// `commands_total{aggregate,command,outcome}`; outcome `accepted`, `conflict`,
+    /// `rejected`, `overloaded` (the commit queue was full) or `error`.
     pub commands: IntCounterVec,
     /// `events_appended_total{aggregate,event_type}`.
     pub events_appended: IntCounterVec,

@@ -3,7 +3,7 @@
 //! as it is instead of rendering rows per request.
 //!
 //! A document is what the query API answered before it was stored: the row as
-//! PostgreSQL writes it (`to_jsonb(row)` without `search`), read into JSON and written
+//! PostgreSQL writes it (`to_jsonb(row)` without `search` and `search_text`), read into JSON and written
 //! out compactly with keys in order. [`render`] produces the same text from the row JSON
 //! the projector writes: the view's columns only (absent ones as `null`), and numbers as
 //! they come back from PostgreSQL (see `as_float8_read_back` and `as_jsonb_read_back`).

@@ -108,8 +108,8 @@ async fn page(
     let key = CacheKey::new(endpoint, &["job_view"], filters.project_id, &params.0);
     let reads = state.config.expensive.clone();
     cached_or(state, key, min, VIEWS, |pool| async move {
-        // Rows come back as JSON and are written into the answer as they are (`RawValue`:
-        // checked, never built into a tree). Past a
+        // Rows come back as JSON and stored documents are written into the answer as they
+        // are (`response::document`: checked, never built into a tree). Past a
         // `skip`, the page's keys come first (an index-only walk, however deep) and then
         // the JSON of those rows only: rendering every skipped row cost seconds. Without
         // one, the rows are rendered in the same pass (a join less).

@@ -588,6 +588,13 @@ async fn a_full_commit_queue_refuses_a_command_at_once_and_keeps_the_queued_ones
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
     assert_eq!(store.commands_waiting(), 2, "the refused one never queued");
+    let counted = |outcome: &str| {
+        metrics
+            .commands
+            .with_label_values(&["technology", "CreateTechnology", outcome])
+            .get()
+    };
+    assert_eq!((counted("overloaded"), counted("error")), (1, 0));
 
     held.release().await;
     let (a, b) = (a.await.unwrap(), b.await.unwrap());

@@ -838,8 +838,17 @@ async fn the_search_text_migration_applies_to_a_view_rebuilt_before_it() {
     use sqlx::migrate::Migrator;
 
     // The release before: every migration older than 0016, from a copy of the folder.
-    let older = std::env::temp_dir().join(format!("cc-migrations-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&older).unwrap();
+    /// Removes the folder however the test ends.
+    struct Folder(std::path::PathBuf);
+    impl Drop for Folder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let older =
+        Folder(std::env::temp_dir().join(format!("cc-migrations-{}", uuid::Uuid::now_v7())));
+    let older = &older.0;
+    std::fs::create_dir_all(older).unwrap();
     let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
     for file in std::fs::read_dir(&folder).unwrap() {
         let file = file.unwrap();
@@ -856,7 +865,6 @@ async fn the_search_text_migration_applies_to_a_view_rebuilt_before_it() {
         .unwrap();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     before.run(&pool).await.unwrap();
-    std::fs::remove_dir_all(&older).unwrap();
     let store = EventStore::new(pool.clone(), AppendSignal::local());
     let plan = commandcenter::demo::SeedPlan {
         projects: 1,
