@@ -201,7 +201,13 @@ stop_service
 # would hide the cost of the next ones.
 for n in $SOCKETS; do
     start_service "sockets$n" 18102 "$READ_DB" --no-relay --no-projectors --no-workers
-    "$BIN/cc-bench" idle-sockets --url http://127.0.0.1:18102 --pid "$SERVICE_PID" --clients "$n" | record
+    # A failure here is recorded (the table shows it) rather than ending the whole run.
+    if ! "$BIN/cc-bench" idle-sockets --url http://127.0.0.1:18102 --pid "$SERVICE_PID" \
+        --clients "$n" 2>"$WORK/sockets$n.err" | record; then
+        put "idle_ws_$n per_client_kib=failed"
+        tail -n 3 "$WORK/sockets$n.err" >&2
+        cp "$WORK/sockets$n.log" "$CC_ROOT/bench/results/sockets$n-failure.log" 2>/dev/null || true
+    fi
     stop_service
 done
 
