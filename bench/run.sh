@@ -75,10 +75,12 @@ start_service() {
     local name="$1" port="$2" url="$3"
     shift 3
     prefixes+=("${RUN}$name")
-    # One key drives every client of a scenario, so its per-key limits are lifted.
+    # One key drives every client of a scenario, so its per-key limits are lifted; the
+    # connection cap (10,000 by default, WebSockets included) is raised for the 18,000
+    # idle sockets of the full run (the open-file limit here is 20,000).
     DATABASE_URL="$url" CC_NATS_PREFIX="${RUN}$name" CC_DATA_DIR="$WORK/data-$name" \
         CC_LOG_FORMAT=json RUST_LOG=warn CC_LISTEN_ADDR="127.0.0.1:$port" \
-        CC_RATE_LIMIT_PER_SECOND=0 CC_MAX_SOCKETS_PER_KEY=1000000 \
+        CC_RATE_LIMIT_PER_SECOND=0 CC_MAX_SOCKETS_PER_KEY=1000000 CC_MAX_CONNECTIONS=19500 \
         CC_MAX_SUBSCRIPTIONS_PER_KEY=10000000 \
         "$BIN/commandcenter" serve "$@" >"$WORK/$name.log" 2>&1 &
     SERVICE_PID=$!
@@ -184,7 +186,7 @@ say "scenario 1b': technologies page right after a bulk load projected live (no 
 # The same technologies written to a fresh store while serve's relay and projectors run;
 # the page is measured as soon as the view holds them all.
 new_db bulk BULK_DB
-start_service bulk 18106 "$BULK_DB" --no-workers
+start_service bulk 18106 "$BULK_DB" --no-workers --cache-entries 0
 DATABASE_URL="$BULK_DB" "$BIN/commandcenter" demo seed --projects 1 \
     --technologies "$TECHS" --jobs 0 | tee -a "$WORK/log.txt"
 wait_caught_up "$BULK_DB" "${RUN}bulk"
@@ -308,7 +310,9 @@ OUT="bench/results/$(date -u +%Y-%m-%d)-$commit-$MODE.md"
     echo "| 4c | our write path alone: pgbench sending the executor's statements for a create (load, BEGIN, INSERT with hash trigger, claim, COMMIT), 32 clients | $path tps | pgbench events-shaped INSERT | $(ratio "$path" "$append") | (diagnostic: bounds 4) | - |"
     echo "| 5 | command 2xx → job WebSocket message | p50 $s5p50 ms, p99 $s5p99 ms, max $s5max ms | NATS round trip p99 $natsp99 ms | - | p99 ≤ 20 ms | $(check "$s5p99 <= 20") |"
     echo "| 6 | \`projections rebuild\` (both views) over the seeded store | $rebuild events/s | - | - | ≥ 100,000 events/s | $(check "$rebuild >= 100000") |"
-    echo "| 7 | idle WebSocket clients, server RSS per client | $ws_all | - | - | ≤ 30 KiB at 20,000 | $(check "${ws_kib:-999} <= 30") (at $last_ws) |"
+    ws_met=no
+    [[ "${ws_kib:-failed}" =~ ^[0-9.]+$ ]] && ws_met=$(check "$ws_kib <= 30")
+    echo "| 7 | idle WebSocket clients, server RSS per client | $ws_all | - | - | ≤ 30 KiB at 20,000 | $ws_met (at $last_ws) |"
     echo "| 8 | \`noop\` jobs through one worker process | $jobs_hour jobs/hour | - | - | ≥ 500,000 jobs/hour | $(check "${jobs_hour:-0} >= 500000") |"
     echo "| 9 | idle \`serve\` (projectors, worker; no relay) over the seeded store, ${IDLE_SECS} s: CPU of the process and its database sessions | $idle% of a core (service $idle_serve%, PostgreSQL $idle_pg%); with the relay, on the write store: $idle_relay% | - | - | < 1% of a core | $(check "${idle:-100} < 1") |"
     echo
