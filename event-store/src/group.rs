@@ -43,8 +43,9 @@ pub const COMMITTERS: usize = 4;
 /// At most this many commands wait for a committer by default; one more is refused at
 /// once ([`StoreError::Busy`], a 503 with `Retry-After`) instead of joining a queue that
 /// only grows while the database is slower than the arrivals (or down: each batch then
-/// waits out the pool's acquire timeout before failing). 1,024 is about 20 full batches,
-/// under a second of this machine's commits.
+/// waits out the pool's acquire timeout before failing). 1,024 is about 21 full batches:
+/// one to two seconds of commands at the rates measured on the 2-core bench machine
+/// (600–800 commands/s, `bench/results/LATEST.md`).
 pub const MAX_WAITING: usize = 1024;
 
 /// One command's writes in a group commit.
