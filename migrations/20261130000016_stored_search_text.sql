@@ -10,17 +10,21 @@
 -- previous release does without it, and the one statement that restores it for a
 -- rollback.
 
--- First the index on the expression, whatever its name (dropped before the table is
--- rewritten, so the rewrite does not rebuild it): a view rebuilt by `projections rebuild`
--- carries the names PostgreSQL gave the shadow table's copies.
+-- Indexes are found by what they are on, not by name: a view rebuilt by `projections
+-- rebuild` carries the names PostgreSQL gave the shadow table's copies. Migrations that
+-- change an index call this (0017 too).
+CREATE FUNCTION cc_indexes_defined_like(tbl regclass, pattern text) RETURNS SETOF text
+    LANGUAGE sql STABLE
+    AS $$ SELECT i.indexrelid::regclass::text FROM pg_index i
+           WHERE i.indrelid = tbl AND pg_get_indexdef(i.indexrelid) LIKE pattern $$;
+
+-- First the index on the expression (dropped before the table is rewritten, so the
+-- rewrite does not rebuild it).
 DO $$
 DECLARE
     name text;
 BEGIN
-    FOR name IN
-        SELECT i.indexrelid::regclass::text FROM pg_index i
-         WHERE i.indrelid = 'technology_view'::regclass
-           AND pg_get_indexdef(i.indexrelid) LIKE '%cc_search_text(%gin_trgm_ops%'
+    FOR name IN SELECT cc_indexes_defined_like('technology_view', '%cc_search_text(%gin_trgm_ops%')
     LOOP
         EXECUTE format('DROP INDEX %s', name);
     END LOOP;

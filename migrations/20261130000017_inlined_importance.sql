@@ -9,8 +9,8 @@
 -- it is what makes every open session reload the indexes' expressions, which it keeps
 -- cached in the form before inlining; without it, pooled connections would no longer
 -- match the indexes to the inlined queries and would sort every default-order page until
--- they reconnect. Indexes are found by their definition (a view rebuilt by `projections
--- rebuild` carries other index names).
+-- they reconnect. Indexes are found by their definition (`cc_indexes_defined_like`,
+-- migration 0016).
 CREATE OR REPLACE FUNCTION cc_importance(priority smallint, relevance_score smallint, updated_at timestamptz)
     RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT priority::text || lpad(relevance_score::text, 3, '0')
@@ -21,10 +21,7 @@ DO $$
 DECLARE
     name text;
 BEGIN
-    FOR name IN
-        SELECT i.indexrelid::regclass::text FROM pg_index i
-         WHERE i.indrelid = 'technology_view'::regclass
-           AND pg_get_indexdef(i.indexrelid) LIKE '%cc_importance(%'
+    FOR name IN SELECT cc_indexes_defined_like('technology_view', '%cc_importance(%')
     LOOP
         EXECUTE format('REINDEX INDEX %s', name);
     END LOOP;
