@@ -164,7 +164,10 @@ const GUARD_STATUSES: &[(&str, &str)] = &[
     (
         "503",
         "A dependency is unavailable, the read model did not reach X-CC-Min-Position in time, \
-             or too much expensive work is running; retry later (problem+json, Retry-After)",
+             or too much expensive work is running; retry later (problem+json, Retry-After). \
+             Type `unavailable`: nothing was applied; type `outcome-unknown`: the database \
+             connection was lost while a command committed, so it may have been applied \
+             (retry with the same Idempotency-Key to learn its outcome)",
     ),
 ];
 

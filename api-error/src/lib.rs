@@ -79,6 +79,15 @@ pub enum ApiError {
     /// at ERROR.
     #[error("service unavailable: {0}")]
     Unavailable(#[source] BoxError),
+    /// The connection to the database was lost while a command committed, and whether it
+    /// was applied could not be read back: 503 with `Retry-After`, a type of its own
+    /// (`outcome-unknown`), unlike `unavailable`, which means nothing was applied. A server
+    /// fault: logged at ERROR.
+    #[error(
+        "the database connection was lost while the command was committing: it may have \
+         been applied; retry it with the same Idempotency-Key, or read the resource, to know"
+    )]
+    OutcomeUnknown(#[source] BoxError),
     /// Too much expensive work is running; retry later (503 with `Retry-After`).
     #[error("{0}")]
     Overloaded(String),
@@ -119,9 +128,10 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            Self::Unavailable(_) | Self::NotCaughtUp(_) | Self::Overloaded(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Unavailable(_)
+            | Self::OutcomeUnknown(_)
+            | Self::NotCaughtUp(_)
+            | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Access(refusal) => refusal.status(),
         }
@@ -141,6 +151,7 @@ impl ApiError {
             Self::PreconditionFailed { .. } => "precondition-failed",
             Self::IdempotencyKeyReused => "idempotency-key-reused",
             Self::Unavailable(_) => "unavailable",
+            Self::OutcomeUnknown(_) => "outcome-unknown",
             Self::NotCaughtUp(_) => "not-caught-up",
             Self::Overloaded(_) => "overloaded",
             Self::Internal(_) => "internal",
@@ -179,6 +190,10 @@ impl IntoResponse for ApiError {
                 tracing::error!(cause = %chain(cause.as_ref()), "a dependency is unavailable");
                 self.to_string()
             }
+            Self::OutcomeUnknown(cause) => {
+                tracing::error!(cause = %chain(cause.as_ref()), "a command's outcome is unknown");
+                self.to_string()
+            }
             Self::Validation(e) => e.message.clone(),
             other => other.to_string(),
         };
@@ -213,6 +228,7 @@ impl From<StoreError> for ApiError {
             }
             // Overload, not a fault: logged by the store, answered 503 with Retry-After.
             err @ StoreError::Busy { .. } => Self::Overloaded(err.to_string()),
+            err @ StoreError::CommitUnknown(_) => Self::OutcomeUnknown(err.into()),
             err if err.is_unavailable() => Self::Unavailable(err.into()),
             err => Self::Internal(err.into()),
         }

@@ -60,6 +60,12 @@ pub enum StoreError {
     /// none of its commands was applied.
     #[error("the command's batch did not commit: {0}")]
     Batch(#[source] std::sync::Arc<sqlx::Error>),
+    /// The connection was lost while the command's batch committed, and whether the
+    /// commit took place could not be read back (the database stayed out of reach): the
+    /// command may have been applied. Retrying with the same Idempotency-Key, or reading
+    /// the resource, tells which.
+    #[error("the command's batch may or may not have committed: {0}")]
+    CommitUnknown(#[source] std::sync::Arc<sqlx::Error>),
 }
 
 impl StoreError {

@@ -15,10 +15,15 @@
 //! alone and its neighbours go on. Every member learns its outcome only after the batch
 //! ended ([`Member::settle`]): a member kept in a committed batch succeeded, a member
 //! that failed is told so once the batch's rows are visible (so a retry sees its winner),
-//! and when the commit itself fails no member succeeded — all or nothing per batch.
+//! and when the commit itself fails no member succeeded — all or nothing per batch. A
+//! COMMIT that fails to answer (the connection cut, the server stopping) may still have
+//! taken place: its outcome is read back on another connection (`pg_xact_status`), and
+//! only when that cannot be done is each member told its outcome is unknown
+//! ([`StoreError::CommitUnknown`]), never that it failed.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use std::panic::AssertUnwindSafe;
 
@@ -59,6 +64,11 @@ pub trait Member: Send + 'static {
     /// ended without a fault of its own); `Err` when it did not commit, with what ended
     /// it. A member whose `write` failed answers with its own reason either way.
     fn settle(self: Box<Self>, batch: Result<(), StoreError>);
+
+    /// The id of the batch's transaction (`xid8`), as the member's written rows recorded
+    /// it (its events' `tx_id`); `None` when it appended no event. Asked when a COMMIT
+    /// fails, to read back whether it took place anyway.
+    fn transaction(&self) -> Option<u64>;
 }
 
 /// How long a member of a batch waits for a lock held by another transaction.
@@ -285,7 +295,32 @@ pub async fn commit_batch(pool: &PgPool, signal: &AppendSignal, members: Vec<Box
         tx.commit().await
     };
     if let Err(err) = committed {
-        return settle_all(kept.into_iter().chain(failed), err);
+        if kept.is_empty() {
+            // A failed ROLLBACK: nothing was to commit.
+            return settle_all(failed, err);
+        }
+        // A COMMIT whose answer was lost (the connection cut, the server stopping) may
+        // have taken place: read back what became of the transaction before answering.
+        let tx_id = kept.iter().find_map(|member| member.transaction());
+        match commit_outcome(pool, tx_id).await {
+            Outcome::Committed => {
+                tracing::warn!(%err, "a batch's COMMIT failed to answer but took place");
+            }
+            Outcome::Aborted => return settle_all(kept.into_iter().chain(failed), err),
+            Outcome::Unknown => {
+                tracing::error!(
+                    %err,
+                    commands = kept.len(),
+                    "a batch's COMMIT failed to answer and its outcome cannot be read back"
+                );
+                // Members that failed answer with their own reasons (settle's contract).
+                let err = Arc::new(err);
+                for member in kept.into_iter().chain(failed) {
+                    member.settle(Err(StoreError::CommitUnknown(err.clone())));
+                }
+                return;
+            }
+        }
     }
     if !kept.is_empty() {
         signal.fire().await;
@@ -301,6 +336,54 @@ pub async fn commit_batch(pool: &PgPool, signal: &AppendSignal, members: Vec<Box
         member.settle(Ok(()));
     }
 }
+
+/// What became of a transaction whose COMMIT failed to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Committed,
+    Aborted,
+    Unknown,
+}
+
+/// How long the outcome of a COMMIT that failed to answer is sought on other
+/// connections (the server may be restarting) before it is declared unknown.
+const OUTCOME_SOUGHT_FOR: Duration = Duration::from_secs(3);
+
+/// Reads back, on another connection, whether transaction `tx_id` committed
+/// (`pg_xact_status`). Unknown when no member recorded the id, when the database stays
+/// out of reach for [`OUTCOME_SOUGHT_FOR`], or when the transaction is too old to tell.
+async fn commit_outcome(pool: &PgPool, tx_id: Option<u64>) -> Outcome {
+    let Some(tx_id) = tx_id else {
+        return Outcome::Unknown;
+    };
+    let deadline = tokio::time::Instant::now() + OUTCOME_SOUGHT_FOR;
+    loop {
+        let status = tokio::time::timeout_at(
+            deadline,
+            sqlx::query_scalar::<_, Option<String>>("SELECT pg_xact_status($1::text::xid8)")
+                .bind(tx_id.to_string())
+                .fetch_one(pool),
+        )
+        .await;
+        match status {
+            Err(_) => return Outcome::Unknown,
+            Ok(Ok(Some(status))) if status == "committed" => return Outcome::Committed,
+            Ok(Ok(Some(status))) if status == "aborted" => return Outcome::Aborted,
+            // Too old to tell (not expected seconds after the transaction).
+            Ok(Ok(None)) => return Outcome::Unknown,
+            // "in progress": its session has not ended it yet.
+            Ok(Ok(Some(_))) => {}
+            Ok(Err(err)) => tracing::debug!(%err, "reading a COMMIT's outcome back"),
+        }
+        if tokio::time::Instant::now() + OUTCOME_POLL >= deadline {
+            return Outcome::Unknown;
+        }
+        tokio::time::sleep(OUTCOME_POLL).await;
+    }
+}
+
+/// Pause between two readings of a COMMIT's outcome.
+const OUTCOME_POLL: Duration = Duration::from_millis(50);
 
 /// Ends every member of a batch that did not commit with what ended it (shared: the
 /// database's error is not `Clone`).

@@ -364,6 +364,7 @@ where
         state: Some(state),
         respond: respond.clone(),
         written: None,
+        transaction: None,
         done,
     };
     Ok(Decided::Write(Box::new(member), answer))
@@ -393,6 +394,8 @@ struct Member<A: Aggregate, R> {
     respond: Arc<Respond<A, R>>,
     store: EventStore,
     written: Option<Result<Written<A, R>, Failure>>,
+    /// The batch's transaction id, once its events are written.
+    transaction: Option<u64>,
     done: oneshot::Sender<Result<Written<A, R>, Failure>>,
 }
 
@@ -424,7 +427,10 @@ where
                 .append_claiming(&mut *conn, &self.append, &self.released, &self.taken)
                 .await
             {
-                Ok(committed) => committed,
+                Ok(committed) => {
+                    self.transaction = Some(committed.position.tx_id);
+                    committed
+                }
                 Err(StoreError::Conflict { .. }) => return Err(Failure::Conflict),
                 Err(err) => return Err(err.into()),
             }
@@ -500,6 +506,10 @@ where
         };
         // The waiting request may be gone (its client left); the outcome stands.
         let _ = self.done.send(result);
+    }
+
+    fn transaction(&self) -> Option<u64> {
+        self.transaction
     }
 }
 

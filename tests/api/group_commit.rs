@@ -610,3 +610,257 @@ async fn a_full_commit_queue_refuses_a_command_at_once_and_keeps_the_queued_ones
     assert_eq!(stored_c, 0);
     assert_store_consistent(&app.pool).await;
 }
+
+/// What [`CommitCutter`] does to the next COMMIT that passes through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// Nothing: bytes pass both ways.
+    Nothing,
+    /// The COMMIT never reaches the server: the connection is closed instead, so the
+    /// server rolls the transaction back.
+    Request,
+    /// The COMMIT reaches the server, which commits; its answer is dropped and the
+    /// connection closed, so the client cannot tell.
+    Answer,
+    /// As `Answer`, and every later connection is closed at once: the outcome cannot be
+    /// read back either.
+    AnswerAndAll,
+}
+
+/// A TCP proxy in front of the test PostgreSQL that loses one COMMIT (or its answer) on
+/// demand: the connection failures around a commit, made to happen exactly there.
+struct CommitCutter {
+    addr: std::net::SocketAddr,
+    cut: Arc<std::sync::Mutex<Cut>>,
+    accept: JoinHandle<()>,
+}
+
+impl CommitCutter {
+    async fn start() -> Self {
+        let server = crate::helpers::server_url();
+        let upstream = server
+            .rsplit('@')
+            .next()
+            .unwrap()
+            .trim_start_matches("postgres://")
+            .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(std::sync::Mutex::new(Cut::Nothing));
+        let refuse = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let shared = cut.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let (cut, refuse, upstream) = (shared.clone(), refuse.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    relay(client, server, cut, refuse).await;
+                });
+            }
+        });
+        Self { addr, cut, accept }
+    }
+
+    /// `database_url` with its host and port replaced by the proxy's.
+    fn url(&self, database_url: &str) -> String {
+        let (scheme_user, rest) = database_url.split_once('@').unwrap();
+        let (_, path) = rest.split_once('/').unwrap();
+        format!("{scheme_user}@{}/{path}", self.addr)
+    }
+
+    fn arm(&self, cut: Cut) {
+        *self.cut.lock().unwrap() = cut;
+    }
+
+    fn armed(&self) -> Cut {
+        *self.cut.lock().unwrap()
+    }
+}
+
+impl Drop for CommitCutter {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Pumps bytes between `client` and `server` until either side closes, applying the
+/// armed [`Cut`] to the first message that carries a COMMIT.
+async fn relay(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    cut: Arc<std::sync::Mutex<Cut>>,
+    refuse: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let swallow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swallowing = swallow.clone();
+    let upward = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let chunk = &buf[..n];
+            if chunk.windows(6).any(|w| w == b"COMMIT") {
+                let armed = std::mem::replace(&mut *cut.lock().unwrap(), Cut::Nothing);
+                match armed {
+                    Cut::Nothing => {}
+                    // Dropping the server's half ends the session: it rolls back.
+                    Cut::Request => return,
+                    Cut::Answer | Cut::AnswerAndAll => {
+                        if armed == Cut::AnswerAndAll {
+                            refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        swallowing.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            }
+            if server_write.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    let downward = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            // The COMMIT's answer: dropped, and the client's connection closed.
+            if swallow.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Either direction ending closes both (the halves drop with their futures).
+    tokio::select! {
+        () = upward => {}
+        () = downward => {}
+    }
+}
+
+/// A COMMIT that fails to answer is not taken for a failure: the committer reads the
+/// transaction's fate back and answers as it finds — applied when it committed, not
+/// applied when it did not, and "outcome unknown" (never "not applied") when it cannot
+/// tell. Each case is caused for real on the wire by a proxy, and each answer is checked
+/// against the store read directly.
+#[tokio::test]
+async fn a_commit_that_fails_to_answer_is_answered_as_it_ended() {
+    use axum::response::IntoResponse;
+    use commandcenter_event_store::StoreError;
+
+    let app = spawn_app().await;
+    let metrics = Metrics::new();
+    let stored = |id: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE aggregate_id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    // The HTTP answer `err` gets: status, whether it has Retry-After, problem type.
+    let problem = |err: CommandError| async move {
+        let response = commandcenter_api_error::ApiError::from(err).into_response();
+        let retry = response.headers().contains_key("retry-after");
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        (
+            status,
+            retry,
+            body["type"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+
+    for (title, cut) in [
+        ("Cut answer", Cut::Answer),
+        ("Cut request", Cut::Request),
+        ("Cut answer and all", Cut::AnswerAndAll),
+    ] {
+        let proxy = CommitCutter::start().await;
+        // One connection: the outcome is read back on a new one (through the proxy).
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(std::time::Duration::from_secs(1))
+            .connect(&proxy.url(&app.database_url()))
+            .await
+            .unwrap();
+        let store = EventStore::new(pool.clone(), AppendSignal::local()).with_committers(1);
+        let fields = fields(&app, title).await;
+        let id = Uuid::now_v7().to_string();
+        proxy.arm(cut);
+        let answer = plain(&store, &metrics, &id, create(&id, fields), None)
+            .await
+            .unwrap();
+        assert_eq!(proxy.armed(), Cut::Nothing, "{title}: the COMMIT was cut");
+        match cut {
+            Cut::Answer => {
+                let applied = answer.expect("the COMMIT took place: the command applied");
+                assert_eq!(applied.committed.version, 1);
+                let tx: String =
+                    sqlx::query_scalar("SELECT tx_id::text FROM events WHERE aggregate_id = $1")
+                        .bind(&id)
+                        .fetch_one(&app.pool)
+                        .await
+                        .unwrap();
+                assert_eq!(tx, applied.committed.position.tx_id.to_string());
+            }
+            Cut::Request => {
+                let err = answer.expect_err("the COMMIT never reached the server");
+                assert!(
+                    matches!(err, CommandError::Store(StoreError::Batch(_))),
+                    "{err:?}"
+                );
+                assert_eq!(stored(id.clone()).await, 0, "{title}: nothing stored");
+                assert_eq!(
+                    problem(err).await,
+                    (503, true, "urn:commandcenter:problem:unavailable".into())
+                );
+            }
+            Cut::AnswerAndAll | Cut::Nothing => {
+                let err = answer.expect_err("the outcome could not be read back");
+                assert!(
+                    matches!(err, CommandError::Store(StoreError::CommitUnknown(_))),
+                    "{err:?}"
+                );
+                // It did commit: an answer of "not applied" would have been a lie.
+                assert_eq!(
+                    stored(id.clone()).await,
+                    1,
+                    "{title}: the COMMIT took place"
+                );
+                assert_eq!(
+                    problem(err).await,
+                    (
+                        503,
+                        true,
+                        "urn:commandcenter:problem:outcome-unknown".into()
+                    )
+                );
+            }
+        }
+        pool.close().await;
+    }
+    assert_store_consistent(&app.pool).await;
+}
