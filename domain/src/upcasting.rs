@@ -30,18 +30,41 @@ pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
         .collect()
 }
 
+fn all_upcasters() -> &'static [Box<dyn EventUpcaster>] {
+    static UPCASTERS: OnceLock<Vec<Box<dyn EventUpcaster>>> = OnceLock::new();
+    UPCASTERS.get_or_init(upcasters)
+}
+
+/// True when an event stored as `event_type` `event_version` is older than its current
+/// form.
+fn needs_upcast(event_type: &str, event_version: &str) -> bool {
+    all_upcasters()
+        .iter()
+        .any(|u| u.can_upcast(event_type, event_version))
+}
+
+/// The event stored as `event_type` `event_version` with `payload`, decoded in its current
+/// form: read in place when it is current, upcast from a copy when it is older.
+pub fn decode_payload<E: serde::de::DeserializeOwned>(
+    event_type: &str,
+    event_version: &str,
+    payload: &Value,
+) -> Result<E, serde_json::Error> {
+    if needs_upcast(event_type, event_version) {
+        serde_json::from_value(upcast_payload(event_type, event_version, payload.clone()))
+    } else {
+        E::deserialize(payload)
+    }
+}
+
 /// `payload` of an event stored as `event_type` `event_version`, upcast to the current
 /// version.
 pub fn upcast_payload(event_type: &str, event_version: &str, payload: Value) -> Value {
-    static UPCASTERS: OnceLock<Vec<Box<dyn EventUpcaster>>> = OnceLock::new();
-    let upcasters = UPCASTERS.get_or_init(upcasters);
     // The hot path (projections, rebuilds): current payloads pass without a copy.
-    if !upcasters
-        .iter()
-        .any(|u| u.can_upcast(event_type, event_version))
-    {
+    if !needs_upcast(event_type, event_version) {
         return payload;
     }
+    let upcasters = all_upcasters();
     let mut event = SerializedEvent::new(
         String::new(),
         0,

@@ -12,29 +12,49 @@
 //! migration 0015 forgets a document its row outgrew); until then the queries render
 //! them per request (`coalesce`).
 
-use serde_json::{Map, Value};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::ProjectionError;
 
 /// The document of a row whose JSON (as bound to the upsert) is `row`: `columns` are the
 /// view's served columns, `floats` those of them that are `double precision` (the others
-/// hold text, integers, booleans, arrays of text, or `jsonb`).
+/// hold text, integers, booleans, arrays of text, or `jsonb`). Keys come in sorted order,
+/// as jsonb keeps them; the row is read in place, never copied.
 pub fn render(row: &Value, columns: &[&str], floats: &[&str]) -> String {
-    let document: Map<String, Value> = columns
-        .iter()
-        .map(|column| {
-            let value = row.get(*column).cloned().unwrap_or(Value::Null);
-            let value = if floats.contains(column) {
-                as_float8_read_back(value)
-            } else {
-                as_jsonb_read_back(value)
-            };
-            ((*column).to_string(), value)
-        })
-        .collect();
-    // A map of JSON values always serializes.
+    let mut sorted = columns.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let document = Document {
+        row,
+        columns: &sorted,
+        floats,
+    };
+    // JSON values under string keys always serialize.
     serde_json::to_string(&document).unwrap_or_default()
+}
+
+/// A row's document as it serializes (see [`render`]).
+struct Document<'a> {
+    row: &'a Value,
+    columns: &'a [&'a str],
+    floats: &'a [&'a str],
+}
+
+impl Serialize for Document<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.columns.len()))?;
+        for column in self.columns {
+            let value = self.row.get(*column).unwrap_or(&Value::Null);
+            if self.floats.contains(column) {
+                map.serialize_entry(column, &Float8ReadBack(value))?;
+            } else {
+                map.serialize_entry(column, &JsonbReadBack(value))?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// An integral float as an integer when it fits one.
@@ -54,10 +74,17 @@ fn integral(f: f64) -> Option<Value> {
 /// A `double precision` column as it reads back: PostgreSQL writes the float's shortest
 /// form and jsonb reads it as a decimal, so a float without a fraction comes back as an
 /// integer (`3.0` as `3`, `1e15` as `1000000000000000`).
-fn as_float8_read_back(value: Value) -> Value {
-    match value {
-        Value::Number(n) if n.is_f64() => n.as_f64().and_then(integral).unwrap_or(Value::Number(n)),
-        other => other,
+struct Float8ReadBack<'a>(&'a Value);
+
+impl Serialize for Float8ReadBack<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Number(n) if n.is_f64() => match n.as_f64().and_then(integral) {
+                Some(integer) => integer.serialize(serializer),
+                None => n.serialize(serializer),
+            },
+            other => other.serialize(serializer),
+        }
     }
 }
 
@@ -65,21 +92,35 @@ fn as_float8_read_back(value: Value) -> Value {
 /// so a float comes back as written (`2.0` stays `2.0`) except where it was written with
 /// an exponent and is an integer that fits one (`1e19` comes back as
 /// `10000000000000000000`), and a negative zero loses its sign.
-fn as_jsonb_read_back(value: Value) -> Value {
-    match value {
-        Value::Number(n) if n.is_f64() => match n.as_f64() {
-            Some(0.0) => Value::from(0.0),
-            Some(f) if n.to_string().contains('e') => integral(f).unwrap_or(Value::Number(n)),
-            _ => Value::Number(n),
-        },
-        Value::Array(items) => Value::Array(items.into_iter().map(as_jsonb_read_back).collect()),
-        Value::Object(fields) => Value::Object(
-            fields
-                .into_iter()
-                .map(|(k, v)| (k, as_jsonb_read_back(v)))
-                .collect(),
-        ),
-        other => other,
+struct JsonbReadBack<'a>(&'a Value);
+
+impl Serialize for JsonbReadBack<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Number(n) if n.is_f64() => match n.as_f64() {
+                Some(0.0) => 0.0_f64.serialize(serializer),
+                Some(f) if n.to_string().contains('e') => match integral(f) {
+                    Some(integer) => integer.serialize(serializer),
+                    None => n.serialize(serializer),
+                },
+                _ => n.serialize(serializer),
+            },
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&JsonbReadBack(item))?;
+                }
+                seq.end()
+            }
+            Value::Object(fields) => {
+                let mut map = serializer.serialize_map(Some(fields.len()))?;
+                for (key, value) in fields {
+                    map.serialize_entry(key, &JsonbReadBack(value))?;
+                }
+                map.end()
+            }
+            other => other.serialize(serializer),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use commandcenter_event_store::{Position, StoredEvent};
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
-use crate::read_model::{fold, write_rows, Folded};
+use crate::read_model::{fold, write_rows, Folded, Upserts};
 use crate::{Change, ProjectionError, ReadModel};
 
 /// The job read model.
@@ -35,8 +35,8 @@ SELECT id, project_id, job_type, status, progress, current_step, parameters, \
     result, error, traceback, tags, created_by, attempts, max_attempts, scheduled_for, \
     dispatched_at, worker_id, lease_until, cancel_requested, created_at, started_at, \
     completed_at, updated_at, duration_seconds, is_terminal, version, position, created_position, \
-    doc \
-  FROM jsonb_populate_recordset(NULL::job_view, $1) \
+    unnest \
+  FROM ROWS FROM (jsonb_populate_recordset(NULL::job_view, $1::jsonb), unnest($2::text[])) AS r \
 ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, job_type = EXCLUDED.job_type, \
     status = EXCLUDED.status, progress = EXCLUDED.progress, current_step = EXCLUDED.current_step, \
     parameters = EXCLUDED.parameters, result = EXCLUDED.result, error = EXCLUDED.error, \
@@ -190,7 +190,7 @@ impl ReadModel for JobView {
         )
         .await?;
 
-        let mut upserts = Vec::new();
+        let mut upserts = Upserts::default();
         let mut deletes = Vec::new();
         let mut deltas: HashMap<CountKey, Delta> = HashMap::new();
         let mut failures: HashMap<(i64, chrono::DateTime<chrono::Utc>), i64> = HashMap::new();
@@ -216,9 +216,8 @@ impl ReadModel for JobView {
                     }
                     let value = row(record, entry)?;
                     // Stored with the document it serves; announced without it.
-                    let mut stored = value.clone();
-                    stored["doc"] = json!(crate::documents::render(&value, SERVED, FLOATS));
-                    upserts.push(stored);
+                    let document = crate::documents::render(&value, SERVED, FLOATS);
+                    upserts.push(&value, document)?;
                     Some(value)
                 }
                 Job::Deleted(_) | Job::NotCreated => {

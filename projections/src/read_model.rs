@@ -49,18 +49,45 @@ pub(crate) async fn begin_applying(
     Ok(tx)
 }
 
-/// Writes a batch's new rows — one upsert statement taking them as a JSON array — and
-/// its deletions.
+/// A batch's new rows for its upsert: their JSON, as one array (`$1`), and the document
+/// each serves, in the same order (`$2`, a `text[]`: a document never travels inside
+/// the JSON, where it would be escaped here and parsed again by the database).
+#[derive(Default)]
+pub(crate) struct Upserts {
+    json: String,
+    documents: Vec<String>,
+}
+
+impl Upserts {
+    /// Adds a row (its JSON as the read model binds it) and the document it serves.
+    pub(crate) fn push(&mut self, row: &Value, document: String) -> Result<(), ProjectionError> {
+        let row = serde_json::to_string(row).map_err(|source| ProjectionError::Decode {
+            what: "a read model row".into(),
+            source,
+        })?;
+        self.json
+            .push(if self.documents.is_empty() { '[' } else { ',' });
+        self.json.push_str(&row);
+        self.documents.push(document);
+        Ok(())
+    }
+}
+
+/// Writes a batch's new rows — one upsert statement taking their JSON array as `$1` and
+/// their documents as `$2` — and its deletions.
 pub(crate) async fn write_rows(
     conn: &mut PgConnection,
     upsert: &str,
     delete: &str,
-    upserts: Vec<serde_json::Value>,
+    upserts: Upserts,
     deletes: &[String],
 ) -> Result<(), sqlx::Error> {
-    if !upserts.is_empty() {
+    if !upserts.documents.is_empty() {
+        let mut json = upserts.json;
+        json.push(']');
         sqlx::query(upsert)
-            .bind(serde_json::Value::Array(upserts))
+            .bind(json)
+            .bind(upserts.documents)
             .execute(&mut *conn)
             .await?;
     }
@@ -186,11 +213,11 @@ fn fold_one<A, E>(
 where
     A: Aggregate + Clone,
 {
-    let payload: A::Event = serde_json::from_value(commandcenter_domain::upcast_payload(
+    let payload: A::Event = commandcenter_domain::decode_payload(
         &event.event_type,
         &event.event_version,
-        event.payload.clone(),
-    ))
+        &event.payload,
+    )
     .map_err(|source| ProjectionError::Decode {
         what: format!(
             "event {} of {} {}",

@@ -12,7 +12,7 @@ use commandcenter_event_store::{Position, StoredEvent};
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
-use crate::read_model::{fold, write_rows};
+use crate::read_model::{fold, write_rows, Upserts};
 use crate::{Change, ProjectionError, ReadModel};
 
 /// The technology read model.
@@ -37,8 +37,8 @@ SELECT id, project_id, title, vendor, domain, status, relevance_score, \
     latency_ms, throughput_qps, integration_difficulty, integration_time_estimate_days, \
     maturity_level, stability_score, cost_tier, cost_monthly_usd, dependencies, alternatives, \
     last_hn_mention, hn_score_avg, github_stars, github_last_commit, \
-    created_at, updated_at, version, position, doc \
-  FROM jsonb_populate_recordset(NULL::technology_view, $1) \
+    created_at, updated_at, version, position, unnest \
+  FROM ROWS FROM (jsonb_populate_recordset(NULL::technology_view, $1::jsonb), unnest($2::text[])) AS r \
 ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, title = EXCLUDED.title, \
     vendor = EXCLUDED.vendor, domain = EXCLUDED.domain, status = EXCLUDED.status, \
     relevance_score = EXCLUDED.relevance_score, priority = EXCLUDED.priority, \
@@ -158,7 +158,7 @@ impl ReadModel for TechnologyView {
         )
         .await?;
 
-        let mut upserts = Vec::new();
+        let mut upserts = Upserts::default();
         let mut deletes = Vec::new();
         let mut deltas: HashMap<CountKey, i64> = HashMap::new();
         let mut changes = Vec::with_capacity(entries.len());
@@ -175,9 +175,8 @@ impl ReadModel for TechnologyView {
                     *deltas.entry(count_key(record)).or_default() += 1;
                     let value = row(record, entry.version, entry.position)?;
                     // Stored with the document it serves; announced without it.
-                    let mut stored = value.clone();
-                    stored["doc"] = json!(crate::documents::render(&value, SERVED, FLOATS));
-                    upserts.push(stored);
+                    let document = crate::documents::render(&value, SERVED, FLOATS);
+                    upserts.push(&value, document)?;
                     Some(value)
                 }
                 Technology::Deleted(_) | Technology::NotCreated => {
