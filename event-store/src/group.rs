@@ -17,8 +17,10 @@
 //! that failed is told so once the batch's rows are visible (so a retry sees its winner),
 //! and when the commit itself fails no member succeeded — all or nothing per batch. A
 //! COMMIT that fails to answer (the connection cut, the server stopping) may still have
-//! taken place: its outcome is read back on another connection (`pg_xact_status`), and
-//! only when that cannot be done is each member told its outcome is unknown
+//! taken place: its outcome is read back on other connections (the transaction's status,
+//! then one of its events' rows), and only when that cannot be done — the database out
+//! of reach, or no member appended an event (a batch of Idempotency-Key records alone) —
+//! is each member told its outcome is unknown
 //! ([`StoreError::CommitUnknown`]), never that it failed.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,7 +34,7 @@ use futures::FutureExt;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, Mutex};
 
-use crate::{pause, AppendSignal, StoreError};
+use crate::{pause, AppendSignal, Position, StoreError};
 
 /// At most this many commands share a transaction. Each member's savepoint becomes a
 /// subtransaction; PostgreSQL caches 64 subtransaction ids per backend before every
@@ -65,10 +67,10 @@ pub trait Member: Send + 'static {
     /// it. A member whose `write` failed answers with its own reason either way.
     fn settle(self: Box<Self>, batch: Result<(), StoreError>);
 
-    /// The id of the batch's transaction (`xid8`), as the member's written rows recorded
-    /// it (its events' `tx_id`); `None` when it appended no event. Asked when a COMMIT
-    /// fails, to read back whether it took place anyway.
-    fn transaction(&self) -> Option<u64>;
+    /// The position of the last event the member appended in this batch (its `tx_id` is
+    /// the batch's transaction); `None` when it appended none. Asked when a COMMIT fails
+    /// to answer, to read back whether it took place anyway.
+    fn appended(&self) -> Option<Position>;
 }
 
 /// How long a member of a batch waits for a lock held by another transaction.
@@ -301,8 +303,8 @@ pub async fn commit_batch(pool: &PgPool, signal: &AppendSignal, members: Vec<Box
         }
         // A COMMIT whose answer was lost (the connection cut, the server stopping) may
         // have taken place: read back what became of the transaction before answering.
-        let tx_id = kept.iter().find_map(|member| member.transaction());
-        match commit_outcome(pool, tx_id).await {
+        let appended = kept.iter().find_map(|member| member.appended());
+        match commit_outcome(pool, appended).await {
             Outcome::Committed => {
                 tracing::warn!(%err, "a batch's COMMIT failed to answer but took place");
             }
@@ -349,11 +351,16 @@ enum Outcome {
 /// connections (the server may be restarting) before it is declared unknown.
 const OUTCOME_SOUGHT_FOR: Duration = Duration::from_secs(3);
 
-/// Reads back, on another connection, whether transaction `tx_id` committed
-/// (`pg_xact_status`). Unknown when no member recorded the id, when the database stays
-/// out of reach for [`OUTCOME_SOUGHT_FOR`], or when the transaction is too old to tell.
-async fn commit_outcome(pool: &PgPool, tx_id: Option<u64>) -> Outcome {
-    let Some(tx_id) = tx_id else {
+/// Reads back, on other connections, whether the transaction that appended the event at
+/// `appended` committed. Its status (`pg_xact_status`) only says when the transaction is
+/// over: a transaction id is not durable until its transaction writes to the WAL, so
+/// after a crash the id of a batch that never reached the disk can be handed to another
+/// transaction, whose status would answer instead. Once the status is final, the
+/// event's row decides: present in a fresh snapshot, the batch committed; absent, it
+/// never will. Unknown when no member appended an event, or when the database stays out
+/// of reach, or the transaction in progress, for [`OUTCOME_SOUGHT_FOR`].
+async fn commit_outcome(pool: &PgPool, appended: Option<Position>) -> Outcome {
+    let Some(appended) = appended else {
         return Outcome::Unknown;
     };
     let deadline = tokio::time::Instant::now() + OUTCOME_SOUGHT_FOR;
@@ -361,19 +368,40 @@ async fn commit_outcome(pool: &PgPool, tx_id: Option<u64>) -> Outcome {
         let status = tokio::time::timeout_at(
             deadline,
             sqlx::query_scalar::<_, Option<String>>("SELECT pg_xact_status($1::text::xid8)")
-                .bind(tx_id.to_string())
+                .bind(appended.tx_id_text())
                 .fetch_one(pool),
         )
         .await;
-        match status {
+        let over = match status {
             Err(_) => return Outcome::Unknown,
-            Ok(Ok(Some(status))) if status == "committed" => return Outcome::Committed,
-            Ok(Ok(Some(status))) if status == "aborted" => return Outcome::Aborted,
-            // Too old to tell (not expected seconds after the transaction).
-            Ok(Ok(None)) => return Outcome::Unknown,
-            // "in progress": its session has not ended it yet.
-            Ok(Ok(Some(_))) => {}
-            Ok(Err(err)) => tracing::debug!(%err, "reading a COMMIT's outcome back"),
+            // Committed, aborted, or too old to tell: over either way.
+            Ok(Ok(status)) => status.as_deref() != Some("in progress"),
+            // 22023: the id is "in the future" of a restarted server, whose transaction
+            // was lost in the crash (and is over too).
+            Ok(Err(sqlx::Error::Database(db))) if db.code().as_deref() == Some("22023") => true,
+            Ok(Err(err)) => {
+                tracing::debug!(%err, "reading a COMMIT's outcome back");
+                false
+            }
+        };
+        if over {
+            let stored = tokio::time::timeout_at(
+                deadline,
+                sqlx::query_scalar::<_, bool>(
+                    "SELECT EXISTS (SELECT 1 FROM events \
+                      WHERE tx_id = $1::text::xid8 AND global_position = $2)",
+                )
+                .bind(appended.tx_id_text())
+                .bind(appended.global_position)
+                .fetch_one(pool),
+            )
+            .await;
+            match stored {
+                Err(_) => return Outcome::Unknown,
+                Ok(Ok(true)) => return Outcome::Committed,
+                Ok(Ok(false)) => return Outcome::Aborted,
+                Ok(Err(err)) => tracing::debug!(%err, "reading a COMMIT's outcome back"),
+            }
         }
         if tokio::time::Instant::now() + OUTCOME_POLL >= deadline {
             return Outcome::Unknown;

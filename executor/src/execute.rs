@@ -364,7 +364,7 @@ where
         state: Some(state),
         respond: respond.clone(),
         written: None,
-        transaction: None,
+        appended: None,
         done,
     };
     Ok(Decided::Write(Box::new(member), answer))
@@ -394,8 +394,8 @@ struct Member<A: Aggregate, R> {
     respond: Arc<Respond<A, R>>,
     store: EventStore,
     written: Option<Result<Written<A, R>, Failure>>,
-    /// The batch's transaction id, once its events are written.
-    transaction: Option<u64>,
+    /// The position of its last event, once its events are written.
+    appended: Option<Position>,
     done: oneshot::Sender<Result<Written<A, R>, Failure>>,
 }
 
@@ -428,7 +428,7 @@ where
                 .await
             {
                 Ok(committed) => {
-                    self.transaction = Some(committed.position.tx_id);
+                    self.appended = Some(committed.position);
                     committed
                 }
                 Err(StoreError::Conflict { .. }) => return Err(Failure::Conflict),
@@ -508,8 +508,8 @@ where
         let _ = self.done.send(result);
     }
 
-    fn transaction(&self) -> Option<u64> {
-        self.transaction
+    fn appended(&self) -> Option<Position> {
+        self.appended
     }
 }
 

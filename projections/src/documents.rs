@@ -4,9 +4,10 @@
 //!
 //! A document is what the query API answered before it was stored: the row as
 //! PostgreSQL writes it (`to_jsonb(row)` without `search` and `search_text`), read into JSON and written
-//! out compactly with keys in order. [`render`] produces the same text from the row JSON
-//! the projector writes: the view's columns only (absent ones as `null`), and numbers as
-//! they come back from PostgreSQL (see `as_float8_read_back` and `as_jsonb_read_back`).
+//! out compactly with keys in sorted order (serde_json's map). [`render`] produces the
+//! same text from the row JSON the projector writes: the view's columns only (absent ones
+//! as `null`), and numbers as they come back from PostgreSQL (see `Float8ReadBack` and
+//! `JsonbReadBack`).
 //! Rows written before documents were stored are rendered by [`render_missing`] the old
 //! way, and so are rows an older release's projector rewrote without one (a trigger of
 //! migration 0015 forgets a document its row outgrew); until then the queries render
@@ -20,8 +21,9 @@ use crate::ProjectionError;
 
 /// The document of a row whose JSON (as bound to the upsert) is `row`: `columns` are the
 /// view's served columns, `floats` those of them that are `double precision` (the others
-/// hold text, integers, booleans, arrays of text, or `jsonb`). Keys come in sorted order,
-/// as jsonb keeps them; the row is read in place, never copied.
+/// hold text, integers, booleans, arrays of text, or `jsonb`). Keys come in byte order,
+/// as serde_json's map kept them when it was read back; the row is read in place, never
+/// copied.
 pub fn render(row: &Value, columns: &[&str], floats: &[&str]) -> String {
     let mut sorted = columns.to_vec();
     sorted.sort_unstable();

@@ -91,6 +91,8 @@ pub(crate) struct PrivatePostgres {
     bindir: PathBuf,
     data: PathBuf,
     port: u16,
+    /// Extra server settings (`-c name=value …`).
+    settings: String,
     _dir: TempDir,
 }
 
@@ -115,6 +117,11 @@ fn running_as_root() -> bool {
 
 impl PrivatePostgres {
     pub(crate) async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// Started with `settings` (`-c name=value …`) beside the usual ones.
+    pub(crate) async fn start_with(settings: &str) -> Self {
         let bindir = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries under /usr/lib/postgresql")
             .filter_map(Result::ok)
@@ -144,6 +151,7 @@ impl PrivatePostgres {
             bindir,
             data,
             port: free_port(),
+            settings: settings.to_string(),
             _dir: dir,
         };
         server.pg_ctl(&["start"]);
@@ -153,9 +161,10 @@ impl PrivatePostgres {
 
     fn pg_ctl(&self, action: &[&str]) {
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=300 -c fsync=off",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c max_connections=300 -c fsync=off {}",
             self.port,
-            self.data.display()
+            self.data.display(),
+            self.settings
         );
         let status = as_postgres_user(&self.bindir.join("pg_ctl"))
             .arg("-D")

@@ -625,6 +625,10 @@ enum Cut {
     /// As `Answer`, and every later connection is closed at once: the outcome cannot be
     /// read back either.
     AnswerAndAll,
+    /// The COMMIT never reaches the server and the client's connection is closed, but
+    /// the server's is held open: its transaction stays in progress, neither committed
+    /// nor rolled back, until the server goes down.
+    Hold,
 }
 
 /// A TCP proxy in front of the test PostgreSQL that loses one COMMIT (or its answer) on
@@ -636,9 +640,14 @@ struct CommitCutter {
 }
 
 impl CommitCutter {
+    /// In front of the test PostgreSQL.
     async fn start() -> Self {
-        let server = crate::helpers::server_url();
-        let upstream = server
+        Self::start_to(&crate::helpers::server_url()).await
+    }
+
+    /// In front of the server at `server_url` (`postgres://user@host:port`).
+    async fn start_to(server_url: &str) -> Self {
+        let upstream = server_url
             .rsplit('@')
             .next()
             .unwrap()
@@ -692,6 +701,10 @@ impl Drop for CommitCutter {
     }
 }
 
+/// Server connections held open by [`Cut::Hold`].
+static HELD: std::sync::Mutex<Vec<tokio::net::tcp::OwnedWriteHalf>> =
+    std::sync::Mutex::new(Vec::new());
+
 /// Pumps bytes between `client` and `server` until either side closes, applying the
 /// armed [`Cut`] to the first message that carries a COMMIT.
 async fn relay(
@@ -719,6 +732,12 @@ async fn relay(
                     Cut::Nothing => {}
                     // Dropping the server's half ends the session: it rolls back.
                     Cut::Request => return,
+                    // Kept for as long as this process runs: the session stays open,
+                    // idle in its transaction.
+                    Cut::Hold => {
+                        HELD.lock().unwrap().push(server_write);
+                        return;
+                    }
                     Cut::Answer | Cut::AnswerAndAll => {
                         if armed == Cut::AnswerAndAll {
                             refuse.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -838,7 +857,7 @@ async fn a_commit_that_fails_to_answer_is_answered_as_it_ended() {
                     (503, true, "urn:commandcenter:problem:unavailable".into())
                 );
             }
-            Cut::AnswerAndAll | Cut::Nothing => {
+            Cut::AnswerAndAll | Cut::Nothing | Cut::Hold => {
                 let err = answer.expect_err("the outcome could not be read back");
                 assert!(
                     matches!(err, CommandError::Store(StoreError::CommitUnknown(_))),
@@ -863,4 +882,99 @@ async fn a_commit_that_fails_to_answer_is_answered_as_it_ended() {
         pool.close().await;
     }
     assert_store_consistent(&app.pool).await;
+}
+
+/// A COMMIT lost with its server is not taken for another transaction's. A transaction id
+/// is durable only once its transaction's WAL is written; when the server crashes first,
+/// the restarted server hands the same id out again. The batch's COMMIT is held back (its
+/// transaction in progress, its rows in unwritten WAL), the server is killed
+/// (`immediate`), and the test then draws transaction ids on the restarted server until
+/// it commits one with the batch's id: that id's status is now "committed", yet the
+/// command must be answered as not applied, for its event is not in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_lost_in_a_crash_is_not_taken_for_the_transaction_reusing_its_id() {
+    use crate::chaos::PrivatePostgres;
+    use commandcenter_event_store::StoreError;
+    use sqlx::Connection;
+
+    // Nothing but this test writes WAL out: no background WAL writer round before the
+    // crash (10 s), no dirty page written (which would write the WAL before it).
+    let postgres =
+        PrivatePostgres::start_with("-c wal_writer_delay=10000 -c bgwriter_lru_maxpages=0").await;
+    let app = crate::helpers::spawn_app_on(&postgres.url(), &crate::helpers::nats_url(), |args| {
+        args.no_relay = true;
+        args.no_projectors = true;
+        args.no_workers = true;
+    })
+    .await;
+    let fields = fields(&app, "Lost in a crash").await;
+    let proxy = CommitCutter::start_to(&postgres.url()).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(std::time::Duration::from_secs(1))
+        .connect(&proxy.url(&app.database_url()))
+        .await
+        .unwrap();
+    let store = EventStore::new(pool.clone(), AppendSignal::local()).with_committers(1);
+    let metrics = Metrics::new();
+    let id = Uuid::now_v7().to_string();
+    proxy.arm(Cut::Hold);
+    let answer = plain(&store, &metrics, &id, create(&id, fields), None);
+    for _ in 0..200 {
+        if proxy.armed() == Cut::Nothing {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(proxy.armed(), Cut::Nothing, "the COMMIT was held back");
+    // The batch's transaction id, from its session (still idle in it).
+    let mut oracle = sqlx::PgConnection::connect(&app.database_url())
+        .await
+        .unwrap();
+    let held: String = sqlx::query_scalar(
+        "SELECT backend_xid::text FROM pg_stat_activity \
+          WHERE state = 'idle in transaction' AND backend_xid IS NOT NULL",
+    )
+    .fetch_one(&mut oracle)
+    .await
+    .unwrap();
+    let held: u64 = held.parse().unwrap();
+    drop(oracle);
+
+    postgres.restart("immediate");
+    // Draw ids until the batch's comes round again (or is passed: its WAL was written).
+    let mut conn = sqlx::PgConnection::connect(&app.database_url())
+        .await
+        .unwrap();
+    let mut reused = false;
+    for _ in 0..1000 {
+        let drawn: String =
+            sqlx::query_scalar("SELECT (pg_current_xact_id()::text::bigint & 4294967295)::text")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        let drawn: u64 = drawn.parse().unwrap();
+        if drawn >= held & 0xFFFF_FFFF {
+            reused = drawn == held & 0xFFFF_FFFF;
+            break;
+        }
+    }
+    println!("transaction id {held} reused after the crash: {reused}");
+
+    let err = answer
+        .await
+        .unwrap()
+        .expect_err("the held COMMIT never took place");
+    assert!(
+        matches!(err, CommandError::Store(StoreError::Batch(_))),
+        "answered as not applied: {err:?}"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+        .bind(&id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "the command's event is not in the store");
+    pool.close().await;
+    app.stop().await;
 }
