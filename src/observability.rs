@@ -1,6 +1,7 @@
 //! Metrics plumbing of the service: the HTTP middleware that times every request by
 //! route template, `GET /metrics`, and the sampler that turns lag, pool and job-queue
-//! state into gauges once a second.
+//! state into gauges when `/metrics` is read (at most once a second): nobody reading
+//! them, nothing is sampled.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,11 +13,11 @@ use axum::response::{IntoResponse, Response};
 use commandcenter_metrics::Metrics;
 use commandcenter_relay::EventStream;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// How often gauges are sampled.
+/// Gauges are sampled at most this often (a read of `/metrics` within it answers the
+/// last sample).
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// Counts and times a request under its route template (`unmatched` for no route).
@@ -40,9 +41,14 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     response
 }
 
+/// A sample of the database's state waits at most this long (the database may be down):
+/// `/metrics` then answers with the gauges of the last sample.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition of every metric", body = String, content_type = "text/plain")))]
-async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> Response {
-    let mut response = metrics.render().into_response();
+async fn metrics_text(State(sampler): State<Arc<Sampler>>) -> Response {
+    sampler.refresh().await;
+    let mut response = sampler.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -51,25 +57,64 @@ async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> Response {
 }
 
 /// `GET /metrics`, documented.
-pub fn api() -> OpenApiRouter<Arc<Metrics>> {
+pub fn api() -> OpenApiRouter<Arc<Sampler>> {
     OpenApiRouter::new().routes(routes!(metrics_text))
 }
 
-/// Samples relay, projection and read replica lag, pool connections and the job queue into gauges
-/// until `shutdown`.
-pub async fn sample(
+/// Samples relay, projection and read replica lag, pool connections and the job queue into
+/// the gauges of `metrics`, when they are read.
+pub struct Sampler {
     metrics: Arc<Metrics>,
     pool: PgPool,
     replicas: commandcenter_query_api::ReadPools,
     stream: EventStream,
-    shutdown: CancellationToken,
-) {
-    let mut every = tokio::time::interval(SAMPLE_EVERY);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = every.tick() => {}
+    /// When the last sample was taken; held while one is taken, so concurrent reads of
+    /// `/metrics` share it.
+    last: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Sampler {
+    /// A sampler of the databases behind `pool` and `replicas` and of the relay to
+    /// `stream`, into `metrics`.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        pool: PgPool,
+        replicas: commandcenter_query_api::ReadPools,
+        stream: EventStream,
+    ) -> Self {
+        Self {
+            metrics,
+            pool,
+            replicas,
+            stream,
+            last: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Samples the gauges unless the last sample is younger than [`SAMPLE_EVERY`]; gives
+    /// up after [`SAMPLE_TIMEOUT`] (gauges keep their last values).
+    pub async fn refresh(&self) {
+        let mut last = self.last.lock().await;
+        if last.is_some_and(|at| at.elapsed() < SAMPLE_EVERY) {
+            return;
+        }
+        if tokio::time::timeout(SAMPLE_TIMEOUT, self.sample())
+            .await
+            .is_err()
+        {
+            tracing::debug!("the gauges' sample timed out");
+        }
+        *last = Some(Instant::now());
+    }
+
+    async fn sample(&self) {
+        let Self {
+            metrics,
+            pool,
+            replicas,
+            stream,
+            ..
+        } = self;
         let pools = std::iter::once(("primary".to_string(), pool.size(), pool.num_idle()))
             .chain(replicas.replica_connections());
         for (name, size, idle) in pools {
@@ -93,7 +138,7 @@ pub async fn sample(
                 .with_label_values(&[&lag.name])
                 .set(lag.bytes);
         }
-        match commandcenter_projections::status(&pool, &stream).await {
+        match commandcenter_projections::status(pool, stream).await {
             Ok(report) => {
                 metrics.relay_lag_events.set(report.relay.lag_events);
                 metrics.relay_lag_seconds.set(report.relay.lag_seconds);
@@ -128,7 +173,7 @@ pub async fn sample(
             "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM job_counts WHERE status = 'running'), \
                     (SELECT count(*) FROM job_view WHERE status = 'pending' AND scheduled_for <= now())",
         )
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await;
         if let Ok((running, queued)) = queue {
             metrics.jobs_running.set(running);

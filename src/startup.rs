@@ -356,7 +356,12 @@ impl Application {
                 stream: services.stream.clone(),
                 max_lag_events: args.ready_max_lag_events,
             }),
-            crate::observability::api().with_state(services.metrics.clone()),
+            crate::observability::api().with_state(Arc::new(crate::observability::Sampler::new(
+                services.metrics.clone(),
+                services.pool.clone(),
+                read_pools,
+                services.stream.clone(),
+            ))),
             commandcenter_auth::http::api(args.max_body_bytes).with_state(AuthState {
                 guard: guard.clone(),
                 nats: services.nats.clone(),
@@ -392,13 +397,6 @@ impl Application {
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
         );
         let router = trim_trailing_slash(router);
-        tasks.spawn(crate::observability::sample(
-            services.metrics.clone(),
-            services.pool.clone(),
-            read_pools,
-            services.stream.clone(),
-            shutdown.clone(),
-        ));
         let listener = TcpListener::bind(args.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
