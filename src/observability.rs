@@ -128,16 +128,6 @@ impl Sampler {
                 .with_label_values(&[&name, "active"])
                 .set(size - idle);
         }
-        for lag in replicas.replica_lag().await {
-            metrics
-                .db_replica_lag_seconds
-                .with_label_values(&[&lag.name])
-                .set(lag.seconds);
-            metrics
-                .db_replica_lag_bytes
-                .with_label_values(&[&lag.name])
-                .set(lag.bytes);
-        }
         match commandcenter_projections::status(pool, stream).await {
             Ok(report) => {
                 metrics.relay_lag_events.set(report.relay.lag_events);
@@ -178,6 +168,18 @@ impl Sampler {
         if let Ok((running, queued)) = queue {
             metrics.jobs_running.set(running);
             metrics.job_queue_depth.set(queued);
+        }
+        // Last: each replica that does not answer takes its own bound (1 s) of the
+        // sample's time, and must not hold back the primary's gauges.
+        for lag in replicas.replica_lag().await {
+            metrics
+                .db_replica_lag_seconds
+                .with_label_values(&[&lag.name])
+                .set(lag.seconds);
+            metrics
+                .db_replica_lag_bytes
+                .with_label_values(&[&lag.name])
+                .set(lag.bytes);
         }
     }
 }

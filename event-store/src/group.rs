@@ -67,10 +67,24 @@ pub trait Member: Send + 'static {
     /// it. A member whose `write` failed answers with its own reason either way.
     fn settle(self: Box<Self>, batch: Result<(), StoreError>);
 
-    /// The position of the last event the member appended in this batch (its `tx_id` is
-    /// the batch's transaction); `None` when it appended none. Asked when a COMMIT fails
-    /// to answer, to read back whether it took place anyway.
-    fn appended(&self) -> Option<Position>;
+    /// The last event the member appended in this batch (its position's `tx_id` is the
+    /// batch's transaction); `None` when it appended none. Asked when a COMMIT fails to
+    /// answer, to read back whether it took place anyway.
+    fn appended(&self) -> Option<Appended>;
+}
+
+/// An event a member of a batch appended: what the read-back of a COMMIT that failed to
+/// answer looks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Its aggregate's type.
+    pub aggregate_type: String,
+    /// Its aggregate's id.
+    pub aggregate_id: String,
+    /// Its sequence in the aggregate.
+    pub sequence: i64,
+    /// Its position (`tx_id` and `global_position`).
+    pub position: Position,
 }
 
 /// How long a member of a batch waits for a lock held by another transaction.
@@ -89,6 +103,9 @@ pub(crate) struct GroupCommit {
     waiting: Arc<AtomicUsize>,
     committers: usize,
     max_waiting: usize,
+    /// How long a COMMIT that failed to answer is read back before its outcome is
+    /// declared unknown.
+    outcome_wait: Duration,
     /// Commands refused because the queue was full, and the second (since the Unix epoch)
     /// that was last logged.
     refused: Arc<AtomicU64>,
@@ -102,6 +119,7 @@ impl Default for GroupCommit {
             waiting: Arc::default(),
             committers: COMMITTERS,
             max_waiting: MAX_WAITING,
+            outcome_wait: OUTCOME_SOUGHT_FOR,
             refused: Arc::default(),
             refused_logged: Arc::default(),
         }
@@ -115,6 +133,18 @@ impl GroupCommit {
         Self {
             committers: committers.max(1),
             max_waiting: self.max_waiting,
+            outcome_wait: self.outcome_wait,
+            ..Self::default()
+        }
+    }
+
+    /// A new handle (as [`Self::with_committers`]) reading a COMMIT that failed to answer
+    /// back for up to `wait`.
+    pub(crate) fn reading_outcomes_for(&self, wait: Duration) -> Self {
+        Self {
+            committers: self.committers,
+            max_waiting: self.max_waiting,
+            outcome_wait: wait,
             ..Self::default()
         }
     }
@@ -125,6 +155,7 @@ impl GroupCommit {
         Self {
             committers: self.committers,
             max_waiting: max_waiting.max(1),
+            outcome_wait: self.outcome_wait,
             ..Self::default()
         }
     }
@@ -162,6 +193,7 @@ impl GroupCommit {
                     signal.clone(),
                     receiver.clone(),
                     self.waiting.clone(),
+                    self.outcome_wait,
                 ));
             }
             sender
@@ -187,6 +219,7 @@ async fn run(
     signal: AppendSignal,
     queue: Arc<Mutex<mpsc::UnboundedReceiver<Box<dyn Member>>>>,
     waiting: Arc<AtomicUsize>,
+    outcome_wait: Duration,
 ) {
     loop {
         let batch = {
@@ -206,7 +239,7 @@ async fn run(
         };
         waiting.fetch_sub(batch.len(), Ordering::SeqCst);
         // A panic past the writes (a member answering) must not end the committer.
-        if AssertUnwindSafe(commit_batch(&pool, &signal, batch))
+        if AssertUnwindSafe(commit_batch(&pool, &signal, batch, outcome_wait))
             .catch_unwind()
             .await
             .is_err()
@@ -218,8 +251,14 @@ async fn run(
 
 /// Writes `members` in one transaction, each under its own savepoint, commits, wakes
 /// readers, and settles every member. This is the whole of a batch; the committer task
-/// only decides which members go together.
-pub async fn commit_batch(pool: &PgPool, signal: &AppendSignal, members: Vec<Box<dyn Member>>) {
+/// only decides which members go together. A COMMIT that fails to answer is read back
+/// for up to `outcome_wait`.
+pub async fn commit_batch(
+    pool: &PgPool,
+    signal: &AppendSignal,
+    members: Vec<Box<dyn Member>>,
+    outcome_wait: Duration,
+) {
     let alone = members.len() == 1;
     let started = std::time::Instant::now();
     let mut kept = Vec::with_capacity(members.len());
@@ -304,7 +343,7 @@ pub async fn commit_batch(pool: &PgPool, signal: &AppendSignal, members: Vec<Box
         // A COMMIT whose answer was lost (the connection cut, the server stopping) may
         // have taken place: read back what became of the transaction before answering.
         let appended = kept.iter().find_map(|member| member.appended());
-        match commit_outcome(pool, appended).await {
+        match commit_outcome(pool, appended.as_ref(), outcome_wait).await {
             Outcome::Committed => {
                 tracing::warn!(%err, "a batch's COMMIT failed to answer but took place");
             }
@@ -348,35 +387,40 @@ enum Outcome {
 }
 
 /// How long the outcome of a COMMIT that failed to answer is sought on other
-/// connections (the server may be restarting) before it is declared unknown.
-const OUTCOME_SOUGHT_FOR: Duration = Duration::from_secs(3);
+/// connections (the server may be restarting) before it is declared unknown, by default.
+pub const OUTCOME_SOUGHT_FOR: Duration = Duration::from_secs(3);
 
-/// Reads back, on other connections, whether the transaction that appended the event at
-/// `appended` committed. Its status (`pg_xact_status`) only says when the transaction is
-/// over: a transaction id is not durable until its transaction writes to the WAL, so
-/// after a crash the id of a batch that never reached the disk can be handed to another
-/// transaction, whose status would answer instead. Once the status is final, the
-/// event's row decides: present in a fresh snapshot, the batch committed; absent, it
-/// never will. Unknown when no member appended an event, or when the database stays out
-/// of reach, or the transaction in progress, for [`OUTCOME_SOUGHT_FOR`].
-async fn commit_outcome(pool: &PgPool, appended: Option<Position>) -> Outcome {
+/// Reads back, on other connections, whether the transaction that appended `appended`
+/// committed. Its status (`pg_xact_status`) only says when the transaction is over, and
+/// only on a server out of recovery: a transaction id (and an identity value) is not
+/// durable until its transaction's WAL is written, so after a crash the id of a batch
+/// that never reached the disk can be handed to another transaction, whose status would
+/// answer instead. Once the status is final, the event's row decides (its aggregate,
+/// sequence, transaction and position): present in a fresh snapshot, the batch
+/// committed; absent, it never will. Unknown when no member appended an event, or when
+/// the database stays out of reach, in recovery, or the transaction in progress, for
+/// `wait`.
+async fn commit_outcome(pool: &PgPool, appended: Option<&Appended>, wait: Duration) -> Outcome {
     let Some(appended) = appended else {
         return Outcome::Unknown;
     };
-    let deadline = tokio::time::Instant::now() + OUTCOME_SOUGHT_FOR;
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         let status = tokio::time::timeout_at(
             deadline,
-            sqlx::query_scalar::<_, Option<String>>("SELECT pg_xact_status($1::text::xid8)")
-                .bind(appended.tx_id_text())
-                .fetch_one(pool),
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT CASE WHEN pg_is_in_recovery() THEN 'in recovery' \
+                             ELSE pg_xact_status($1::text::xid8) END",
+            )
+            .bind(appended.position.tx_id_text())
+            .fetch_one(pool),
         )
         .await;
         let over = match status {
             Err(_) => return Outcome::Unknown,
             // Committed, aborted, or too old to tell: over either way.
-            Ok(Ok(status)) => status.as_deref() != Some("in progress"),
-            // 22023: the id is "in the future" of a restarted server, whose transaction
+            Ok(Ok(status)) => !matches!(status.as_deref(), Some("in progress" | "in recovery")),
+            // 22023: the id is "in the future" of a restarted primary, whose transaction
             // was lost in the crash (and is over too).
             Ok(Err(sqlx::Error::Database(db))) if db.code().as_deref() == Some("22023") => true,
             Ok(Err(err)) => {
@@ -389,10 +433,14 @@ async fn commit_outcome(pool: &PgPool, appended: Option<Position>) -> Outcome {
                 deadline,
                 sqlx::query_scalar::<_, bool>(
                     "SELECT EXISTS (SELECT 1 FROM events \
-                      WHERE tx_id = $1::text::xid8 AND global_position = $2)",
+                      WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3 \
+                        AND tx_id = $4::text::xid8 AND global_position = $5)",
                 )
-                .bind(appended.tx_id_text())
-                .bind(appended.global_position)
+                .bind(&appended.aggregate_type)
+                .bind(&appended.aggregate_id)
+                .bind(appended.sequence)
+                .bind(appended.position.tx_id_text())
+                .bind(appended.position.global_position)
                 .fetch_one(pool),
             )
             .await;

@@ -35,7 +35,10 @@ pub use feed::{
     count_range, head, last_committed_of, read_aggregate_between, read_feed, read_feed_filtered,
     read_feed_of, read_range, wait_for_feed, FeedFilter, FALLBACK_POLL,
 };
-pub use group::{commit_batch, Member, Rejected, COMMITTERS, MAX_BATCH, MAX_WAITING};
+pub use group::{
+    commit_batch, Appended, Member, Rejected, COMMITTERS, MAX_BATCH, MAX_WAITING,
+    OUTCOME_SOUGHT_FOR,
+};
 pub use history::{read_history, read_history_after};
 pub use leadership::{lock_key, pause as pause_or_shutdown, run_while_leader, Leadership};
 pub use position::{Position, PositionParseError, POSITION_PATTERN};

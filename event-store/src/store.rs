@@ -169,6 +169,14 @@ impl EventStore {
         self
     }
 
+    /// The same store reading the outcome of a COMMIT that failed to answer back for up
+    /// to `wait` (default [`crate::OUTCOME_SOUGHT_FOR`]) before answering it unknown.
+    /// Like [`Self::with_committers`], set before the first command.
+    pub fn with_commit_outcome_wait(mut self, wait: std::time::Duration) -> Self {
+        self.group = self.group.reading_outcomes_for(wait);
+        self
+    }
+
     /// The primary pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool

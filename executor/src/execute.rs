@@ -394,8 +394,8 @@ struct Member<A: Aggregate, R> {
     respond: Arc<Respond<A, R>>,
     store: EventStore,
     written: Option<Result<Written<A, R>, Failure>>,
-    /// The position of its last event, once its events are written.
-    appended: Option<Position>,
+    /// Its last event, once its events are written.
+    appended: Option<group::Appended>,
     done: oneshot::Sender<Result<Written<A, R>, Failure>>,
 }
 
@@ -428,7 +428,12 @@ where
                 .await
             {
                 Ok(committed) => {
-                    self.appended = Some(committed.position);
+                    self.appended = Some(group::Appended {
+                        aggregate_type: self.append.aggregate_type.clone(),
+                        aggregate_id: self.append.aggregate_id.clone(),
+                        sequence: committed.version,
+                        position: committed.position,
+                    });
                     committed
                 }
                 Err(StoreError::Conflict { .. }) => return Err(Failure::Conflict),
@@ -508,8 +513,8 @@ where
         let _ = self.done.send(result);
     }
 
-    fn appended(&self) -> Option<Position> {
-        self.appended
+    fn appended(&self) -> Option<group::Appended> {
+        self.appended.clone()
     }
 }
 

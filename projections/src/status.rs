@@ -4,8 +4,9 @@
 //! The head and the lag count every *committed* event, including those the gap-safe
 //! feed still holds back behind an open transaction: a stall shows as growing lag.
 //!
-//! Nothing here scans the store: the metrics sampler runs this every second, in every
-//! process, on stores of millions of events. The head is one step of the
+//! Nothing here scans the store: the metrics sampler runs this on every read of
+//! `/metrics` (at most once a second) and readiness on every probe, in every process,
+//! on stores of millions of events. The head is one step of the
 //! `(tx_id, global_position)` index; a lag reads at most [`LAG_WINDOW`] index entries
 //! after the consumer's checkpoint (exact below that, extrapolated from the positions
 //! beyond it, and flagged `lag_estimated`); the number of events is the planner's

@@ -560,7 +560,8 @@ async fn reads_see_their_own_writes_on_a_second_pool() {
     }
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("db_pool_connections{pool=\"replica-1\",state=\"idle\"}"));
-    // A "replica" that is the primary itself is never behind (sampled once a second).
+    // A "replica" that is the primary itself is never behind (sampled when /metrics is
+    // read, at most once a second).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let metrics = app.get("/metrics").await.text().await.unwrap();

@@ -1192,7 +1192,8 @@ fn sample_replica_lag(cluster: &Cluster) -> LagSampler {
 async fn relay_and_projector_failover(cluster: &Cluster) {
     let load = WriteLoad::start(cluster, 2);
     load.wait_for_successes(50, "scenario 6").await;
-    // Sampled from here: the gauges were sampled under this load (once a second).
+    // Sampled from here: the gauges were sampled under this load (at each read of
+    // /metrics, at most once a second).
     let lag = sample_replica_lag(cluster);
     for (role, what) in [("relay", "relay:"), ("projector", "projector:")] {
         // The active one has been working: what it published or applied is what its
