@@ -898,9 +898,13 @@ async fn a_commit_lost_in_a_crash_is_not_taken_for_the_transaction_reusing_its_i
     use sqlx::Connection;
 
     // Nothing but this test writes WAL out: no background WAL writer round before the
-    // crash (10 s), no dirty page written (which would write the WAL before it).
-    let postgres =
-        PrivatePostgres::start_with("-c wal_writer_delay=10000 -c bgwriter_lru_maxpages=0").await;
+    // crash (10 s), no dirty page written (which would write the WAL before it), no
+    // autovacuum commit and no checkpoint meanwhile.
+    let postgres = PrivatePostgres::start_with(
+        "-c wal_writer_delay=10000 -c bgwriter_lru_maxpages=0 -c autovacuum=off \
+         -c checkpoint_timeout=3600",
+    )
+    .await;
     let app = crate::helpers::spawn_app_on(&postgres.url(), &crate::helpers::nats_url(), |args| {
         args.no_relay = true;
         args.no_projectors = true;
@@ -967,7 +971,7 @@ async fn a_commit_lost_in_a_crash_is_not_taken_for_the_transaction_reusing_its_i
     // its id came round again: the case under test happened.
     assert!(
         reused,
-        "transaction id {held} was handed out again after the crash"
+        "transaction id {held} was not handed out again after the crash: its WAL was written"
     );
 
     let err = answer
