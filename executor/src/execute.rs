@@ -364,7 +364,7 @@ where
         state: Some(state),
         respond: respond.clone(),
         written: None,
-        appended: None,
+        written_at: None,
         done,
     };
     Ok(Decided::Write(Box::new(member), answer))
@@ -394,8 +394,8 @@ struct Member<A: Aggregate, R> {
     respond: Arc<Respond<A, R>>,
     store: EventStore,
     written: Option<Result<Written<A, R>, Failure>>,
-    /// Its last event, once its events are written.
-    appended: Option<group::Appended>,
+    /// Version and position of its last event, once its events are written.
+    written_at: Option<Committed>,
     done: oneshot::Sender<Result<Written<A, R>, Failure>>,
 }
 
@@ -428,12 +428,7 @@ where
                 .await
             {
                 Ok(committed) => {
-                    self.appended = Some(group::Appended {
-                        aggregate_type: self.append.aggregate_type.clone(),
-                        aggregate_id: self.append.aggregate_id.clone(),
-                        sequence: committed.version,
-                        position: committed.position,
-                    });
+                    self.written_at = Some(committed);
                     committed
                 }
                 Err(StoreError::Conflict { .. }) => return Err(Failure::Conflict),
@@ -514,7 +509,13 @@ where
     }
 
     fn appended(&self) -> Option<group::Appended> {
-        self.appended.clone()
+        // Built only when asked (a COMMIT that failed to answer), not per command.
+        self.written_at.map(|committed| group::Appended {
+            aggregate_type: self.append.aggregate_type.clone(),
+            aggregate_id: self.append.aggregate_id.clone(),
+            sequence: committed.version,
+            position: committed.position,
+        })
     }
 }
 

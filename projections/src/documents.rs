@@ -4,7 +4,7 @@
 //!
 //! A document is what the query API answered before it was stored: the row as
 //! PostgreSQL writes it (`to_jsonb(row)` without `search` and `search_text`), read into JSON and written
-//! out compactly with keys in sorted order (serde_json's map). [`render`] produces the
+//! out compactly with keys in sorted order (serde_json's map). [`Served::render`] produces the
 //! same text from the row JSON the projector writes: the view's columns only (absent ones
 //! as `null`), and numbers as they come back from PostgreSQL (see `Float8ReadBack` and
 //! `JsonbReadBack`).
@@ -19,37 +19,46 @@ use sqlx::PgPool;
 
 use crate::ProjectionError;
 
-/// The document of a row whose JSON (as bound to the upsert) is `row`: `columns` are the
-/// view's served columns, `floats` those of them that are `double precision` (the others
-/// hold text, integers, booleans, arrays of text, or `jsonb`). Keys come in byte order,
-/// as serde_json's map kept them when it was read back; the row is read in place, never
-/// copied.
-pub fn render(row: &Value, columns: &[&str], floats: &[&str]) -> String {
-    let mut sorted = columns.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let document = Document {
-        row,
-        columns: &sorted,
-        floats,
-    };
-    // JSON values under string keys always serialize.
-    serde_json::to_string(&document).unwrap_or_default()
+/// A view's served columns, in the order its documents list them, and those of them that
+/// are `double precision` (the others hold text, integers, booleans, arrays of text, or
+/// `jsonb`): put in order once, used for every row.
+pub struct Served<'a> {
+    /// Byte order, as serde_json's map kept the keys when a row was read back.
+    columns: Vec<&'a str>,
+    floats: &'a [&'a str],
 }
 
-/// A row's document as it serializes (see [`render`]).
+impl<'a> Served<'a> {
+    /// The view's served `columns`, of which `floats` are `double precision`.
+    pub fn new(columns: &[&'a str], floats: &'a [&'a str]) -> Self {
+        let mut columns = columns.to_vec();
+        columns.sort_unstable();
+        columns.dedup();
+        Self { columns, floats }
+    }
+
+    /// The document of a row whose JSON (as bound to the upsert) is `row`: the served
+    /// columns only (absent ones as `null`), numbers as they read back; the row is read
+    /// in place, never copied.
+    pub fn render(&self, row: &Value) -> String {
+        // JSON values under string keys always serialize.
+        serde_json::to_string(&Document { row, served: self }).unwrap_or_default()
+    }
+}
+
+/// A row's document as it serializes (see [`Served::render`]).
 struct Document<'a> {
     row: &'a Value,
-    columns: &'a [&'a str],
-    floats: &'a [&'a str],
+    served: &'a Served<'a>,
 }
 
 impl Serialize for Document<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.columns.len()))?;
-        for column in self.columns {
+        let columns = &self.served.columns;
+        let mut map = serializer.serialize_map(Some(columns.len()))?;
+        for column in columns {
             let value = self.row.get(*column).unwrap_or(&Value::Null);
-            if self.floats.contains(column) {
+            if self.served.floats.contains(column) {
                 map.serialize_entry(column, &Float8ReadBack(value))?;
             } else {
                 map.serialize_entry(column, &JsonbReadBack(value))?;
@@ -186,7 +195,7 @@ pub async fn render_missing(pool: &PgPool, view: &str) -> Result<u64, Projection
 mod tests {
     use serde_json::json;
 
-    use super::render;
+    use super::Served;
 
     #[test]
     fn a_document_has_the_view_columns_in_order_and_numbers_as_read_back() {
@@ -197,7 +206,7 @@ mod tests {
             "not_a_column": 1,
         });
         assert_eq!(
-            render(&row, &["c", "j", "f", "g", "missing"], &["f", "g"]),
+            Served::new(&["c", "j", "f", "g", "missing"], &["f", "g"]).render(&row),
             r#"{"c":"\"é\"","f":100,"g":2.5,"j":[1.5,2.0,0.0,{"x":1.5e-7,"y":1e+300,"z":10000000000000000000}],"missing":null}"#
         );
     }

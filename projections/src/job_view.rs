@@ -13,6 +13,7 @@ use commandcenter_event_store::{Position, StoredEvent};
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
+use crate::documents::Served;
 use crate::read_model::{fold, write_rows, Folded, Upserts};
 use crate::{Change, ProjectionError, ReadModel};
 
@@ -191,6 +192,7 @@ impl ReadModel for JobView {
         .await?;
 
         let mut upserts = Upserts::default();
+        let served = Served::new(SERVED, FLOATS);
         let mut deletes = Vec::new();
         let mut deltas: HashMap<CountKey, Delta> = HashMap::new();
         let mut failures: HashMap<(i64, chrono::DateTime<chrono::Utc>), i64> = HashMap::new();
@@ -216,8 +218,7 @@ impl ReadModel for JobView {
                     }
                     let value = row(record, entry)?;
                     // Stored with the document it serves; announced without it.
-                    let document = crate::documents::render(&value, SERVED, FLOATS);
-                    upserts.push(&value, document)?;
+                    upserts.push(&value, &served)?;
                     Some(value)
                 }
                 Job::Deleted(_) | Job::NotCreated => {

@@ -9,6 +9,7 @@ use cqrs_es::Aggregate;
 use serde_json::Value;
 use sqlx::PgConnection;
 
+use crate::documents::Served;
 use crate::{Change, ProjectionError};
 
 /// A read model kept by a projector.
@@ -59,16 +60,17 @@ pub(crate) struct Upserts {
 }
 
 impl Upserts {
-    /// Adds a row (its JSON as the read model binds it) and the document it serves.
-    pub(crate) fn push(&mut self, row: &Value, document: String) -> Result<(), ProjectionError> {
-        let row = serde_json::to_string(row).map_err(|source| ProjectionError::Decode {
+    /// Adds a row (its JSON as the read model binds it) and the document it serves,
+    /// rendered here from the row.
+    pub(crate) fn push(&mut self, row: &Value, served: &Served) -> Result<(), ProjectionError> {
+        let json = serde_json::to_string(row).map_err(|source| ProjectionError::Decode {
             what: "a read model row".into(),
             source,
         })?;
         self.json
             .push(if self.documents.is_empty() { '[' } else { ',' });
-        self.json.push_str(&row);
-        self.documents.push(document);
+        self.json.push_str(&json);
+        self.documents.push(served.render(row));
         Ok(())
     }
 }

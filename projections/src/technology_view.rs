@@ -12,6 +12,7 @@ use commandcenter_event_store::{Position, StoredEvent};
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
+use crate::documents::Served;
 use crate::read_model::{fold, write_rows, Upserts};
 use crate::{Change, ProjectionError, ReadModel};
 
@@ -159,6 +160,7 @@ impl ReadModel for TechnologyView {
         .await?;
 
         let mut upserts = Upserts::default();
+        let served = Served::new(SERVED, FLOATS);
         let mut deletes = Vec::new();
         let mut deltas: HashMap<CountKey, i64> = HashMap::new();
         let mut changes = Vec::with_capacity(entries.len());
@@ -175,8 +177,7 @@ impl ReadModel for TechnologyView {
                     *deltas.entry(count_key(record)).or_default() += 1;
                     let value = row(record, entry.version, entry.position)?;
                     // Stored with the document it serves; announced without it.
-                    let document = crate::documents::render(&value, SERVED, FLOATS);
-                    upserts.push(&value, document)?;
+                    upserts.push(&value, &served)?;
                     Some(value)
                 }
                 Technology::Deleted(_) | Technology::NotCreated => {
