@@ -152,10 +152,14 @@ for view in technology_view job_view; do
         awk -v v="$view" '{ print "result rebuild_" v " events=" $2 " seconds=" $5 }' >>"$RESULTS"
 done
 
-say "ceiling: read (pgbench running the jobs endpoint's page statement, 64 clients)"
-tps=$(pgbench -n -c 64 -j 2 -T "$SECS" -f bench/pgbench/jobs_keyset.sql "$READ_DB" 2>/dev/null |
-    awk '/^tps = / { print $3 }')
-put ceiling_read "tps=$tps"
+say "ceiling: read (pgbench: the 100 stored documents of the jobs page by the same index, 64 clients)"
+# Each transaction's latency is logged (-l: its third field, in µs) for the p99 row 1 is
+# held to.
+tps=$(cd "$WORK" && pgbench -n -c 64 -j 2 -T "$SECS" -l --log-prefix=read_latency \
+    -f "$CC_ROOT/bench/pgbench/jobs_page.sql" "$READ_DB" 2>/dev/null | awk '/^tps = / { print $3 }')
+p99=$(cat "$WORK"/read_latency.* | awk '{ print $3 }' | sort -n |
+    awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.3f", v[i] / 1000 }')
+put ceiling_read "tps=$tps p99_ms=$p99"
 
 say "ceiling: technologies page (pgbench: the 50 stored documents of page 1 by the same index, 64 clients)"
 tps=$(pgbench -n -c 64 -j 2 -T "$SECS" -f bench/pgbench/technologies_page.sql "$READ_DB" 2>/dev/null |
@@ -270,7 +274,7 @@ s4b=$(val job_progress rps); s4bp99=$(val job_progress p99_ms)
 path=$(val ceiling_command_path tps)
 s5p50=$(val progress_2xx_websocket_message p50_ms); s5p99=$(val progress_2xx_websocket_message p99_ms)
 s5max=$(val progress_2xx_websocket_message max_ms)
-http=$(val ceiling_http rps); append=$(val ceiling_append tps); read=$(val ceiling_read tps)
+http=$(val ceiling_http rps); append=$(val ceiling_append tps); read=$(val ceiling_read tps); readp99=$(val ceiling_read p99_ms)
 cqrs=$(val ceiling_cqrs_es rps); cqrsp99=$(val ceiling_cqrs_es p99_ms)
 s1bb=$(val tech_page1_after_bulk rps); s1bbp99=$(val tech_page1_after_bulk p99_ms)
 tech_ceiling=$(val ceiling_tech_page tps)
@@ -299,7 +303,7 @@ OUT="bench/results/$(date -u +%Y-%m-%d)-$commit-$MODE.md"
     echo
     echo "| # | Scenario | Figure | Ceiling (same run) | Ratio | Target | Met |"
     echo "|---|---|---|---|---|---|---|"
-    echo "| 1 | \`GET $JOBS_PATH\` page 1, uncached, 64 clients | $s1 req/s, p50 $s1p50 ms, p99 $s1p99 ms | pgbench same statement: $read tps | $(ratio "$s1" "$read") | ≥ 70%, p99 ≤ 10 ms | $(check "$s1 >= 0.7 * $read && $s1p99 <= 10") |"
+    echo "| 1 | \`GET $JOBS_PATH\` page 1, uncached, 64 clients | $s1 req/s, p50 $s1p50 ms, p99 $s1p99 ms | pgbench, the 100 stored documents by the same index: $read tps, p99 $readp99 ms | $(ratio "$s1" "$read"); p99 $(times "$s1p99" "$readp99") | ≥ 70%, p99 ≤ 2 × the ceiling's | $(check "$s1 >= 0.7 * $read && $s1p99 <= 2 * $readp99") |"
     echo "| 2 | same, cursor $DEPTH rows deep | $s2 req/s, p50 $s2p50 ms, p99 $s2p99 ms | scenario 1 | p50 $(times "$s2p50" "$s1p50"), p99 $(times "$s2p99" "$s1p99") | ≤ 1.2 × scenario 1 | $(check "$s2p50 <= 1.2 * $s1p50 && $s2p99 <= 1.2 * $s1p99") |"
     echo "| 1b | \`GET $TECH_PATH\` (default order), uncached, 64 clients | $s1b req/s, p99 $s1bp99 ms | pgbench, the 50 stored documents by the same index: $tech_ceiling tps | $(ratio "$s1b" "$tech_ceiling") | ≥ 70% | $(check "$s1b >= 0.7 * $tech_ceiling") |"
     echo "| 1b′ | same, on a fresh store right after $TECHS technologies were written and projected live (no manual \`ANALYZE\`) | $s1bb req/s, p99 $s1bbp99 ms | scenario 1b | $(ratio "$s1bb" "$s1b") | ≥ 70% of 1b | $(check "$s1bb >= 0.7 * $s1b") |"

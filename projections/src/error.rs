@@ -36,6 +36,9 @@ pub enum ProjectionError {
     /// The stream cannot be used by this deployment.
     #[error(transparent)]
     Stream(#[from] commandcenter_relay::StreamError),
+    /// A task applying part of a rebuild's batch was stopped before it finished.
+    #[error("a rebuild's apply task stopped: {0}")]
+    Stopped(#[source] tokio::task::JoinError),
     /// No read model has this name.
     #[error("unknown read model {0:?} (known: {known})", known = crate::READ_MODELS.join(", "))]
     UnknownReadModel(String),

@@ -6,7 +6,7 @@
 //! Applied like `technology_view`: load the touched rows, fold the events with the
 //! domain's `Job::apply`, write rows, deletions and count deltas.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use commandcenter_domain::job::{Job, JobRecord};
 use commandcenter_event_store::{Position, StoredEvent};
@@ -194,8 +194,10 @@ impl ReadModel for JobView {
         let mut upserts = Upserts::default();
         let served = Served::new(SERVED, FLOATS);
         let mut deletes = Vec::new();
-        let mut deltas: HashMap<CountKey, Delta> = HashMap::new();
-        let mut failures: HashMap<(i64, chrono::DateTime<chrono::Utc>), i64> = HashMap::new();
+        // In key order, so that concurrent transactions (a rebuild applies a batch in parts)
+        // take the shared count rows in the same order and cannot deadlock.
+        let mut deltas: BTreeMap<CountKey, Delta> = BTreeMap::new();
+        let mut failures: BTreeMap<(i64, chrono::DateTime<chrono::Utc>), i64> = BTreeMap::new();
         let mut changes = Vec::with_capacity(entries.len());
         for (id, entry) in &entries {
             if entry.version == 0 {

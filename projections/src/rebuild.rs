@@ -13,10 +13,13 @@
 //!    tables with the shadow ones and sets the checkpoint. The live projector resumes
 //!    from there, skipping what the rebuild applied.
 
+use std::hash::{Hash, Hasher};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use commandcenter_event_store::{last_committed_of, lock_key, read_feed_of, read_range, Position};
+use commandcenter_event_store::{
+    last_committed_of, lock_key, read_feed_of, read_range, Position, StoredEvent,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::{PgConnection, PgPool};
 
@@ -153,9 +156,49 @@ fn progress_bar(total: u64) -> ProgressBar {
     }
 }
 
-/// Rebuilds read model `model` from the event store, reading `batch_size` events per
-/// transaction.
-pub async fn rebuild<M: ReadModel>(
+/// How many transactions apply each batch read by a rebuild, its events split between
+/// them by aggregate. With two, the database writes one part while this process folds
+/// and renders the other, and both of a 2-core machine's cores stay busy.
+const PARTS: usize = 2;
+
+/// Splits `events` (in feed order) into at most `parts` non-empty parts by aggregate: all
+/// of an aggregate's events go to one part, in their order. The parts' aggregates are
+/// disjoint, so they can be applied by concurrent transactions (the read models take
+/// their shared count rows in key order, which keeps those from deadlocking).
+fn split_by_aggregate(events: Vec<StoredEvent>, parts: usize) -> Vec<Vec<StoredEvent>> {
+    let mut split: Vec<Vec<StoredEvent>> = (0..parts)
+        .map(|_| Vec::with_capacity(events.len() / parts + 1))
+        .collect();
+    for event in events {
+        let mut hasher = std::hash::DefaultHasher::new();
+        event.aggregate_id.hash(&mut hasher);
+        let part = (hasher.finish() % parts as u64) as usize;
+        split[part].push(event);
+    }
+    split.retain(|part| !part.is_empty());
+    split
+}
+
+/// Applies `events` to `model`'s shadow tables in a transaction of its own.
+async fn apply_to_shadow<M: ReadModel>(
+    pool: &PgPool,
+    model: &M,
+    events: &[StoredEvent],
+) -> Result<(), ProjectionError> {
+    let mut tx = pool.begin().await?;
+    use_shadow::<M>(&mut tx).await?;
+    // A crash loses nothing that matters: a rebuild starts over from scratch.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    model.apply(&mut tx, events).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Rebuilds read model `model` from the event store, reading `batch_size` events at a
+/// time.
+pub async fn rebuild<M: ReadModel + Clone>(
     pool: &PgPool,
     model: &M,
     batch_size: i64,
@@ -237,25 +280,40 @@ pub async fn rebuild<M: ReadModel>(
             events = read_feed_of(pool, M::AGGREGATE_TYPE, position, batch_size).await?;
             continue;
         };
-        // The next batch is read while this one is applied (two connections, so the
-        // database reads and writes at once while this process folds).
+        // The next batch is read while this one is applied, and the batch is applied by
+        // PARTS transactions at once, so the database reads, writes one part and this
+        // process folds another all at the same time.
+        let count = events.len() as u64;
+        let parts: Vec<_> = split_by_aggregate(std::mem::take(&mut events), PARTS)
+            .into_iter()
+            .map(|part| {
+                let (pool, model) = (pool.clone(), model.clone());
+                tokio::spawn(async move { apply_to_shadow(&pool, &model, &part).await })
+            })
+            .collect();
         let apply = async {
-            let mut tx = pool.begin().await?;
-            use_shadow::<M>(&mut tx).await?;
-            // A crash loses nothing that matters: a rebuild starts over from scratch.
-            sqlx::query("SET LOCAL synchronous_commit = off")
-                .execute(&mut *tx)
-                .await?;
-            model.apply(&mut tx, &events).await?;
-            tx.commit().await?;
-            Ok::<_, ProjectionError>(())
+            // Every part is awaited before an error is answered: none is left running.
+            let mut failed = Ok(());
+            for part in futures::future::join_all(parts).await {
+                let done = match part {
+                    Ok(done) => done,
+                    Err(stopped) if stopped.is_panic() => {
+                        std::panic::resume_unwind(stopped.into_panic())
+                    }
+                    Err(stopped) => Err(ProjectionError::Stopped(stopped)),
+                };
+                if failed.is_ok() {
+                    failed = done;
+                }
+            }
+            failed
         };
         let read = read_feed_of(pool, M::AGGREGATE_TYPE, last, batch_size);
         let (done, next) = tokio::join!(apply, read);
         done?;
         position = last;
-        applied += events.len() as u64;
-        bar.inc(events.len() as u64);
+        applied += count;
+        bar.inc(count);
         if bar.is_hidden() && last_log.elapsed() >= Duration::from_secs(5) {
             tracing::info!(read_model = M::NAME, applied, total, "rebuild progress");
             last_log = Instant::now();
@@ -329,4 +387,65 @@ pub async fn rebuild<M: ReadModel>(
         "rebuild swapped in"
     );
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use commandcenter_event_store::{Position, StoredEvent};
+    use serde_json::json;
+
+    use super::split_by_aggregate;
+
+    fn event(aggregate_id: &str, sequence: i64, at: i64) -> StoredEvent {
+        StoredEvent {
+            aggregate_type: "job".into(),
+            aggregate_id: aggregate_id.into(),
+            sequence,
+            event_type: "JobCreated".into(),
+            event_version: "1".into(),
+            payload: json!({}),
+            metadata: json!({}),
+            position: Position::new(1, at),
+            global_position: at,
+            recorded_at: chrono::Utc::now(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_aggregates_events_stay_in_one_part_in_their_order() {
+        let ids: Vec<String> = (0..40).map(|n| format!("job-{n}")).collect();
+        let mut events = Vec::new();
+        for sequence in 1..=3 {
+            for (n, id) in ids.iter().enumerate() {
+                events.push(event(id, sequence, sequence * 100 + n as i64));
+            }
+        }
+        let parts = split_by_aggregate(events.clone(), 2);
+        assert_eq!(parts.len(), 2, "40 aggregates fill both parts");
+        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), events.len());
+        for id in &ids {
+            let holding: Vec<&Vec<StoredEvent>> = parts
+                .iter()
+                .filter(|part| part.iter().any(|e| &e.aggregate_id == id))
+                .collect();
+            assert_eq!(holding.len(), 1, "{id} is in one part");
+            let sequences: Vec<i64> = holding[0]
+                .iter()
+                .filter(|e| &e.aggregate_id == id)
+                .map(|e| e.sequence)
+                .collect();
+            assert_eq!(sequences, [1, 2, 3], "{id}'s events keep their order");
+        }
+        for part in &parts {
+            assert!(
+                part.windows(2).all(|w| w[0].position < w[1].position),
+                "each part keeps feed order"
+            );
+        }
+        assert!(
+            split_by_aggregate(Vec::new(), 2).is_empty(),
+            "no empty part"
+        );
+    }
 }

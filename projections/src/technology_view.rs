@@ -5,7 +5,7 @@
 //! the domain's own `Technology::apply` (so the view cannot disagree with the aggregate),
 //! then writing the rows, the deletions and the count deltas in three statements.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use commandcenter_domain::technology::{Technology, TechnologyRecord};
 use commandcenter_event_store::{Position, StoredEvent};
@@ -162,7 +162,9 @@ impl ReadModel for TechnologyView {
         let mut upserts = Upserts::default();
         let served = Served::new(SERVED, FLOATS);
         let mut deletes = Vec::new();
-        let mut deltas: HashMap<CountKey, i64> = HashMap::new();
+        // In key order, so that concurrent transactions (a rebuild applies a batch in parts)
+        // take the shared count rows in the same order and cannot deadlock.
+        let mut deltas: BTreeMap<CountKey, i64> = BTreeMap::new();
         let mut changes = Vec::with_capacity(entries.len());
         for (id, entry) in entries {
             if entry.version == 0 {

@@ -13,17 +13,17 @@ use commandcenter_api_error::ApiError;
 use commandcenter_domain::job::{JobStatus, JobType};
 use commandcenter_event_store::Position;
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use crate::bounded::{fetch_all, Plan, EXPENSIVE_SKIP};
+use crate::bounded::{fetch_all, push_limit, Plan, EXPENSIVE_SKIP};
 use crate::cache::CacheKey;
 use crate::consistency::{pool_for, MinPosition};
 use crate::cursor::Cursor;
 use crate::params::Params;
 use crate::response::{
-    bytes_response, cached_or, document, json_response, position_columns, read_position, RawJson,
+    bytes_response, cached_or, document, json_response, position_columns, read_position,
+    with_documents, DocumentSlot, RawJson,
 };
 use crate::QueryState;
 
@@ -69,7 +69,7 @@ impl Filters {
 pub struct JobPage {
     /// The jobs of the page, newest first.
     #[schema(value_type = Vec<crate::schema::JobView>)]
-    jobs: Vec<Box<RawValue>>,
+    jobs: DocumentSlot,
     /// How many jobs match the filters.
     #[schema(minimum = 0)]
     total: i64,
@@ -123,10 +123,8 @@ async fn page(
         if let Some(cursor) = &cursor {
             qb.push(" AND created_position < ").push_bind(cursor.value.clone());
         }
-        qb.push(" ORDER BY created_position DESC LIMIT ").push_bind(limit + 1);
-        if cursor.is_none() {
-            qb.push(" OFFSET ").push_bind(skip);
-        }
+        qb.push(" ORDER BY created_position DESC");
+        push_limit(&mut qb, limit + 1, if cursor.is_none() { skip } else { 0 });
         if skips {
             qb.push(
                 "), page AS (SELECT coalesce(j.doc, (to_jsonb(j) - 'doc')::text) AS row, j.doc IS NULL AS unstored, j.id, j.created_position \
@@ -145,7 +143,7 @@ async fn page(
         let first = rows.first().ok_or_else(|| ApiError::internal("page query returned no row"))?;
         let total: i64 = first.try_get("total")?;
         let position = read_position(first)?;
-        let mut jobs: Vec<Box<RawValue>> = Vec::with_capacity(rows.len());
+        let mut jobs: Vec<String> = Vec::with_capacity(rows.len());
         let mut last_key = None;
         let mut more = false;
         for row in &rows {
@@ -163,9 +161,9 @@ async fn page(
         };
         // Unpaged, `limit` is the number of jobs answered (as the previous API said).
         let limit = if unpaged { jobs.len() as i64 } else { limit };
-        let page = JobPage { jobs, total, skip, limit, next_cursor, position };
+        let page = JobPage { jobs: DocumentSlot, total, skip, limit, next_cursor, position };
         let body = serde_json::to_string(&page).map_err(ApiError::internal)?;
-        Ok((RawJson(body), vec![position]))
+        Ok((RawJson(with_documents(&body, "jobs", &jobs)?), vec![position]))
     })
     .await
 }

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use commandcenter_api_error::ApiError;
 use commandcenter_event_store::Position;
 use serde::Serialize;
-use serde_json::value::RawValue;
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::cache::CacheKey;
@@ -19,7 +18,10 @@ use crate::cursor::Cursor;
 use crate::error::bad_parameter;
 use crate::params::Params;
 use crate::queries::technologies::{Filters, SortKey, TechnologyPage};
-use crate::response::{bytes_response, cached_or, position_columns, read_position, RawJson};
+use crate::response::{
+    bytes_response, cached_or, position_columns, read_position, with_documents, DocumentSlot,
+    RawJson,
+};
 use crate::time_travel::AsOf;
 use crate::QueryState;
 use commandcenter_domain::technology::Technology;
@@ -36,7 +38,7 @@ pub const MAX_SKIP: i64 = 10_000_000;
 /// order, as every answer built from a JSON map has them.
 #[derive(Serialize)]
 struct PageBody {
-    items: Vec<Box<RawValue>>,
+    items: DocumentSlot,
     next_cursor: Option<String>,
     page: i64,
     page_size: i64,
@@ -108,7 +110,7 @@ pub async fn list_technologies(
                 .encode()
             });
             let body = PageBody {
-                items: found.items,
+                items: DocumentSlot,
                 next_cursor,
                 page: skip / limit + 1,
                 page_size: limit,
@@ -117,6 +119,7 @@ pub async fn list_technologies(
                 total_is_estimate: found.total_is_estimate,
             };
             let body = serde_json::to_string(&body).map_err(ApiError::internal)?;
+            let body = with_documents(&body, "items", &found.items)?;
             Ok((RawJson(body), vec![found.position]))
         },
     )

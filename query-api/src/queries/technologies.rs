@@ -15,11 +15,10 @@ use commandcenter_domain::technology::{
 };
 use commandcenter_domain::values::bounded_text;
 use commandcenter_event_store::Position;
-use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use crate::bounded::{fetch_all, ExpensiveReads, Plan, EXPENSIVE_SKIP};
+use crate::bounded::{fetch_all, push_limit, ExpensiveReads, Plan, EXPENSIVE_SKIP};
 use crate::cursor::Cursor;
 use crate::params::Params;
 use crate::response::{document, position_columns, read_position};
@@ -202,7 +201,7 @@ pub(crate) struct TechnologyPage<'a> {
 /// page starts (sort value as text, id) when there is one.
 pub(crate) struct FoundPage {
     /// The page's rows (at most its limit): their stored documents.
-    pub items: Vec<Box<RawValue>>,
+    pub items: Vec<String>,
     /// Rows matching the filters, on every page (an estimate when `total_is_estimate`).
     pub total: i64,
     /// True when a search matched more than [`SEARCH_EXACT_TOTAL`] rows and `total` is
@@ -243,7 +242,7 @@ impl TechnologyPage<'_> {
                 .await?
                 .max(SEARCH_EXACT_TOTAL + 1);
         }
-        let mut items: Vec<Box<RawValue>> = Vec::with_capacity(rows.len());
+        let mut items: Vec<String> = Vec::with_capacity(rows.len());
         let mut keys: Vec<(String, String)> = Vec::with_capacity(rows.len());
         for row in &rows {
             let Some(item) = row.try_get::<Option<String>, _>("row")? else {
@@ -339,12 +338,9 @@ impl TechnologyPage<'_> {
         qb.push(" ORDER BY sort_value ")
             .push(dir)
             .push(", t.id ")
-            .push(dir)
-            .push(" LIMIT ")
-            .push_bind(self.limit + 1);
-        if cursor.is_none() {
-            qb.push(" OFFSET ").push_bind(self.skip);
-        }
+            .push(dir);
+        let skip = if cursor.is_none() { self.skip } else { 0 };
+        push_limit(&mut qb, self.limit + 1, skip);
         if skips {
             qb.push(
                 "), page AS (SELECT coalesce(t.doc, (to_jsonb(t) - 'search' - 'search_text' - 'doc')::text) AS row, t.doc IS NULL AS unstored, t.id, k.sort_value \
@@ -358,9 +354,8 @@ impl TechnologyPage<'_> {
         } else if self.capped_total() {
             qb.push("SELECT count(*) AS n FROM (SELECT 1 FROM technology_view t WHERE true");
             filters.push(&mut qb, false);
-            qb.push(" LIMIT ")
-                .push_bind(SEARCH_EXACT_TOTAL + 1)
-                .push(") AS matches");
+            push_limit(&mut qb, SEARCH_EXACT_TOTAL + 1, 0);
+            qb.push(") AS matches");
         } else {
             qb.push("SELECT count(*) AS n FROM technology_view t WHERE true");
             filters.push(&mut qb, false);
