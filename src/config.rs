@@ -512,7 +512,8 @@ pub struct RebuildArgs {
     pub database: DatabaseArgs,
     /// The read model to rebuild: technology_view or job_view.
     pub name: String,
-    /// Events read and applied per transaction.
+    /// Events read at a time; each batch is applied by two transactions at once, its
+    /// events split between them by aggregate.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     pub batch_size: i64,
 }

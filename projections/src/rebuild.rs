@@ -3,10 +3,11 @@
 //!
 //! 1. Shadow tables are created in schema `cc_rebuild_<name>` as copies of the live
 //!    tables' definitions (`LIKE … INCLUDING ALL`, and their triggers).
-//! 2. Events are read from the gap-safe feed in large batches; each batch is applied in
-//!    its own short transaction with `search_path` pointing at the shadow schema (a long
-//!    write transaction would hold back the relay for everyone). Secondary indexes are
-//!    dropped from the shadow tables during the load and built once afterwards.
+//! 2. Events are read from the gap-safe feed in large batches; each batch is split by
+//!    aggregate into parts applied at once, each in its own short transaction with
+//!    `search_path` pointing at the shadow schema (a long write transaction would hold
+//!    back the relay for everyone). Secondary indexes are dropped from the shadow tables
+//!    during the load and built once afterwards.
 //! 3. When the feed is exhausted, one transaction takes the read model's apply lock
 //!    (pausing its live projector between batches), applies the events the live
 //!    projector had already applied beyond the rebuild's position, replaces the live
@@ -284,17 +285,17 @@ pub async fn rebuild<M: ReadModel + Clone>(
         // PARTS transactions at once, so the database reads, writes one part and this
         // process folds another all at the same time.
         let count = events.len() as u64;
-        let parts: Vec<_> = split_by_aggregate(std::mem::take(&mut events), PARTS)
-            .into_iter()
-            .map(|part| {
-                let (pool, model) = (pool.clone(), model.clone());
-                tokio::spawn(async move { apply_to_shadow(&pool, &model, &part).await })
-            })
-            .collect();
+        let mut parts = tokio::task::JoinSet::new();
+        for part in split_by_aggregate(std::mem::take(&mut events), PARTS) {
+            let (pool, model) = (pool.clone(), model.clone());
+            parts.spawn(async move { apply_to_shadow(&pool, &model, &part).await });
+        }
         let apply = async {
-            // Every part is awaited before an error is answered: none is left running.
+            // Every part ends before an error is answered. Should the rebuild be dropped
+            // instead, the set aborts the parts still running (their transactions roll
+            // back), so none writes into a later rebuild's shadow tables.
             let mut failed = Ok(());
-            for part in futures::future::join_all(parts).await {
+            while let Some(part) = parts.join_next().await {
                 let done = match part {
                     Ok(done) => done,
                     Err(stopped) if stopped.is_panic() => {

@@ -102,17 +102,33 @@ pub(crate) enum Plan {
     PerValues,
 }
 
-/// Appends ` LIMIT limit` and, unless `skip` is 0, ` OFFSET skip`, written as literals
-/// (both are integers the caller checked). Bound, they would keep a [`Plan::Cached`]
-/// statement from ever settling on its generic plan: that plan must assume a bound limit
-/// or offset reads a tenth of the table, so it never looks cheaper than planning for the
-/// values, and PostgreSQL planned the page anew on every call (measured with `pgbench -M
-/// prepared` on the benchmark store: 2,600 technologies pages a second bound, 3,900
-/// written out).
-pub(crate) fn push_limit(qb: &mut QueryBuilder<'_, Postgres>, limit: i64, skip: i64) {
-    qb.push(format_args!(" LIMIT {limit}"));
+/// Appends ` LIMIT limit` and, unless `skip` is 0, ` OFFSET skip`.
+///
+/// A `settled` statement (one plan is right for every value of its filters: they are
+/// equalities on an index's leading columns and the index then gives the page's order)
+/// without a `skip` has its limit written in as a number (a checked integer). Bound, it
+/// kept a [`Plan::Cached`] statement from ever settling on its generic plan: that plan
+/// must assume a bound limit reads a tenth of the table, so it never looked cheaper than
+/// planning for the values, and PostgreSQL planned every page anew (measured with
+/// `pgbench -M prepared` on the benchmark store: 2,600 technologies pages a second bound,
+/// 3,900 written in). Otherwise both stay bound, so each call is planned for its values:
+/// a generic plan for a filter whose best plan depends on its value (a rare domain, a
+/// job type without a status) could walk a whole project's index for every page, and
+/// written-in offsets would fill the connection's statement cache with one statement per
+/// page.
+pub(crate) fn push_limit(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    limit: i64,
+    skip: i64,
+    settled: bool,
+) {
+    if settled && skip == 0 {
+        qb.push(format_args!(" LIMIT {limit}"));
+        return;
+    }
+    qb.push(" LIMIT ").push_bind(limit);
     if skip != 0 {
-        qb.push(format_args!(" OFFSET {skip}"));
+        qb.push(" OFFSET ").push_bind(skip);
     }
 }
 

@@ -124,6 +124,11 @@ pub(crate) fn with_documents(
             "a page's JSON does not start with an empty {field:?}"
         )));
     };
+    if documents.iter().any(String::is_empty) {
+        return Err(ApiError::internal(format!(
+            "a document of a page's {field:?} is empty"
+        )));
+    }
     let size = body.len() + documents.iter().map(|d| d.len() + 1).sum::<usize>();
     let mut out = String::with_capacity(size);
     out.push_str(&head);
@@ -184,4 +189,41 @@ where
     let bytes = body.into_json_bytes()?;
     state.cache.put(key, generation, positions, bytes.clone());
     Ok(bytes_response(bytes, position, &source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{with_documents, DocumentSlot};
+
+    #[derive(serde::Serialize)]
+    struct Page {
+        items: DocumentSlot,
+        total: i64,
+    }
+
+    #[test]
+    fn documents_go_into_the_first_list_as_they_are() {
+        let body = serde_json::to_string(&Page {
+            items: DocumentSlot,
+            total: 2,
+        })
+        .unwrap();
+        let documents = [r#"{"a":1}"#.to_string(), r#"{"b":"\u00e9"}"#.to_string()];
+        assert_eq!(
+            with_documents(&body, "items", &documents).unwrap(),
+            r#"{"items":[{"a":1},{"b":"\u00e9"}],"total":2}"#
+        );
+        assert_eq!(
+            with_documents(&body, "items", &[]).unwrap(),
+            r#"{"items":[],"total":2}"#
+        );
+        assert!(
+            with_documents(&body, "total", &documents).is_err(),
+            "a list that is not the first field is refused"
+        );
+        assert!(
+            with_documents(&body, "items", &[String::new()]).is_err(),
+            "an empty document is refused"
+        );
+    }
 }

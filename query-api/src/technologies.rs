@@ -34,7 +34,8 @@ pub const MAX_LIMIT: i64 = 1000;
 pub const MAX_SKIP: i64 = 10_000_000;
 
 /// A page as answered (documented by `schema::TechnologyList`). The stored documents
-/// are written out as they are, never read into a tree; the fields are in alphabetical
+/// are written out as they are, never read into a tree (`with_documents` writes them
+/// into `items`, which must stay the first field); the fields are in alphabetical
 /// order, as every answer built from a JSON map has them.
 #[derive(Serialize)]
 struct PageBody {
@@ -162,4 +163,27 @@ pub async fn get_technology(
     let item: Option<String> = row.try_get("row")?;
     let item = item.ok_or(ApiError::NotFound("technology"))?;
     Ok(bytes_response(Bytes::from(item), position, &pool.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{with_documents, DocumentSlot, PageBody, Position};
+
+    #[test]
+    fn a_page_takes_its_documents_in_its_first_field() {
+        let page = PageBody {
+            items: DocumentSlot,
+            next_cursor: None,
+            page: 1,
+            page_size: 50,
+            position: Position::ZERO,
+            total: 1,
+            total_is_estimate: false,
+        };
+        let body = serde_json::to_string(&page).unwrap();
+        let body = with_documents(&body, "items", &[r#"{"id":"t"}"#.to_string()]).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed["items"][0]["id"], "t");
+        assert_eq!(parsed["page_size"], 50);
+    }
 }

@@ -267,6 +267,18 @@ impl TechnologyPage<'_> {
         })
     }
 
+    /// Whether one plan serves every value of the statement (see `push_limit`): no filter
+    /// but the project, in the order of the (project_id, importance, id) index, or no
+    /// filter at all, in any order (each has its (key, id) index; rank comes only with
+    /// a search, which is a filter).
+    fn settled(&self) -> bool {
+        let filters = self.filters;
+        filters.countable()
+            && filters.domain.is_none()
+            && filters.status.is_none()
+            && (self.key == SortKey::Importance || filters.project_id.is_none())
+    }
+
     /// Whether the total is counted only up to [`SEARCH_EXACT_TOTAL`] + 1 matches.
     fn capped_total(&self) -> bool {
         self.filters.search.is_some()
@@ -340,7 +352,7 @@ impl TechnologyPage<'_> {
             .push(", t.id ")
             .push(dir);
         let skip = if cursor.is_none() { self.skip } else { 0 };
-        push_limit(&mut qb, self.limit + 1, skip);
+        push_limit(&mut qb, self.limit + 1, skip, self.settled());
         if skips {
             qb.push(
                 "), page AS (SELECT coalesce(t.doc, (to_jsonb(t) - 'search' - 'search_text' - 'doc')::text) AS row, t.doc IS NULL AS unstored, t.id, k.sort_value \
@@ -354,7 +366,7 @@ impl TechnologyPage<'_> {
         } else if self.capped_total() {
             qb.push("SELECT count(*) AS n FROM (SELECT 1 FROM technology_view t WHERE true");
             filters.push(&mut qb, false);
-            push_limit(&mut qb, SEARCH_EXACT_TOTAL + 1, 0);
+            push_limit(&mut qb, SEARCH_EXACT_TOTAL + 1, 0, false);
             qb.push(") AS matches");
         } else {
             qb.push("SELECT count(*) AS n FROM technology_view t WHERE true");
