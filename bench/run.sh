@@ -155,7 +155,8 @@ done
 say "ceiling: read (pgbench: the 100 stored documents of the jobs page by the same index, 64 clients)"
 # Each transaction's latency is logged (-l: its third field, in µs) for the p99 row 1 is
 # held to, after a warm-up as long as the HTTP scenarios' (not logged).
-pgbench -n -c 64 -j 2 -T "$WARMUP" -f bench/pgbench/jobs_page.sql "$READ_DB" >/dev/null 2>&1
+pgbench -n -c 64 -j 2 -T "$WARMUP" -f bench/pgbench/jobs_page.sql "$READ_DB" >/dev/null 2>&1 ||
+    die "the read ceiling's warm-up failed"
 tps=$(cd "$WORK" && pgbench -n -c 64 -j 2 -T "$SECS" -l --log-prefix=read_latency \
     -f "$CC_ROOT/bench/pgbench/jobs_page.sql" "$READ_DB" 2>/dev/null | awk '/^tps = / { print $3 }')
 p99=$(cat "$WORK"/read_latency.* | awk '{ print $3 }' | sort -n |

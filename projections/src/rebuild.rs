@@ -291,9 +291,11 @@ pub async fn rebuild<M: ReadModel + Clone>(
             parts.spawn(async move { apply_to_shadow(&pool, &model, &part).await });
         }
         let apply = async {
-            // Every part ends before an error is answered. Should the rebuild be dropped
-            // instead, the set aborts the parts still running (their transactions roll
-            // back), so none writes into a later rebuild's shadow tables.
+            // Every part ends before an error is answered (a panic is raised at once, and
+            // the set aborts the other part). Should the rebuild be dropped instead, the
+            // set aborts the parts still running: none is left to write into a later
+            // rebuild's shadow tables (one whose COMMIT was already sent may still
+            // commit, into this rebuild's, which the next one drops).
             let mut failed = Ok(());
             while let Some(part) = parts.join_next().await {
                 let done = match part {

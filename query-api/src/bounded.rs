@@ -115,7 +115,8 @@ pub(crate) enum Plan {
 /// a generic plan for a filter whose best plan depends on its value (a rare domain, a
 /// job type without a status) could walk a whole project's index for every page, and
 /// written-in offsets would fill the connection's statement cache with one statement per
-/// page.
+/// page. (Limits are written in: a client asking for many different page sizes makes
+/// one statement each, where clients keep to a few.)
 pub(crate) fn push_limit(
     qb: &mut QueryBuilder<'_, Postgres>,
     limit: i64,

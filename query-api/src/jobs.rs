@@ -46,8 +46,9 @@ impl Filters {
     /// Whether one plan serves every value of these filters (see `bounded::push_limit`):
     /// an index gives the page's order after equalities on its leading columns —
     /// (project_id, status, created_position), (project_id, job_type, status,
-    /// created_position), (status, created_position), (project_id, created_position) —
-    /// so no value can make it read more than the page. A job type without a status,
+    /// created_position), (status, created_position), (project_id, created_position),
+    /// or with no filter the unique created_position — so no value can make it read
+    /// more than the page. A job type without a status,
     /// or several statuses, depend on their values.
     fn settled(&self) -> bool {
         match (self.statuses.len(), self.job_type) {

@@ -2,8 +2,9 @@
 //! cursor, or `skip` for old clients), the total (from `technology_counts` when the
 //! filters are project, domain and status only; otherwise one `count(*)` with the same
 //! filters, which a search stops at [`SEARCH_EXACT_TOTAL`] + 1 matches) and the read
-//! model's checkpoint, all from one snapshot. Every value is bound; only constant SQL
-//! chosen from allow-lists is pushed as text.
+//! model's checkpoint, all from one snapshot. Every value is bound, but for the page's
+//! limit where one plan serves every value (`bounded::push_limit`: a checked integer);
+//! only constant SQL chosen from allow-lists is pushed as text.
 //!
 //! A search answers its total exactly up to [`SEARCH_EXACT_TOTAL`] matches; beyond, the
 //! planner's estimate of the matches (at least the cap + 1), flagged `total_is_estimate`:

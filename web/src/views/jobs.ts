@@ -115,12 +115,17 @@ export function jobsView(root: HTMLElement, ctx: Context, args: string[]): () =>
       h('td', null, h('div', { class: 'actions' }, actions(job, ctx, () => reload()))),
     );
 
+  // Only the newest call's answer is drawn: when the filters change while a request is
+  // in flight, the older answer may arrive last and must not be drawn over the newer one.
+  let calls = 0;
   const load = async () => {
+    const call = ++calls;
     const cursor = cursors[cursors.length - 1];
     const { data } = await get<JobPage>(
       `/api/v1/jobs${query({ project_id: ctx.project, status_filter: statusSel.value, job_type: typeSel.value, limit: PAGE, cursor })}`,
       { signal: abort.signal },
     );
+    if (call !== calls) return;
     rows.clear();
     replace(
       table,

@@ -173,13 +173,20 @@ export function radarView(root: HTMLElement, ctx: Context, args: string[]): () =
     priority_min: filters.priority_min,
   });
 
+  // Each loader draws only its newest call's answer: when the filters change while a
+  // request is in flight, the older answer may arrive last and must not be drawn over
+  // the newer one.
+  let radarCalls = 0;
+  let tableCalls = 0;
   const loadRadar = async () => {
+    const call = ++radarCalls;
     const [dots, stats] = await Promise.all([
       get<Page>(`/api/v1/technologies${query({ ...filterParams(), sort: '-priority', limit: RADAR_CAP })}`, { signal: abort.signal }),
       get<{ technologies: { total: number; by_domain_status: Cell[] } }>(`/api/v1/dashboard/stats${query({ project_id: ctx.project })}`, {
         signal: abort.signal,
       }),
     ]);
+    if (call !== radarCalls) return;
     replace(radarBox, drawRadar(dots.data.items, stats.data.technologies.by_domain_status ?? [], (id) => ctx.go(`#/radar/${id}`)));
     replace(
       radarNote,
@@ -202,11 +209,13 @@ export function radarView(root: HTMLElement, ctx: Context, args: string[]): () =
     );
 
   const loadTable = async () => {
+    const call = ++tableCalls;
     const cursor = cursors[cursors.length - 1];
     const { data } = await get<Page>(
       `/api/v1/technologies${query({ ...filterParams(), sort: filters.sort, limit: PAGE, cursor })}`,
       { signal: abort.signal },
     );
+    if (call !== tableCalls) return;
     const sortKey = filters.sort.replace(/^-/, '');
     const descending = filters.sort.startsWith('-');
     rows.clear();
