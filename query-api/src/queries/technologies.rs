@@ -385,7 +385,65 @@ impl TechnologyPage<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::like_escaped;
+    use commandcenter_domain::technology::TechnologyDomain;
+
+    use super::{like_escaped, Filters, SortKey, TechnologyPage};
+
+    fn page(filters: &Filters, key: SortKey, skip: i64) -> TechnologyPage<'_> {
+        TechnologyPage {
+            filters,
+            key,
+            descending: true,
+            limit: 50,
+            skip,
+            cursor: None,
+        }
+    }
+
+    /// Whether the page's statement has its limit (50 + 1) written in.
+    fn written_in(page: &TechnologyPage<'_>) -> bool {
+        page.statement().sql().contains(" LIMIT 51")
+    }
+
+    #[test]
+    fn only_a_page_one_plan_serves_has_its_limit_written_in() {
+        let project = Filters {
+            project_id: Some(1),
+            ..Filters::default()
+        };
+        let everything = Filters::default();
+        let domain = Filters {
+            project_id: Some(1),
+            domain: Some(TechnologyDomain::AiMl),
+            ..Filters::default()
+        };
+        let search = Filters {
+            project_id: Some(1),
+            search: Some("rare".into()),
+            ..Filters::default()
+        };
+        assert!(written_in(&page(&project, SortKey::Importance, 0)));
+        assert!(written_in(&page(&everything, SortKey::Title, 0)));
+        assert!(
+            !written_in(&page(&project, SortKey::Title, 0)),
+            "a project's rows by title: the (lower(title), id) index filters by project"
+        );
+        assert!(!written_in(&page(&domain, SortKey::Importance, 0)));
+        assert!(!written_in(&page(&search, SortKey::Importance, 0)));
+        let skipping = page(&project, SortKey::Importance, 100);
+        assert!(
+            !written_in(&skipping),
+            "a skip keeps limit and offset bound"
+        );
+        assert!(skipping.statement().sql().contains(" OFFSET $"));
+        assert!(
+            !page(&project, SortKey::Importance, 0)
+                .statement()
+                .sql()
+                .contains("OFFSET"),
+            "no offset on a first page"
+        );
+    }
 
     #[test]
     fn like_wildcards_are_taken_literally() {
