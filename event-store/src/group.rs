@@ -355,11 +355,11 @@ pub async fn commit_batch(
                     "a batch's COMMIT failed to answer and its outcome cannot be read back"
                 );
                 // Members that failed answer with their own reasons (settle's contract).
-                let err = Arc::new(err);
-                for member in kept.into_iter().chain(failed) {
-                    member.settle(Err(StoreError::CommitUnknown(err.clone())));
-                }
-                return;
+                return answer_all(
+                    kept.into_iter().chain(failed),
+                    err,
+                    StoreError::CommitUnknown,
+                );
             }
         }
     }
@@ -465,8 +465,17 @@ const OUTCOME_POLL: Duration = Duration::from_millis(50);
 /// database's error is not `Clone`).
 fn settle_all(members: impl IntoIterator<Item = Box<dyn Member>>, err: sqlx::Error) {
     tracing::warn!(%err, "a command batch did not commit");
+    answer_all(members, err, StoreError::Batch);
+}
+
+/// Ends every member of a batch with `err`, shared, as the error `kind` makes of it.
+fn answer_all(
+    members: impl IntoIterator<Item = Box<dyn Member>>,
+    err: sqlx::Error,
+    kind: fn(Arc<sqlx::Error>) -> StoreError,
+) {
     let err = Arc::new(err);
     for member in members {
-        member.settle(Err(StoreError::Batch(err.clone())));
+        member.settle(Err(kind(err.clone())));
     }
 }
