@@ -21,6 +21,23 @@ use crate::{AppendSignal, Position, StoreError, StoredEvent};
 /// How often a waiting reader re-reads when no wake-up arrives.
 pub const FALLBACK_POLL: Duration = Duration::from_millis(100);
 
+/// How the feed's type-filtered range reads (a projector's count and fill on every batch,
+/// its catch-up, a rebuild) bound their range, so that PostgreSQL plans them as the
+/// narrow index range they are, whether it plans them for their values or generically
+/// (its choice for a statement prepared and run often):
+///
+/// - the range's bounds are repeated on `tx_id` alone: PostgreSQL cannot estimate a row
+///   comparison such as `(tx_id, global_position) > (…)`, guessed a third of the table
+///   and counted a projector's 100-event batch with a parallel scan of the whole store
+///   (330 ms over 2.85 M events), where the index range reads the 100 rows (0.3 ms);
+/// - the type is compared in a form no index can serve: with a plain
+///   `aggregate_type = $n` a generic plan ANDed a bitmap of every primary-key entry of
+///   the type with the range, again a cost that grows with the store.
+const IN_RANGE: &str = "(tx_id, global_position) > ($1::text::xid8, $2) \
+     AND (tx_id, global_position) <= ($3::text::xid8, $4) \
+     AND tx_id BETWEEN $1::text::xid8 AND $3::text::xid8 \
+     AND (aggregate_type = $5) IS TRUE";
+
 /// Up to `limit` events after `after`, in feed order.
 pub async fn read_feed(
     pool: &PgPool,
@@ -44,7 +61,7 @@ pub async fn read_feed(
 }
 
 /// Up to `limit` events of `aggregate_type` after `after`, in feed order (gap-safe, as
-/// [`read_feed`]).
+/// [`read_feed`]). Bounded and filtered as `IN_RANGE` explains.
 pub async fn read_feed_of(
     pool: &PgPool,
     aggregate_type: &str,
@@ -54,8 +71,9 @@ pub async fn read_feed_of(
     let sql = format!(
         "SELECT {STORED_EVENT_COLUMNS} FROM events \
           WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+            AND tx_id >= $1::text::xid8 \
             AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-            AND aggregate_type = $4 \
+            AND (aggregate_type = $4) IS TRUE \
           ORDER BY tx_id, global_position \
           LIMIT $3"
     );
@@ -80,9 +98,7 @@ pub async fn read_range(
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let sql = format!(
         "SELECT {STORED_EVENT_COLUMNS} FROM events \
-          WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
-            AND (tx_id, global_position) <= ($3::text::xid8, $4) \
-            AND aggregate_type = $5 \
+          WHERE {IN_RANGE} \
           ORDER BY tx_id, global_position"
     );
     let rows = sqlx::query(&sql)
@@ -129,19 +145,15 @@ pub async fn count_range(
     after: Position,
     upto: Position,
 ) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM events \
-          WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
-            AND (tx_id, global_position) <= ($3::text::xid8, $4) \
-            AND aggregate_type = $5",
-    )
-    .bind(after.tx_id_text())
-    .bind(after.global_position)
-    .bind(upto.tx_id_text())
-    .bind(upto.global_position)
-    .bind(aggregate_type)
-    .fetch_one(conn)
-    .await?)
+    let sql = format!("SELECT count(*) FROM events WHERE {IN_RANGE}");
+    Ok(sqlx::query_scalar(&sql)
+        .bind(after.tx_id_text())
+        .bind(after.global_position)
+        .bind(upto.tx_id_text())
+        .bind(upto.global_position)
+        .bind(aggregate_type)
+        .fetch_one(conn)
+        .await?)
 }
 
 /// Like [`read_feed_filtered`], but when nothing is there yet, waits up to `wait` for

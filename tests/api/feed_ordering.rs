@@ -4,8 +4,12 @@
 
 use std::time::Duration;
 
-use commandcenter_event_store::{AppendSignal, EventStore, NewEvent};
+use commandcenter_event_store::{
+    count_range, read_feed_of, read_range, AggregateEvents, AppendSignal, EventStore, NewEvent,
+    Position,
+};
 use serde_json::{json, Value};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use crate::helpers::{spawn_app, TestApp};
@@ -250,4 +254,96 @@ async fn the_feed_long_poll_answers_when_an_event_commits() {
         .expect("the long poll returns once the event commits")
         .unwrap();
     assert_eq!(page["events"].as_array().unwrap().len(), 1);
+}
+
+/// The range reads a projector runs on every batch (`count_range`, and `read_range`,
+/// `read_feed_of` when it fills a hole or catches up) are prepared and run often, so
+/// PostgreSQL settles on their generic plans. Those must be driven by the range on
+/// `(tx_id, global_position)` alone: a generic plan that also reads the aggregate type's
+/// primary-key entries costs every event of the type on each call, growing with the store.
+#[tokio::test]
+async fn the_type_filtered_range_reads_are_planned_on_the_range_alone() {
+    let app = spawn_app().await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local());
+    let batch: Vec<AggregateEvents> = (0..4000u32)
+        .map(|n| AggregateEvents {
+            aggregate_type: if n % 2 == 0 { "technology" } else { "job" }.into(),
+            aggregate_id: format!("a{n}"),
+            expected_version: 0,
+            events: vec![event(n % 60)],
+            metadata: json!({}),
+        })
+        .collect();
+    let mut tx = store.begin().await.unwrap();
+    store.append_batch(&mut tx, &batch).await.unwrap();
+    store.commit(tx).await.unwrap();
+    sqlx::query("ANALYZE events")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    // One connection, planning every statement generically, runs the three reads.
+    let generic = PgPoolOptions::new()
+        .max_connections(1)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("SET plan_cache_mode = force_generic_plan")
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .connect(&app.database_url())
+        .await
+        .unwrap();
+    let upto = Position::new(u64::MAX >> 1, i64::MAX);
+    let mut conn = generic.acquire().await.unwrap();
+    let counted = count_range(&mut conn, "technology", Position::ZERO, upto)
+        .await
+        .unwrap();
+    assert_eq!(counted, 2000);
+    let read = read_range(&mut conn, "technology", Position::ZERO, upto)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 2000);
+    drop(conn);
+    let page = read_feed_of(&generic, "technology", Position::ZERO, 100)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 100);
+
+    // Each statement as sent, explained with the plan it runs under.
+    let mut conn = generic.acquire().await.unwrap();
+    let prepared: Vec<(String, String, Vec<String>)> = sqlx::query_as(
+        "SELECT name, statement, parameter_types::text[] FROM pg_prepared_statements \
+          WHERE statement LIKE '%aggregate_type = $%' AND statement LIKE '%tx_id, global_position%' \
+            AND statement NOT LIKE '%pg_prepared_statements%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(prepared.len(), 3, "{prepared:#?}");
+    for (name, statement, types) in prepared {
+        let args: Vec<&str> = types
+            .iter()
+            .map(|t| if t == "text" { "'1'" } else { "1" })
+            .collect();
+        let plan: Vec<String> =
+            sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}({})", args.join(", ")))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        let plan = plan.join("\n");
+        // A plain walk of the range's index entries: not the whole type's primary-key
+        // entries, and not a bitmap or a scan of the table, which is what a plan expecting
+        // a large share of the table looks like (over millions of events, a parallel scan
+        // of all of them).
+        assert!(
+            plan.contains("Index Scan using events_tx_position_idx")
+                && !plan.contains("events_pkey")
+                && !plan.contains("Bitmap")
+                && !plan.contains("Seq Scan"),
+            "{statement}\n{plan}"
+        );
+    }
 }
