@@ -87,6 +87,36 @@ pub async fn read_feed_of(
     Ok(StoredEvent::from_rows(&rows)?)
 }
 
+/// Up to `limit` events of `aggregate_type` after `after` up to and including `upto`, in
+/// feed order (gap-safe, as [`read_feed`]): [`read_feed_of`] for a reader that needs
+/// nothing past `upto`. Its index range ends there, where an unbounded read with nothing
+/// left of the type walks every later event of other types.
+pub async fn read_feed_of_upto(
+    pool: &PgPool,
+    aggregate_type: &str,
+    after: Position,
+    upto: Position,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {STORED_EVENT_COLUMNS} FROM events \
+          WHERE {IN_RANGE} \
+            AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+          ORDER BY tx_id, global_position \
+          LIMIT $6"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.tx_id_text())
+        .bind(after.global_position)
+        .bind(upto.tx_id_text())
+        .bind(upto.global_position)
+        .bind(aggregate_type)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(StoredEvent::from_rows(&rows)?)
+}
+
 /// Every event of `aggregate_type` after `after` up to and including `upto`, in feed
 /// order. Only for an `upto` some feed reader has already reached: those events are
 /// final, so no xmin filter is needed, and the read can run inside any transaction.

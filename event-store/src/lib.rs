@@ -33,7 +33,7 @@ pub use deployment::{Deployment, HEADER_DEPLOYMENT};
 pub use error::{is_unavailable, StoreError};
 pub use feed::{
     count_range, head, last_committed_of, read_aggregate_between, read_feed, read_feed_filtered,
-    read_feed_of, read_range, wait_for_feed, FeedFilter, FALLBACK_POLL,
+    read_feed_of, read_feed_of_upto, read_range, wait_for_feed, FeedFilter, FALLBACK_POLL,
 };
 pub use group::{
     commit_batch, Appended, Member, Rejected, COMMITTERS, MAX_BATCH, MAX_WAITING,

@@ -19,14 +19,14 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use commandcenter_event_store::{
-    last_committed_of, lock_key, read_feed_of, read_range, Position, StoredEvent,
+    last_committed_of, lock_key, read_feed_of_upto, read_range, Position, StoredEvent,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::{PgConnection, PgPool};
 
 use crate::checkpoint::{load_checkpoint, save_checkpoint};
 use crate::read_model::begin_applying;
-use crate::{ProjectionError, ReadModel};
+use crate::{statistics, ProjectionError, ReadModel};
 
 /// What a rebuild did.
 #[derive(Debug, Clone)]
@@ -197,6 +197,33 @@ async fn apply_to_shadow<M: ReadModel>(
     Ok(())
 }
 
+/// About how many events of `aggregate_type` the store holds, from the planner's
+/// statistics of `events` (its row estimate times the type's share among the most common
+/// values); counted when the type is not among them.
+async fn estimated_events_of(pool: &PgPool, aggregate_type: &str) -> Result<u64, sqlx::Error> {
+    let estimate: Option<f64> = sqlx::query_scalar(
+        "SELECT greatest(c.reltuples, 0)::float8 * s.most_common_freqs[ \
+                    array_position(s.most_common_vals::text::text[], $1)]::float8 \
+           FROM pg_class c JOIN pg_stats s \
+             ON s.schemaname = 'public' AND s.tablename = 'events' AND s.attname = 'aggregate_type' \
+          WHERE c.oid = 'public.events'::regclass",
+    )
+    .bind(aggregate_type)
+    .fetch_optional(pool)
+    .await?
+    .flatten();
+    let events = match estimate {
+        Some(estimate) => estimate.round() as i64,
+        None => {
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = $1")
+                .bind(aggregate_type)
+                .fetch_one(pool)
+                .await?
+        }
+    };
+    Ok(u64::try_from(events).unwrap_or_default())
+}
+
 /// Rebuilds read model `model` from the event store, reading `batch_size` events at a
 /// time.
 pub async fn rebuild<M: ReadModel + Clone>(
@@ -218,15 +245,21 @@ pub async fn rebuild<M: ReadModel + Clone>(
     let schema = ident(&shadow_schema::<M>());
     // Fresh statistics keep the batched feed reads on the (tx_id, global_position)
     // index: after a bulk load, stale ones can make the planner sort the whole table
-    // for every batch.
-    sqlx::query("ANALYZE events").execute(pool).await?;
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = $1")
-        .bind(M::AGGREGATE_TYPE)
-        .fetch_one(pool)
-        .await?;
-    let bar = progress_bar(u64::try_from(total).unwrap_or_default());
+    // for every batch. Analyzed only when stale by the projectors' own rule (the second
+    // view's rebuild after a load finds the first one's analysis).
+    if statistics::is_stale(pool, "events").await? {
+        sqlx::query("ANALYZE events").execute(pool).await?;
+    }
+    // For the progress bar and the log only: counting 2.6 million events took a quarter
+    // of a second per rebuild.
+    let total = estimated_events_of(pool, M::AGGREGATE_TYPE).await?;
+    let bar = progress_bar(total);
     bar.set_message(format!("rebuilding {}", M::NAME));
-    tracing::info!(read_model = M::NAME, events = total, "rebuild started");
+    tracing::info!(
+        read_model = M::NAME,
+        estimated_events = total,
+        "rebuild started"
+    );
 
     let mut ddl = pool.begin().await?;
     create_shadow_tables(&mut ddl, &schema, M::TABLES).await?;
@@ -260,14 +293,18 @@ pub async fn rebuild<M: ReadModel + Clone>(
 
     // Every event committed before the rebuild started is applied before the swap: the
     // gap-safe feed can pause short of it while any transaction of the server is in
-    // flight, and an empty read then means "wait", not "done".
+    // flight, and an empty read then means "wait", not "done". Nothing past it is read
+    // (events committed since are the live projector's, caught up at the swap): an
+    // unbounded read after the type's last event walks every later event of other types
+    // (0.46 s after the last technology event of the benchmark's store).
     let target = last_committed_of(pool, M::AGGREGATE_TYPE)
         .await?
         .unwrap_or(Position::ZERO);
+    let read = |after| read_feed_of_upto(pool, M::AGGREGATE_TYPE, after, target, batch_size);
     let mut position = Position::ZERO;
     let mut applied: u64 = 0;
     let mut last_log = Instant::now();
-    let mut events = read_feed_of(pool, M::AGGREGATE_TYPE, position, batch_size).await?;
+    let mut events = read(position).await?;
     loop {
         let Some(last) = events.last().map(|e| e.position) else {
             if position >= target {
@@ -278,7 +315,7 @@ pub async fn rebuild<M: ReadModel + Clone>(
                 last_log = Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
-            events = read_feed_of(pool, M::AGGREGATE_TYPE, position, batch_size).await?;
+            events = read(position).await?;
             continue;
         };
         // The next batch is read while this one is applied, and the batch is applied by
@@ -311,14 +348,21 @@ pub async fn rebuild<M: ReadModel + Clone>(
             }
             failed
         };
-        let read = read_feed_of(pool, M::AGGREGATE_TYPE, last, batch_size);
-        let (done, next) = tokio::join!(apply, read);
+        let (done, next) = tokio::join!(apply, read(last));
         done?;
         position = last;
         applied += count;
         bar.inc(count);
+        if applied > total {
+            bar.set_length(applied);
+        }
         if bar.is_hidden() && last_log.elapsed() >= Duration::from_secs(5) {
-            tracing::info!(read_model = M::NAME, applied, total, "rebuild progress");
+            tracing::info!(
+                read_model = M::NAME,
+                applied,
+                estimated_total = total,
+                "rebuild progress"
+            );
             last_log = Instant::now();
         }
         events = next?;

@@ -76,6 +76,24 @@ impl StatsKeeper {
     }
 }
 
+/// Whether `table` (of schema `public`) was never analyzed, or changed by more than its
+/// threshold since its last analysis.
+pub(crate) async fn is_stale(pool: &PgPool, table: &str) -> Result<bool, sqlx::Error> {
+    let fresh: Option<bool> = sqlx::query_scalar(
+        "SELECT coalesce(s.last_analyze, s.last_autoanalyze) IS NOT NULL \
+            AND c.reltuples >= 0 \
+            AND s.n_mod_since_analyze <= $2 * c.reltuples + $3 \
+           FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+          WHERE s.schemaname = 'public' AND s.relname = $1",
+    )
+    .bind(table)
+    .bind(STALE_FRACTION)
+    .bind(STALE_BASE)
+    .fetch_optional(pool)
+    .await?;
+    Ok(fresh != Some(true))
+}
+
 /// Analyzes each of `tables` changed by more than its threshold since its last analysis.
 /// Returns the tables analyzed.
 pub(crate) async fn analyze_stale(

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use commandcenter_event_store::{
-    count_range, read_feed_of, read_range, AggregateEvents, AppendSignal, EventStore, NewEvent,
-    Position,
+    count_range, read_feed_of, read_feed_of_upto, read_range, AggregateEvents, AppendSignal,
+    EventStore, NewEvent, Position,
 };
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
@@ -257,10 +257,11 @@ async fn the_feed_long_poll_answers_when_an_event_commits() {
 }
 
 /// The range reads a projector runs on every batch (`count_range`, and `read_range`,
-/// `read_feed_of` when it fills a hole or catches up) are prepared and run often, so
-/// PostgreSQL settles on their generic plans. Those must be driven by the range on
-/// `(tx_id, global_position)` alone: a generic plan that also reads the aggregate type's
-/// primary-key entries costs every event of the type on each call, growing with the store.
+/// `read_feed_of` when it fills a hole or catches up; a rebuild's `read_feed_of_upto`)
+/// are prepared and run often, so PostgreSQL settles on their generic plans. Those must
+/// be driven by the range on `(tx_id, global_position)` alone: a generic plan that also
+/// reads the aggregate type's primary-key entries costs every event of the type on each
+/// call, and one expecting a large share of the table scans it, growing with the store.
 #[tokio::test]
 async fn the_type_filtered_range_reads_are_planned_on_the_range_alone() {
     let app = spawn_app().await;
@@ -311,6 +312,16 @@ async fn the_type_filtered_range_reads_are_planned_on_the_range_alone() {
         .await
         .unwrap();
     assert_eq!(page.len(), 100);
+    // Bounded: nothing past `upto`, even with room left in the limit.
+    let upto = page[9].position;
+    let bounded = read_feed_of_upto(&generic, "technology", Position::ZERO, upto, 100)
+        .await
+        .unwrap();
+    let positions = |events: &[commandcenter_event_store::StoredEvent]| -> Vec<Position> {
+        events.iter().map(|e| e.position).collect()
+    };
+    assert_eq!(positions(&bounded), positions(&page[..10]));
+    assert_eq!(bounded, page[..10]);
 
     // Each statement as sent, explained with the plan it runs under.
     let mut conn = generic.acquire().await.unwrap();
@@ -322,7 +333,7 @@ async fn the_type_filtered_range_reads_are_planned_on_the_range_alone() {
     .fetch_all(&mut *conn)
     .await
     .unwrap();
-    assert_eq!(prepared.len(), 3, "{prepared:#?}");
+    assert_eq!(prepared.len(), 4, "{prepared:#?}");
     for (name, statement, types) in prepared {
         let args: Vec<&str> = types
             .iter()

@@ -799,6 +799,59 @@ async fn the_live_projector_analyzes_a_read_model_after_a_bulk_load() {
     }
 }
 
+/// How many times `events` was analyzed, by anyone.
+async fn events_analyzed(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT analyze_count + autoanalyze_count FROM pg_stat_user_tables \
+          WHERE schemaname = 'public' AND relname = 'events'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// A rebuild analyzes `events` first when its statistics are stale (never taken, or
+/// after a bulk load), so that its batched reads are planned for the table's real size;
+/// a rebuild finding them fresh (the second view's, after the first one's) does not
+/// analyze it again.
+#[tokio::test]
+async fn a_rebuild_analyzes_the_event_store_only_when_its_statistics_are_stale() {
+    let app = spawn_app_with(|args| args.no_projectors = true).await;
+    bulk_load_technologies(&app, 2_000).await;
+    // Backends publish their table counters up to seconds after their transactions:
+    // wait for the load's, so that none arrives after the first rebuild's ANALYZE.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let inserted: i64 = sqlx::query_scalar(
+            "SELECT n_tup_ins FROM pg_stat_user_tables \
+              WHERE schemaname = 'public' AND relname = 'events'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if inserted >= 2_000 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{inserted} inserts counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = events_analyzed(&app).await;
+    let first = rebuild(&app.pool, &TechnologyView, 500).await.unwrap();
+    assert_eq!(first.events, 2_000);
+    let after_first = events_analyzed(&app).await;
+    assert!(after_first > before, "the loaded store was not analyzed");
+    let second = rebuild(&app.pool, &TechnologyView, 500).await.unwrap();
+    assert_eq!(second.events, 2_000);
+    assert_eq!(
+        events_analyzed(&app).await,
+        after_first,
+        "fresh statistics were taken again"
+    );
+}
+
 /// An idle projector moves its checkpoint across the events of other aggregate types
 /// committed after its own last one, so its lag and catch-up read from near the head.
 #[tokio::test]
