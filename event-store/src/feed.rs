@@ -26,10 +26,12 @@ pub const FALLBACK_POLL: Duration = Duration::from_millis(100);
 /// narrow index range they are, whether it plans them for their values or generically
 /// (its choice for a statement prepared and run often):
 ///
-/// - the range's bounds are repeated on `tx_id` alone: PostgreSQL cannot estimate a row
-///   comparison such as `(tx_id, global_position) > (…)`, guessed a third of the table
-///   and counted a projector's 100-event batch with a parallel scan of the whole store
-///   (330 ms over 2.85 M events), where the index range reads the 100 rows (0.3 ms);
+/// - the range's bounds are repeated on `tx_id` alone: PostgreSQL estimates a row
+///   comparison such as `(tx_id, global_position) > (…)` by its leading column alone (a
+///   default third of the table against a parameter) and never combines two of them into
+///   one range, as it does `tx_id BETWEEN …`: it took a projector's 100-event batch for a
+///   large share of the store and counted it with a parallel scan of all of it (330 ms
+///   over 2.85 M events), where the index range reads the 100 rows (0.3 ms);
 /// - the type is compared in a form no index can serve: with a plain
 ///   `aggregate_type = $n` a generic plan ANDed a bitmap of every primary-key entry of
 ///   the type with the range, again a cost that grows with the store.

@@ -8,7 +8,9 @@
 //!    `search_path` pointing at the shadow schema (a long write transaction would hold
 //!    back the relay for everyone). Secondary indexes are dropped from the shadow tables
 //!    during the load and built once afterwards.
-//! 3. When the feed is exhausted, one transaction takes the read model's apply lock
+//! 3. Once the read model's last event committed when the rebuild started is applied
+//!    (events committed since are the live projector's), one transaction takes the read
+//!    model's apply lock
 //!    (pausing its live projector between batches), applies the events the live
 //!    projector had already applied beyond the rebuild's position, replaces the live
 //!    tables with the shadow ones and sets the checkpoint. The live projector resumes
@@ -243,10 +245,10 @@ pub async fn rebuild<M: ReadModel + Clone>(
         return Err(ProjectionError::RebuildRunning(M::NAME));
     }
     let schema = ident(&shadow_schema::<M>());
-    // Fresh statistics keep the batched feed reads on the (tx_id, global_position)
-    // index: after a bulk load, stale ones can make the planner sort the whole table
-    // for every batch. Analyzed only when stale by the projectors' own rule (the second
-    // view's rebuild after a load finds the first one's analysis).
+    // The batched feed reads and the read models' own statements are planned on these
+    // statistics: after a bulk load they describe a table a fraction of its size.
+    // Analyzed only when never taken or stale by the projectors' rule (the second view's
+    // rebuild after a load finds the first one's analysis).
     if statistics::is_stale(pool, "events").await? {
         sqlx::query("ANALYZE events").execute(pool).await?;
     }
