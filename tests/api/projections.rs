@@ -593,6 +593,65 @@ async fn a_rebuild_waits_for_transactions_in_flight_and_misses_nothing() {
     assert!(waited, "the rebuild waited for the transaction in flight");
 }
 
+/// A rebuild applies its read model's events up to the last one committed when it
+/// started, and stops there: the events committed since are the live projector's (here
+/// none runs), so the rebuild neither waits for them nor reads past its target (with
+/// nothing of the type left, a read past it walks every later event of other types).
+#[tokio::test]
+async fn a_rebuild_stops_at_the_last_event_committed_when_it_started() {
+    let app = spawn_app_with(|args| args.no_projectors = true).await;
+    // A transaction in flight holds the gap-safe feed back, so the rebuild waits with its
+    // target taken while more technologies are created.
+    let mut held =
+        sqlx::PgConnection::connect(&format!("{}/postgres", crate::helpers::server_url()))
+            .await
+            .unwrap();
+    sqlx::query("BEGIN").execute(&mut held).await.unwrap();
+    sqlx::query("SELECT txid_current()")
+        .execute(&mut held)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        app.create_technology(&format!("Before the rebuild {i}"))
+            .await;
+    }
+    let pool = app.pool.clone();
+    let rebuilding = tokio::spawn(async move { rebuild(&pool, &TechnologyView, 100).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // Its shadow tables are committed just before it takes its target.
+    loop {
+        let shadow: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'cc_rebuild_technology_view'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if shadow == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rebuild did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!rebuilding.is_finished(), "the rebuild did not wait");
+    for i in 0..2 {
+        app.create_technology(&format!("During the rebuild {i}"))
+            .await;
+    }
+    sqlx::query("ROLLBACK").execute(&mut held).await.unwrap();
+    let report = rebuilding.await.unwrap().unwrap();
+    assert_eq!(
+        report.events, 3,
+        "events past the rebuild's target were applied"
+    );
+    let stored = app.stored_events().await;
+    assert_eq!(stored.len(), 5);
+    assert_eq!(rows(&app, "technology_view").await.len(), 3);
+}
+
 #[tokio::test]
 async fn rebuild_while_live_swaps_in_an_equal_view() {
     let app = spawn_app().await;
