@@ -794,7 +794,7 @@ pub struct ServeArgs {
     pub max_body_bytes: usize,
     /// Most connections in the database pool (on the primary, and on each replica). More
     /// sessions than the database has cores to run them queue inside PostgreSQL instead:
-    /// on the 2-core benchmark machine, 16 served 11 % more job pages and 7 to 10 % more
+    /// on the 2-core benchmark machine, 16 served 11 % more job pages and 7 to 13 % more
     /// commands a second than 32, with a lower p99.
     #[arg(long, env = "CC_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,

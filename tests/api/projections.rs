@@ -618,24 +618,25 @@ async fn a_rebuild_stops_at_the_last_event_committed_when_it_started() {
     let pool = app.pool.clone();
     let rebuilding = tokio::spawn(async move { rebuild(&pool, &TechnologyView, 100).await });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    // Its shadow tables are committed just before it takes its target.
+    // It reads up to its target only once it has taken it: wait for that read (a
+    // session's last statement stays in `pg_stat_activity`).
     loop {
-        let shadow: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_namespace WHERE nspname = 'cc_rebuild_technology_view'",
+        let reading: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+              WHERE datname = current_database() AND query LIKE '%FROM events%LIMIT $6'",
         )
         .fetch_one(&app.pool)
         .await
         .unwrap();
-        if shadow == 1 {
+        if reading > 0 {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the rebuild did not start"
+            "the rebuild did not start reading"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!rebuilding.is_finished(), "the rebuild did not wait");
     for i in 0..2 {
         app.create_technology(&format!("During the rebuild {i}"))
