@@ -11,7 +11,9 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgPool, Postgres, Row};
 use tokio::time::Instant;
 
 use crate::store::position_from_row;
@@ -39,6 +41,22 @@ const IN_RANGE: &str = "(tx_id, global_position) > ($1::text::xid8, $2) \
      AND (tx_id, global_position) <= ($3::text::xid8, $4) \
      AND tx_id BETWEEN $1::text::xid8 AND $3::text::xid8 \
      AND (aggregate_type = $5) IS TRUE";
+
+/// Binds `IN_RANGE`'s `$1`–`$5`: events of `aggregate_type` after `after` up to and
+/// including `upto`.
+fn bind_in_range<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    aggregate_type: &'q str,
+    after: Position,
+    upto: Position,
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(after.tx_id_text())
+        .bind(after.global_position)
+        .bind(upto.tx_id_text())
+        .bind(upto.global_position)
+        .bind(aggregate_type)
+}
 
 /// Up to `limit` events after `after`, in feed order.
 pub async fn read_feed(
@@ -107,12 +125,7 @@ pub async fn read_feed_of_upto(
           ORDER BY tx_id, global_position \
           LIMIT $6"
     );
-    let rows = sqlx::query(&sql)
-        .bind(after.tx_id_text())
-        .bind(after.global_position)
-        .bind(upto.tx_id_text())
-        .bind(upto.global_position)
-        .bind(aggregate_type)
+    let rows = bind_in_range(sqlx::query(&sql), aggregate_type, after, upto)
         .bind(limit)
         .fetch_all(pool)
         .await?;
@@ -133,12 +146,7 @@ pub async fn read_range(
           WHERE {IN_RANGE} \
           ORDER BY tx_id, global_position"
     );
-    let rows = sqlx::query(&sql)
-        .bind(after.tx_id_text())
-        .bind(after.global_position)
-        .bind(upto.tx_id_text())
-        .bind(upto.global_position)
-        .bind(aggregate_type)
+    let rows = bind_in_range(sqlx::query(&sql), aggregate_type, after, upto)
         .fetch_all(conn)
         .await?;
     Ok(StoredEvent::from_rows(&rows)?)
@@ -178,14 +186,10 @@ pub async fn count_range(
     upto: Position,
 ) -> Result<i64, StoreError> {
     let sql = format!("SELECT count(*) FROM events WHERE {IN_RANGE}");
-    Ok(sqlx::query_scalar(&sql)
-        .bind(after.tx_id_text())
-        .bind(after.global_position)
-        .bind(upto.tx_id_text())
-        .bind(upto.global_position)
-        .bind(aggregate_type)
+    let row = bind_in_range(sqlx::query(&sql), aggregate_type, after, upto)
         .fetch_one(conn)
-        .await?)
+        .await?;
+    Ok(row.try_get(0)?)
 }
 
 /// Like [`read_feed_filtered`], but when nothing is there yet, waits up to `wait` for

@@ -563,12 +563,9 @@ async fn status_and_rebuild_of_an_unknown_read_model() {
     assert!(err.to_string().contains("technology_view"));
 }
 
-/// The gap-safe feed pauses while any transaction of the server is in flight, in any
-/// database: a rebuild started then waits for it and applies every event committed before
-/// it started, instead of swapping in a partial view.
-#[tokio::test]
-async fn a_rebuild_waits_for_transactions_in_flight_and_misses_nothing() {
-    let app = spawn_app_with(|args| args.no_projectors = true).await;
+/// A transaction left open (with an id) in another database of the server: the gap-safe
+/// feed goes no further until it ends (`ROLLBACK` on the connection returned).
+async fn hold_the_feed() -> sqlx::PgConnection {
     let mut held =
         sqlx::PgConnection::connect(&format!("{}/postgres", crate::helpers::server_url()))
             .await
@@ -578,6 +575,16 @@ async fn a_rebuild_waits_for_transactions_in_flight_and_misses_nothing() {
         .execute(&mut held)
         .await
         .unwrap();
+    held
+}
+
+/// The gap-safe feed pauses while any transaction of the server is in flight, in any
+/// database: a rebuild started then waits for it and applies every event committed before
+/// it started, instead of swapping in a partial view.
+#[tokio::test]
+async fn a_rebuild_waits_for_transactions_in_flight_and_misses_nothing() {
+    let app = spawn_app_with(|args| args.no_projectors = true).await;
+    let mut held = hold_the_feed().await;
     for i in 0..3 {
         app.create_technology(&format!("Behind a transaction {i}"))
             .await;
@@ -602,15 +609,7 @@ async fn a_rebuild_stops_at_the_last_event_committed_when_it_started() {
     let app = spawn_app_with(|args| args.no_projectors = true).await;
     // A transaction in flight holds the gap-safe feed back, so the rebuild waits with its
     // target taken while more technologies are created.
-    let mut held =
-        sqlx::PgConnection::connect(&format!("{}/postgres", crate::helpers::server_url()))
-            .await
-            .unwrap();
-    sqlx::query("BEGIN").execute(&mut held).await.unwrap();
-    sqlx::query("SELECT txid_current()")
-        .execute(&mut held)
-        .await
-        .unwrap();
+    let mut held = hold_the_feed().await;
     for i in 0..3 {
         app.create_technology(&format!("Before the rebuild {i}"))
             .await;
