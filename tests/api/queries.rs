@@ -697,6 +697,37 @@ async fn a_search_counts_exactly_up_to_a_cap_and_estimates_beyond_it() {
         assert_eq!(few["total"], expected, "total for {word}");
         assert_eq!(few["total_is_estimate"], false, "for {word}");
     }
+
+    // A first page shorter than its limit holds every match and is its own count; a
+    // short page after a cursor or a skip is not.
+    let matching = count(&app, &like("number 1")).await;
+    assert!((100..=1_000).contains(&matching), "{matching}");
+    let whole = get_json(&app, "/api/v1/technologies?search=number%201&limit=1000").await;
+    assert_eq!(whole["total"], matching);
+    assert_eq!(whole["items"].as_array().unwrap().len() as i64, matching);
+    assert_eq!(whole["next_cursor"], Value::Null);
+    let first = get_json(
+        &app,
+        &format!(
+            "/api/v1/technologies?search=number%201&limit={}",
+            matching - 5
+        ),
+    )
+    .await;
+    assert_eq!(first["total"], matching);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    for later in [
+        format!("/api/v1/technologies?search=number%201&limit=1000&cursor={cursor}"),
+        format!(
+            "/api/v1/technologies?search=number%201&limit=1000&skip={}",
+            matching - 5
+        ),
+    ] {
+        let page = get_json(&app, &later).await;
+        assert_eq!(page["items"].as_array().unwrap().len(), 5, "{later}");
+        assert_eq!(page["total"], matching, "{later}");
+        assert_eq!(page["total_is_estimate"], false, "{later}");
+    }
 }
 
 /// Each read-model row's stored document is what the query API answered for it before

@@ -1,7 +1,8 @@
 //! The statement of a technology page over `technology_view`: the rows (keyset after a
 //! cursor, or `skip` for old clients), the total (from `technology_counts` when the
 //! filters are project, domain and status only; otherwise one `count(*)` with the same
-//! filters, which a search stops at [`SEARCH_EXACT_TOTAL`] + 1 matches) and the read
+//! filters, which a search stops at [`SEARCH_EXACT_TOTAL`] + 1 matches, and skips on a
+//! first page shorter than its limit + 1, which holds every match) and the read
 //! model's checkpoint, all from one snapshot. Every value is bound, but for the page's
 //! limit where one plan serves every value (`bounded::push_limit`: a checked integer);
 //! only constant SQL chosen from allow-lists is pushed as text.
@@ -365,10 +366,27 @@ impl TechnologyPage<'_> {
             qb.push("SELECT coalesce(sum(n), 0)::bigint AS n FROM technology_counts WHERE true");
             filters.push(&mut qb, true);
         } else if self.capped_total() {
-            qb.push("SELECT count(*) AS n FROM (SELECT 1 FROM technology_view t WHERE true");
+            // A first page shorter than its limit + 1 holds every match, so it is its own
+            // count: a rare word's matches are found once, not again by the count (which,
+            // like the page, would read them through the trigram index).
+            let first_page = cursor.is_none() && self.skip == 0;
+            if first_page {
+                qb.push("SELECT CASE WHEN (SELECT count(*) FROM page) <= ")
+                    .push_bind(self.limit)
+                    .push(" THEN (SELECT count(*) FROM page) ELSE (");
+            }
+            qb.push(if first_page {
+                "SELECT count(*) FROM (SELECT 1 FROM technology_view t WHERE true"
+            } else {
+                "SELECT count(*) AS n FROM (SELECT 1 FROM technology_view t WHERE true"
+            });
             filters.push(&mut qb, false);
             push_limit(&mut qb, SEARCH_EXACT_TOTAL + 1, 0, false);
-            qb.push(") AS matches");
+            qb.push(if first_page {
+                ") AS matches) END AS n"
+            } else {
+                ") AS matches"
+            });
         } else {
             qb.push("SELECT count(*) AS n FROM technology_view t WHERE true");
             filters.push(&mut qb, false);
