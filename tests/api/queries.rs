@@ -730,6 +730,42 @@ async fn a_search_counts_exactly_up_to_a_cap_and_estimates_beyond_it() {
     }
 }
 
+/// A technology whose text is as long as the API allows and does not compress (a B-tree
+/// entry holding it would exceed PostgreSQL's 2,704 bytes) is projected, found by a
+/// search for its last word, and survives a rebuild of the view.
+#[tokio::test]
+async fn a_long_incompressible_description_is_projected_searched_and_rebuilt() {
+    use commandcenter_projections::{rebuild, TechnologyView};
+    let app = spawn_app().await;
+    let words: Vec<String> = (0..540)
+        .map(|_| uuid::Uuid::now_v7().simple().to_string())
+        .collect();
+    let description = words.join(" ");
+    assert!(description.chars().count() <= 20_000);
+    let tags: Vec<String> = (0..50)
+        .map(|_| uuid::Uuid::now_v7().simple().to_string())
+        .collect();
+    let created = app
+        .post(
+            "/api/v1/technologies",
+            &json!({"project_id": 1, "title": "Long", "domain": "ai-ml",
+                    "description": description, "tags": tags}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"].clone();
+    app.wait_caught_up().await;
+    let last = words.last().unwrap();
+    for _ in 0..2 {
+        let found = get_json(&app, &format!("/api/v1/technologies?search={last}")).await;
+        assert_eq!(found["total"], 1);
+        assert_eq!(found["items"][0]["id"], id);
+        let found = get_json(&app, &format!("/api/v1/technologies?search={}", tags[49])).await;
+        assert_eq!(found["items"][0]["id"], id);
+        rebuild(&app.pool, &TechnologyView, 100).await.unwrap();
+    }
+}
+
 /// Each read-model row's stored document is what the query API answered for it before
 /// documents were stored — the row as PostgreSQL writes it, read into JSON and written
 /// compactly — byte for byte, across every field (nulls, integral and fractional floats,

@@ -28,6 +28,10 @@ use crate::response::{document, position_columns, read_position};
 /// A search counts its matches exactly up to this many; past it, its total is an estimate.
 pub(crate) const SEARCH_EXACT_TOTAL: i64 = 1_000;
 
+// A short first page is its own count (see `statement`), which is exact only while no
+// page can hold more rows than the cap.
+const _: () = assert!(crate::technologies::MAX_LIMIT <= SEARCH_EXACT_TOTAL);
+
 /// A supported sort: the column (as SQL) and the type its cursor value casts back to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SortKey {
@@ -405,7 +409,7 @@ impl TechnologyPage<'_> {
 mod tests {
     use commandcenter_domain::technology::TechnologyDomain;
 
-    use super::{like_escaped, Filters, SortKey, TechnologyPage};
+    use super::{like_escaped, Cursor, Filters, SortKey, TechnologyPage};
 
     fn page(filters: &Filters, key: SortKey, skip: i64) -> TechnologyPage<'_> {
         TechnologyPage {
@@ -460,6 +464,41 @@ mod tests {
                 .sql()
                 .contains("OFFSET"),
             "no offset on a first page"
+        );
+    }
+
+    #[test]
+    fn only_a_first_page_of_a_search_is_its_own_count() {
+        let search = Filters {
+            project_id: Some(1),
+            search: Some("rare".into()),
+            ..Filters::default()
+        };
+        let own_count = |page: &TechnologyPage<'_>| {
+            page.statement()
+                .sql()
+                .contains("(SELECT count(*) FROM page) <= $")
+        };
+        assert!(own_count(&page(&search, SortKey::Importance, 0)));
+        assert!(own_count(&page(&search, SortKey::Rank, 0)));
+        assert!(!own_count(&page(&search, SortKey::Importance, 10)));
+        let cursor = Cursor {
+            sort: "-importance".into(),
+            value: "1".into(),
+            id: "00000000-0000-0000-0000-000000000000".into(),
+        };
+        let after = TechnologyPage {
+            cursor: Some(&cursor),
+            ..page(&search, SortKey::Importance, 0)
+        };
+        assert!(!own_count(&after));
+        let project = Filters {
+            project_id: Some(1),
+            ..Filters::default()
+        };
+        assert!(
+            !own_count(&page(&project, SortKey::Importance, 0)),
+            "a total from technology_counts"
         );
     }
 
