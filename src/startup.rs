@@ -244,6 +244,7 @@ pub async fn query_state(
             ),
         },
         metrics: services.metrics.clone(),
+        search_words: Arc::new(commandcenter_query_api::search_words::SearchWords::new()),
     })
 }
 

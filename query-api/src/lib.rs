@@ -26,6 +26,7 @@ pub mod pools;
 mod queries;
 pub mod response;
 pub mod schema;
+pub mod search_words;
 pub mod technologies;
 pub mod time_travel;
 pub mod ws;
@@ -68,6 +69,8 @@ pub struct QueryState {
     pub config: QueryConfig,
     /// Where reads, cache use and sockets are counted.
     pub metrics: Arc<commandcenter_metrics::Metrics>,
+    /// Which word of a search the trigram index looks up.
+    pub search_words: Arc<search_words::SearchWords>,
 }
 
 /// What the auditors' reads need: they read the event store itself, not the read models.

@@ -56,7 +56,7 @@ pub async fn list_technologies(
     Query(params): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let params = Params(params);
-    let filters = Filters::parse(&params)?;
+    let mut filters = Filters::parse(&params)?;
     let limit = params.int("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)?;
     let skip = params.int("skip", 0, 0, MAX_SKIP)?;
     // The previous API's order: priority, relevance score, updated_at, all descending.
@@ -87,12 +87,16 @@ pub async fn list_technologies(
         &params.0,
     );
     let reads = state.config.expensive.clone();
+    let search_words = state.search_words.clone();
     cached_or(
         &state,
         cache_key,
         min,
         &[("technology_view", "technology")],
         |pool| async move {
+            if let Some(search) = &filters.search {
+                filters.search_driver = search_words.driver(search, &pool.pool).await;
+            }
             let page = TechnologyPage {
                 filters: &filters,
                 key,

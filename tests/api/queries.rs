@@ -39,6 +39,20 @@ async fn get_json(app: &TestApp, path: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// `n` technologies in project 1 through `demo seed`, titled "Seed <run> #<i>" and
+/// described "Seeded technology number <i> for benchmarks.".
+async fn demo_technologies(app: &TestApp, n: u64) {
+    use commandcenter_event_store::{AppendSignal, EventStore};
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local());
+    let plan = commandcenter::demo::SeedPlan {
+        projects: 1,
+        technologies: n,
+        updates_per_technology: 0,
+        jobs: 0,
+    };
+    commandcenter::demo::seed(&store, plan).await.unwrap();
+}
+
 async fn count(app: &TestApp, sql_where: &str) -> i64 {
     sqlx::query_scalar(&format!(
         "SELECT count(*) FROM technology_view t WHERE {sql_where}"
@@ -661,16 +675,8 @@ async fn the_cache_never_serves_an_answer_older_than_a_notification() {
 /// described "Seeded technology number <n> for benchmarks.".
 #[tokio::test]
 async fn a_search_counts_exactly_up_to_a_cap_and_estimates_beyond_it() {
-    use commandcenter_event_store::{AppendSignal, EventStore};
     let app = spawn_app().await;
-    let store = EventStore::new(app.pool.clone(), AppendSignal::local());
-    let plan = commandcenter::demo::SeedPlan {
-        projects: 1,
-        technologies: 1_500,
-        updates_per_technology: 0,
-        jobs: 0,
-    };
-    commandcenter::demo::seed(&store, plan).await.unwrap();
+    demo_technologies(&app, 1_500).await;
     app.wait_caught_up().await;
     let like =
         |word: &str| format!("cc_search_text(t.title, t.description, t.tags) LIKE '%{word}%'");
@@ -728,6 +734,59 @@ async fn a_search_counts_exactly_up_to_a_cap_and_estimates_beyond_it() {
         assert_eq!(page["total"], matching, "{later}");
         assert_eq!(page["total_is_estimate"], false, "{later}");
     }
+}
+
+/// A search of a common and a rare word gives the trigram index the rare word alone and
+/// checks the whole pattern on the rows it finds: the same answer as the whole pattern.
+#[tokio::test]
+async fn a_search_of_a_common_and_a_rare_word_answers_the_whole_pattern() {
+    use commandcenter_query_api::search_words::SearchWords;
+    let app = spawn_app().await;
+    demo_technologies(&app, 1_500).await;
+    let mut ids = Vec::new();
+    for (title, description) in [
+        ("Xylo A", "a technology xylophone"),
+        ("Xylo B", "xylophone only"),
+    ] {
+        let created = app
+            .post(
+                "/api/v1/technologies",
+                &json!({"project_id": 1, "title": title, "domain": "ai-ml",
+                        "description": description}),
+            )
+            .await;
+        assert_eq!(created.status(), 201);
+        ids.push(created.json::<Value>().await.unwrap()["id"].clone());
+    }
+    app.wait_caught_up().await;
+    sqlx::query("ANALYZE technology_view")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let like = |word: &str| format!("t.search_text LIKE '%{word}%'");
+    assert_eq!(count(&app, &like("technology")).await, 1_501);
+    assert_eq!(count(&app, &like("xylophone")).await, 2);
+    assert_eq!(count(&app, &like("technology xylophone")).await, 1);
+    assert_eq!(
+        SearchWords::new()
+            .driver("Technology  xylophone", &app.pool)
+            .await
+            .as_deref(),
+        Some("xylophone")
+    );
+
+    for path in [
+        "/api/v1/technologies?search=technology%20xylophone",
+        "/api/v1/technologies?search=technology%20xylophone&sort=-rank",
+        "/api/v1/technologies?search=technology%20xylophone&limit=1&skip=0&project_id=1",
+    ] {
+        let found = get_json(&app, path).await;
+        assert_eq!(found["total"], 1, "{path}: {found}");
+        assert_eq!(found["items"].as_array().unwrap().len(), 1, "{path}");
+        assert_eq!(found["items"][0]["id"], ids[0], "{path}");
+    }
+    let both = get_json(&app, "/api/v1/technologies?search=xylophone").await;
+    assert_eq!(both["total"], 2);
 }
 
 /// A technology whose text is as long as the API allows and does not compress (a B-tree

@@ -90,6 +90,9 @@ pub(crate) struct Filters {
     domain: Option<TechnologyDomain>,
     status: Option<TechnologyStatus>,
     pub(crate) search: Option<String>,
+    /// The word of `search` the trigram index looks up alone, with the whole pattern
+    /// checked on the rows it finds (`search_words`); `None`: the index gets the pattern.
+    pub(crate) search_driver: Option<String>,
     priority_min: Option<i64>,
     relevance_min: Option<i64>,
     tag: Option<String>,
@@ -105,6 +108,7 @@ impl Filters {
             domain: params.parsed("domain", TechnologyDomain::parse)?,
             status: params.parsed("status", TechnologyStatus::parse)?,
             search: params.parsed("search", |name, text| bounded_text(name, text, 1, 200))?,
+            search_driver: None,
             priority_min: params.opt_int("priority_min", 1, 5)?,
             relevance_min: params.opt_int("relevance_min", 0, 100)?,
             tag: params.parsed("tag", |name, text| bounded_text(name, text, 1, 64))?,
@@ -143,9 +147,21 @@ impl Filters {
             // is the three lower-cased (migration 0016), trigram-indexed. The pattern is
             // one value, so a plan made for it (`Plan::PerValues`) reads its frequency in
             // the column's statistics.
-            qb.push(" AND t.search_text LIKE lower(")
-                .push_bind(format!("%{}%", like_escaped(search)))
-                .push(")");
+            let pattern = format!("%{}%", like_escaped(search));
+            match &self.search_driver {
+                // `IS TRUE` keeps the whole pattern from the index: the planner gives an
+                // index only bare `column LIKE value` conditions.
+                Some(word) => qb
+                    .push(" AND t.search_text LIKE lower(")
+                    .push_bind(format!("%{}%", like_escaped(word)))
+                    .push(") AND (t.search_text LIKE lower(")
+                    .push_bind(pattern)
+                    .push(")) IS TRUE"),
+                None => qb
+                    .push(" AND t.search_text LIKE lower(")
+                    .push_bind(pattern)
+                    .push(")"),
+            };
         }
         if let Some(min) = self.priority_min {
             qb.push(" AND t.priority >= ").push_bind(min as i16);
@@ -500,6 +516,37 @@ mod tests {
             !own_count(&page(&project, SortKey::Importance, 0)),
             "a total from technology_counts"
         );
+    }
+
+    #[test]
+    fn a_driving_word_goes_to_the_index_and_the_whole_pattern_is_checked_after() {
+        let mut search = Filters {
+            project_id: Some(1),
+            search: Some("number 4242".into()),
+            ..Filters::default()
+        };
+        let sql = page(&search, SortKey::Importance, 0)
+            .statement()
+            .sql()
+            .to_string();
+        assert!(!sql.contains("IS TRUE"), "{sql}");
+        search.search_driver = Some("4242".into());
+        let sql = page(&search, SortKey::Importance, 0)
+            .statement()
+            .sql()
+            .to_string();
+        // In the page and in the count alike.
+        assert_eq!(
+            sql.matches("t.search_text LIKE lower($").count(),
+            4,
+            "{sql}"
+        );
+        assert_eq!(
+            sql.matches("AND (t.search_text LIKE lower($").count(),
+            2,
+            "{sql}"
+        );
+        assert_eq!(sql.matches(")) IS TRUE").count(), 2, "{sql}");
     }
 
     #[test]

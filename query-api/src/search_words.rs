@@ -1,0 +1,228 @@
+//! Which word of a search of several words the trigram index looks up.
+//!
+//! A trigram (GIN) index finds a pattern's rows by reading the posting list of every
+//! trigram in it, whole. A search such as `number 4242`, over 50,000 technologies whose
+//! descriptions all hold "number", read the lists of "num", "umb", "mbe", "ber" and "er ",
+//! each naming every row: 103 index pages and 0.77 ms, where `4242` alone read 5 pages in
+//! 0.02 ms. So when one word of a search is rare and another common, the index is given
+//! the rare word alone, and the whole pattern is checked on the rows it finds (written so
+//! that the planner cannot give it to the index as well). The answer is the same either
+//! way: a row holding the whole pattern holds each of its words.
+//!
+//! Which words are rare comes from the sample the planner itself estimates patterns with:
+//! the statistics of `technology_view.search_text` (its most common values and histogram
+//! in `pg_stats`, kept fresh by the projectors), read once when the first search needs
+//! them and again when a search finds them older than [`REFRESH_EVERY`].
+
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+/// How long a sample of the statistics serves before a search reads it again.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
+
+/// A word is common when it is in at least this share of the sampled rows...
+const COMMON: f64 = 0.10;
+/// ...and rare when in at most this share (the histogram has about 100 values, so a word
+/// in at most two of them).
+const RARE: f64 = 0.02;
+
+/// The shortest word the trigram index can look up.
+const INDEXABLE_CHARS: usize = 3;
+
+/// The statistics' sample of `search_text`, for one process.
+#[derive(Default)]
+pub struct SearchWords {
+    sample: RwLock<Arc<Sample>>,
+    /// Held by the one search that reads the statistics again.
+    reading: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Sample {
+    /// When it was read; `None` before the first read.
+    taken: Option<Instant>,
+    /// Each sampled value with the share of the rows it stands for.
+    values: Vec<(String, f64)>,
+}
+
+impl Sample {
+    fn is_fresh(&self) -> bool {
+        self.taken.is_some_and(|t| t.elapsed() < REFRESH_EVERY)
+    }
+}
+
+impl SearchWords {
+    /// Nothing read yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The word of `search` the index should look up alone, if any (see the module
+    /// docs). The first call reads the statistics from `pool`; a call that finds them
+    /// stale reads them again while concurrent calls use the previous sample.
+    pub async fn driver(&self, search: &str, pool: &PgPool) -> Option<String> {
+        if words(search).len() < 2 {
+            return None;
+        }
+        let sample = self.current(pool).await;
+        choose(&sample.values, search)
+    }
+
+    async fn current(&self, pool: &PgPool) -> Arc<Sample> {
+        let sample = self.snapshot();
+        if sample.is_fresh() {
+            return sample;
+        }
+        let _reading = if sample.taken.is_none() {
+            self.reading.lock().await
+        } else {
+            match self.reading.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return sample,
+            }
+        };
+        let sample = self.snapshot();
+        if sample.is_fresh() {
+            return sample;
+        }
+        let values = read_sample(pool).await.unwrap_or_else(|err| {
+            tracing::warn!(%err, "cannot read the search text's statistics; searches give the index every word");
+            Vec::new()
+        });
+        let sample = Arc::new(Sample {
+            taken: Some(Instant::now()),
+            values,
+        });
+        *self.sample.write().unwrap_or_else(PoisonError::into_inner) = sample.clone();
+        sample
+    }
+
+    fn snapshot(&self) -> Arc<Sample> {
+        self.sample
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The sampled values of `technology_view.search_text`, each with the share of the rows
+/// it stands for (as the planner weighs them): a most common value its frequency, a
+/// histogram value an equal part of the rest. Empty before the table is first analyzed.
+pub async fn read_sample(pool: &PgPool) -> Result<Vec<(String, f64)>, sqlx::Error> {
+    type Stats = (
+        Option<Vec<String>>,
+        Option<Vec<f32>>,
+        Option<Vec<String>>,
+        f32,
+    );
+    let stats: Option<Stats> = sqlx::query_as(
+        "SELECT most_common_vals::text::text[], most_common_freqs, \
+                histogram_bounds::text::text[], null_frac \
+           FROM pg_stats \
+          WHERE schemaname = current_schema() AND tablename = 'technology_view' \
+            AND attname = 'search_text'",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let Some((common, freqs, histogram, null_frac)) = stats else {
+        return Ok(Vec::new());
+    };
+    let common: Vec<(String, f64)> = common
+        .unwrap_or_default()
+        .into_iter()
+        .zip(freqs.unwrap_or_default().into_iter().map(f64::from))
+        .collect();
+    let rest = 1.0 - f64::from(null_frac) - common.iter().map(|(_, f)| f).sum::<f64>();
+    let histogram = histogram.unwrap_or_default();
+    let each = rest.max(0.0) / histogram.len().max(1) as f64;
+    Ok(common
+        .into_iter()
+        .chain(histogram.into_iter().map(|value| (value, each)))
+        .collect())
+}
+
+/// The words of `search` the index can look up (lower-cased, as `search_text` is).
+fn words(search: &str) -> Vec<String> {
+    search
+        .split_whitespace()
+        .filter(|w| w.chars().count() >= INDEXABLE_CHARS)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// The share of the rows `sample` says hold `word`.
+fn share(sample: &[(String, f64)], word: &str) -> f64 {
+    sample
+        .iter()
+        .filter(|(value, _)| value.contains(word))
+        .map(|(_, weight)| weight)
+        .sum()
+}
+
+/// The rarest word of `search` when it is rare and another is common; `None` otherwise
+/// (one word, all rare, all common, or no sample), when the index is given the whole
+/// pattern. Of equally rare words, the longest (more trigrams to narrow with).
+fn choose(sample: &[(String, f64)], search: &str) -> Option<String> {
+    let words = words(search);
+    if words.len() < 2 || sample.is_empty() {
+        return None;
+    }
+    let shares: Vec<(f64, String)> = words
+        .into_iter()
+        .map(|word| (share(sample, &word), word))
+        .collect();
+    let commonest = shares.iter().map(|(s, _)| *s).fold(0.0, f64::max);
+    let (rarest, word) = shares.into_iter().min_by(|(a, x), (b, y)| {
+        a.total_cmp(b)
+            .then_with(|| y.chars().count().cmp(&x.chars().count()))
+    })?;
+    (commonest >= COMMON && rarest <= RARE).then_some(word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose;
+
+    /// 100 sampled rows shaped like the seeded ones, each standing for 1 %.
+    fn sample() -> Vec<(String, f64)> {
+        (0..100)
+            .map(|n| {
+                (
+                    format!(
+                        "seed #{n} seeded technology number {} for benchmarks.",
+                        n * 500
+                    ),
+                    0.01,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_rare_word_of_a_common_and_a_rare_one_is_looked_up_alone() {
+        let sample = sample();
+        assert_eq!(choose(&sample, "number 4242").as_deref(), Some("4242"));
+        assert_eq!(choose(&sample, "4242  NUMBER").as_deref(), Some("4242"));
+        // Equally rare: the longer word.
+        assert_eq!(
+            choose(&sample, "number 4242 77777").as_deref(),
+            Some("77777")
+        );
+    }
+
+    #[test]
+    fn otherwise_the_index_gets_the_whole_pattern() {
+        let sample = sample();
+        assert_eq!(choose(&sample, "4242"), None, "one word");
+        assert_eq!(
+            choose(&sample, "number 42"),
+            None,
+            "a word too short to index"
+        );
+        assert_eq!(choose(&sample, "seeded number"), None, "all common");
+        assert_eq!(choose(&sample, "4242 77777"), None, "all rare");
+        assert_eq!(choose(&[], "number 4242"), None, "no statistics yet");
+    }
+}
