@@ -1,4 +1,6 @@
-//! Which word of a search of several words the trigram index looks up.
+//! Which word of a search of several words the trigram index looks up, and how many rows
+//! a search matches by the column's statistics (the estimate of a total past the exact
+//! count's cap).
 //!
 //! A trigram (GIN) index finds a pattern's rows by reading the posting list of every
 //! trigram in it, whole. A search such as `number 4242`, over 50,000 technologies whose
@@ -39,6 +41,16 @@ pub struct SearchWords {
     reading: tokio::sync::Mutex<()>,
 }
 
+/// What the statistics say of one search.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchPlan {
+    /// The word the index should look up alone, if any (see the module docs).
+    pub driver: Option<String>,
+    /// The share of the rows holding the whole search, as the planner would estimate it
+    /// (`None` before the column is first analyzed).
+    pub share: Option<f64>,
+}
+
 #[derive(Default)]
 struct Sample {
     /// When it was read; `None` before the first read.
@@ -59,15 +71,16 @@ impl SearchWords {
         Self::default()
     }
 
-    /// The word of `search` the index should look up alone, if any (see the module
-    /// docs). The first call reads the statistics from `pool`; a call that finds them
-    /// stale reads them again while concurrent calls use the previous sample.
-    pub async fn driver(&self, search: &str, pool: &PgPool) -> Option<String> {
-        if words(search).len() < 2 {
-            return None;
-        }
+    /// What the statistics say of `search`. The first call reads them from `pool`; a
+    /// call that finds them stale reads them again while concurrent calls use the
+    /// previous sample.
+    pub async fn plan(&self, search: &str, pool: &PgPool) -> SearchPlan {
         let sample = self.current(pool).await;
-        choose(&sample.values, search)
+        SearchPlan {
+            driver: choose(&sample.values, search),
+            share: (!sample.values.is_empty())
+                .then(|| share(&sample.values, &search.to_lowercase())),
+        }
     }
 
     async fn current(&self, pool: &PgPool) -> Arc<Sample> {

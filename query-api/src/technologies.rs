@@ -95,7 +95,7 @@ pub async fn list_technologies(
         &[("technology_view", "technology")],
         |pool| async move {
             if let Some(search) = &filters.search {
-                filters.search_driver = search_words.driver(search, &pool.pool).await;
+                filters.search_plan = search_words.plan(search, &pool.pool).await;
             }
             let page = TechnologyPage {
                 filters: &filters,

@@ -7,8 +7,9 @@
 //! limit where one plan serves every value (`bounded::push_limit`: a checked integer);
 //! only constant SQL chosen from allow-lists is pushed as text.
 //!
-//! A search answers its total exactly up to [`SEARCH_EXACT_TOTAL`] matches; beyond, the
-//! planner's estimate of the matches (at least the cap + 1), flagged `total_is_estimate`:
+//! A search answers its total exactly up to [`SEARCH_EXACT_TOTAL`] matches; beyond, an
+//! estimate from the column statistics (at least the cap + 1; see `estimated_total`),
+//! flagged `total_is_estimate`:
 //! counting every match of a common word cost 18 pages' worth of work per request.
 
 use commandcenter_api_error::ApiError;
@@ -24,6 +25,7 @@ use crate::bounded::{fetch_all, push_limit, ExpensiveReads, Plan, EXPENSIVE_SKIP
 use crate::cursor::Cursor;
 use crate::params::Params;
 use crate::response::{document, position_columns, read_position};
+use crate::search_words::SearchPlan;
 
 /// A search counts its matches exactly up to this many; past it, its total is an estimate.
 pub(crate) const SEARCH_EXACT_TOTAL: i64 = 1_000;
@@ -90,9 +92,10 @@ pub(crate) struct Filters {
     domain: Option<TechnologyDomain>,
     status: Option<TechnologyStatus>,
     pub(crate) search: Option<String>,
-    /// The word of `search` the trigram index looks up alone, with the whole pattern
-    /// checked on the rows it finds (`search_words`); `None`: the index gets the pattern.
-    pub(crate) search_driver: Option<String>,
+    /// What the statistics say of `search` (`search_words`): the word the trigram index
+    /// looks up alone, with the whole pattern checked on the rows it finds (without one,
+    /// the index gets the pattern), and the share of the rows it matches.
+    pub(crate) search_plan: SearchPlan,
     priority_min: Option<i64>,
     relevance_min: Option<i64>,
     tag: Option<String>,
@@ -108,7 +111,7 @@ impl Filters {
             domain: params.parsed("domain", TechnologyDomain::parse)?,
             status: params.parsed("status", TechnologyStatus::parse)?,
             search: params.parsed("search", |name, text| bounded_text(name, text, 1, 200))?,
-            search_driver: None,
+            search_plan: SearchPlan::default(),
             priority_min: params.opt_int("priority_min", 1, 5)?,
             relevance_min: params.opt_int("relevance_min", 0, 100)?,
             tag: params.parsed("tag", |name, text| bounded_text(name, text, 1, 64))?,
@@ -119,16 +122,23 @@ impl Filters {
 
     /// True when `technology_counts` can give the total.
     fn countable(&self) -> bool {
-        self.search.is_none()
-            && self.priority_min.is_none()
+        self.search.is_none() && self.countable_but_search()
+    }
+
+    /// True when `technology_counts` can count the rows every filter but the search
+    /// selects.
+    fn countable_but_search(&self) -> bool {
+        self.priority_min.is_none()
             && self.relevance_min.is_none()
             && self.tag.is_none()
             && self.maturity_level.is_none()
             && self.cost_tier.is_none()
     }
 
-    /// Appends ` AND …` for each filter, with bound values.
-    fn push(&self, qb: &mut QueryBuilder<'_, Postgres>, counts_table: bool) {
+    /// Appends ` AND …` for project, domain and status, with bound values: columns of
+    /// `technology_counts` too (without the `t.` of `technology_view t` when
+    /// `counts_table`).
+    fn push_countable(&self, qb: &mut QueryBuilder<'_, Postgres>, counts_table: bool) {
         let p = if counts_table { "" } else { "t." };
         if let Some(project) = self.project_id {
             qb.push(format_args!(" AND {p}project_id = "))
@@ -142,13 +152,18 @@ impl Filters {
             qb.push(format_args!(" AND {p}status = "))
                 .push_bind(status.as_str());
         }
+    }
+
+    /// Appends ` AND …` for each filter, with bound values.
+    fn push(&self, qb: &mut QueryBuilder<'_, Postgres>, counts_table: bool) {
+        self.push_countable(qb, counts_table);
         if let Some(search) = &self.search {
             // A substring of title, description or tags, case-insensitive: `search_text`
             // is the three lower-cased (migration 0016), trigram-indexed. The pattern is
             // one value, so a plan made for it (`Plan::PerValues`) reads its frequency in
             // the column's statistics.
             let pattern = format!("%{}%", like_escaped(search));
-            match &self.search_driver {
+            match &self.search_plan.driver {
                 // `IS TRUE` keeps the whole pattern from the index: the planner gives an
                 // index only bare `column LIKE value` conditions.
                 Some(word) => qb
@@ -227,7 +242,7 @@ pub(crate) struct FoundPage {
     /// Rows matching the filters, on every page (an estimate when `total_is_estimate`).
     pub total: i64,
     /// True when a search matched more than [`SEARCH_EXACT_TOTAL`] rows and `total` is
-    /// the planner's estimate.
+    /// an estimate.
     pub total_is_estimate: bool,
     /// The checkpoint of `technology_view` the page reflects.
     pub position: Position,
@@ -306,9 +321,22 @@ impl TechnologyPage<'_> {
         self.filters.search.is_some()
     }
 
-    /// The planner's estimate of the rows matching the filters (`EXPLAIN`: plans, runs
-    /// nothing).
+    /// An estimate of the rows matching the filters: the rows the other filters select
+    /// (from `technology_counts`) times the share of the rows the statistics say hold the
+    /// search, when they can say both; otherwise the planner's (`EXPLAIN`: plans, runs
+    /// nothing), which costs a planning of its own.
     async fn estimated_total(&self, pool: &PgPool) -> Result<i64, ApiError> {
+        if let (Some(share), true) = (
+            self.filters.search_plan.share,
+            self.filters.countable_but_search(),
+        ) {
+            let mut qb = QueryBuilder::<Postgres>::new(
+                "SELECT coalesce(sum(n), 0)::bigint FROM technology_counts WHERE true",
+            );
+            self.filters.push_countable(&mut qb, true);
+            let rows: i64 = qb.build().fetch_one(pool).await?.try_get(0)?;
+            return Ok((rows as f64 * share).round() as i64);
+        }
         let mut qb = QueryBuilder::<Postgres>::new(
             "EXPLAIN (FORMAT JSON) SELECT 1 FROM technology_view t WHERE true",
         );
@@ -530,7 +558,7 @@ mod tests {
             .sql()
             .to_string();
         assert!(!sql.contains("IS TRUE"), "{sql}");
-        search.search_driver = Some("4242".into());
+        search.search_plan.driver = Some("4242".into());
         let sql = page(&search, SortKey::Importance, 0)
             .statement()
             .sql()
