@@ -30,7 +30,7 @@ const COMMON: f64 = 0.10;
 /// in at most two of them).
 const RARE: f64 = 0.02;
 
-/// The shortest word the trigram index can look up.
+/// The letters or digits in a row a word needs for the trigram index to look it up.
 const INDEXABLE_CHARS: usize = 3;
 
 /// The statistics' sample of `search_text`, for one process.
@@ -46,8 +46,8 @@ pub struct SearchWords {
 pub struct SearchPlan {
     /// The word the index should look up alone, if any (see the module docs).
     pub driver: Option<String>,
-    /// The share of the rows holding the whole search, as the planner would estimate it
-    /// (`None` before the column is first analyzed).
+    /// The share of the rows holding the whole search, in the sample the planner
+    /// estimates patterns with (`None` before the column is first analyzed).
     pub share: Option<f64>,
 }
 
@@ -78,8 +78,7 @@ impl SearchWords {
         let sample = self.current(pool).await;
         SearchPlan {
             driver: choose(&sample.values, search),
-            share: (!sample.values.is_empty())
-                .then(|| share(&sample.values, &search.to_lowercase())),
+            share: (!sample.values.is_empty()).then(|| share(&sample.values, search)),
         }
     }
 
@@ -134,7 +133,10 @@ pub async fn read_sample(pool: &PgPool) -> Result<Vec<(String, f64)>, sqlx::Erro
         "SELECT most_common_vals::text::text[], most_common_freqs, \
                 histogram_bounds::text::text[], null_frac \
            FROM pg_stats \
-          WHERE schemaname = current_schema() AND tablename = 'technology_view' \
+          WHERE (schemaname, tablename) = \
+                (SELECT n.nspname, c.relname FROM pg_class c \
+                   JOIN pg_namespace n ON n.oid = c.relnamespace \
+                  WHERE c.oid = 'technology_view'::regclass) \
             AND attname = 'search_text'",
     )
     .fetch_optional(pool)
@@ -156,42 +158,59 @@ pub async fn read_sample(pool: &PgPool) -> Result<Vec<(String, f64)>, sqlx::Erro
         .collect())
 }
 
-/// The words of `search` the index can look up (lower-cased, as `search_text` is).
-fn words(search: &str) -> Vec<String> {
+/// The words of `search` the index can look up: those with a run of 3 letters or digits
+/// (pg_trgm takes its trigrams from such runs), as written.
+fn words(search: &str) -> Vec<&str> {
     search
         .split_whitespace()
-        .filter(|w| w.chars().count() >= INDEXABLE_CHARS)
-        .map(str::to_lowercase)
+        .filter(|w| has_trigram(w))
         .collect()
 }
 
-/// The share of the rows `sample` says hold `word`.
-fn share(sample: &[(String, f64)], word: &str) -> f64 {
+/// Whether `word` holds 3 letters or digits in a row.
+fn has_trigram(word: &str) -> bool {
+    let mut run = 0;
+    for c in word.chars() {
+        run = if c.is_alphanumeric() { run + 1 } else { 0 };
+        if run >= INDEXABLE_CHARS {
+            return true;
+        }
+    }
+    false
+}
+
+/// The share of the rows `sample` says hold `text` (lower-cased here to compare with the
+/// sample, which PostgreSQL lower-cased; the two may differ on a few letters, such as a
+/// final sigma, which only misjudges how rare a word is).
+fn share(sample: &[(String, f64)], text: &str) -> f64 {
+    let text = text.to_lowercase();
     sample
         .iter()
-        .filter(|(value, _)| value.contains(word))
+        .filter(|(value, _)| value.contains(&text))
         .map(|(_, weight)| weight)
         .sum()
 }
 
 /// The rarest word of `search` when it is rare and another is common; `None` otherwise
 /// (one word, all rare, all common, or no sample), when the index is given the whole
-/// pattern. Of equally rare words, the longest (more trigrams to narrow with).
+/// pattern. Of equally rare words, the longest (more trigrams to narrow with). The word
+/// is returned as written: the statement lower-cases it as it does the whole pattern,
+/// so that it is a part of the pattern as PostgreSQL lower-cases it.
 fn choose(sample: &[(String, f64)], search: &str) -> Option<String> {
     let words = words(search);
     if words.len() < 2 || sample.is_empty() {
         return None;
     }
-    let shares: Vec<(f64, String)> = words
+    let shares: Vec<(f64, &str)> = words
         .into_iter()
-        .map(|word| (share(sample, &word), word))
+        .map(|word| (share(sample, word), word))
         .collect();
     let commonest = shares.iter().map(|(s, _)| *s).fold(0.0, f64::max);
     let (rarest, word) = shares.into_iter().min_by(|(a, x), (b, y)| {
         a.total_cmp(b)
             .then_with(|| y.chars().count().cmp(&x.chars().count()))
     })?;
-    (commonest >= COMMON && rarest <= RARE).then_some(word)
+    (commonest >= COMMON && rarest <= RARE).then(|| word.to_string())
 }
 
 #[cfg(test)]
@@ -218,6 +237,8 @@ mod tests {
         let sample = sample();
         assert_eq!(choose(&sample, "number 4242").as_deref(), Some("4242"));
         assert_eq!(choose(&sample, "4242  NUMBER").as_deref(), Some("4242"));
+        // As written: the statement lower-cases it like the whole pattern.
+        assert_eq!(choose(&sample, "NUMBER ΟΔΟΣ").as_deref(), Some("ΟΔΟΣ"));
         // Equally rare: the longer word.
         assert_eq!(
             choose(&sample, "number 4242 77777").as_deref(),
@@ -234,6 +255,8 @@ mod tests {
             None,
             "a word too short to index"
         );
+        assert_eq!(choose(&sample, "number c++"), None, "no trigram in c++");
+        assert_eq!(choose(&sample, "number a-b-c-d"), None, "nor in a-b-c-d");
         assert_eq!(choose(&sample, "seeded number"), None, "all common");
         assert_eq!(choose(&sample, "4242 77777"), None, "all rare");
         assert_eq!(choose(&[], "number 4242"), None, "no statistics yet");

@@ -774,6 +774,8 @@ async fn a_search_of_a_common_and_a_rare_word_answers_the_whole_pattern() {
     for (title, description) in [
         ("Xylo A", "a technology xylophone"),
         ("Xylo B", "xylophone only"),
+        // Lower-cased, a final capital sigma is σ in PostgreSQL and ς in Rust.
+        ("Xylo C", "ΟΔΟΣ technology"),
     ] {
         let created = app
             .post(
@@ -791,7 +793,7 @@ async fn a_search_of_a_common_and_a_rare_word_answers_the_whole_pattern() {
         .await
         .unwrap();
     let like = |word: &str| format!("t.search_text LIKE '%{word}%'");
-    assert_eq!(count(&app, &like("technology")).await, 1_501);
+    assert_eq!(count(&app, &like("technology")).await, 1_502);
     assert_eq!(count(&app, &like("xylophone")).await, 2);
     assert_eq!(count(&app, &like("technology xylophone")).await, 1);
     let plan = SearchWords::new()
@@ -811,6 +813,18 @@ async fn a_search_of_a_common_and_a_rare_word_answers_the_whole_pattern() {
     }
     let both = get_json(&app, "/api/v1/technologies?search=xylophone").await;
     assert_eq!(both["total"], 2);
+
+    // The driving word is bound as written and lower-cased by PostgreSQL, like the
+    // whole pattern (lower-cased by Rust, ΟΔΟΣ would be looked up as οδος).
+    let plan = SearchWords::new().plan("ΟΔΟΣ Technology", &app.pool).await;
+    assert_eq!(plan.driver.as_deref(), Some("ΟΔΟΣ"));
+    let greek = get_json(
+        &app,
+        "/api/v1/technologies?search=%CE%9F%CE%94%CE%9F%CE%A3%20Technology",
+    )
+    .await;
+    assert_eq!(greek["total"], 1, "{greek}");
+    assert_eq!(greek["items"][0]["id"], ids[2]);
 }
 
 /// A technology whose text is as long as the API allows and does not compress (a B-tree

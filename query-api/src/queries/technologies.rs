@@ -156,6 +156,16 @@ impl Filters {
 
     /// Appends ` AND …` for each filter, with bound values.
     fn push(&self, qb: &mut QueryBuilder<'_, Postgres>, counts_table: bool) {
+        self.push_with_driver(qb, counts_table, self.search_plan.driver.as_deref());
+    }
+
+    /// [`Self::push`], with `driver` as the word the index looks up alone.
+    fn push_with_driver(
+        &self,
+        qb: &mut QueryBuilder<'_, Postgres>,
+        counts_table: bool,
+        driver: Option<&str>,
+    ) {
         self.push_countable(qb, counts_table);
         if let Some(search) = &self.search {
             // A substring of title, description or tags, case-insensitive: `search_text`
@@ -163,7 +173,7 @@ impl Filters {
             // one value, so a plan made for it (`Plan::PerValues`) reads its frequency in
             // the column's statistics.
             let pattern = format!("%{}%", like_escaped(search));
-            match &self.search_plan.driver {
+            match driver {
                 // `IS TRUE` keeps the whole pattern from the index: the planner gives an
                 // index only bare `column LIKE value` conditions.
                 Some(word) => qb
@@ -340,7 +350,9 @@ impl TechnologyPage<'_> {
         let mut qb = QueryBuilder::<Postgres>::new(
             "EXPLAIN (FORMAT JSON) SELECT 1 FROM technology_view t WHERE true",
         );
-        self.filters.push(&mut qb, false);
+        // The whole pattern alone: with a driving word, the planner would multiply the
+        // word's share into the pattern's, which already holds the word.
+        self.filters.push_with_driver(&mut qb, false, None);
         let plan: Value = qb
             .build()
             .persistent(false)
