@@ -268,15 +268,7 @@ impl TechnologyPage<'_> {
         pool: &PgPool,
     ) -> Result<FoundPage, ApiError> {
         let mut qb = self.statement();
-        // A search is planned for its word: a common one is best found by walking the
-        // page's order (and counted by the first rows that match), a rare one through the
-        // trigram index.
-        let plan = if self.filters.search.is_some() {
-            Plan::PerValues
-        } else {
-            Plan::Cached
-        };
-        let rows = fetch_all(reads, pool, &mut qb, plan, self.is_expensive()).await?;
+        let rows = fetch_all(reads, pool, &mut qb, self.plan(), self.is_expensive()).await?;
         let first = rows
             .first()
             .ok_or_else(|| ApiError::internal("page query returned no row"))?;
@@ -324,6 +316,19 @@ impl TechnologyPage<'_> {
             && filters.domain.is_none()
             && filters.status.is_none()
             && (self.key == SortKey::Importance || filters.project_id.is_none())
+    }
+
+    /// How the statement is planned. A search is planned for its word: a common one is
+    /// best found by walking the page's order (and counted by the first rows that match),
+    /// a rare one through the trigram index. A search with a driving word is known to be
+    /// rare (`search_words`), so one plan, through the index, serves every such word: it
+    /// is prepared once per connection, which spares it a round trip and a parse.
+    fn plan(&self) -> Plan {
+        if self.filters.search.is_some() && self.filters.search_plan.driver.is_none() {
+            Plan::PerValues
+        } else {
+            Plan::Cached
+        }
     }
 
     /// Whether the total is counted only up to [`SEARCH_EXACT_TOTAL`] + 1 matches.
@@ -465,7 +470,7 @@ impl TechnologyPage<'_> {
 mod tests {
     use commandcenter_domain::technology::TechnologyDomain;
 
-    use super::{like_escaped, Cursor, Filters, SortKey, TechnologyPage};
+    use super::{like_escaped, Cursor, Filters, Plan, SortKey, TechnologyPage};
 
     fn page(filters: &Filters, key: SortKey, skip: i64) -> TechnologyPage<'_> {
         TechnologyPage {
@@ -587,6 +592,12 @@ mod tests {
             "{sql}"
         );
         assert_eq!(sql.matches(")) IS TRUE").count(), 2, "{sql}");
+        assert_eq!(page(&search, SortKey::Importance, 0).plan(), Plan::Cached);
+        search.search_plan.driver = None;
+        assert_eq!(
+            page(&search, SortKey::Importance, 0).plan(),
+            Plan::PerValues
+        );
     }
 
     #[test]
