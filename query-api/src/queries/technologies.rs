@@ -321,8 +321,9 @@ impl TechnologyPage<'_> {
     /// How the statement is planned. A search is planned for its word: a common one is
     /// best found by walking the page's order (and counted by the first rows that match),
     /// a rare one through the trigram index. A search with a driving word is known to be
-    /// rare (`search_words`), so one plan, through the index, serves every such word: it
-    /// is prepared once per connection, which spares it a round trip and a parse.
+    /// rare (`search_words`), so one plan, through the index, serves every such word (the
+    /// generic plan takes that path too): it is prepared once per connection, which
+    /// spares it a round trip and a parse.
     fn plan(&self) -> Plan {
         if self.filters.search.is_some() && self.filters.search_plan.driver.is_none() {
             Plan::PerValues
