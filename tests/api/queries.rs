@@ -827,6 +827,117 @@ async fn a_search_of_a_common_and_a_rare_word_answers_the_whole_pattern() {
     assert_eq!(greek["items"][0]["id"], ids[2]);
 }
 
+/// A search with a driving word is a prepared statement that PostgreSQL may settle on a
+/// generic plan for: under generic plans only, in every sort, through cursor pages and
+/// with `skip`, it answers what the whole pattern selects.
+#[tokio::test]
+async fn a_driven_search_answers_the_same_under_generic_plans() {
+    use commandcenter_query_api::search_words::SearchWords;
+    let mut url = String::new();
+    let app = spawn_app_with(|args| {
+        args.database.database_url = format!(
+            "{}?options=-c%20plan_cache_mode%3Dforce_generic_plan",
+            args.database.database_url
+        );
+        url = args.database.database_url.clone();
+    })
+    .await;
+    // The service's sessions are opened from this URL (its options then get the
+    // service's own appended).
+    let generic = sqlx::PgPool::connect(&url).await.unwrap();
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(&generic)
+        .await
+        .unwrap();
+    assert_eq!(mode, "force_generic_plan");
+    demo_technologies(&app, 1_500).await;
+    for (i, description) in [
+        "technology xylophone one",
+        "a technology xylophone two",
+        "xylophone only",
+        "technology xylophone three",
+        "the technology xylophone four",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let created = app
+            .post(
+                "/api/v1/technologies",
+                &json!({"project_id": 1, "title": format!("Xylo {i}"), "domain": "ai-ml",
+                        "description": description, "priority": i % 3 + 1}),
+            )
+            .await;
+        assert_eq!(created.status(), 201);
+    }
+    app.wait_caught_up().await;
+    sqlx::query("ANALYZE technology_view")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let plan = SearchWords::new()
+        .plan("technology xylophone", &app.pool)
+        .await;
+    assert_eq!(plan.driver.as_deref(), Some("xylophone"));
+    let expected: HashSet<String> = sqlx::query_scalar(
+        "SELECT id::text FROM technology_view WHERE search_text LIKE '%technology xylophone%'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert_eq!(expected.len(), 4);
+
+    for sort in [
+        "-importance",
+        "importance",
+        "updated_at",
+        "-created_at",
+        "title",
+        "-priority",
+        "relevance_score",
+        "-rank",
+    ] {
+        // Three times each, past PostgreSQL's first plans of a statement.
+        for _ in 0..3 {
+            let mut seen = Vec::new();
+            let mut path =
+                format!("/api/v1/technologies?search=technology%20xylophone&limit=3&sort={sort}");
+            loop {
+                let page = get_json(&app, &path).await;
+                assert_eq!(page["total"], 4, "{path}");
+                for item in page["items"].as_array().unwrap() {
+                    seen.push(item["id"].as_str().unwrap().to_string());
+                }
+                match page["next_cursor"].as_str() {
+                    Some(cursor) => {
+                        path = format!(
+                            "/api/v1/technologies?search=technology%20xylophone&limit=3&sort={sort}&cursor={cursor}"
+                        )
+                    }
+                    None => break,
+                }
+            }
+            assert_eq!(seen.len(), 4, "{sort}: {seen:?}");
+            assert_eq!(
+                seen.iter().cloned().collect::<HashSet<_>>(),
+                expected,
+                "{sort}"
+            );
+            let skipped = get_json(
+                &app,
+                &format!(
+                    "/api/v1/technologies?search=technology%20xylophone&limit=3&skip=3&sort={sort}"
+                ),
+            )
+            .await;
+            assert_eq!(skipped["total"], 4, "{sort}");
+            assert_eq!(skipped["items"][0]["id"], seen[3].as_str(), "{sort}");
+        }
+    }
+}
+
 /// A technology whose text is as long as the API allows and does not compress (a B-tree
 /// entry holding it would exceed PostgreSQL's 2,704 bytes) is projected, found by a
 /// search for its last word, and survives a rebuild of the view.

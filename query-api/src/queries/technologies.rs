@@ -171,7 +171,8 @@ impl Filters {
             // A substring of title, description or tags, case-insensitive: `search_text`
             // is the three lower-cased (migration 0016), trigram-indexed. The pattern is
             // one value, so a plan made for it (`Plan::PerValues`) reads its frequency in
-            // the column's statistics.
+            // the column's statistics; a search with a driving word is rare by them and
+            // prepared once (`TechnologyPage::plan`).
             let pattern = format!("%{}%", like_escaped(search));
             match driver {
                 // `IS TRUE` keeps the whole pattern from the index: the planner gives an
@@ -594,11 +595,24 @@ mod tests {
         );
         assert_eq!(sql.matches(")) IS TRUE").count(), 2, "{sql}");
         assert_eq!(page(&search, SortKey::Importance, 0).plan(), Plan::Cached);
+        // One statement for every driving word: the words are bound.
+        let mut other = Filters {
+            project_id: Some(1),
+            search: Some("number 77777".into()),
+            ..Filters::default()
+        };
+        other.search_plan.driver = Some("77777".into());
+        assert_eq!(
+            page(&other, SortKey::Importance, 0).statement().sql(),
+            page(&search, SortKey::Importance, 0).statement().sql()
+        );
         search.search_plan.driver = None;
         assert_eq!(
             page(&search, SortKey::Importance, 0).plan(),
             Plan::PerValues
         );
+        let none = Filters::default();
+        assert_eq!(page(&none, SortKey::Importance, 0).plan(), Plan::Cached);
     }
 
     #[test]
