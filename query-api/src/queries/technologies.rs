@@ -442,18 +442,13 @@ impl TechnologyPage<'_> {
                     .push_bind(self.limit)
                     .push(" THEN (SELECT count(*) FROM page) ELSE (");
             }
-            qb.push(if first_page {
-                "SELECT count(*) FROM (SELECT 1 FROM technology_view t WHERE true"
-            } else {
-                "SELECT count(*) AS n FROM (SELECT 1 FROM technology_view t WHERE true"
-            });
+            qb.push("SELECT count(*) AS n FROM (SELECT 1 FROM technology_view t WHERE true");
             filters.push(&mut qb, false);
             push_limit(&mut qb, SEARCH_EXACT_TOTAL + 1, 0, false);
-            qb.push(if first_page {
-                ") AS matches) END AS n"
-            } else {
-                ") AS matches"
-            });
+            qb.push(") AS matches");
+            if first_page {
+                qb.push(") END AS n");
+            }
         } else {
             qb.push("SELECT count(*) AS n FROM technology_view t WHERE true");
             filters.push(&mut qb, false);
