@@ -24,7 +24,7 @@ use commandcenter_event_store::{
     last_committed_of, lock_key, read_feed_of_upto, read_range, Position, StoredEvent,
 };
 use indicatif::{ProgressBar, ProgressStyle};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::checkpoint::{load_checkpoint, save_checkpoint};
 use crate::read_model::begin_applying;
@@ -237,13 +237,43 @@ pub async fn rebuild<M: ReadModel + Clone>(
     // One rebuild per read model at a time: both would share the shadow schema. The
     // lock lives as long as this connection, so a crashed rebuild releases it.
     let mut guard = pool.acquire().await?.detach();
+    let key = lock_key(&format!("rebuild:{}", M::NAME));
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(lock_key(&format!("rebuild:{}", M::NAME)))
+        .bind(key)
         .fetch_one(&mut guard)
         .await?;
     if !locked {
         return Err(ProjectionError::RebuildRunning(M::NAME));
     }
+    let rebuilt = rebuild_locked(pool, model, batch_size, started).await;
+    // Released here, not by dropping the connection: the server releases a dropped
+    // connection's locks only once it has noticed, and a rebuild of the same view started
+    // right after this one (a retry, a second in a row) was refused as already running.
+    let released = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(key)
+        .execute(&mut guard)
+        .await;
+    match released {
+        Ok(_) => {
+            if let Err(err) = guard.close().await {
+                tracing::warn!(read_model = M::NAME, error = %err, "closing the rebuild's lock connection failed");
+            }
+        }
+        // Dropped, the connection still releases the lock when the server notices.
+        Err(err) => {
+            tracing::warn!(read_model = M::NAME, error = %err, "releasing the rebuild's lock failed")
+        }
+    }
+    rebuilt
+}
+
+/// [`rebuild`] under its lock.
+async fn rebuild_locked<M: ReadModel + Clone>(
+    pool: &PgPool,
+    model: &M,
+    batch_size: i64,
+    started: Instant,
+) -> Result<RebuildReport, ProjectionError> {
     let schema = ident(&shadow_schema::<M>());
     // The batched feed reads and the read models' own statements are planned on these
     // statistics: after a bulk load they describe a table a fraction of its size.
@@ -420,7 +450,6 @@ pub async fn rebuild<M: ReadModel + Clone>(
     .await?;
     tx.commit().await?;
     bar.finish_and_clear();
-    drop(guard);
 
     let report = RebuildReport {
         name: M::NAME,

@@ -869,6 +869,73 @@ async fn events_analyzed(app: &TestApp) -> i64 {
     .unwrap()
 }
 
+/// A finished rebuild releases its lock before it returns, so a rebuild started right
+/// after it is not refused as already running. Leaving the release to the server, when it
+/// notices the dropped connection, refused a second rebuild in a row now and then; here a
+/// proxy makes the server notice a closed connection only a second late, every time.
+#[tokio::test]
+async fn a_finished_rebuild_releases_its_lock_before_it_returns() {
+    let app = spawn_app().await;
+    app.create_technology("Rebuilt twice").await;
+    app.wait_caught_up().await;
+    let proxy = late_closing_proxy().await;
+    let url = app.database_url();
+    let (scheme_user, rest) = url.split_once('@').unwrap();
+    let (_, database) = rest.split_once('/').unwrap();
+    let late = sqlx::PgPool::connect(&format!("{scheme_user}@{proxy}/{database}"))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            rebuild(&late, &TechnologyView, 100).await.unwrap().events,
+            1
+        );
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+              WHERE l.locktype = 'advisory' AND d.datname = current_database() \
+                AND (l.classid::int8 << 32 | l.objid::int8) = $1",
+        )
+        .bind(commandcenter_event_store::lock_key(
+            "rebuild:technology_view",
+        ))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!(held, 0, "the rebuild returned holding its lock");
+    }
+}
+
+/// A TCP proxy in front of the test PostgreSQL that passes everything through, but
+/// closes a server connection only a second after its client closed it. Its address.
+async fn late_closing_proxy() -> std::net::SocketAddr {
+    let upstream = crate::helpers::server_url()
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                });
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                drop(server_write);
+            });
+        }
+    });
+    addr
+}
+
 /// A rebuild analyzes `events` first when its statistics are stale (never taken, or
 /// after a bulk load), so that its batched reads are planned for the table's real size;
 /// a rebuild finding them fresh (the second view's, after the first one's) does not
