@@ -125,22 +125,30 @@ pub(crate) async fn create_shadow_tables(
         .fetch_all(&mut *conn)
         .await?;
         for definition in triggers {
-            let retargeted = match (definition.find(" ON "), definition.find(" FOR EACH ")) {
-                (Some(on), Some(each)) if on < each => format!(
-                    "{} ON {schema}.{table}{}",
-                    &definition[..on],
-                    &definition[each..]
-                ),
-                _ => {
-                    return Err(sqlx::Error::Protocol(format!(
+            let retargeted = retarget_trigger(&definition, &format!("{schema}.{table}"))
+                .ok_or_else(|| {
+                    sqlx::Error::Protocol(format!(
                         "cannot copy a trigger to the shadow table: {definition}"
-                    )))
-                }
-            };
+                    ))
+                })?;
             sqlx::query(&retargeted).execute(&mut *conn).await?;
         }
     }
     Ok(())
+}
+
+/// A trigger's definition as `pg_get_triggerdef` prints it, on `table` instead: the table
+/// name after ` ON ` is replaced, and everything else (events, `REFERENCING` transition
+/// tables, `FOR EACH`, `WHEN`, the function) kept.
+fn retarget_trigger(definition: &str, table: &str) -> Option<String> {
+    let on = definition.find(" ON ")? + " ON ".len();
+    let rest = &definition[on..];
+    let name_ends = rest.find(' ')?;
+    Some(format!(
+        "{}{table}{}",
+        &definition[..on],
+        &rest[name_ends..]
+    ))
 }
 
 fn progress_bar(total: u64) -> ProgressBar {
@@ -471,6 +479,28 @@ async fn rebuild_locked<M: ReadModel + Clone>(
 mod tests {
     use commandcenter_event_store::{Position, StoredEvent};
     use serde_json::json;
+
+    #[test]
+    fn a_trigger_is_retargeted_with_its_transition_tables_and_condition() {
+        let retarget = |definition: &str| super::retarget_trigger(definition, "s.t").unwrap();
+        assert_eq!(
+            retarget(
+                "CREATE TRIGGER a AFTER INSERT ON public.t REFERENCING NEW TABLE AS changed \
+                 FOR EACH STATEMENT EXECUTE FUNCTION f()"
+            ),
+            "CREATE TRIGGER a AFTER INSERT ON s.t REFERENCING NEW TABLE AS changed \
+             FOR EACH STATEMENT EXECUTE FUNCTION f()"
+        );
+        assert_eq!(
+            retarget(
+                "CREATE TRIGGER b BEFORE UPDATE ON public.t FOR EACH ROW \
+                 WHEN ((new.doc IS NOT DISTINCT FROM old.doc)) EXECUTE FUNCTION g()"
+            ),
+            "CREATE TRIGGER b BEFORE UPDATE ON s.t FOR EACH ROW \
+             WHEN ((new.doc IS NOT DISTINCT FROM old.doc)) EXECUTE FUNCTION g()"
+        );
+        assert_eq!(super::retarget_trigger("CREATE TRIGGER c", "s.t"), None);
+    }
 
     use super::split_by_aggregate;
 

@@ -1,9 +1,11 @@
-//! `technology_view` and `technology_counts`: every field of each live technology,
-//! flattened, and the number of technologies per (project, domain, status).
+//! `technology_view`, `technology_search` and `technology_counts`: every field of each
+//! live technology, flattened; the few columns a search's count reads (migration 0018);
+//! and the number of technologies per (project, domain, status).
 //!
 //! A batch is applied by loading the touched rows, folding the events into them with
 //! the domain's own `Technology::apply` (so the view cannot disagree with the aggregate),
-//! then writing the rows, the deletions and the count deltas in three statements.
+//! then writing the rows, the deletions and the count deltas (`technology_search` is
+//! written by the view's triggers, migration 0018).
 
 use std::collections::BTreeMap;
 
@@ -135,7 +137,8 @@ fn row(
 impl ReadModel for TechnologyView {
     const NAME: &'static str = TechnologyView::NAME;
     const AGGREGATE_TYPE: &'static str = "technology";
-    const TABLES: &'static [&'static str] = &["technology_view", "technology_counts"];
+    const TABLES: &'static [&'static str] =
+        &["technology_view", "technology_search", "technology_counts"];
 
     async fn apply(
         &self,

@@ -51,6 +51,16 @@ pub struct SearchPlan {
     pub share: Option<f64>,
 }
 
+impl SearchPlan {
+    /// True when the statistics say the whole search is in at least [`COMMON`] of the
+    /// rows: its first matches are found by reading rows in any order, which is how its
+    /// count reads the narrow `technology_search` (migration 0018), not through the
+    /// trigram index.
+    pub fn is_common(&self) -> bool {
+        self.share.is_some_and(|share| share >= COMMON)
+    }
+}
+
 #[derive(Default)]
 struct Sample {
     /// When it was read; `None` before the first read.

@@ -1023,7 +1023,8 @@ async fn an_idle_projector_moves_its_checkpoint_to_the_head() {
 /// Migration 0016 finds the index it replaces by its definition, not its name: a view
 /// rebuilt before the upgrade carries the names PostgreSQL gave the shadow table's copies
 /// (an upgrade of such a store failed with "index … does not exist"). After it, searches
-/// read the stored `search_text`, equal to the function the index was on.
+/// read the stored `search_text`, equal to the function the index was on; after 0018,
+/// `technology_search` holds the rows' search columns.
 #[tokio::test]
 async fn the_search_text_migration_applies_to_a_view_rebuilt_before_it() {
     use commandcenter_event_store::MIGRATOR;
@@ -1065,7 +1066,30 @@ async fn the_search_text_migration_applies_to_a_view_rebuilt_before_it() {
         jobs: 0,
     };
     commandcenter::demo::seed(&store, plan).await.unwrap();
-    rebuild(&pool, &TechnologyView, 100).await.unwrap();
+    // What a rebuild by that release left: the view's rows, in a table made in a shadow
+    // schema `LIKE` the live one, whose indexes carry the names PostgreSQL gave the
+    // copies. (Made here as that rebuild made it: this release's rebuild writes tables
+    // the older schema lacks.)
+    for statement in [
+        "CREATE SCHEMA shadow",
+        "CREATE TABLE shadow.technology_view (LIKE public.technology_view INCLUDING ALL)",
+        "INSERT INTO shadow.technology_view (id, project_id, title, description, tags, domain, \
+             status, relevance_score, priority, dependencies, alternatives, created_at, updated_at, \
+             version, position) \
+         SELECT r.id, r.project_id, r.title, r.description, r.tags, r.domain, r.status, \
+                r.relevance_score, r.priority, r.dependencies, r.alternatives, r.created_at, \
+                r.updated_at, r.version, r.position \
+           FROM events e, jsonb_populate_record(NULL::public.technology_view, \
+                e.payload -> 'TechnologyCreated' -> 'technology' || jsonb_build_object( \
+                    'id', e.aggregate_id, 'project_id', 1, 'created_at', e.recorded_at, \
+                    'updated_at', e.recorded_at, 'version', 1, 'position', '0')) r \
+          WHERE e.event_type = 'TechnologyCreated'",
+        "DROP TABLE public.technology_view",
+        "ALTER TABLE shadow.technology_view SET SCHEMA public",
+        "DROP SCHEMA shadow",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
     let expression_indexes = "SELECT count(*) FROM pg_index i \
          WHERE i.indrelid = 'technology_view'::regclass \
            AND pg_get_indexdef(i.indexrelid) LIKE '%cc_search_text(%gin_trgm_ops%'";
@@ -1097,6 +1121,16 @@ async fn the_search_text_migration_applies_to_a_view_rebuilt_before_it() {
     .await
     .unwrap();
     assert_eq!((rows, equal), (30, 30));
+    // Migration 0018 copies what a search's count reads from the rows already there.
+    let copied: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM technology_view t JOIN technology_search s USING (id) \
+          WHERE (s.project_id, s.domain, s.status, s.search_text) \
+              = (t.project_id, t.domain, t.status, t.search_text)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(copied, 30);
     let mut tx = pool.begin().await.unwrap();
     sqlx::query("SET LOCAL enable_seqscan = off")
         .execute(&mut *tx)

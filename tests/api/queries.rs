@@ -763,6 +763,97 @@ async fn a_search_counts_exactly_up_to_a_cap_and_estimates_beyond_it() {
     }
 }
 
+/// A common word's total is counted in `technology_search`, which the projector keeps
+/// with `technology_view`: the total follows edits that add or remove the word, status
+/// changes (a filter it counts by) and deletions, stays the same after a rebuild, and a
+/// row lost from that table is reported by `projections verify`. The oracle is what the
+/// test itself did.
+#[tokio::test]
+async fn a_common_words_count_follows_the_rows_it_counts() {
+    use commandcenter_projections::{rebuild, verify, TechnologyView};
+
+    let app = spawn_app().await;
+    let mut paths = Vec::new();
+    for title in (0..60)
+        .map(|n| format!("Widget {n}"))
+        .chain((0..20).map(|n| format!("Gizmo {n}")))
+    {
+        let created = app.create_technology(&title).await;
+        paths.push(format!(
+            "/api/v1/technologies/{}",
+            created["id"].as_str().unwrap()
+        ));
+    }
+    let (widgets, gizmos) = paths.split_at(60);
+    app.wait_caught_up().await;
+    // Before the first search, which reads the statistics: "widget" is in 3 of 4 rows.
+    sqlx::query("ANALYZE technology_view")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // Full first pages (limit 10), so the count runs; each asked once (no cached answer).
+    let total = |query: String| {
+        let app = &app;
+        async move {
+            let page = get_json(app, &format!("/api/v1/technologies?{query}")).await;
+            assert_eq!(page["total_is_estimate"], false, "{query}");
+            page["total"].as_i64().unwrap()
+        }
+    };
+    assert_eq!(total("search=widget&limit=10".into()).await, 60);
+
+    for (n, path) in widgets[..5].iter().enumerate() {
+        let renamed = app
+            .patch(path, &json!({"title": format!("Sprocket {n}")}))
+            .await;
+        assert_eq!(renamed.status(), 200);
+    }
+    for (n, path) in gizmos[..2].iter().enumerate() {
+        let renamed = app
+            .patch(path, &json!({"title": format!("Gizmo widget {n}")}))
+            .await;
+        assert_eq!(renamed.status(), 200);
+    }
+    for path in &widgets[5..8] {
+        assert_eq!(app.delete(path).await.status(), 204);
+    }
+    for path in &widgets[8..20] {
+        let moved = app.patch(path, &json!({"status": "research"})).await;
+        assert_eq!(moved.status(), 200);
+    }
+    app.wait_caught_up().await;
+    let widgets_now = 60 - 5 - 3 + 2;
+    assert_eq!(total("search=widget&limit=11".into()).await, widgets_now);
+    assert_eq!(
+        total("search=widget&status=research&limit=11".into()).await,
+        12
+    );
+    assert_eq!(
+        total("search=widget&project_id=1&status=discovery&limit=11".into()).await,
+        widgets_now - 12
+    );
+
+    rebuild(&app.pool, &TechnologyView, 7).await.unwrap();
+    assert_eq!(total("search=widget&limit=12".into()).await, widgets_now);
+    assert_eq!(
+        total("search=widget&status=research&limit=12".into()).await,
+        12
+    );
+
+    let clean = verify(&app.pool, &TechnologyView, 100).await.unwrap();
+    assert!(clean.is_clean(), "{:?}", clean.first);
+    sqlx::query(
+        "DELETE FROM technology_search \
+          WHERE id = (SELECT min(id) FROM technology_search WHERE search_text LIKE '%widget%')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let lost = verify(&app.pool, &TechnologyView, 100).await.unwrap();
+    assert_eq!(lost.differences, 1, "{:?}", lost.first);
+    assert_eq!(lost.first[0].table, "technology_search");
+}
+
 /// A search of a common and a rare word gives the trigram index the rare word alone and
 /// checks the whole pattern on the rows it finds: the same answer as the whole pattern.
 #[tokio::test]
@@ -827,9 +918,9 @@ async fn a_search_of_a_common_and_a_rare_word_answers_the_whole_pattern() {
     assert_eq!(greek["items"][0]["id"], ids[2]);
 }
 
-/// A search with a driving word is a prepared statement that PostgreSQL may settle on a
-/// generic plan for: under generic plans only, in every sort, through cursor pages and
-/// with `skip`, it answers what the whole pattern selects.
+/// A search with a driving word, and one of a common word, is a prepared statement that
+/// PostgreSQL may settle on a generic plan for: under generic plans only, in every sort,
+/// through cursor pages and with `skip`, each answers what the whole pattern selects.
 #[tokio::test]
 async fn a_driven_search_answers_the_same_under_generic_plans() {
     use commandcenter_query_api::search_words::SearchWords;
@@ -889,6 +980,26 @@ async fn a_driven_search_answers_the_same_under_generic_plans() {
     .collect();
     assert_eq!(expected.len(), 4);
 
+    // A common word too: its statement keeps the pattern from the trigram index (one
+    // plan for every common word) and counts in `technology_search`. In one domain, so
+    // that its matches are more than a page and fewer than the cap.
+    let common = SearchWords::new().plan("technology", &app.pool).await;
+    assert!(common.is_common(), "{common:?}");
+    let in_domain: HashSet<String> = sqlx::query_scalar(
+        "SELECT id::text FROM technology_view \
+          WHERE search_text LIKE '%technology%' AND domain = 'ai-ml'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert!(
+        (60..=1_000).contains(&in_domain.len()),
+        "{}",
+        in_domain.len()
+    );
+
     for sort in [
         "-importance",
         "importance",
@@ -901,41 +1012,46 @@ async fn a_driven_search_answers_the_same_under_generic_plans() {
     ] {
         // Three times each, past PostgreSQL's first plans of a statement.
         for _ in 0..3 {
-            let mut seen = Vec::new();
-            let mut path =
-                format!("/api/v1/technologies?search=technology%20xylophone&limit=3&sort={sort}");
-            loop {
-                let page = get_json(&app, &path).await;
-                assert_eq!(page["total"], 4, "{path}");
-                for item in page["items"].as_array().unwrap() {
-                    seen.push(item["id"].as_str().unwrap().to_string());
-                }
-                match page["next_cursor"].as_str() {
-                    Some(cursor) => {
-                        path = format!(
-                            "/api/v1/technologies?search=technology%20xylophone&limit=3&sort={sort}&cursor={cursor}"
-                        )
-                    }
-                    None => break,
-                }
-            }
-            assert_eq!(seen.len(), 4, "{sort}: {seen:?}");
-            assert_eq!(
-                seen.iter().cloned().collect::<HashSet<_>>(),
-                expected,
-                "{sort}"
-            );
-            let skipped = get_json(
-                &app,
-                &format!(
-                    "/api/v1/technologies?search=technology%20xylophone&limit=3&skip=3&sort={sort}"
-                ),
-            )
-            .await;
-            assert_eq!(skipped["total"], 4, "{sort}");
-            assert_eq!(skipped["items"][0]["id"], seen[3].as_str(), "{sort}");
+            walk_and_skip(&app, "search=technology%20xylophone", sort, 3, &expected).await;
+            walk_and_skip(&app, "search=technology&domain=ai-ml", sort, 50, &in_domain).await;
         }
     }
+}
+
+/// Walks the technology pages of `query` in `sort`, `limit` at a time through their
+/// cursors: each page's total is `expected`'s size, and every row of `expected` comes
+/// exactly once. Then the page after a `skip` of `limit` starts where the second did.
+async fn walk_and_skip(
+    app: &TestApp,
+    query: &str,
+    sort: &str,
+    limit: usize,
+    expected: &HashSet<String>,
+) {
+    let first = format!("/api/v1/technologies?{query}&limit={limit}&sort={sort}");
+    let mut seen = Vec::new();
+    let mut path = first.clone();
+    loop {
+        let page = get_json(app, &path).await;
+        assert_eq!(page["total"], expected.len(), "{path}");
+        assert_eq!(page["total_is_estimate"], false, "{path}");
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("{first}&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), expected.len(), "{first}: {seen:?}");
+    assert_eq!(
+        &seen.iter().cloned().collect::<HashSet<_>>(),
+        expected,
+        "{first}"
+    );
+    let skipped = get_json(app, &format!("{first}&skip={limit}")).await;
+    assert_eq!(skipped["total"], expected.len(), "{first}");
+    assert_eq!(skipped["items"][0]["id"], seen[limit].as_str(), "{first}");
 }
 
 /// A technology whose text is as long as the API allows and does not compress (a B-tree
