@@ -26,7 +26,9 @@ CREATE TABLE technology_search (
 CREATE INDEX technology_search_filters_idx ON technology_search (project_id, domain, status);
 
 -- Rows inserted or updated (an upsert's rows are in the INSERT's or the UPDATE's
--- transition table), rewritten only when what the count reads changed.
+-- transition table). A row whose search columns did not change keeps its version (the
+-- conflict still locks it). `ReadModel::TRIGGERS` of `technology_view` repeats the three
+-- triggers below: every copy of the view a rebuild or a verification makes gets them.
 CREATE FUNCTION cc_technology_search_upsert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE format(

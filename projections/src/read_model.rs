@@ -20,6 +20,13 @@ pub trait ReadModel: Send + Sync + 'static {
     const AGGREGATE_TYPE: &'static str;
     /// The tables it owns, all rebuilt and swapped together.
     const TABLES: &'static [&'static str];
+    /// Triggers its tables depend on, as `CREATE OR REPLACE TRIGGER` statements naming
+    /// their tables `{schema}.<table>`: made on every copy a rebuild or a verification
+    /// makes (after the live tables' own triggers are copied), so that a copy has them
+    /// even where the live tables lost them (a previous release's rebuild, running
+    /// across the migration that added them, swapped in a view without them). A rebuild
+    /// then restores them, and a verification's fold is what they make it.
+    const TRIGGERS: &'static [&'static str] = &[];
 
     /// Applies `events` (in feed order, all of [`Self::AGGREGATE_TYPE`], none applied
     /// before) inside the caller's transaction. Table names are unqualified, so a

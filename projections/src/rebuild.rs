@@ -96,11 +96,13 @@ pub(crate) async fn apply_behind<M: ReadModel>(
     Ok(behind.len() as u64)
 }
 
-/// (Re)creates schema `schema` (quoted) with empty copies of `tables`' definitions.
+/// (Re)creates schema `schema` (quoted) with empty copies of `tables`' definitions and
+/// triggers, then makes `triggers` on them (a read model's own, `ReadModel::TRIGGERS`).
 pub(crate) async fn create_shadow_tables(
     conn: &mut PgConnection,
     schema: &str,
     tables: &[&str],
+    triggers: &[&str],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .execute(&mut *conn)
@@ -133,6 +135,11 @@ pub(crate) async fn create_shadow_tables(
                 })?;
             sqlx::query(&retargeted).execute(&mut *conn).await?;
         }
+    }
+    for trigger in triggers {
+        sqlx::query(&trigger.replace("{schema}", schema))
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -264,12 +271,12 @@ pub async fn rebuild<M: ReadModel + Clone>(
     match released {
         Ok(_) => {
             if let Err(err) = guard.close().await {
-                tracing::warn!(read_model = M::NAME, error = %err, "closing the rebuild's lock connection failed");
+                tracing::warn!(%err, read_model = M::NAME, "closing the rebuild's lock connection failed");
             }
         }
         // Dropped, the connection still releases the lock when the server notices.
         Err(err) => {
-            tracing::warn!(read_model = M::NAME, error = %err, "releasing the rebuild's lock failed")
+            tracing::warn!(%err, read_model = M::NAME, "releasing the rebuild's lock failed")
         }
     }
     rebuilt
@@ -302,7 +309,7 @@ async fn rebuild_locked<M: ReadModel + Clone>(
     );
 
     let mut ddl = pool.begin().await?;
-    create_shadow_tables(&mut ddl, &schema, M::TABLES).await?;
+    create_shadow_tables(&mut ddl, &schema, M::TABLES, M::TRIGGERS).await?;
     // Secondary indexes are cheaper to build once over the loaded rows than to maintain
     // row by row: drop them from the shadow tables now, recreate them before the swap.
     // Unique ones stay, the upserts need them.
@@ -480,28 +487,6 @@ mod tests {
     use commandcenter_event_store::{Position, StoredEvent};
     use serde_json::json;
 
-    #[test]
-    fn a_trigger_is_retargeted_with_its_transition_tables_and_condition() {
-        let retarget = |definition: &str| super::retarget_trigger(definition, "s.t").unwrap();
-        assert_eq!(
-            retarget(
-                "CREATE TRIGGER a AFTER INSERT ON public.t REFERENCING NEW TABLE AS changed \
-                 FOR EACH STATEMENT EXECUTE FUNCTION f()"
-            ),
-            "CREATE TRIGGER a AFTER INSERT ON s.t REFERENCING NEW TABLE AS changed \
-             FOR EACH STATEMENT EXECUTE FUNCTION f()"
-        );
-        assert_eq!(
-            retarget(
-                "CREATE TRIGGER b BEFORE UPDATE ON public.t FOR EACH ROW \
-                 WHEN ((new.doc IS NOT DISTINCT FROM old.doc)) EXECUTE FUNCTION g()"
-            ),
-            "CREATE TRIGGER b BEFORE UPDATE ON s.t FOR EACH ROW \
-             WHEN ((new.doc IS NOT DISTINCT FROM old.doc)) EXECUTE FUNCTION g()"
-        );
-        assert_eq!(super::retarget_trigger("CREATE TRIGGER c", "s.t"), None);
-    }
-
     use super::split_by_aggregate;
 
     fn event(aggregate_id: &str, sequence: i64, at: i64) -> StoredEvent {
@@ -555,5 +540,27 @@ mod tests {
             split_by_aggregate(Vec::new(), 2).is_empty(),
             "no empty part"
         );
+    }
+
+    #[test]
+    fn a_trigger_is_retargeted_with_its_transition_tables_and_condition() {
+        let retarget = |definition: &str| super::retarget_trigger(definition, "s.t").unwrap();
+        assert_eq!(
+            retarget(
+                "CREATE TRIGGER a AFTER INSERT ON public.t REFERENCING NEW TABLE AS changed \
+                 FOR EACH STATEMENT EXECUTE FUNCTION f()"
+            ),
+            "CREATE TRIGGER a AFTER INSERT ON s.t REFERENCING NEW TABLE AS changed \
+             FOR EACH STATEMENT EXECUTE FUNCTION f()"
+        );
+        assert_eq!(
+            retarget(
+                "CREATE TRIGGER b BEFORE UPDATE ON public.t FOR EACH ROW \
+                 WHEN ((new.doc IS NOT DISTINCT FROM old.doc)) EXECUTE FUNCTION g()"
+            ),
+            "CREATE TRIGGER b BEFORE UPDATE ON s.t FOR EACH ROW \
+             WHEN ((new.doc IS NOT DISTINCT FROM old.doc)) EXECUTE FUNCTION g()"
+        );
+        assert_eq!(super::retarget_trigger("CREATE TRIGGER c", "s.t"), None);
     }
 }

@@ -139,6 +139,18 @@ impl ReadModel for TechnologyView {
     const AGGREGATE_TYPE: &'static str = "technology";
     const TABLES: &'static [&'static str] =
         &["technology_view", "technology_search", "technology_counts"];
+    /// Migration 0018's.
+    const TRIGGERS: &'static [&'static str] = &[
+        "CREATE OR REPLACE TRIGGER technology_search_inserted AFTER INSERT ON {schema}.technology_view \
+             REFERENCING NEW TABLE AS changed FOR EACH STATEMENT \
+             EXECUTE FUNCTION cc_technology_search_upsert()",
+        "CREATE OR REPLACE TRIGGER technology_search_updated AFTER UPDATE ON {schema}.technology_view \
+             REFERENCING NEW TABLE AS changed FOR EACH STATEMENT \
+             EXECUTE FUNCTION cc_technology_search_upsert()",
+        "CREATE OR REPLACE TRIGGER technology_search_deleted AFTER DELETE ON {schema}.technology_view \
+             REFERENCING OLD TABLE AS gone FOR EACH STATEMENT \
+             EXECUTE FUNCTION cc_technology_search_delete()",
+    ];
 
     async fn apply(
         &self,

@@ -85,7 +85,7 @@ async fn verify_in<M: ReadModel>(
 ) -> Result<VerifyReport, ProjectionError> {
     let quoted = ident(schema);
     let mut ddl = pool.begin().await?;
-    create_shadow_tables(&mut ddl, &quoted, M::TABLES).await?;
+    create_shadow_tables(&mut ddl, &quoted, M::TABLES, M::TRIGGERS).await?;
     ddl.commit().await?;
 
     // 1. Fold the store up to the checkpoint as it is now.

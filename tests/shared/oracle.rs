@@ -174,7 +174,8 @@ pub async fn differences(pool: &PgPool) -> Vec<String> {
     problems
 }
 
-/// Asserts the counts tables on `pool` equal a `GROUP BY` over the views.
+/// Asserts the counts tables on `pool` equal a `GROUP BY` over the views, and
+/// `technology_search` the search columns of `technology_view`.
 pub async fn assert_counts_match_views_on(pool: &PgPool) {
     let mismatches: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM ( \
@@ -190,6 +191,21 @@ pub async fn assert_counts_match_views_on(pool: &PgPool) {
     assert_eq!(
         mismatches, 0,
         "technology_counts equals COUNT(*) GROUP BY over technology_view"
+    );
+    let mismatches: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ( \
+           (SELECT id, project_id, domain, status, search_text FROM technology_search \
+            EXCEPT SELECT id, project_id, domain, status, search_text FROM technology_view) \
+           UNION ALL \
+           (SELECT id, project_id, domain, status, search_text FROM technology_view \
+            EXCEPT SELECT id, project_id, domain, status, search_text FROM technology_search)) d",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        mismatches, 0,
+        "technology_search holds technology_view's search columns"
     );
     let mismatches: i64 = sqlx::query_scalar(
         "WITH truth AS ( \

@@ -2,8 +2,9 @@
 //! cursor, or `skip` for old clients), the total (from `technology_counts` when the
 //! filters are project, domain and status only; otherwise one `count(*)` with the same
 //! filters, which a search stops at [`SEARCH_EXACT_TOTAL`] + 1 matches, reads from the
-//! narrow `technology_search` for a common word, and skips on a first page shorter than
-//! its limit + 1, which holds every match) and the read
+//! narrow `technology_search` for a common word when the other filters are project,
+//! domain and status only, and skips on a first page shorter than its limit + 1, which
+//! holds every match) and the read
 //! model's checkpoint, all from one snapshot. Every value is bound, but for the page's
 //! limit where one plan serves every value (`bounded::push_limit`: a checked integer);
 //! only constant SQL chosen from allow-lists is pushed as text.
@@ -531,7 +532,7 @@ impl TechnologyPage<'_> {
 
 #[cfg(test)]
 mod tests {
-    use commandcenter_domain::technology::TechnologyDomain;
+    use commandcenter_domain::technology::{TechnologyDomain, TechnologyStatus};
 
     use super::{like_escaped, Cursor, Filters, Plan, SortKey, TechnologyPage};
 
@@ -692,7 +693,7 @@ mod tests {
         };
         let mut search = Filters {
             project_id: Some(1),
-            status: Some(commandcenter_domain::technology::TechnologyStatus::Research),
+            status: Some(TechnologyStatus::Research),
             search: Some("seeded".into()),
             ..Filters::default()
         };
