@@ -881,10 +881,8 @@ async fn a_view_that_lost_its_search_triggers_is_reported_and_rebuilt_whole() {
         .unwrap();
     let triggers = "SELECT tgname::text, pg_get_triggerdef(oid) FROM pg_trigger \
                      WHERE tgrelid = 'technology_view'::regclass AND NOT tgisinternal ORDER BY 1";
-    let migrated: Vec<(String, String)> = sqlx::query_as(triggers)
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
+    let migrated: Vec<(String, String)> =
+        sqlx::query_as(triggers).fetch_all(&app.pool).await.unwrap();
     assert_eq!(
         migrated
             .iter()
@@ -919,10 +917,8 @@ async fn a_view_that_lost_its_search_triggers_is_reported_and_rebuilt_whole() {
     );
 
     rebuild(&app.pool, &TechnologyView, 100).await.unwrap();
-    let restored: Vec<(String, String)> = sqlx::query_as(triggers)
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
+    let restored: Vec<(String, String)> =
+        sqlx::query_as(triggers).fetch_all(&app.pool).await.unwrap();
     assert_eq!(restored, migrated);
     assert!(verify(&app.pool, &TechnologyView, 100)
         .await
