@@ -49,6 +49,9 @@ pub struct SearchPlan {
     /// The share of the rows holding the whole search, in the sample the planner
     /// estimates patterns with (`None` before the column is first analyzed).
     pub share: Option<f64>,
+    /// Whether the trigram index can look the search up: it has a run of 3 letters or
+    /// digits.
+    pub indexable: bool,
 }
 
 impl SearchPlan {
@@ -58,6 +61,12 @@ impl SearchPlan {
     /// trigram index.
     pub fn is_common(&self) -> bool {
         self.share.is_some_and(|share| share >= COMMON)
+    }
+
+    /// True when the statistics say the whole search is in at most [`RARE`] of the rows
+    /// and the trigram index can look it up: its rows are best found through the index.
+    pub fn is_rare(&self) -> bool {
+        self.indexable && self.share.is_some_and(|share| share <= RARE)
     }
 }
 
@@ -89,6 +98,7 @@ impl SearchWords {
         SearchPlan {
             driver: choose(&sample.values, search),
             share: (!sample.values.is_empty()).then(|| share(&sample.values, search)),
+            indexable: has_trigram(search),
         }
     }
 

@@ -993,9 +993,10 @@ async fn a_search_of_a_common_and_a_rare_word_answers_the_whole_pattern() {
     assert_eq!(greek["items"][0]["id"], ids[2]);
 }
 
-/// A search with a driving word, and one of a common word, is a prepared statement that
-/// PostgreSQL may settle on a generic plan for: under generic plans only, in every sort,
-/// through cursor pages and with `skip`, each answers what the whole pattern selects.
+/// A search with a driving word, one of a common word and one of a rare word are
+/// prepared statements that PostgreSQL may settle on a generic plan for: under generic
+/// plans only, in every sort, through cursor pages and with `skip`, each answers what the
+/// whole pattern selects.
 #[tokio::test]
 async fn a_driven_search_answers_the_same_under_generic_plans() {
     use commandcenter_query_api::search_words::SearchWords;
@@ -1045,14 +1046,7 @@ async fn a_driven_search_answers_the_same_under_generic_plans() {
         .plan("technology xylophone", &app.pool)
         .await;
     assert_eq!(plan.driver.as_deref(), Some("xylophone"));
-    let expected: HashSet<String> = sqlx::query_scalar(
-        "SELECT id::text FROM technology_view WHERE search_text LIKE '%technology xylophone%'",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .collect();
+    let expected = ids_where(&app, "search_text LIKE '%technology xylophone%'").await;
     assert_eq!(expected.len(), 4);
 
     // A common word too: its statement keeps the pattern from the trigram index (one
@@ -1060,20 +1054,19 @@ async fn a_driven_search_answers_the_same_under_generic_plans() {
     // that its matches are more than a page and fewer than the cap.
     let common = SearchWords::new().plan("technology", &app.pool).await;
     assert!(common.is_common(), "{common:?}");
-    let in_domain: HashSet<String> = sqlx::query_scalar(
-        "SELECT id::text FROM technology_view \
-          WHERE search_text LIKE '%technology%' AND domain = 'ai-ml'",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .collect();
+    let in_domain = ids_where(&app, "search_text LIKE '%technology%' AND domain = 'ai-ml'").await;
     assert!(
         (60..=1_000).contains(&in_domain.len()),
         "{}",
         in_domain.len()
     );
+
+    // And a rare word alone: its pattern goes to the trigram index, hidden from the
+    // planner, so that one plan serves every rare search.
+    let rare = SearchWords::new().plan("xylophone", &app.pool).await;
+    assert!(rare.is_rare() && rare.driver.is_none(), "{rare:?}");
+    let xylophones = ids_where(&app, "search_text LIKE '%xylophone%'").await;
+    assert_eq!(xylophones.len(), 5);
 
     for sort in [
         "-importance",
@@ -1089,8 +1082,21 @@ async fn a_driven_search_answers_the_same_under_generic_plans() {
         for _ in 0..3 {
             walk_and_skip(&app, "search=technology%20xylophone", sort, 3, &expected).await;
             walk_and_skip(&app, "search=technology&domain=ai-ml", sort, 50, &in_domain).await;
+            walk_and_skip(&app, "search=xylophone", sort, 2, &xylophones).await;
         }
     }
+}
+
+/// The ids of the technologies `technology_view` holds where `sql_where`.
+async fn ids_where(app: &TestApp, sql_where: &str) -> HashSet<String> {
+    sqlx::query_scalar(&format!(
+        "SELECT id::text FROM technology_view WHERE {sql_where}"
+    ))
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
 }
 
 /// Walks the technology pages of `query` in `sort`, `limit` at a time through their
