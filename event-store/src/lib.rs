@@ -50,4 +50,12 @@ pub use store::{
 pub use stored_event::StoredEvent;
 
 /// The migrations of the event store and the read models, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+/// Migrations applied by a later release and unknown to this one are let be
+/// (`ignore_missing`): every migration adds and a release drops nothing (DEPLOY.md), so
+/// this release runs on a schema a later one migrated, which a rolling upgrade's
+/// restarts and a rollback need. (By default sqlx refused to start: "migration … was
+/// previously applied but is missing in the resolved migrations".)
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("../migrations")
+};

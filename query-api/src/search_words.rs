@@ -76,6 +76,9 @@ struct Sample {
     taken: Option<Instant>,
     /// Each sampled value with the share of the rows it stands for.
     values: Vec<(String, f64)>,
+    /// Whether pg_trgm takes letters beyond ASCII as parts of words (it follows the
+    /// database's `LC_CTYPE`: under `C.UTF-8` it does, under `C` it does not).
+    unicode_words: bool,
 }
 
 impl Sample {
@@ -96,9 +99,9 @@ impl SearchWords {
     pub async fn plan(&self, search: &str, pool: &PgPool) -> SearchPlan {
         let sample = self.current(pool).await;
         SearchPlan {
-            driver: choose(&sample.values, search),
+            driver: choose(&sample.values, search, sample.unicode_words),
             share: (!sample.values.is_empty()).then(|| share(&sample.values, search)),
-            indexable: has_trigram(search),
+            indexable: has_trigram(search, sample.unicode_words),
         }
     }
 
@@ -123,9 +126,14 @@ impl SearchWords {
             tracing::warn!(%err, "cannot read the search text's statistics; searches give the index every word");
             Vec::new()
         });
+        let unicode_words = unicode_words(pool).await.unwrap_or_else(|err| {
+            tracing::warn!(%err, "cannot ask pg_trgm which letters make words; only ASCII ones are taken for indexable");
+            false
+        });
         let sample = Arc::new(Sample {
             taken: Some(Instant::now()),
             values,
+            unicode_words,
         });
         *self.sample.write().unwrap_or_else(PoisonError::into_inner) = sample.clone();
         sample
@@ -137,6 +145,14 @@ impl SearchWords {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
+}
+
+/// Whether pg_trgm finds trigrams in a word of Greek letters: whether the database's
+/// `LC_CTYPE` classes letters beyond ASCII as letters.
+async fn unicode_words(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT cardinality(show_trgm('αβγ')) > 0")
+        .fetch_one(pool)
+        .await
 }
 
 /// The sampled values of `technology_view.search_text`, each with the share of the rows
@@ -180,18 +196,22 @@ pub async fn read_sample(pool: &PgPool) -> Result<Vec<(String, f64)>, sqlx::Erro
 
 /// The words of `search` the index can look up: those with a run of 3 letters or digits
 /// (pg_trgm takes its trigrams from such runs), as written.
-fn words(search: &str) -> Vec<&str> {
+fn words(search: &str, unicode_words: bool) -> Vec<&str> {
     search
         .split_whitespace()
-        .filter(|w| has_trigram(w))
+        .filter(|w| has_trigram(w, unicode_words))
         .collect()
 }
 
-/// Whether `word` holds 3 letters or digits in a row.
-fn has_trigram(word: &str) -> bool {
+/// Whether `word` holds 3 letters or digits in a row, as pg_trgm takes them: ASCII ones,
+/// and other letters when `unicode_words`. Never other digits: Rust's numeric class
+/// holds `²` and `½`, which pg_trgm takes for separators, and a pattern without trigrams
+/// makes the index read all of itself and every row.
+fn has_trigram(word: &str, unicode_words: bool) -> bool {
     let mut run = 0;
     for c in word.chars() {
-        run = if c.is_alphanumeric() { run + 1 } else { 0 };
+        let word_char = c.is_ascii_alphanumeric() || (unicode_words && c.is_alphabetic());
+        run = if word_char { run + 1 } else { 0 };
         if run >= INDEXABLE_CHARS {
             return true;
         }
@@ -216,8 +236,8 @@ fn share(sample: &[(String, f64)], text: &str) -> f64 {
 /// pattern. Of equally rare words, the longest (more trigrams to narrow with). The word
 /// is returned as written: the statement lower-cases it as it does the whole pattern,
 /// so that it is a part of the pattern as PostgreSQL lower-cases it.
-fn choose(sample: &[(String, f64)], search: &str) -> Option<String> {
-    let words = words(search);
+fn choose(sample: &[(String, f64)], search: &str, unicode_words: bool) -> Option<String> {
+    let words = words(search, unicode_words);
     if words.len() < 2 || sample.is_empty() {
         return None;
     }
@@ -255,13 +275,13 @@ mod tests {
     #[test]
     fn the_rare_word_of_a_common_and_a_rare_one_is_looked_up_alone() {
         let sample = sample();
-        assert_eq!(choose(&sample, "number 4242").as_deref(), Some("4242"));
-        assert_eq!(choose(&sample, "4242  NUMBER").as_deref(), Some("4242"));
+        assert_eq!(choose(&sample, "number 4242", true).as_deref(), Some("4242"));
+        assert_eq!(choose(&sample, "4242  NUMBER", true).as_deref(), Some("4242"));
         // As written: the statement lower-cases it like the whole pattern.
-        assert_eq!(choose(&sample, "NUMBER ΟΔΟΣ").as_deref(), Some("ΟΔΟΣ"));
+        assert_eq!(choose(&sample, "NUMBER ΟΔΟΣ", true).as_deref(), Some("ΟΔΟΣ"));
         // Equally rare: the longer word.
         assert_eq!(
-            choose(&sample, "number 4242 77777").as_deref(),
+            choose(&sample, "number 4242 77777", true).as_deref(),
             Some("77777")
         );
     }
@@ -269,16 +289,22 @@ mod tests {
     #[test]
     fn otherwise_the_index_gets_the_whole_pattern() {
         let sample = sample();
-        assert_eq!(choose(&sample, "4242"), None, "one word");
+        assert_eq!(choose(&sample, "4242", true), None, "one word");
         assert_eq!(
-            choose(&sample, "number 42"),
+            choose(&sample, "number 42", true),
             None,
             "a word too short to index"
         );
-        assert_eq!(choose(&sample, "number c++"), None, "no trigram in c++");
-        assert_eq!(choose(&sample, "number a-b-c-d"), None, "nor in a-b-c-d");
-        assert_eq!(choose(&sample, "seeded number"), None, "all common");
-        assert_eq!(choose(&sample, "4242 77777"), None, "all rare");
-        assert_eq!(choose(&[], "number 4242"), None, "no statistics yet");
+        assert_eq!(choose(&sample, "number c++", true), None, "no trigram in c++");
+        assert_eq!(choose(&sample, "number a-b-c-d", true), None, "nor in a-b-c-d");
+        assert_eq!(choose(&sample, "seeded number", true), None, "all common");
+        assert_eq!(choose(&sample, "4242 77777", true), None, "all rare");
+        assert_eq!(choose(&[], "number 4242", true), None, "no statistics yet");
+        assert_eq!(
+            choose(&sample, "NUMBER ΟΔΟΣ", false),
+            None,
+            "Greek letters make no trigrams under LC_CTYPE C"
+        );
+        assert_eq!(choose(&sample, "number ²³⁴", true), None, "nor ²³⁴");
     }
 }

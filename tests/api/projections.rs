@@ -1020,6 +1020,32 @@ async fn an_idle_projector_moves_its_checkpoint_to_the_head() {
     }
 }
 
+/// A release starts on a schema a later release migrated: the migrations it does not
+/// know are let be (a rolling upgrade restarts processes of both releases, and a rollback
+/// runs the previous release on the newer schema).
+#[tokio::test]
+async fn a_release_starts_on_a_schema_a_later_release_migrated() {
+    let db = crate::helpers::TestDb::new();
+    commandcenter::database::ensure_database(&db.url)
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    commandcenter::database::migrate(&pool).await.unwrap();
+    // What a later release's migration leaves: its change, and its row in sqlx's ledger.
+    for statement in [
+        "CREATE TABLE later_release (id int)",
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (29991231000000, 'later release', true, '\\x00'::bytea, 1)",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    commandcenter::database::migrate(&pool).await.unwrap();
+    assert!(commandcenter::database::migrations_applied(&pool)
+        .await
+        .unwrap());
+    pool.close().await;
+}
+
 /// Migration 0016 finds the index it replaces by its definition, not its name: a view
 /// rebuilt before the upgrade carries the names PostgreSQL gave the shadow table's copies
 /// (an upgrade of such a store failed with "index … does not exist"). After it, searches

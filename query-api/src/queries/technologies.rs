@@ -74,7 +74,9 @@ impl SortKey {
             Self::Priority => "t.priority",
             Self::Relevance => "t.relevance_score",
             Self::Title => "lower(t.title)",
-            Self::Rank => "ts_rank(t.search, websearch_to_tsquery('english', ",
+            // The query worked out once per statement (a generic plan would parse it
+            // for each row).
+            Self::Rank => "ts_rank(t.search, (SELECT websearch_to_tsquery('english', ",
             Self::Importance => "cc_importance(t.priority, t.relevance_score, t.updated_at)",
         }
     }
@@ -239,8 +241,9 @@ impl Filters {
 /// How a search's condition is written (see `TechnologyPage::plan`).
 #[derive(Debug, Clone, Copy)]
 enum SearchForm<'w> {
-    /// The pattern, for the trigram index: a plan made for its value weighs it by the
-    /// column's statistics and finds a rare word's rows through the index.
+    /// The pattern as a value the planner reads: a plan made for it weighs it by the
+    /// column's statistics (a search neither common nor rare, one without a trigram for
+    /// the index, or one before the column was first analyzed).
     Pattern,
     /// The driving word (`search_words`) for the index, the whole pattern checked on the
     /// rows it finds.
@@ -268,7 +271,7 @@ fn like_escaped(text: &str) -> String {
 fn push_sort_expr(qb: &mut QueryBuilder<'_, Postgres>, key: SortKey, search: &Option<String>) {
     qb.push(key.expr());
     if key == SortKey::Rank {
-        qb.push_bind(search.clone().unwrap_or_default()).push("))");
+        qb.push_bind(search.clone().unwrap_or_default()).push(")))");
     }
 }
 
