@@ -275,10 +275,19 @@ mod tests {
     #[test]
     fn the_rare_word_of_a_common_and_a_rare_one_is_looked_up_alone() {
         let sample = sample();
-        assert_eq!(choose(&sample, "number 4242", true).as_deref(), Some("4242"));
-        assert_eq!(choose(&sample, "4242  NUMBER", true).as_deref(), Some("4242"));
+        assert_eq!(
+            choose(&sample, "number 4242", true).as_deref(),
+            Some("4242")
+        );
+        assert_eq!(
+            choose(&sample, "4242  NUMBER", true).as_deref(),
+            Some("4242")
+        );
         // As written: the statement lower-cases it like the whole pattern.
-        assert_eq!(choose(&sample, "NUMBER ΟΔΟΣ", true).as_deref(), Some("ΟΔΟΣ"));
+        assert_eq!(
+            choose(&sample, "NUMBER ΟΔΟΣ", true).as_deref(),
+            Some("ΟΔΟΣ")
+        );
         // Equally rare: the longer word.
         assert_eq!(
             choose(&sample, "number 4242 77777", true).as_deref(),
@@ -295,8 +304,16 @@ mod tests {
             None,
             "a word too short to index"
         );
-        assert_eq!(choose(&sample, "number c++", true), None, "no trigram in c++");
-        assert_eq!(choose(&sample, "number a-b-c-d", true), None, "nor in a-b-c-d");
+        assert_eq!(
+            choose(&sample, "number c++", true),
+            None,
+            "no trigram in c++"
+        );
+        assert_eq!(
+            choose(&sample, "number a-b-c-d", true),
+            None,
+            "nor in a-b-c-d"
+        );
         assert_eq!(choose(&sample, "seeded number", true), None, "all common");
         assert_eq!(choose(&sample, "4242 77777", true), None, "all rare");
         assert_eq!(choose(&[], "number 4242", true), None, "no statistics yet");
