@@ -25,16 +25,17 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// True when every migration this binary knows is applied.
+/// True when every migration this binary knows is applied (each one, by version: the
+/// ledger may also hold a later release's, which this one lets be).
 pub async fn migrations_applied(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    let Some(latest) = MIGRATOR.iter().map(|m| m.version).max() else {
-        return Ok(true);
-    };
-    let applied: Option<i64> =
-        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(pool)
-            .await?;
-    Ok(applied.is_some_and(|v| v >= latest))
+    let known: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+    let applied: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM _sqlx_migrations WHERE success AND version = ANY($1)",
+    )
+    .bind(&known)
+    .fetch_one(pool)
+    .await?;
+    Ok(applied == known.len() as i64)
 }
 
 /// The URL without its password, for logs and errors.

@@ -51,10 +51,12 @@ pub use stored_event::StoredEvent;
 
 /// The migrations of the event store and the read models, embedded in the binary.
 /// Migrations applied by a later release and unknown to this one are let be
-/// (`ignore_missing`): every migration adds and a release drops nothing (DEPLOY.md), so
-/// this release runs on a schema a later one migrated, which a rolling upgrade's
-/// restarts and a rollback need. (By default sqlx refused to start: "migration … was
-/// previously applied but is missing in the resolved migrations".)
+/// (`ignore_missing`), so that this release runs on the schema of the release after it,
+/// which a rolling upgrade's restarts and a rollback need: DEPLOY.md's rule is that a
+/// release's migrations keep the previous release working (what they drop or change goes
+/// a release later, or is listed in their notes). By default sqlx refused to start:
+/// "migration … was previously applied but is missing in the resolved migrations".
+/// Checksums of the migrations this release knows are still checked.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
     ignore_missing: true,
     ..sqlx::migrate!("../migrations")

@@ -324,4 +324,16 @@ mod tests {
         );
         assert_eq!(choose(&sample, "number ²³⁴", true), None, "nor ²³⁴");
     }
+
+    #[test]
+    fn a_word_is_indexable_by_the_letters_pg_trgm_takes() {
+        use super::has_trigram;
+        assert!(has_trigram("4242", false));
+        assert!(has_trigram("c++ abc", false));
+        assert!(!has_trigram("ab-cd", true));
+        assert!(has_trigram("ΟΔΟΣ", true));
+        assert!(!has_trigram("ΟΔΟΣ", false), "C: no letters beyond ASCII");
+        assert!(!has_trigram("²³⁴", true), "pg_trgm takes ² for a separator");
+        assert!(!has_trigram("½½½", true));
+    }
 }

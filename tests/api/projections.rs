@@ -1043,6 +1043,15 @@ async fn a_release_starts_on_a_schema_a_later_release_migrated() {
     assert!(commandcenter::database::migrations_applied(&pool)
         .await
         .unwrap());
+    // Each known migration counts, not the latest version: without 0018's row, the later
+    // one does not make the schema this release's.
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 20261201000018")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(!commandcenter::database::migrations_applied(&pool)
+        .await
+        .unwrap());
     pool.close().await;
 }
 
