@@ -275,54 +275,45 @@ mod tests {
     #[test]
     fn the_rare_word_of_a_common_and_a_rare_one_is_looked_up_alone() {
         let sample = sample();
-        assert_eq!(
-            choose(&sample, "number 4242", true).as_deref(),
-            Some("4242")
-        );
-        assert_eq!(
-            choose(&sample, "4242  NUMBER", true).as_deref(),
-            Some("4242")
-        );
-        // As written: the statement lower-cases it like the whole pattern.
-        assert_eq!(
-            choose(&sample, "NUMBER ΟΔΟΣ", true).as_deref(),
-            Some("ΟΔΟΣ")
-        );
-        // Equally rare: the longer word.
-        assert_eq!(
-            choose(&sample, "number 4242 77777", true).as_deref(),
-            Some("77777")
-        );
+        for (search, word, why) in [
+            ("number 4242", "4242", "the rare one"),
+            ("4242  NUMBER", "4242", "in either place"),
+            // The statement lower-cases it like the whole pattern.
+            ("NUMBER ΟΔΟΣ", "ΟΔΟΣ", "as written"),
+            (
+                "number 4242 77777",
+                "77777",
+                "equally rare: the longer word",
+            ),
+        ] {
+            assert_eq!(
+                choose(&sample, search, true).as_deref(),
+                Some(word),
+                "{search}: {why}"
+            );
+        }
     }
 
     #[test]
     fn otherwise_the_index_gets_the_whole_pattern() {
         let sample = sample();
-        assert_eq!(choose(&sample, "4242", true), None, "one word");
-        assert_eq!(
-            choose(&sample, "number 42", true),
-            None,
-            "a word too short to index"
-        );
-        assert_eq!(
-            choose(&sample, "number c++", true),
-            None,
-            "no trigram in c++"
-        );
-        assert_eq!(
-            choose(&sample, "number a-b-c-d", true),
-            None,
-            "nor in a-b-c-d"
-        );
-        assert_eq!(choose(&sample, "seeded number", true), None, "all common");
-        assert_eq!(choose(&sample, "4242 77777", true), None, "all rare");
+        for (search, unicode_words, why) in [
+            ("4242", true, "one word"),
+            ("number 42", true, "a word too short to index"),
+            ("number c++", true, "no trigram in c++"),
+            ("number a-b-c-d", true, "nor in a-b-c-d"),
+            ("seeded number", true, "all common"),
+            ("4242 77777", true, "all rare"),
+            (
+                "NUMBER ΟΔΟΣ",
+                false,
+                "Greek letters make no trigrams under LC_CTYPE C",
+            ),
+            ("number ²³⁴", true, "nor ²³⁴"),
+        ] {
+            assert_eq!(choose(&sample, search, unicode_words), None, "{why}");
+        }
         assert_eq!(choose(&[], "number 4242", true), None, "no statistics yet");
-        assert_eq!(
-            choose(&sample, "NUMBER ΟΔΟΣ", false),
-            None,
-            "Greek letters make no trigrams under LC_CTYPE C"
-        );
-        assert_eq!(choose(&sample, "number ²³⁴", true), None, "nor ²³⁴");
     }
 
     #[test]

@@ -647,12 +647,7 @@ impl CommitCutter {
 
     /// In front of the server at `server_url` (`postgres://user@host:port`).
     async fn start_to(server_url: &str) -> Self {
-        let upstream = server_url
-            .rsplit('@')
-            .next()
-            .unwrap()
-            .trim_start_matches("postgres://")
-            .to_string();
+        let upstream = crate::helpers::server_address(server_url);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(std::sync::Mutex::new(Cut::Nothing));
@@ -681,9 +676,7 @@ impl CommitCutter {
 
     /// `database_url` with its host and port replaced by the proxy's.
     fn url(&self, database_url: &str) -> String {
-        let (scheme_user, rest) = database_url.split_once('@').unwrap();
-        let (_, path) = rest.split_once('/').unwrap();
-        format!("{scheme_user}@{}/{path}", self.addr)
+        crate::helpers::url_through(database_url, self.addr)
     }
 
     fn arm(&self, cut: Cut) {

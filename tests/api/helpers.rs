@@ -27,6 +27,24 @@ pub fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// The `host:port` of the server at `server_url` (`postgres://user@host:port`): where a
+/// test's TCP proxy connects.
+pub fn server_address(server_url: &str) -> String {
+    server_url
+        .rsplit('@')
+        .next()
+        .expect("split yields one part")
+        .trim_start_matches("postgres://")
+        .to_string()
+}
+
+/// `database_url` with its host and port replaced by `address` (a test's TCP proxy).
+pub fn url_through(database_url: &str, address: std::net::SocketAddr) -> String {
+    let (scheme_user, rest) = database_url.split_once('@').expect("user@host");
+    let (_, path) = rest.split_once('/').expect("a database");
+    format!("{scheme_user}@{address}/{path}")
+}
+
 /// The NATS server tests use.
 pub fn nats_url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())

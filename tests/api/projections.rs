@@ -879,10 +879,7 @@ async fn a_finished_rebuild_releases_its_lock_before_it_returns() {
     app.create_technology("Rebuilt twice").await;
     app.wait_caught_up().await;
     let proxy = late_closing_proxy().await;
-    let url = app.database_url();
-    let (scheme_user, rest) = url.split_once('@').unwrap();
-    let (_, database) = rest.split_once('/').unwrap();
-    let late = sqlx::PgPool::connect(&format!("{scheme_user}@{proxy}/{database}"))
+    let late = sqlx::PgPool::connect(&crate::helpers::url_through(&app.database_url(), proxy))
         .await
         .unwrap();
     for _ in 0..2 {
@@ -908,11 +905,7 @@ async fn a_finished_rebuild_releases_its_lock_before_it_returns() {
 /// A TCP proxy in front of the test PostgreSQL that passes everything through, but
 /// closes a server connection only a second after its client closed it. Its address.
 async fn late_closing_proxy() -> std::net::SocketAddr {
-    let upstream = crate::helpers::server_url()
-        .rsplit('@')
-        .next()
-        .unwrap()
-        .to_string();
+    let upstream = crate::helpers::server_address(&crate::helpers::server_url());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -763,6 +763,39 @@ async fn a_search_counts_exactly_up_to_a_cap_and_estimates_beyond_it() {
     }
 }
 
+/// Creates technologies "Widget 0" … and "Gizmo 0" … in project 1, waits for the view,
+/// and analyzes it (before the first search, which reads the statistics); returns their
+/// paths, widgets first.
+async fn widgets_and_gizmos(app: &TestApp, widgets: usize, gizmos: usize) -> Vec<String> {
+    let mut paths = Vec::new();
+    for title in (0..widgets)
+        .map(|n| format!("Widget {n}"))
+        .chain((0..gizmos).map(|n| format!("Gizmo {n}")))
+    {
+        let created = app.create_technology(&title).await;
+        paths.push(format!(
+            "/api/v1/technologies/{}",
+            created["id"].as_str().unwrap()
+        ));
+    }
+    app.wait_caught_up().await;
+    sqlx::query("ANALYZE technology_view")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    paths
+}
+
+/// Retitles the technologies at `paths` "<title> 0", "<title> 1", ….
+async fn rename(app: &TestApp, paths: &[String], title: &str) {
+    for (n, path) in paths.iter().enumerate() {
+        let renamed = app
+            .patch(path, &json!({"title": format!("{title} {n}")}))
+            .await;
+        assert_eq!(renamed.status(), 200);
+    }
+}
+
 /// A common word's total is counted in `technology_search`, which the projector keeps
 /// with `technology_view`: the total follows edits that add or remove the word, status
 /// changes (a filter it counts by) and deletions, stays the same after a rebuild, and a
@@ -773,24 +806,9 @@ async fn a_common_words_count_follows_the_rows_it_counts() {
     use commandcenter_projections::{rebuild, verify, TechnologyView};
 
     let app = spawn_app().await;
-    let mut paths = Vec::new();
-    for title in (0..60)
-        .map(|n| format!("Widget {n}"))
-        .chain((0..20).map(|n| format!("Gizmo {n}")))
-    {
-        let created = app.create_technology(&title).await;
-        paths.push(format!(
-            "/api/v1/technologies/{}",
-            created["id"].as_str().unwrap()
-        ));
-    }
+    // "widget" is in 3 of 4 rows.
+    let paths = widgets_and_gizmos(&app, 60, 20).await;
     let (widgets, gizmos) = paths.split_at(60);
-    app.wait_caught_up().await;
-    // Before the first search, which reads the statistics: "widget" is in 3 of 4 rows.
-    sqlx::query("ANALYZE technology_view")
-        .execute(&app.pool)
-        .await
-        .unwrap();
     // Full first pages (limit 10), so the count runs; each asked once (no cached answer).
     let total = |query: String| {
         let app = &app;
@@ -802,18 +820,8 @@ async fn a_common_words_count_follows_the_rows_it_counts() {
     };
     assert_eq!(total("search=widget&limit=10".into()).await, 60);
 
-    for (n, path) in widgets[..5].iter().enumerate() {
-        let renamed = app
-            .patch(path, &json!({"title": format!("Sprocket {n}")}))
-            .await;
-        assert_eq!(renamed.status(), 200);
-    }
-    for (n, path) in gizmos[..2].iter().enumerate() {
-        let renamed = app
-            .patch(path, &json!({"title": format!("Gizmo widget {n}")}))
-            .await;
-        assert_eq!(renamed.status(), 200);
-    }
+    rename(&app, &widgets[..5], "Sprocket").await;
+    rename(&app, &gizmos[..2], "Gizmo widget").await;
     for path in &widgets[5..8] {
         assert_eq!(app.delete(path).await.status(), 204);
     }
@@ -863,22 +871,7 @@ async fn a_view_that_lost_its_search_triggers_is_reported_and_rebuilt_whole() {
     use commandcenter_projections::{rebuild, verify, TechnologyView};
 
     let app = spawn_app().await;
-    let mut widgets = Vec::new();
-    for n in 0..30 {
-        let created = app.create_technology(&format!("Widget {n}")).await;
-        widgets.push(format!(
-            "/api/v1/technologies/{}",
-            created["id"].as_str().unwrap()
-        ));
-    }
-    for n in 0..10 {
-        app.create_technology(&format!("Gizmo {n}")).await;
-    }
-    app.wait_caught_up().await;
-    sqlx::query("ANALYZE technology_view")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    let widgets = widgets_and_gizmos(&app, 30, 10).await;
     let triggers = "SELECT tgname::text, pg_get_triggerdef(oid) FROM pg_trigger \
                      WHERE tgrelid = 'technology_view'::regclass AND NOT tgisinternal ORDER BY 1";
     let migrated: Vec<(String, String)> =
@@ -900,12 +893,7 @@ async fn a_view_that_lost_its_search_triggers_is_reported_and_rebuilt_whole() {
             .await
             .unwrap();
     }
-    for (n, path) in widgets[..5].iter().enumerate() {
-        let renamed = app
-            .patch(path, &json!({"title": format!("Sprocket {n}")}))
-            .await;
-        assert_eq!(renamed.status(), 200);
-    }
+    rename(&app, &widgets[..5], "Sprocket").await;
     app.wait_caught_up().await;
 
     let stale = verify(&app.pool, &TechnologyView, 100).await.unwrap();
