@@ -257,26 +257,23 @@ impl Cluster {
         None
     }
 
-    /// True when node `n` (0-based) holds a current copy of the stream with `messages`.
-    async fn node_holds(&self, n: usize, messages: u64) -> bool {
-        let Ok(response) = self
+    /// How many messages node `n` (0-based) reports in its copy of the stream (`None` when
+    /// it does not answer or holds no copy).
+    async fn node_messages(&self, n: usize) -> Option<u64> {
+        let response = self
             .client
             .get(format!("{}/jsz?streams=true", self.monitors[n]))
             .send()
             .await
-        else {
-            return false;
-        };
-        let Ok(info) = response.json::<Value>().await else {
-            return false;
-        };
+            .ok()?;
+        let info = response.json::<Value>().await.ok()?;
         info["account_details"]
             .as_array()
             .into_iter()
             .flatten()
             .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
             .find(|s| s["name"] == "CC_EVENTS")
-            .is_some_and(|s| s["state"]["messages"].as_u64() == Some(messages))
+            .and_then(|s| s["state"]["messages"].as_u64())
     }
 
     fn url(&self, api: usize, path: &str) -> String {
@@ -1411,10 +1408,15 @@ async fn nats_leader_killed(cluster: &Cluster) {
     // The restarted node catches up: its copy holds every message.
     let messages = cluster.stream_events().await.len() as u64;
     let restarted = Instant::now();
-    while !cluster.node_holds(node, messages).await {
+    loop {
+        let held = cluster.node_messages(node).await;
+        if held == Some(messages) {
+            break;
+        }
         assert!(
             restarted.elapsed() < Duration::from_secs(60),
-            "scenario 3: the restarted {leader} did not catch up to {messages} messages"
+            "scenario 3: the restarted {leader} did not catch up to {messages} messages \
+             (it reports {held:?})"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
