@@ -34,7 +34,8 @@ use futures::FutureExt;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, Mutex};
 
-use crate::{pause, AppendSignal, Position, StoreError};
+use crate::store::{append_claiming_together, independent};
+use crate::{pause, AppendSignal, Committed, PlainAppend, Position, StoreError};
 
 /// At most this many commands share a transaction. Each member's savepoint becomes a
 /// subtransaction; PostgreSQL caches 64 subtransaction ids per backend before every
@@ -71,6 +72,25 @@ pub trait Member: Send + 'static {
     /// batch's transaction); `None` when it appended none. Asked when a COMMIT fails to
     /// answer, to read back whether it took place anyway.
     fn appended(&self) -> Option<Appended>;
+
+    /// The member's writes when they are events and claims alone (no Idempotency-Key
+    /// record, no snapshot due): the batch may then append them with its other plain
+    /// members' in one statement instead of calling [`Member::write`]. `None` by default.
+    fn plain(&self) -> Option<PlainAppend<'_>> {
+        None
+    }
+
+    /// The batch's shared statement appended [`Member::plain`]'s writes, the last event
+    /// at `committed`: the member finishes as [`Member::write`] would past its append.
+    /// On `Err` the batch undoes the statement and calls [`Member::unwrite_plain`] on the
+    /// members it had finished, then writes each with [`Member::write`].
+    fn wrote_plain(&mut self, committed: Committed) -> Result<(), Rejected> {
+        let _ = committed;
+        Err(Rejected)
+    }
+
+    /// Undoes [`Member::wrote_plain`]: the member is as it was before it.
+    fn unwrite_plain(&mut self) {}
 }
 
 /// An event a member of a batch appended: what the read-back of a COMMIT that failed to
@@ -110,6 +130,8 @@ pub(crate) struct GroupCommit {
     /// that was last logged.
     refused: Arc<AtomicU64>,
     refused_logged: Arc<AtomicU64>,
+    /// Commands appended by their batch's shared statement, since the store was made.
+    together: Arc<AtomicU64>,
 }
 
 impl Default for GroupCommit {
@@ -122,6 +144,7 @@ impl Default for GroupCommit {
             outcome_wait: OUTCOME_SOUGHT_FOR,
             refused: Arc::default(),
             refused_logged: Arc::default(),
+            together: Arc::default(),
         }
     }
 }
@@ -194,6 +217,7 @@ impl GroupCommit {
                     receiver.clone(),
                     self.waiting.clone(),
                     self.outcome_wait,
+                    self.together.clone(),
                 ));
             }
             sender
@@ -209,6 +233,12 @@ impl GroupCommit {
     pub(crate) fn waiting(&self) -> usize {
         self.waiting.load(Ordering::SeqCst)
     }
+
+    /// Commands appended by their batch's shared statement so far (the rest of the
+    /// batched commands were written one by one).
+    pub(crate) fn appended_together(&self) -> u64 {
+        self.together.load(Ordering::Relaxed)
+    }
 }
 
 /// A committer: one batch at a time, each made of the first command queued and whatever
@@ -220,6 +250,7 @@ async fn run(
     queue: Arc<Mutex<mpsc::UnboundedReceiver<Box<dyn Member>>>>,
     waiting: Arc<AtomicUsize>,
     outcome_wait: Duration,
+    together: Arc<AtomicU64>,
 ) {
     loop {
         let batch = {
@@ -239,7 +270,7 @@ async fn run(
         };
         waiting.fetch_sub(batch.len(), Ordering::SeqCst);
         // A panic past the writes (a member answering) must not end the committer.
-        if AssertUnwindSafe(commit_batch(&pool, &signal, batch, outcome_wait))
+        if AssertUnwindSafe(write_batch(&pool, &signal, batch, outcome_wait, &together))
             .catch_unwind()
             .await
             .is_err()
@@ -259,6 +290,18 @@ pub async fn commit_batch(
     members: Vec<Box<dyn Member>>,
     outcome_wait: Duration,
 ) {
+    write_batch(pool, signal, members, outcome_wait, &AtomicU64::new(0)).await;
+}
+
+/// [`commit_batch`], adding to `together` the members the batch's shared statement
+/// appended ([`append_together`]).
+async fn write_batch(
+    pool: &PgPool,
+    signal: &AppendSignal,
+    mut members: Vec<Box<dyn Member>>,
+    outcome_wait: Duration,
+    together: &AtomicU64,
+) {
     let alone = members.len() == 1;
     let started = std::time::Instant::now();
     let mut kept = Vec::with_capacity(members.len());
@@ -274,7 +317,12 @@ pub async fn commit_batch(
         if let Err(err) = sqlx::query(BATCH_LOCK_TIMEOUT).execute(&mut *tx).await {
             return settle_all(members, err);
         }
+        match append_together(&mut tx, &mut members).await {
+            Ok(appended) => kept.extend(appended),
+            Err(err) => return settle_all(members, err),
+        }
     }
+    let appended_together = kept.len();
     let mut members = members.into_iter().enumerate();
     while let Some((n, mut member)) = members.next() {
         if !alone {
@@ -366,8 +414,10 @@ pub async fn commit_batch(
     if !kept.is_empty() {
         signal.fire().await;
     }
+    together.fetch_add(appended_together as u64, Ordering::Relaxed);
     tracing::trace!(
         commands = kept.len(),
+        together = appended_together,
         failed = failed.len(),
         written_us = written.as_micros() as u64,
         total_us = started.elapsed().as_micros() as u64,
@@ -376,6 +426,86 @@ pub async fn commit_batch(
     for member in kept.into_iter().chain(failed) {
         member.settle(Ok(()));
     }
+}
+
+/// Appends a batch's plain members ([`Member::plain`]), when there are two or more and no
+/// two touch one aggregate or claim, in one statement under a savepoint of its own,
+/// instead of a savepoint and a statement each. When the statement did for every one of
+/// them what its own writes would have (each claim taken, no conflict with another
+/// transaction, no lock waited out), they are finished
+/// ([`Member::wrote_plain`]) and returned, taken out of `members`; otherwise the statement
+/// is rolled back and every member stays in `members`, to be written one by one as
+/// before. `Err` when the connection fails, or a member panicked while it finished
+/// (the batch is then abandoned, as when one panics while it writes).
+async fn append_together(
+    conn: &mut PgConnection,
+    members: &mut Vec<Box<dyn Member>>,
+) -> Result<Vec<Box<dyn Member>>, sqlx::Error> {
+    let plain: Vec<usize> = (0..members.len())
+        .filter(|&i| members[i].plain().is_some())
+        .collect();
+    if plain.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let appended = {
+        let appends: Vec<PlainAppend<'_>> =
+            plain.iter().filter_map(|&i| members[i].plain()).collect();
+        // Commands whose order matters are written one by one without trying.
+        if !independent(&appends) {
+            return Ok(Vec::new());
+        }
+        sqlx::query("SAVEPOINT together")
+            .execute(&mut *conn)
+            .await?;
+        append_claiming_together(&mut *conn, &appends).await
+    };
+    let finished = match appended {
+        Ok(Some(committed)) => {
+            let mut finished = Vec::with_capacity(plain.len());
+            for (&i, committed) in plain.iter().zip(committed) {
+                let member = &mut members[i];
+                match std::panic::catch_unwind(AssertUnwindSafe(|| member.wrote_plain(committed))) {
+                    Ok(Ok(())) => finished.push(i),
+                    Ok(Err(Rejected)) => break,
+                    Err(_) => {
+                        tracing::error!(
+                            "a command panicked while its batch was written; the batch is abandoned"
+                        );
+                        return Err(sqlx::Error::WorkerCrashed);
+                    }
+                }
+            }
+            if finished.len() == plain.len() {
+                Some(finished)
+            } else {
+                for &i in &finished {
+                    members[i].unwrite_plain();
+                }
+                None
+            }
+        }
+        Ok(None) => None,
+        Err(err) => {
+            tracing::debug!(%err, "a batch's shared append failed; its commands are written one by one");
+            None
+        }
+    };
+    let Some(finished) = finished else {
+        sqlx::query("ROLLBACK TO SAVEPOINT together")
+            .execute(&mut *conn)
+            .await?;
+        return Ok(Vec::new());
+    };
+    let (mut together, mut rest) = (Vec::with_capacity(finished.len()), Vec::new());
+    for (i, member) in members.drain(..).enumerate() {
+        if finished.contains(&i) {
+            together.push(member);
+        } else {
+            rest.push(member);
+        }
+    }
+    *members = rest;
+    Ok(together)
 }
 
 /// What became of a transaction whose COMMIT failed to answer.

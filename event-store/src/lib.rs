@@ -45,7 +45,7 @@ pub use position::{Position, PositionParseError, POSITION_PATTERN};
 pub use signal::AppendSignal;
 pub use store::{
     connect, connect_replica, AggregateEvents, Committed, EventStore, Loaded, NewEvent,
-    REPLICA_ACQUIRE_TIMEOUT, SNAPSHOT_EVERY,
+    PlainAppend, REPLICA_ACQUIRE_TIMEOUT, SNAPSHOT_EVERY,
 };
 pub use stored_event::StoredEvent;
 

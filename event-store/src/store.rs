@@ -392,6 +392,12 @@ impl EventStore {
         self.group.waiting()
     }
 
+    /// How many commands were appended together with others of their batch, in one
+    /// statement ([`crate::Member::plain`]), since this handle's committers started.
+    pub fn commands_appended_together(&self) -> u64 {
+        self.group.appended_together()
+    }
+
     /// [`EventStore::append`] of `append` with the aggregate's uniqueness claims in the
     /// same statement: `released` claims held by `aggregate_id` are given up and `taken` ones
     /// taken, and the events are inserted only when every one of `taken` was free (or
@@ -492,40 +498,16 @@ impl EventStore {
         conn: &mut PgConnection,
         batch: &[AggregateEvents],
     ) -> Result<u64, StoreError> {
-        let total: usize = batch.iter().map(|a| a.events.len()).sum();
-        let mut types = Vec::with_capacity(total);
-        let mut ids = Vec::with_capacity(total);
-        let mut sequences = Vec::with_capacity(total);
-        let mut event_types = Vec::with_capacity(total);
-        let mut versions = Vec::with_capacity(total);
-        let mut payloads = Vec::with_capacity(total);
-        let mut metadata = Vec::with_capacity(total);
-        for aggregate in batch {
-            for (i, event) in aggregate.events.iter().enumerate() {
-                types.push(aggregate.aggregate_type.as_str());
-                ids.push(aggregate.aggregate_id.as_str());
-                sequences.push(aggregate.expected_version + i as i64 + 1);
-                event_types.push(event.event_type.as_str());
-                versions.push(event.event_version.as_str());
-                payloads.push(&event.payload);
-                metadata.push(&aggregate.metadata);
-            }
-        }
-        let result = sqlx::query(
-            "INSERT INTO events \
-                 (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-             SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata \
-               FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) \
-                    WITH ORDINALITY AS e(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, n) \
-              ORDER BY e.n",
-        )
-        .bind(&types)
-        .bind(&ids)
-        .bind(&sequences)
-        .bind(&event_types)
-        .bind(&versions)
-        .bind(&payloads)
-        .bind(&metadata)
+        let rows = EventRows::of(batch.iter());
+        let result = rows
+            .bind(sqlx::query(
+                "INSERT INTO events \
+                     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, e.metadata \
+                   FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) \
+                        WITH ORDINALITY AS e(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, n) \
+                  ORDER BY e.n",
+            ))
         .execute(&mut *conn)
         .await;
         match result {
@@ -537,6 +519,179 @@ impl EventStore {
                 })
             }
             Err(err) => Err(err.into()),
+        }
+    }
+}
+
+/// One command's writes in a batch's shared append: its aggregate's events and the
+/// uniqueness claims it gives up and takes, as [`EventStore::append_claiming`] takes them.
+#[derive(Debug, Clone, Copy)]
+pub struct PlainAppend<'a> {
+    /// The events, after the version the command was decided on (not empty).
+    pub append: &'a AggregateEvents,
+    /// Claims the aggregate gives up.
+    pub released: &'a [Claim],
+    /// Claims the aggregate takes.
+    pub taken: &'a [Claim],
+}
+
+/// The writes of several commands of a batch in one statement ([`APPEND_TOGETHER`]):
+/// each one's released claims given up, its taken claims taken and its events appended,
+/// as [`EventStore::append_claiming`] would one after another. Returns the version and
+/// position of each one's last event, in the order of `appends`, or `Ok(None)` when that
+/// cannot be done in one statement:
+///
+/// - two of them touch one aggregate or one claim, so their order matters (checked
+///   before anything is sent; nothing was written);
+/// - a claim is held by an aggregate outside the statement (no event was appended, but
+///   claims may have been released and taken).
+///
+/// The caller runs it under a savepoint and, on `Ok(None)` or an error (a conflict with
+/// another transaction, a lock not obtained), rolls back to it and writes the commands
+/// one by one: the statement only stands when it is what those writes would have done.
+pub(crate) async fn append_claiming_together(
+    conn: &mut PgConnection,
+    appends: &[PlainAppend<'_>],
+) -> Result<Option<Vec<Committed>>, StoreError> {
+    if !independent(appends) {
+        return Ok(None);
+    }
+    let events = EventRows::of(appends.iter().map(|plain| plain.append));
+    let (mut released, mut taken) = (Claims::default(), Claims::default());
+    for plain in appends {
+        released.push(plain.released, &plain.append.aggregate_id);
+        taken.push(plain.taken, &plain.append.aggregate_id);
+    }
+    let rows = events
+        .bind(sqlx::query(APPEND_TOGETHER))
+        .bind(&released.scopes)
+        .bind(&released.keys)
+        .bind(&released.owners)
+        .bind(&taken.scopes)
+        .bind(&taken.keys)
+        .bind(&taken.owners)
+        .fetch_all(&mut *conn)
+        .await?;
+    let all_taken = match rows.first() {
+        Some(row) => row.try_get::<bool, _>("all_taken")?,
+        None => false,
+    };
+    if !all_taken {
+        return Ok(None);
+    }
+    let mut stored = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let key: (String, String, i64) = (
+            row.try_get("aggregate_type")?,
+            row.try_get("aggregate_id")?,
+            row.try_get("sequence")?,
+        );
+        stored.insert(key, position_from_row(row)?);
+    }
+    appends
+        .iter()
+        .map(|plain| {
+            let append = plain.append;
+            let version = append.expected_version + append.events.len() as i64;
+            let key = (
+                append.aggregate_type.clone(),
+                append.aggregate_id.clone(),
+                version,
+            );
+            let position = stored
+                .get(&key)
+                .copied()
+                .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
+            Ok(Committed { version, position })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// No two of `appends` touch one aggregate or one claim (given up or taken), so writing
+/// them in one statement or one after another, in any order, ends the same.
+pub(crate) fn independent(appends: &[PlainAppend<'_>]) -> bool {
+    let mut aggregates = std::collections::HashSet::with_capacity(appends.len());
+    let mut claims = std::collections::HashSet::new();
+    appends.iter().all(|plain| {
+        aggregates.insert((&plain.append.aggregate_type, &plain.append.aggregate_id))
+            && plain
+                .released
+                .iter()
+                .chain(plain.taken)
+                .all(|claim| claims.insert((&claim.scope, &claim.key)))
+    })
+}
+
+/// The events of several aggregates, as the arrays `$1`–`$7` of [`APPEND_TOGETHER`] and
+/// [`EventStore::append_batch`] unnest: aggregate type and id, sequence, type, version,
+/// payload and metadata of each.
+struct EventRows<'a> {
+    types: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    sequences: Vec<i64>,
+    event_types: Vec<&'a str>,
+    versions: Vec<&'a str>,
+    payloads: Vec<&'a Value>,
+    metadata: Vec<&'a Value>,
+}
+
+impl<'a> EventRows<'a> {
+    fn of(aggregates: impl Iterator<Item = &'a AggregateEvents> + Clone) -> Self {
+        let total: usize = aggregates.clone().map(|a| a.events.len()).sum();
+        let mut rows = Self {
+            types: Vec::with_capacity(total),
+            ids: Vec::with_capacity(total),
+            sequences: Vec::with_capacity(total),
+            event_types: Vec::with_capacity(total),
+            versions: Vec::with_capacity(total),
+            payloads: Vec::with_capacity(total),
+            metadata: Vec::with_capacity(total),
+        };
+        for aggregate in aggregates {
+            for (i, event) in aggregate.events.iter().enumerate() {
+                rows.types.push(&aggregate.aggregate_type);
+                rows.ids.push(&aggregate.aggregate_id);
+                rows.sequences
+                    .push(aggregate.expected_version + i as i64 + 1);
+                rows.event_types.push(&event.event_type);
+                rows.versions.push(&event.event_version);
+                rows.payloads.push(&event.payload);
+                rows.metadata.push(&aggregate.metadata);
+            }
+        }
+        rows
+    }
+
+    fn bind(
+        &'a self,
+        query: sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.types)
+            .bind(&self.ids)
+            .bind(&self.sequences)
+            .bind(&self.event_types)
+            .bind(&self.versions)
+            .bind(&self.payloads)
+            .bind(&self.metadata)
+    }
+}
+
+/// Claims of several aggregates, as the arrays [`APPEND_TOGETHER`] unnests.
+#[derive(Default)]
+struct Claims<'a> {
+    scopes: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    owners: Vec<&'a str>,
+}
+
+impl<'a> Claims<'a> {
+    fn push(&mut self, claims: &'a [Claim], owner: &'a str) {
+        for claim in claims {
+            self.scopes.push(&claim.scope);
+            self.keys.push(&claim.key);
+            self.owners.push(owner);
         }
     }
 }
@@ -585,6 +740,44 @@ const APPEND_CLAIMING: &str = "WITH released AS ( \
              SELECT (SELECT array_agg(scope || chr(31) || key) FROM taken) AS taken, \
                     a.sequence, a.tx_id::text AS tx_text, a.global_position \
                FROM (SELECT 1) one LEFT JOIN appended a ON true";
+
+/// [`APPEND_CLAIMING`] for several aggregates at once ([`append_claiming_together`]):
+/// `$1`–`$7` every event's aggregate type and id, sequence, type, version, payload and
+/// metadata; `$8`–`$10` the claims released (scope, key, the aggregate giving it up),
+/// `$11`–`$13` those taken (scope, key, the aggregate taking it). The events are inserted
+/// only when every claim was taken; the query returns one row per event, each saying so,
+/// or a single row without an event when a claim was held. Sent only for aggregates that
+/// share no claim ([`independent`]): the order in which PostgreSQL runs the release and
+/// the take is not specified.
+const APPEND_TOGETHER: &str = "WITH released AS ( \
+                 DELETE FROM unique_claims u \
+                  USING UNNEST($8::text[], $9::text[], $10::text[]) AS r(scope, key, owner_id) \
+                  WHERE u.scope = ANY($8::text[]) AND u.key = ANY($9::text[]) \
+                    AND u.scope = r.scope AND u.key = r.key AND u.owner_id = r.owner_id), \
+             taken AS ( \
+                 INSERT INTO unique_claims (scope, key, owner_id) \
+                 SELECT t.scope, t.key, t.owner_id \
+                   FROM UNNEST($11::text[], $12::text[], $13::text[]) AS t(scope, key, owner_id) \
+                 ON CONFLICT (scope, key) DO UPDATE SET owner_id = EXCLUDED.owner_id \
+                     WHERE unique_claims.owner_id = EXCLUDED.owner_id \
+                 RETURNING scope), \
+             all_taken AS ( \
+                 SELECT count(*) = cardinality($11::text[]) AS all_taken FROM taken), \
+             appended AS ( \
+                 INSERT INTO events \
+                     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, \
+                        e.payload, e.metadata \
+                   FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
+                               $6::jsonb[], $7::jsonb[]) \
+                        WITH ORDINALITY AS e(aggregate_type, aggregate_id, sequence, event_type, \
+                                             event_version, payload, metadata, n) \
+                  WHERE (SELECT all_taken FROM all_taken) \
+                  ORDER BY e.n \
+                 RETURNING aggregate_type, aggregate_id, sequence, tx_id, global_position) \
+             SELECT t.all_taken, a.aggregate_type, a.aggregate_id, a.sequence, \
+                    a.tx_id::text AS tx_text, a.global_position \
+               FROM all_taken t LEFT JOIN appended a ON true";
 
 /// An append's events as the arrays its `INSERT` unnests.
 struct Columns<'a> {
@@ -668,4 +861,71 @@ pub(crate) fn position_from_row(row: &sqlx::postgres::PgRow) -> Result<Position,
             source: Box::new(e),
         })?;
     Ok(Position::new(tx_id, row.try_get("global_position")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(aggregate_id: &str) -> AggregateEvents {
+        AggregateEvents {
+            aggregate_type: "technology".into(),
+            aggregate_id: aggregate_id.into(),
+            expected_version: 0,
+            events: vec![NewEvent {
+                event_type: "Created".into(),
+                event_version: "1".into(),
+                payload: Value::Null,
+            }],
+            metadata: Value::Null,
+        }
+    }
+
+    fn claim(key: &str) -> Claim {
+        Claim {
+            scope: "title:technology:1".into(),
+            key: key.into(),
+        }
+    }
+
+    #[test]
+    fn appends_sharing_an_aggregate_or_a_claim_are_not_written_together() {
+        let (a, b) = (events("a"), events("b"));
+        let (x, y) = ([claim("x")], [claim("y")]);
+        let plain = |append, released, taken| PlainAppend {
+            append,
+            released,
+            taken,
+        };
+        let cases: [(&str, Vec<PlainAppend<'_>>, bool); 5] = [
+            (
+                "different aggregates and claims",
+                vec![plain(&a, &x, &[]), plain(&b, &[], &y)],
+                true,
+            ),
+            (
+                "one aggregate twice",
+                vec![plain(&a, &[], &[]), plain(&a, &[], &[])],
+                false,
+            ),
+            (
+                "one claim taken twice",
+                vec![plain(&a, &[], &x), plain(&b, &[], &x)],
+                false,
+            ),
+            (
+                "a claim given up, then taken",
+                vec![plain(&a, &x, &[]), plain(&b, &[], &x)],
+                false,
+            ),
+            (
+                "a claim taken, then given up",
+                vec![plain(&a, &[], &x), plain(&b, &x, &[])],
+                false,
+            ),
+        ];
+        for (case, appends, expected) in cases {
+            assert_eq!(independent(&appends), expected, "{case}");
+        }
+    }
 }

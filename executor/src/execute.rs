@@ -18,7 +18,7 @@ use commandcenter_metrics::Metrics;
 use commandcenter_domain::values::ProjectId;
 use commandcenter_event_store::{
     self as group, claim, AggregateEvents, Claim, Committed, EventStore, Loaded, NewEvent,
-    Position, StoreError, SNAPSHOT_EVERY,
+    PlainAppend, Position, StoreError, SNAPSHOT_EVERY,
 };
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -506,6 +506,53 @@ where
         };
         // The waiting request may be gone (its client left); the outcome stands.
         let _ = self.done.send(result);
+    }
+
+    fn plain(&self) -> Option<PlainAppend<'_>> {
+        let events = self.append.events.len() as i64;
+        let snapshot_due = (self.unchanged.version + events) / SNAPSHOT_EVERY
+            > self.unchanged.version / SNAPSHOT_EVERY;
+        if self.idempotency.is_some() || events == 0 || snapshot_due || self.state.is_none() {
+            return None;
+        }
+        Some(PlainAppend {
+            append: &self.append,
+            released: &self.released,
+            taken: &self.taken,
+        })
+    }
+
+    fn wrote_plain(&mut self, committed: Committed) -> Result<(), group::Rejected> {
+        let state = self.state.take().ok_or(group::Rejected)?;
+        let outcome = Outcome {
+            state,
+            committed,
+            appended: self.append.events.len(),
+        };
+        match (self.respond)(&outcome) {
+            Ok(reply) => {
+                self.written_at = Some(committed);
+                self.written = Some(Ok(Written {
+                    reply,
+                    state: outcome.state,
+                    events: std::mem::take(&mut self.events),
+                }));
+                Ok(())
+            }
+            // Written alone after all, it fails there with its reason.
+            Err(_) => {
+                self.state = Some(outcome.state);
+                Err(group::Rejected)
+            }
+        }
+    }
+
+    fn unwrite_plain(&mut self) {
+        if let Some(Ok(written)) = self.written.take() {
+            self.state = Some(written.state);
+            self.events = written.events;
+        }
+        self.written_at = None;
     }
 
     fn appended(&self) -> Option<group::Appended> {

@@ -386,6 +386,284 @@ async fn a_batch_whose_middle_commands_fail_commits_the_others() {
     assert_store_consistent(&app.pool).await;
 }
 
+fn rename(title: &TechnologyFields) -> TechnologyCommand {
+    TechnologyCommand::UpdateTechnology {
+        changes: Box::new(TechnologyChanges {
+            title: Some(title.title.clone()),
+            ..Default::default()
+        }),
+        status: None,
+        at: clock::now(),
+    }
+}
+
+/// Each applied command's answer against the store read directly: its last event is at
+/// the answered version and position, in the batch's transaction.
+async fn assert_answers_stored(pool: &PgPool, answers: &[(&str, &Applied<Technology>)]) {
+    for (id, applied) in answers {
+        let (tx_text, global_position): (String, i64) = sqlx::query_as(
+            "SELECT tx_id::text, global_position FROM events \
+              WHERE aggregate_type = 'technology' AND aggregate_id = $1 AND sequence = $2",
+        )
+        .bind(id)
+        .bind(applied.committed.version)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|err| panic!("{id} v{}: {err}", applied.committed.version));
+        let stored = Position::new(tx_text.parse().unwrap(), global_position);
+        assert_eq!(
+            applied.committed.position, stored,
+            "{id}'s answered position"
+        );
+        let later: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE aggregate_type = 'technology' \
+               AND aggregate_id = $1 AND sequence > $2",
+        )
+        .bind(id)
+        .bind(applied.committed.version)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(later, 0, "{id}'s answered version is its last");
+    }
+}
+
+/// Of the title claims on `keys`, exactly those in `owned`, each with its owner.
+async fn assert_claims(pool: &PgPool, keys: &[&str], owned: &[(&str, &str)]) {
+    let claims: Vec<(String, String)> =
+        sqlx::query_as("SELECT key, owner_id FROM unique_claims WHERE key = ANY($1) ORDER BY key")
+            .bind(keys)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let mut owned: Vec<(String, String)> = owned
+        .iter()
+        .map(|(key, owner)| (key.to_string(), owner.to_string()))
+        .collect();
+    owned.sort();
+    assert_eq!(claims, owned, "title claims and their owners");
+}
+
+/// Commands without an Idempotency-Key or a snapshot due are appended together, in one
+/// statement for the batch: creates taking their title claims, an update, a rename that
+/// gives up one title and takes another. Each still gets its own version and position,
+/// in queue order, and the store holds exactly what they would have written one by one.
+#[tokio::test]
+async fn a_batchs_plain_commands_are_appended_in_one_statement_each_with_its_answer() {
+    let app = spawn_app().await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local()).with_committers(1);
+    let metrics = Metrics::new();
+    let existing = app.create_technology("Old Name").await;
+    let existing = existing["id"].as_str().unwrap().to_string();
+    let (one, two, new_name) = (
+        fields(&app, "First Plain").await,
+        fields(&app, "Second Plain").await,
+        fields(&app, "New Name").await,
+    );
+    let held_fields = fields(&app, "Held").await;
+    let events_before = app.stored_events().await.len();
+
+    let held = Held::start(&app, &store, &metrics, held_fields).await;
+    let (first, second) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
+    let a = queue(&store, || {
+        plain(&store, &metrics, &first, create(&first, one), None)
+    })
+    .await;
+    let b = queue(&store, || {
+        plain(&store, &metrics, &existing, rename(&new_name), Some(1))
+    })
+    .await;
+    let c = queue(&store, || {
+        plain(&store, &metrics, &second, create(&second, two), None)
+    })
+    .await;
+    assert_eq!(store.commands_waiting(), 3);
+    held.release().await;
+    let (a, b, c) = (
+        a.await.unwrap().expect("the first create applies"),
+        b.await.unwrap().expect("the rename applies"),
+        c.await.unwrap().expect("the second create applies"),
+    );
+
+    assert_eq!(
+        store.commands_appended_together(),
+        3,
+        "one statement for the three"
+    );
+    assert_eq!(
+        (
+            a.committed.version,
+            b.committed.version,
+            c.committed.version
+        ),
+        (1, 2, 1)
+    );
+    let batch = tx_of(a.committed.position);
+    assert_eq!(tx_of(b.committed.position), batch);
+    assert_eq!(tx_of(c.committed.position), batch);
+    assert!(
+        a.committed.position < b.committed.position && b.committed.position < c.committed.position,
+        "positions in queue order"
+    );
+    assert_answers_stored(&app.pool, &[(&first, &a), (&existing, &b), (&second, &c)]).await;
+    assert_eq!(
+        b.state.record().unwrap().fields.title.as_str(),
+        "New Name",
+        "the answered state is the renamed one"
+    );
+    // The held command's event, and one for each command of the batch.
+    assert_eq!(app.stored_events().await.len(), events_before + 4);
+    // The old name given up, the new ones taken.
+    assert_claims(
+        &app.pool,
+        &["old name", "new name", "first plain", "second plain"],
+        &[
+            ("first plain", &first),
+            ("new name", &existing),
+            ("second plain", &second),
+        ],
+    )
+    .await;
+    assert_store_consistent(&app.pool).await;
+}
+
+/// A title held outside the batch makes its shared statement fail: the statement is
+/// undone whole — the title another command of it gave up is its holder's again — and the
+/// batch's commands are written one by one, the refused one alone failing.
+#[tokio::test]
+async fn a_shared_statement_that_meets_a_held_title_is_undone_whole() {
+    let app = spawn_app().await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local()).with_committers(1);
+    let metrics = Metrics::new();
+    let renamed = app.create_technology("Keep Me").await;
+    let renamed = renamed["id"].as_str().unwrap().to_string();
+    let outside = app.create_technology("Held Elsewhere").await;
+    let outside = outside["id"].as_str().unwrap().to_string();
+    let (held_elsewhere, fresh) = (
+        fields(&app, "Held Elsewhere").await,
+        fields(&app, "Fresh Title").await,
+    );
+    let held_fields = fields(&app, "Held").await;
+    let events_before = app.stored_events().await.len();
+
+    let held = Held::start(&app, &store, &metrics, held_fields).await;
+    let created = Uuid::now_v7().to_string();
+    let a = queue(&store, || {
+        plain(&store, &metrics, &renamed, rename(&held_elsewhere), Some(1))
+    })
+    .await;
+    let b = queue(&store, || {
+        plain(&store, &metrics, &created, create(&created, fresh), None)
+    })
+    .await;
+    held.release().await;
+    match a.await.unwrap() {
+        Err(CommandError::Store(commandcenter_event_store::StoreError::ClaimTaken { .. })) => {}
+        other => panic!("a rename to a title held elsewhere is refused, got {other:?}"),
+    }
+    let b = b.await.unwrap().expect("the create applies");
+    assert_eq!(b.committed.version, 1);
+    assert_answers_stored(&app.pool, &[(&created, &b)]).await;
+    assert_eq!(store.commands_appended_together(), 0);
+    // The held command's event and the create's.
+    assert_eq!(app.stored_events().await.len(), events_before + 2);
+    assert_claims(
+        &app.pool,
+        &["fresh title", "held elsewhere", "keep me"],
+        &[
+            ("fresh title", &created),
+            ("held elsewhere", &outside),
+            ("keep me", &renamed),
+        ],
+    )
+    .await;
+    assert_store_consistent(&app.pool).await;
+}
+
+/// A batch whose shared statement cannot stand is written one command at a time, with
+/// the outcome of that order: a title given up by one command and taken by the next one
+/// in the same batch passes to it; a title taken in the batch before its holder gives it
+/// up is refused. Nothing the shared statement wrote remains.
+#[tokio::test]
+async fn a_title_passed_on_within_a_batch_follows_the_batchs_order() {
+    let app = spawn_app().await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local()).with_committers(1);
+    let metrics = Metrics::new();
+    let holder = app.create_technology("Passed On").await;
+    let holder = holder["id"].as_str().unwrap().to_string();
+    let other = app.create_technology("Kept Back").await;
+    let other = other["id"].as_str().unwrap().to_string();
+    let (passed, early, renamed, renamed_too) = (
+        fields(&app, "passed  ON").await,
+        fields(&app, "Kept Back").await,
+        fields(&app, "Moved Away").await,
+        fields(&app, "Moved Away Too").await,
+    );
+    let held_fields = fields(&app, "Held").await;
+    let events_before = app.stored_events().await.len();
+
+    let held = Held::start(&app, &store, &metrics, held_fields).await;
+    let (taker, too_early) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
+    // In order: a create claiming "kept back" while `other` still holds it (refused);
+    // `holder` renamed away from "passed on"; a create claiming "passed on" (applies);
+    // `other` renamed away from "kept back".
+    let a = queue(&store, || {
+        plain(
+            &store,
+            &metrics,
+            &too_early,
+            create(&too_early, early),
+            None,
+        )
+    })
+    .await;
+    let b = queue(&store, || {
+        plain(&store, &metrics, &holder, rename(&renamed), Some(1))
+    })
+    .await;
+    let c = queue(&store, || {
+        plain(&store, &metrics, &taker, create(&taker, passed), None)
+    })
+    .await;
+    let d = queue(&store, || {
+        plain(&store, &metrics, &other, rename(&renamed_too), Some(1))
+    })
+    .await;
+    held.release().await;
+    match a.await.unwrap() {
+        Err(CommandError::Store(commandcenter_event_store::StoreError::ClaimTaken { .. })) => {}
+        other => panic!("a title still held when claimed is refused, got {other:?}"),
+    }
+    let b = b.await.unwrap().expect("the first rename applies");
+    let c = c
+        .await
+        .unwrap()
+        .expect("the title given up before is taken");
+    let d = d.await.unwrap().expect("the second rename applies");
+    assert_eq!(tx_of(b.committed.position), tx_of(c.committed.position));
+    assert_eq!(tx_of(c.committed.position), tx_of(d.committed.position));
+    assert_answers_stored(&app.pool, &[(&holder, &b), (&taker, &c), (&other, &d)]).await;
+    // The held command's event, and one for each command that applied.
+    assert_eq!(app.stored_events().await.len(), events_before + 4);
+    let refused: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+        .bind(&too_early)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(refused, 0);
+    assert_claims(
+        &app.pool,
+        &["passed on", "kept back", "moved away", "moved away too"],
+        &[
+            ("moved away", &holder),
+            ("moved away too", &other),
+            ("passed on", &taker),
+        ],
+    )
+    .await;
+    assert_store_consistent(&app.pool).await;
+}
+
 #[tokio::test]
 async fn one_idempotency_key_twice_in_a_batch_applies_once_and_replays() {
     let app = spawn_app().await;
