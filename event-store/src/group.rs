@@ -12,7 +12,10 @@
 //! In the batch's transaction every member writes under a savepoint of its own (a lone
 //! member needs none): a member that fails — a lost version race, a taken claim, an
 //! Idempotency-Key another member of the batch holds — is rolled back to its savepoint
-//! alone and its neighbours go on. Every member learns its outcome only after the batch
+//! alone and its neighbours go on. Plain members (events and claims alone) that share
+//! nothing with the rest of the batch are first appended together, by one statement under
+//! one savepoint, which stands only if it did for each what its own writes would have
+//! (else it is undone whole, and they too are written one by one). Every member learns its outcome only after the batch
 //! ended ([`Member::settle`]): a member kept in a committed batch succeeded, a member
 //! that failed is told so once the batch's rows are visible (so a retry sees its winner),
 //! and when the commit itself fails no member succeeded — all or nothing per batch. A
@@ -34,7 +37,7 @@ use futures::FutureExt;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, Mutex};
 
-use crate::store::{append_claiming_together, independent};
+use crate::store::{append_claiming_together, disjoint};
 use crate::{pause, AppendSignal, Committed, PlainAppend, Position, StoreError};
 
 /// At most this many commands share a transaction. Each member's savepoint becomes a
@@ -73,9 +76,15 @@ pub trait Member: Send + 'static {
     /// answer, to read back whether it took place anyway.
     fn appended(&self) -> Option<Appended>;
 
-    /// The member's writes when they are events and claims alone (no Idempotency-Key
-    /// record, no snapshot due): the batch may then append them with its other plain
-    /// members' in one statement instead of calling [`Member::write`]. `None` by default.
+    /// The aggregate the member appends to and the claims it gives up and takes, when it
+    /// appends events (`None` when it writes neither): what its writes and another
+    /// member's could both touch.
+    fn footprint(&self) -> Option<PlainAppend<'_>>;
+
+    /// The member's writes when they are events and claims alone — at least one event,
+    /// no Idempotency-Key record, no snapshot due, not yet written: the batch may then
+    /// append them with its other plain members' in one statement instead of calling
+    /// [`Member::write`]. `None` by default.
     fn plain(&self) -> Option<PlainAppend<'_>> {
         None
     }
@@ -280,8 +289,9 @@ async fn run(
     }
 }
 
-/// Writes `members` in one transaction, each under its own savepoint, commits, wakes
-/// readers, and settles every member. This is the whole of a batch; the committer task
+/// Writes `members` in one transaction, each under its own savepoint (or, for plain
+/// members, a shared one: [`append_together`]), commits, wakes readers, and settles
+/// every member. This is the whole of a batch; the committer task
 /// only decides which members go together. A COMMIT that fails to answer is read back
 /// for up to `outcome_wait`.
 pub async fn commit_batch(
@@ -428,9 +438,10 @@ async fn write_batch(
     }
 }
 
-/// Appends a batch's plain members ([`Member::plain`]), when there are two or more and no
-/// two touch one aggregate or claim, in one statement under a savepoint of its own,
-/// instead of a savepoint and a statement each. When the statement did for every one of
+/// Appends a batch's plain members ([`Member::plain`]) that share neither their aggregate
+/// nor a claim with any other member ([`Member::footprint`]), when there are two or more,
+/// in one statement under a savepoint of its own, instead of a savepoint and a statement
+/// each: nothing else in the batch depends on their order. When the statement did for every one of
 /// them what its own writes would have (each claim taken, no conflict with another
 /// transaction, no lock waited out), they are finished
 /// ([`Member::wrote_plain`]) and returned, taken out of `members`; otherwise the statement
@@ -441,19 +452,21 @@ async fn append_together(
     conn: &mut PgConnection,
     members: &mut Vec<Box<dyn Member>>,
 ) -> Result<Vec<Box<dyn Member>>, sqlx::Error> {
-    let plain: Vec<usize> = (0..members.len())
-        .filter(|&i| members[i].plain().is_some())
-        .collect();
+    // Only members no other member of the batch touches (its aggregate, its claims) go
+    // together: the order of the others matters, so they keep it, one by one.
+    let plain: Vec<usize> = {
+        let footprints: Vec<_> = members.iter().map(|member| member.footprint()).collect();
+        let disjoint = disjoint(&footprints);
+        (0..members.len())
+            .filter(|&i| disjoint[i] && members[i].plain().is_some())
+            .collect()
+    };
     if plain.len() < 2 {
         return Ok(Vec::new());
     }
     let appended = {
         let appends: Vec<PlainAppend<'_>> =
             plain.iter().filter_map(|&i| members[i].plain()).collect();
-        // Commands whose order matters are written one by one without trying.
-        if !independent(&appends) {
-            return Ok(Vec::new());
-        }
         sqlx::query("SAVEPOINT together")
             .execute(&mut *conn)
             .await?;

@@ -611,16 +611,46 @@ pub(crate) async fn append_claiming_together(
 /// No two of `appends` touch one aggregate or one claim (given up or taken), so writing
 /// them in one statement or one after another, in any order, ends the same.
 pub(crate) fn independent(appends: &[PlainAppend<'_>]) -> bool {
-    let mut aggregates = std::collections::HashSet::with_capacity(appends.len());
-    let mut claims = std::collections::HashSet::new();
-    appends.iter().all(|plain| {
-        aggregates.insert((&plain.append.aggregate_type, &plain.append.aggregate_id))
-            && plain
-                .released
-                .iter()
-                .chain(plain.taken)
-                .all(|claim| claims.insert((&claim.scope, &claim.key)))
-    })
+    let footprints: Vec<_> = appends.iter().copied().map(Some).collect();
+    disjoint(&footprints).into_iter().all(|alone| alone)
+}
+
+/// For each of `footprints` (one command's aggregate and the claims it gives up and
+/// takes; `None` for a command that writes neither), whether no other one touches its
+/// aggregate or any of its claims: the writes of such a command cannot depend on the
+/// others' or on their order.
+pub(crate) fn disjoint(footprints: &[Option<PlainAppend<'_>>]) -> Vec<bool> {
+    let keys = |plain: &PlainAppend<'_>| {
+        let aggregate = (
+            plain.append.aggregate_type.clone(),
+            plain.append.aggregate_id.clone(),
+            false,
+        );
+        let claims = plain
+            .released
+            .iter()
+            .chain(plain.taken)
+            .map(|claim| (claim.scope.clone(), claim.key.clone(), true));
+        std::iter::once(aggregate).chain(claims).collect::<Vec<_>>()
+    };
+    let mut touched = std::collections::HashMap::<_, usize>::new();
+    let keyed: Vec<Vec<_>> = footprints
+        .iter()
+        .map(|footprint| footprint.as_ref().map(keys).unwrap_or_default())
+        .collect();
+    for command in &keyed {
+        // A command touching one key twice still counts once.
+        let mut own: Vec<_> = command.iter().collect();
+        own.sort();
+        own.dedup();
+        for key in own {
+            *touched.entry(key).or_default() += 1;
+        }
+    }
+    keyed
+        .iter()
+        .map(|command| command.iter().all(|key| touched[key] == 1))
+        .collect()
 }
 
 /// The events of several aggregates, as the arrays `$1`–`$7` of [`APPEND_TOGETHER`] and
@@ -927,5 +957,29 @@ mod tests {
         for (case, appends, expected) in cases {
             assert_eq!(independent(&appends), expected, "{case}");
         }
+    }
+
+    #[test]
+    fn a_command_is_disjoint_when_no_other_touches_its_aggregate_or_claims() {
+        let (a, b, c) = (events("a"), events("b"), events("c"));
+        let (x, y) = ([claim("x")], [claim("y")]);
+        let plain = |append, released, taken| {
+            Some(PlainAppend {
+                append,
+                released,
+                taken,
+            })
+        };
+        // A command that writes nothing touches nothing; a claim shared by two commands
+        // leaves both out, the third alone; one aggregate twice leaves both out.
+        let footprints = [
+            None,
+            plain(&a, &[], &x),
+            plain(&b, &x, &[]),
+            plain(&c, &y, &y),
+        ];
+        assert_eq!(disjoint(&footprints), [true, false, false, true]);
+        let footprints = [plain(&a, &[], &[]), plain(&b, &[], &[]), plain(&a, &[], &y)];
+        assert_eq!(disjoint(&footprints), [false, true, false]);
     }
 }

@@ -6,7 +6,8 @@
 //! commit or roll back together, and the caller learns the new version and position.
 //! The writes go to the store's committer (group commit, `commandcenter_event_store::Member`):
 //! they share a transaction with the commands queued at the same time, each under a
-//! savepoint of its own, and the command learns its outcome after that commit.
+//! savepoint of its own (or appended together with other plain ones: `Member::plain`),
+//! and the command learns its outcome after that commit.
 //! A lost optimistic-concurrency race is retried a few times when the client gave no
 //! `If-Match`; with `If-Match` it is [`CommandError::Concurrent`] at once.
 
@@ -506,6 +507,14 @@ where
         };
         // The waiting request may be gone (its client left); the outcome stands.
         let _ = self.done.send(result);
+    }
+
+    fn footprint(&self) -> Option<PlainAppend<'_>> {
+        (!self.append.events.is_empty()).then_some(PlainAppend {
+            append: &self.append,
+            released: &self.released,
+            taken: &self.taken,
+        })
     }
 
     fn plain(&self) -> Option<PlainAppend<'_>> {

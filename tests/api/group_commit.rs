@@ -580,10 +580,123 @@ async fn a_shared_statement_that_meets_a_held_title_is_undone_whole() {
     assert_store_consistent(&app.pool).await;
 }
 
-/// A batch whose shared statement cannot stand is written one command at a time, with
-/// the outcome of that order: a title given up by one command and taken by the next one
-/// in the same batch passes to it; a title taken in the batch before its holder gives it
-/// up is refused. Nothing the shared statement wrote remains.
+/// Plain commands go together only when no other command of the batch touches their
+/// aggregate or title: one that does keeps its place in the batch's order behind a keyed
+/// command queued before it (which wins the title, or the version), while the plain
+/// commands that share nothing are still appended together.
+#[tokio::test]
+async fn a_plain_command_sharing_a_title_or_an_aggregate_keeps_its_place_in_the_batch() {
+    let app = spawn_app().await;
+    let store = EventStore::new(app.pool.clone(), AppendSignal::local()).with_committers(1);
+    let metrics = Metrics::new();
+    let updated = app.create_technology("Updated Twice").await;
+    let updated = updated["id"].as_str().unwrap().to_string();
+    let (first_foo, second_foo, bar, baz) = (
+        fields(&app, "Foo").await,
+        fields(&app, "foo").await,
+        fields(&app, "Bar").await,
+        fields(&app, "Baz").await,
+    );
+    let held_fields = fields(&app, "Held").await;
+    let events_before = app.stored_events().await.len();
+
+    let held = Held::start(&app, &store, &metrics, held_fields).await;
+    let ids: Vec<String> = (0..4).map(|_| Uuid::now_v7().to_string()).collect();
+    // In order: a keyed create titled "Foo"; a plain one titled "foo" (refused); a keyed
+    // update of `updated` (version 2); a plain update of it at version 1 with If-Match
+    // (loses: 409); two plain creates that share nothing (together).
+    let a = queue(&store, || {
+        keyed(
+            &store,
+            &metrics,
+            &ids[0],
+            create(&ids[0], first_foo),
+            "test",
+            "foo",
+            "foo",
+        )
+    })
+    .await;
+    let b = queue(&store, || {
+        plain(&store, &metrics, &ids[1], create(&ids[1], second_foo), None)
+    })
+    .await;
+    let c = queue(&store, || {
+        keyed(
+            &store,
+            &metrics,
+            &updated,
+            update("keyed"),
+            "test",
+            "upd",
+            "upd",
+        )
+    })
+    .await;
+    let d = queue(&store, || {
+        plain(&store, &metrics, &updated, update("plain"), Some(1))
+    })
+    .await;
+    let e = queue(&store, || {
+        plain(&store, &metrics, &ids[2], create(&ids[2], bar), None)
+    })
+    .await;
+    let f = queue(&store, || {
+        plain(&store, &metrics, &ids[3], create(&ids[3], baz), None)
+    })
+    .await;
+    held.release().await;
+
+    let a = a
+        .await
+        .unwrap()
+        .expect("the keyed create queued first applies");
+    assert!(!a.replayed);
+    match b.await.unwrap() {
+        Err(CommandError::Store(commandcenter_event_store::StoreError::ClaimTaken { .. })) => {}
+        other => panic!("the plain create queued after it is refused, got {other:?}"),
+    }
+    c.await
+        .unwrap()
+        .expect("the keyed update queued first applies");
+    match d.await.unwrap() {
+        Err(err) => assert!(
+            err.is_conflict(),
+            "the plain update loses the race: {err:?}"
+        ),
+        Ok(applied) => panic!("the plain update applied at {:?}", applied.committed),
+    }
+    let e = e.await.unwrap().expect("an independent create applies");
+    let f = f.await.unwrap().expect("an independent create applies");
+    assert_eq!(
+        store.commands_appended_together(),
+        2,
+        "the two independent creates"
+    );
+    assert_answers_stored(&app.pool, &[(&ids[2], &e), (&ids[3], &f)]).await;
+    assert_claims(
+        &app.pool,
+        &["foo", "bar", "baz"],
+        &[("foo", &ids[0]), ("bar", &ids[2]), ("baz", &ids[3])],
+    )
+    .await;
+    let notes: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->'TechnologyUpdated'->'changes'->>'notes' FROM events \
+          WHERE aggregate_id = $1 AND sequence > 1 ORDER BY sequence",
+    )
+    .bind(&updated)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(notes, ["keyed"]);
+    // The held command's event, the keyed create and update, the two creates.
+    assert_eq!(app.stored_events().await.len(), events_before + 5);
+    assert_store_consistent(&app.pool).await;
+}
+
+/// Commands of a batch that share a title are written one at a time, never together,
+/// with the outcome of the batch's order: a title given up by one command and taken by
+/// the next one passes to it; a title taken before its holder gives it up is refused.
 #[tokio::test]
 async fn a_title_passed_on_within_a_batch_follows_the_batchs_order() {
     let app = spawn_app().await;
@@ -640,6 +753,7 @@ async fn a_title_passed_on_within_a_batch_follows_the_batchs_order() {
         .unwrap()
         .expect("the title given up before is taken");
     let d = d.await.unwrap().expect("the second rename applies");
+    assert_eq!(store.commands_appended_together(), 0);
     assert_eq!(tx_of(b.committed.position), tx_of(c.committed.position));
     assert_eq!(tx_of(c.committed.position), tx_of(d.committed.position));
     assert_answers_stored(&app.pool, &[(&holder, &b), (&taker, &c), (&other, &d)]).await;
