@@ -116,8 +116,13 @@ pub struct Appended {
     pub position: Position,
 }
 
-/// How long a member of a batch waits for a lock held by another transaction.
-const BATCH_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '250ms'";
+/// How a batch's transaction begins, in one round trip: with how long a member waits
+/// for a lock held by another transaction (250 ms; a lone command needs no limit), and
+/// the savepoint of the plain members' shared statement when there is one
+/// ([`append_together`]).
+const BEGIN_ALONE: &str = "BEGIN";
+const BEGIN_BATCH: &str = "BEGIN; SET LOCAL lock_timeout = '250ms'";
+const BEGIN_BATCH_TOGETHER: &str = "BEGIN; SET LOCAL lock_timeout = '250ms'; SAVEPOINT together";
 
 /// A member's write failed; the member knows why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,18 +321,25 @@ async fn write_batch(
     let started = std::time::Instant::now();
     let mut kept = Vec::with_capacity(members.len());
     let mut failed = Vec::new();
-    let mut tx = match pool.begin().await {
+    let plain = if alone {
+        Vec::new()
+    } else {
+        plain_and_disjoint(&members)
+    };
+    // A member waiting on another transaction's lock (a claim, a key, an aggregate's next
+    // sequence) holds up its whole batch: it gives up after the batch's lock timeout, a
+    // lost race the writer retries, and its neighbours go on.
+    let begin = match (alone, plain.is_empty()) {
+        (true, _) => BEGIN_ALONE,
+        (false, true) => BEGIN_BATCH,
+        (false, false) => BEGIN_BATCH_TOGETHER,
+    };
+    let mut tx = match pool.begin_with(begin).await {
         Ok(tx) => tx,
         Err(err) => return settle_all(members, err),
     };
-    // A member waiting on another transaction's lock (a claim, a key, an aggregate's next
-    // sequence) holds up its whole batch: it gives up after BATCH_LOCK_TIMEOUT, a lost
-    // race the writer retries, and its neighbours go on.
-    if !alone {
-        if let Err(err) = sqlx::query(BATCH_LOCK_TIMEOUT).execute(&mut *tx).await {
-            return settle_all(members, err);
-        }
-        match append_together(&mut tx, &mut members).await {
+    if !plain.is_empty() {
+        match append_together(&mut tx, &mut members, &plain).await {
             Ok(appended) => kept.extend(appended),
             Err(err) => return settle_all(members, err),
         }
@@ -438,10 +450,25 @@ async fn write_batch(
     }
 }
 
-/// Appends a batch's plain members ([`Member::plain`]) that share neither their aggregate
-/// nor a claim with any other member ([`Member::footprint`]), when there are two or more,
-/// in one statement under a savepoint of its own, instead of a savepoint and a statement
-/// each: nothing else in the batch depends on their order. When the statement did for every one of
+/// The members of a batch that may be appended together ([`append_together`]): plain
+/// ([`Member::plain`]) and sharing neither their aggregate nor a claim with any other
+/// member ([`Member::footprint`]), since the order of the others matters and they keep it,
+/// one by one. Empty unless there are two or more.
+fn plain_and_disjoint(members: &[Box<dyn Member>]) -> Vec<usize> {
+    let footprints: Vec<_> = members.iter().map(|member| member.footprint()).collect();
+    let disjoint = disjoint(&footprints);
+    let plain: Vec<usize> = (0..members.len())
+        .filter(|&i| disjoint[i] && members[i].plain().is_some())
+        .collect();
+    if plain.len() < 2 {
+        return Vec::new();
+    }
+    plain
+}
+
+/// Appends the batch's `plain` members ([`plain_and_disjoint`]) in one statement, under
+/// the savepoint `together` the transaction began with, instead of a savepoint and a
+/// statement each. When the statement did for every one of
 /// them what its own writes would have (each claim taken, no conflict with another
 /// transaction, no lock waited out), they are finished
 /// ([`Member::wrote_plain`]) and returned, taken out of `members`; otherwise the statement
@@ -451,25 +478,11 @@ async fn write_batch(
 async fn append_together(
     conn: &mut PgConnection,
     members: &mut Vec<Box<dyn Member>>,
+    plain: &[usize],
 ) -> Result<Vec<Box<dyn Member>>, sqlx::Error> {
-    // Only members no other member of the batch touches (its aggregate, its claims) go
-    // together: the order of the others matters, so they keep it, one by one.
-    let plain: Vec<usize> = {
-        let footprints: Vec<_> = members.iter().map(|member| member.footprint()).collect();
-        let disjoint = disjoint(&footprints);
-        (0..members.len())
-            .filter(|&i| disjoint[i] && members[i].plain().is_some())
-            .collect()
-    };
-    if plain.len() < 2 {
-        return Ok(Vec::new());
-    }
     let appended = {
         let appends: Vec<PlainAppend<'_>> =
             plain.iter().filter_map(|&i| members[i].plain()).collect();
-        sqlx::query("SAVEPOINT together")
-            .execute(&mut *conn)
-            .await?;
         append_claiming_together(&mut *conn, &appends).await
     };
     let finished = match appended {
