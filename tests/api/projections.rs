@@ -1052,7 +1052,8 @@ async fn a_release_starts_on_a_schema_a_later_release_migrated() {
 /// rebuilt before the upgrade carries the names PostgreSQL gave the shadow table's copies
 /// (an upgrade of such a store failed with "index … does not exist"). After it, searches
 /// read the stored `search_text`, equal to the function the index was on; after 0018,
-/// `technology_search` holds the rows' search columns.
+/// `technology_search` holds the rows' search columns; after 0019, the full-text index is
+/// gone.
 #[tokio::test]
 async fn the_search_text_migration_applies_to_a_view_rebuilt_before_it() {
     use commandcenter_event_store::MIGRATOR;
@@ -1141,6 +1142,15 @@ async fn the_search_text_migration_applies_to_a_view_rebuilt_before_it() {
         .await
         .unwrap();
     assert_eq!(on_expression, 0, "the index on the expression is gone");
+    // Migration 0019 drops the full-text index no query reads, whatever its name.
+    let full_text: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_index i WHERE i.indrelid = 'technology_view'::regclass \
+            AND pg_get_indexdef(i.indexrelid) LIKE '%USING gin (search)'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(full_text, 0, "the full-text index is gone");
     let (rows, equal): (i64, i64) = sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE search_text = cc_search_text(title, description, tags)) \
            FROM technology_view",
