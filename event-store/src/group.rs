@@ -34,7 +34,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{mpsc, Mutex};
 
 use crate::store::{append_claiming_together, disjoint};
@@ -116,12 +116,15 @@ pub struct Appended {
     pub position: Position,
 }
 
-/// How a batch's transaction begins, in one round trip: with how long a member waits
-/// for a lock held by another transaction (250 ms; a lone command needs no limit), and
-/// the savepoint of the plain members' shared statement when there is one
-/// ([`append_together`]).
+// How a batch's transaction begins, in one round trip: with how long a member waits for
+// a lock held by another transaction (250 ms; a lone command needs no limit), and the
+// savepoint of the plain members' shared statement when there is one (`append_together`).
+
+/// A lone command's transaction.
 const BEGIN_ALONE: &str = "BEGIN";
+/// A batch's, its members written one by one.
 const BEGIN_BATCH: &str = "BEGIN; SET LOCAL lock_timeout = '250ms'";
+/// A batch's whose plain members are appended together first.
 const BEGIN_BATCH_TOGETHER: &str = "BEGIN; SET LOCAL lock_timeout = '250ms'; SAVEPOINT together";
 
 /// A member's write failed; the member knows why.
@@ -334,9 +337,19 @@ async fn write_batch(
         (false, true) => BEGIN_BATCH,
         (false, false) => BEGIN_BATCH_TOGETHER,
     };
-    let mut tx = match pool.begin_with(begin).await {
-        Ok(tx) => tx,
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
         Err(err) => return settle_all(members, err),
+    };
+    let mut tx = match conn.begin_with(begin).await {
+        Ok(tx) => tx,
+        Err(err) => {
+            // BEGIN may have taken and what followed it failed (a cancel, say): sqlx
+            // counts no transaction then, and would hand the session back to the pool
+            // inside a failed one. It is closed instead.
+            conn.close_on_drop();
+            return settle_all(members, err);
+        }
     };
     if !plain.is_empty() {
         match append_together(&mut tx, &mut members, &plain).await {
@@ -405,6 +418,9 @@ async fn write_batch(
     } else {
         tx.commit().await
     };
+    // Back to the pool (or closed, if the COMMIT failed) before a read-back that may
+    // take seconds.
+    drop(conn);
     if let Err(err) = committed {
         if kept.is_empty() {
             // A failed ROLLBACK: nothing was to commit.
