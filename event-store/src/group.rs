@@ -34,7 +34,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::{mpsc, Mutex};
 
 use crate::store::{append_claiming_together, disjoint};
@@ -116,16 +116,12 @@ pub struct Appended {
     pub position: Position,
 }
 
-// How a batch's transaction begins, in one round trip: with how long a member waits for
-// a lock held by another transaction (250 ms; a lone command needs no limit), and the
-// savepoint of the plain members' shared statement when there is one (`append_together`).
-
-/// A lone command's transaction.
-const BEGIN_ALONE: &str = "BEGIN";
-/// A batch's, its members written one by one.
-const BEGIN_BATCH: &str = "BEGIN; SET LOCAL lock_timeout = '250ms'";
-/// A batch's whose plain members are appended together first.
-const BEGIN_BATCH_TOGETHER: &str = "BEGIN; SET LOCAL lock_timeout = '250ms'; SAVEPOINT together";
+/// How long a member of a batch waits for a lock held by another transaction (a lone
+/// command needs no limit)...
+const BATCH_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '250ms'";
+/// ... and the same with the savepoint of the plain members' shared statement
+/// ([`append_together`]), in one round trip.
+const BATCH_LOCK_TIMEOUT_TOGETHER: &str = "SET LOCAL lock_timeout = '250ms'; SAVEPOINT together";
 
 /// A member's write failed; the member knows why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,25 +328,23 @@ async fn write_batch(
     // A member waiting on another transaction's lock (a claim, a key, an aggregate's next
     // sequence) holds up its whole batch: it gives up after the batch's lock timeout, a
     // lost race the writer retries, and its neighbours go on.
-    let begin = match (alone, plain.is_empty()) {
-        (true, _) => BEGIN_ALONE,
-        (false, true) => BEGIN_BATCH,
-        (false, false) => BEGIN_BATCH_TOGETHER,
-    };
-    let mut conn = match pool.acquire().await {
-        Ok(conn) => conn,
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
         Err(err) => return settle_all(members, err),
     };
-    let mut tx = match conn.begin_with(begin).await {
-        Ok(tx) => tx,
-        Err(err) => {
-            // BEGIN may have taken and what followed it failed (a cancel, say): sqlx
-            // counts no transaction then, and would hand the session back to the pool
-            // inside a failed one. It is closed instead.
-            conn.close_on_drop();
+    // Sent after sqlx's own BEGIN, not with it (`begin_with`): should a statement after
+    // BEGIN fail there, sqlx would count no transaction and hand the session back to the
+    // pool inside a failed one. Here a failure drops `tx`, which rolls back.
+    let setup = match (alone, plain.is_empty()) {
+        (true, _) => None,
+        (false, true) => Some(BATCH_LOCK_TIMEOUT),
+        (false, false) => Some(BATCH_LOCK_TIMEOUT_TOGETHER),
+    };
+    if let Some(setup) = setup {
+        if let Err(err) = sqlx::Executor::execute(&mut *tx, setup).await {
             return settle_all(members, err);
         }
-    };
+    }
     if !plain.is_empty() {
         match append_together(&mut tx, &mut members, &plain).await {
             Ok(appended) => kept.extend(appended),
@@ -418,9 +412,6 @@ async fn write_batch(
     } else {
         tx.commit().await
     };
-    // Back to the pool (or closed, if the COMMIT failed) before a read-back that may
-    // take seconds.
-    drop(conn);
     if let Err(err) = committed {
         if kept.is_empty() {
             // A failed ROLLBACK: nothing was to commit.
@@ -483,7 +474,7 @@ fn plain_and_disjoint(members: &[Box<dyn Member>]) -> Vec<usize> {
 }
 
 /// Appends the batch's `plain` members ([`plain_and_disjoint`]) in one statement, under
-/// the savepoint `together` the transaction began with, instead of a savepoint and a
+/// the savepoint `together` taken with the batch's lock timeout, instead of a savepoint and a
 /// statement each. When the statement did for every one of
 /// them what its own writes would have (each claim taken, no conflict with another
 /// transaction, no lock waited out), they are finished
