@@ -143,8 +143,17 @@ pub(crate) struct GroupCommit {
     /// that was last logged.
     refused: Arc<AtomicU64>,
     refused_logged: Arc<AtomicU64>,
-    /// Commands appended by their batch's shared statement, since the store was made.
-    together: Arc<AtomicU64>,
+    /// What became of the batches' shared statements.
+    together: Arc<Together>,
+}
+
+/// What became of the shared statements of a store's batches ([`append_together`]).
+#[derive(Default)]
+struct Together {
+    /// Commands appended by one.
+    appended: AtomicU64,
+    /// Statements run and undone (the batch then written one by one).
+    undone: AtomicU64,
 }
 
 impl Default for GroupCommit {
@@ -250,7 +259,14 @@ impl GroupCommit {
     /// Commands appended by their batch's shared statement so far (the rest of the
     /// batched commands were written one by one).
     pub(crate) fn appended_together(&self) -> u64 {
-        self.together.load(Ordering::Relaxed)
+        self.together.appended.load(Ordering::Relaxed)
+    }
+
+    /// Batches whose shared statement was run and undone so far (a claim held outside
+    /// the batch, a conflict, a lock waited out): their commands were then written one by
+    /// one.
+    pub(crate) fn shared_statements_undone(&self) -> u64 {
+        self.together.undone.load(Ordering::Relaxed)
     }
 }
 
@@ -263,7 +279,7 @@ async fn run(
     queue: Arc<Mutex<mpsc::UnboundedReceiver<Box<dyn Member>>>>,
     waiting: Arc<AtomicUsize>,
     outcome_wait: Duration,
-    together: Arc<AtomicU64>,
+    together: Arc<Together>,
 ) {
     loop {
         let batch = {
@@ -283,7 +299,7 @@ async fn run(
         };
         waiting.fetch_sub(batch.len(), Ordering::SeqCst);
         // A panic past the writes (a member answering) must not end the committer.
-        if AssertUnwindSafe(write_batch(&pool, &signal, batch, outcome_wait, &together))
+        if AssertUnwindSafe(commit_batch(&pool, &signal, batch, outcome_wait, &together))
             .catch_unwind()
             .await
             .is_err()
@@ -295,26 +311,15 @@ async fn run(
 
 /// Writes `members` in one transaction, each under its own savepoint (or, for plain
 /// members, a shared one: [`append_together`]), commits, wakes readers, and settles
-/// every member. This is the whole of a batch; the committer task
-/// only decides which members go together. A COMMIT that fails to answer is read back
-/// for up to `outcome_wait`.
-pub async fn commit_batch(
-    pool: &PgPool,
-    signal: &AppendSignal,
-    members: Vec<Box<dyn Member>>,
-    outcome_wait: Duration,
-) {
-    write_batch(pool, signal, members, outcome_wait, &AtomicU64::new(0)).await;
-}
-
-/// [`commit_batch`], adding to `together` the members the batch's shared statement
-/// appended ([`append_together`]).
-async fn write_batch(
+/// every member. This is the whole of a batch; the committer task only decides which
+/// members go together. A COMMIT that fails to answer is read back for up to
+/// `outcome_wait`. Adds to `stats` what became of the shared statement.
+async fn commit_batch(
     pool: &PgPool,
     signal: &AppendSignal,
     mut members: Vec<Box<dyn Member>>,
     outcome_wait: Duration,
-    together: &AtomicU64,
+    stats: &Together,
 ) {
     let alone = members.len() == 1;
     let started = std::time::Instant::now();
@@ -325,16 +330,16 @@ async fn write_batch(
     } else {
         plain_and_disjoint(&members)
     };
-    // A member waiting on another transaction's lock (a claim, a key, an aggregate's next
-    // sequence) holds up its whole batch: it gives up after the batch's lock timeout, a
-    // lost race the writer retries, and its neighbours go on.
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
         Err(err) => return settle_all(members, err),
     };
-    // Sent after sqlx's own BEGIN, not with it (`begin_with`): should a statement after
-    // BEGIN fail there, sqlx would count no transaction and hand the session back to the
-    // pool inside a failed one. Here a failure drops `tx`, which rolls back.
+    // A member waiting on another transaction's lock (a claim, a key, an aggregate's next
+    // sequence) holds up its whole batch: it gives up after the batch's lock timeout, a
+    // lost race the writer retries, and its neighbours go on. Set after sqlx's own
+    // BEGIN, not with it (`begin_with`): should a statement after BEGIN fail there, sqlx
+    // would count no transaction and hand the session back to the pool inside a failed
+    // one. Here a failure drops `tx`, which rolls back.
     let setup = match (alone, plain.is_empty()) {
         (true, _) => None,
         (false, true) => Some(BATCH_LOCK_TIMEOUT),
@@ -346,7 +351,7 @@ async fn write_batch(
         }
     }
     if !plain.is_empty() {
-        match append_together(&mut tx, &mut members, &plain).await {
+        match append_together(&mut tx, &mut members, &plain, stats).await {
             Ok(appended) => kept.extend(appended),
             Err(err) => return settle_all(members, err),
         }
@@ -443,7 +448,9 @@ async fn write_batch(
     if !kept.is_empty() {
         signal.fire().await;
     }
-    together.fetch_add(appended_together as u64, Ordering::Relaxed);
+    stats
+        .appended
+        .fetch_add(appended_together as u64, Ordering::Relaxed);
     tracing::trace!(
         commands = kept.len(),
         together = appended_together,
@@ -486,6 +493,7 @@ async fn append_together(
     conn: &mut PgConnection,
     members: &mut Vec<Box<dyn Member>>,
     plain: &[usize],
+    stats: &Together,
 ) -> Result<Vec<Box<dyn Member>>, sqlx::Error> {
     let appended = {
         let appends: Vec<PlainAppend<'_>> =
@@ -527,6 +535,7 @@ async fn append_together(
         sqlx::query("ROLLBACK TO SAVEPOINT together")
             .execute(&mut *conn)
             .await?;
+        stats.undone.fetch_add(1, Ordering::Relaxed);
         return Ok(Vec::new());
     };
     let (mut together, mut rest) = (Vec::with_capacity(finished.len()), Vec::new());

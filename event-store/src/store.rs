@@ -398,6 +398,12 @@ impl EventStore {
         self.group.appended_together()
     }
 
+    /// How many batches had their shared statement undone (their commands then written
+    /// one by one), since this handle's committers started.
+    pub fn shared_statements_undone(&self) -> u64 {
+        self.group.shared_statements_undone()
+    }
+
     /// [`EventStore::append`] of `append` with the aggregate's uniqueness claims in the
     /// same statement: `released` claims held by `aggregate_id` are given up and `taken` ones
     /// taken, and the events are inserted only when every one of `taken` was free (or
@@ -537,15 +543,12 @@ pub struct PlainAppend<'a> {
 
 /// The writes of several commands of a batch in one statement ([`APPEND_TOGETHER`]):
 /// each one's released claims given up, its taken claims taken and its events appended,
-/// as [`EventStore::append_claiming`] would one after another. Returns the version and
-/// position of each one's last event, in the order of `appends`, or `Ok(None)` when that
-/// cannot be done in one statement:
-///
-/// - two of them touch one aggregate or one claim, so their order matters (checked
-///   before anything is sent; nothing was written);
-/// - a claim is held by an aggregate outside the statement (no event was appended, but
-///   claims may have been released and taken).
-///
+/// as [`EventStore::append_claiming`] would one after another. `appends` must be
+/// [`disjoint`]: no two touch one aggregate or one claim, so their order cannot matter
+/// (and the order in which PostgreSQL runs the statement's release and take is not
+/// specified). Returns the version and position of each one's last event, in the order
+/// of `appends`, or `Ok(None)` when a claim is held by an aggregate outside the
+/// statement: no event was appended then, but claims may have been released and taken.
 /// The caller runs it under a savepoint and, on `Ok(None)` or an error (a conflict with
 /// another transaction, a lock not obtained), rolls back to it and writes the commands
 /// one by one: the statement only stands when it is what those writes would have done.
@@ -553,9 +556,6 @@ pub(crate) async fn append_claiming_together(
     conn: &mut PgConnection,
     appends: &[PlainAppend<'_>],
 ) -> Result<Option<Vec<Committed>>, StoreError> {
-    if !independent(appends) {
-        return Ok(None);
-    }
     let events = EventRows::of(appends.iter().map(|plain| plain.append));
     let (mut released, mut taken) = (Claims::default(), Claims::default());
     for plain in appends {
@@ -606,13 +606,6 @@ pub(crate) async fn append_claiming_together(
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
-}
-
-/// No two of `appends` touch one aggregate or one claim (given up or taken), so writing
-/// them in one statement or one after another, in any order, ends the same.
-pub(crate) fn independent(appends: &[PlainAppend<'_>]) -> bool {
-    let footprints: Vec<_> = appends.iter().copied().map(Some).collect();
-    disjoint(&footprints).into_iter().all(|alone| alone)
 }
 
 /// For each of `footprints` (one command's aggregate and the claims it gives up and
@@ -777,8 +770,8 @@ const APPEND_CLAIMING: &str = "WITH released AS ( \
 /// `$11`–`$13` those taken (scope, key, the aggregate taking it). The events are inserted
 /// only when every claim was taken; the query returns one row per event, each saying so,
 /// or a single row without an event when a claim was held. Sent only for aggregates that
-/// share no claim ([`independent`]): the order in which PostgreSQL runs the release and
-/// the take is not specified.
+/// share no claim ([`disjoint`]): the order in which PostgreSQL runs the release and the
+/// take is not specified.
 const APPEND_TOGETHER: &str = "WITH released AS ( \
                  DELETE FROM unique_claims u \
                   USING UNNEST($8::text[], $9::text[], $10::text[]) AS r(scope, key, owner_id) \
@@ -915,47 +908,6 @@ mod tests {
         Claim {
             scope: "title:technology:1".into(),
             key: key.into(),
-        }
-    }
-
-    #[test]
-    fn appends_sharing_an_aggregate_or_a_claim_are_not_written_together() {
-        let (a, b) = (events("a"), events("b"));
-        let (x, y) = ([claim("x")], [claim("y")]);
-        let plain = |append, released, taken| PlainAppend {
-            append,
-            released,
-            taken,
-        };
-        let cases: [(&str, Vec<PlainAppend<'_>>, bool); 5] = [
-            (
-                "different aggregates and claims",
-                vec![plain(&a, &x, &[]), plain(&b, &[], &y)],
-                true,
-            ),
-            (
-                "one aggregate twice",
-                vec![plain(&a, &[], &[]), plain(&a, &[], &[])],
-                false,
-            ),
-            (
-                "one claim taken twice",
-                vec![plain(&a, &[], &x), plain(&b, &[], &x)],
-                false,
-            ),
-            (
-                "a claim given up, then taken",
-                vec![plain(&a, &x, &[]), plain(&b, &[], &x)],
-                false,
-            ),
-            (
-                "a claim taken, then given up",
-                vec![plain(&a, &[], &x), plain(&b, &x, &[])],
-                false,
-            ),
-        ];
-        for (case, appends, expected) in cases {
-            assert_eq!(independent(&appends), expected, "{case}");
         }
     }
 

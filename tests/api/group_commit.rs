@@ -490,6 +490,7 @@ async fn a_batchs_plain_commands_are_appended_in_one_statement_each_with_its_ans
         3,
         "one statement for the three"
     );
+    assert_eq!(store.shared_statements_undone(), 0);
     assert_eq!(
         (
             a.committed.version,
@@ -564,6 +565,8 @@ async fn a_shared_statement_that_meets_a_held_title_is_undone_whole() {
     let b = b.await.unwrap().expect("the create applies");
     assert_eq!(b.committed.version, 1);
     assert_answers_stored(&app.pool, &[(&created, &b)]).await;
+    // The statement was tried, and undone.
+    assert_eq!(store.shared_statements_undone(), 1);
     assert_eq!(store.commands_appended_together(), 0);
     // The held command's event and the create's.
     assert_eq!(app.stored_events().await.len(), events_before + 2);

@@ -1135,14 +1135,24 @@ async fn the_search_text_migration_applies_to_a_view_rebuilt_before_it() {
         .await
         .unwrap();
     assert_eq!(on_expression, 1);
-    let full_text_indexes = "SELECT count(*) FROM pg_index i \
-         WHERE i.indrelid = 'technology_view'::regclass \
-           AND pg_get_indexdef(i.indexrelid) LIKE '%USING gin (search)'";
-    let full_text: i64 = sqlx::query_scalar(full_text_indexes)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(full_text, 1);
+    let full_text: Vec<String> = sqlx::query_scalar(
+        "SELECT i.indexrelid::regclass::text FROM pg_index i \
+          WHERE i.indrelid = 'technology_view'::regclass \
+            AND pg_get_indexdef(i.indexrelid) LIKE '%USING gin (search)'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(full_text.len(), 1);
+    // PostgreSQL gave this copy the original's name; renamed, as another copy could be
+    // named, so that the migration must find it by what it is on.
+    sqlx::query(&format!(
+        "ALTER INDEX {} RENAME TO copied_full_text_index",
+        full_text[0]
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
 
     MIGRATOR.run(&pool).await.unwrap();
     let on_expression: i64 = sqlx::query_scalar(expression_indexes)
@@ -1151,10 +1161,13 @@ async fn the_search_text_migration_applies_to_a_view_rebuilt_before_it() {
         .unwrap();
     assert_eq!(on_expression, 0, "the index on the expression is gone");
     // Migration 0019 drops the full-text index no query reads, whatever its name.
-    let full_text: i64 = sqlx::query_scalar(full_text_indexes)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let full_text: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_index i WHERE i.indrelid = 'technology_view'::regclass \
+            AND pg_get_indexdef(i.indexrelid) LIKE '%USING gin (search)'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(full_text, 0, "the full-text index is gone");
     let (rows, equal): (i64, i64) = sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE search_text = cc_search_text(title, description, tags)) \
