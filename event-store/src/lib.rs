@@ -36,8 +36,7 @@ pub use feed::{
     read_feed_of, read_feed_of_upto, read_range, wait_for_feed, FeedFilter, FALLBACK_POLL,
 };
 pub use group::{
-    Appended, Member, Rejected, COMMITTERS, MAX_BATCH, MAX_WAITING,
-    OUTCOME_SOUGHT_FOR,
+    Appended, Member, Rejected, COMMITTERS, MAX_BATCH, MAX_WAITING, OUTCOME_SOUGHT_FOR,
 };
 pub use history::{read_history, read_history_after};
 pub use leadership::{lock_key, pause as pause_or_shutdown, run_while_leader, Leadership};
