@@ -15,10 +15,11 @@
 //! alone and its neighbours go on. Plain members (events and claims alone) that share
 //! nothing with the rest of the batch are first appended together, by one statement under
 //! one savepoint, which stands only if it did for each what its own writes would have
-//! (else it is undone whole, and they too are written one by one). Every member learns its outcome only after the batch
-//! ended ([`Member::settle`]): a member kept in a committed batch succeeded, a member
-//! that failed is told so once the batch's rows are visible (so a retry sees its winner),
-//! and when the commit itself fails no member succeeded — all or nothing per batch. A
+//! (else it is undone whole, and they too are written one by one). Every member learns
+//! its outcome only after the batch ended ([`Member::settle`]): a member kept in a
+//! committed batch succeeded, a member that failed is told so once the batch's rows are
+//! visible (so a retry sees its winner), and when the commit itself fails no member
+//! succeeded — all or nothing per batch. A
 //! COMMIT that fails to answer (the connection cut, the server stopping) may still have
 //! taken place: its outcome is read back on other connections (the transaction's status,
 //! then one of its events' rows), and only when that cannot be done — the database out
@@ -481,14 +482,14 @@ fn plain_and_disjoint(members: &[Box<dyn Member>]) -> Vec<usize> {
 }
 
 /// Appends the batch's `plain` members ([`plain_and_disjoint`]) in one statement, under
-/// the savepoint `together` taken with the batch's lock timeout, instead of a savepoint and a
-/// statement each. When the statement did for every one of
-/// them what its own writes would have (each claim taken, no conflict with another
-/// transaction, no lock waited out), they are finished
-/// ([`Member::wrote_plain`]) and returned, taken out of `members`; otherwise the statement
-/// is rolled back and every member stays in `members`, to be written one by one as
-/// before. `Err` when the connection fails, or a member panicked while it finished
-/// (the batch is then abandoned, as when one panics while it writes).
+/// the savepoint `together` taken with the batch's lock timeout, instead of a savepoint
+/// and a statement each. When the statement did for every one of them what its own writes
+/// would have (each claim taken, no conflict with another transaction, no lock waited
+/// out), they are finished ([`Member::wrote_plain`]) and returned, taken out of
+/// `members`; otherwise the statement is rolled back and every member stays in
+/// `members`, to be written one by one as before. `Err` when the connection fails, or a
+/// member panicked while it finished (the batch is then abandoned, as when one panics
+/// while it writes).
 async fn append_together(
     conn: &mut PgConnection,
     members: &mut Vec<Box<dyn Member>>,
@@ -505,12 +506,15 @@ async fn append_together(
             let mut finished = Vec::with_capacity(plain.len());
             for (&i, committed) in plain.iter().zip(committed) {
                 let member = &mut members[i];
-                match std::panic::catch_unwind(AssertUnwindSafe(|| member.wrote_plain(committed))) {
+                let wrote =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| member.wrote_plain(committed)));
+                match wrote {
                     Ok(Ok(())) => finished.push(i),
                     Ok(Err(Rejected)) => break,
                     Err(_) => {
                         tracing::error!(
-                            "a command panicked while its batch was written; the batch is abandoned"
+                            "a command panicked while its batch was written; \
+                             the batch is abandoned"
                         );
                         return Err(sqlx::Error::WorkerCrashed);
                     }
@@ -527,7 +531,10 @@ async fn append_together(
         }
         Ok(None) => None,
         Err(err) => {
-            tracing::debug!(%err, "a batch's shared append failed; its commands are written one by one");
+            tracing::debug!(
+                %err,
+                "a batch's shared append failed; its commands are written one by one"
+            );
             None
         }
     };
