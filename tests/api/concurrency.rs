@@ -209,3 +209,149 @@ async fn abandoned_requests_never_leave_half_written_changes() {
         "each keyed command committed with its saved response"
     );
 }
+
+/// Creates and renames racing for titles through the service's committers, whose batches
+/// here hold tens of commands, some appended together by one statement and some undone
+/// to be written one by one: every answered change is in the store at its answered
+/// version and position, and the title claims are exactly those a fold of the store gives
+/// — one owner per title, each technology holding its latest title. (Seen failing with
+/// positions handed to the wrong commands of a shared statement, and without its undo.)
+#[tokio::test]
+async fn racing_creates_and_renames_keep_one_owner_per_title() {
+    use std::collections::BTreeMap;
+    use std::str::FromStr;
+
+    use commandcenter_event_store::Position;
+
+    let app = spawn_app().await;
+    // 80 titles for 96 changes, written differently from one change to another: most
+    // changes find their title free (and go together), some meet another's.
+    let title = |i: usize| match i % 3 {
+        0 => format!("Pool {}", (i * 7) % 80),
+        1 => format!("pool  {}", (i * 7) % 80),
+        _ => format!("POOL {}", (i * 7) % 80),
+    };
+    let mut renamed = Vec::new();
+    for i in 0..3 {
+        let created = app.create_technology(&format!("Renamed {i}")).await;
+        renamed.push(created["id"].as_str().unwrap().to_string());
+    }
+    let requests = (0..96).map(|i| {
+        let title = title(i);
+        let request = if i % 8 == 0 {
+            app.client
+                .patch(app.url(&format!(
+                    "/api/v1/technologies/{}",
+                    renamed[i % renamed.len()]
+                )))
+                .json(&json!({ "title": title }))
+        } else {
+            app.client
+                .post(app.url("/api/v1/technologies"))
+                .json(&json!({ "project_id": 1, "title": title }))
+        };
+        request.send()
+    });
+    let mut answered = Vec::new();
+    for (i, response) in futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let response = response.unwrap();
+        match response.status().as_u16() {
+            200 | 201 => {
+                let position = response.headers()["x-cc-position"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                let body: Value = response.json().await.unwrap();
+                answered.push((
+                    body["id"].as_str().unwrap().to_string(),
+                    body["version"].as_i64().unwrap(),
+                    Position::from_str(&position).unwrap(),
+                ));
+            }
+            // Refused for its title, or after losing its retries (to the other renames of
+            // its technology, or waiting on a title another batch was taking).
+            409 => {
+                let body: Value = response.json().await.unwrap();
+                assert!(
+                    body.get("field").is_none() || body["field"] == "title",
+                    "change {i} refused for another reason: {body}"
+                );
+            }
+            status => panic!("change {i} answered {status}"),
+        }
+    }
+    assert!(answered.len() > 3, "some changes applied: {answered:?}");
+
+    // Every answer is in the store, at its version and position.
+    for (id, version, position) in &answered {
+        let (tx_text, global_position): (String, i64) = sqlx::query_as(
+            "SELECT tx_id::text, global_position FROM events \
+              WHERE aggregate_type = 'technology' AND aggregate_id = $1 AND sequence = $2",
+        )
+        .bind(id)
+        .bind(version)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap_or_else(|err| panic!("{id} v{version} answered but not stored: {err}"));
+        assert_eq!(
+            *position,
+            Position::new(tx_text.parse().unwrap(), global_position),
+            "{id} v{version}"
+        );
+    }
+    // The oracle: each technology's latest title, folded from its events in order.
+    let events: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT aggregate_id, payload FROM events WHERE aggregate_type = 'technology' \
+          ORDER BY aggregate_id, sequence",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let mut latest: BTreeMap<String, String> = BTreeMap::new();
+    for (id, payload) in events {
+        let title = payload["TechnologyCreated"]["technology"]["title"]
+            .as_str()
+            .or(payload["TechnologyUpdated"]["changes"]["title"].as_str());
+        if let Some(title) = title {
+            latest.insert(id, title.to_string());
+        }
+    }
+    let key = |title: &str| {
+        title
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    for (id, title) in &latest {
+        if let Some(other) = owners.insert(key(title), id.clone()) {
+            panic!("{title:?} is held by {id} and {other}");
+        }
+    }
+    let claims: BTreeMap<String, String> = sqlx::query_as::<_, (String, String)>(
+        "SELECT key, owner_id FROM unique_claims WHERE scope = 'title:technology:1'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert_eq!(
+        claims, owners,
+        "the claims are the fold's titles and owners"
+    );
+    let gaps: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT sequence, row_number() OVER \
+             (PARTITION BY aggregate_type, aggregate_id ORDER BY sequence) AS n FROM events) s \
+          WHERE sequence <> n",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(gaps, 0, "sequences without gaps");
+}
