@@ -612,19 +612,20 @@ pub(crate) async fn append_claiming_together(
 /// takes; `None` for a command that writes neither), whether no other one touches its
 /// aggregate or any of its claims: the writes of such a command cannot depend on the
 /// others' or on their order.
-pub(crate) fn disjoint(footprints: &[Option<PlainAppend<'_>>]) -> Vec<bool> {
-    let keys = |plain: &PlainAppend<'_>| {
+pub(crate) fn disjoint<'a>(footprints: &[Option<PlainAppend<'a>>]) -> Vec<bool> {
+    // Borrowed, not copied: this runs for every batch.
+    let keys = |plain: &PlainAppend<'a>| -> Vec<(&'a str, &'a str, bool)> {
         let aggregate = (
-            plain.append.aggregate_type.clone(),
-            plain.append.aggregate_id.clone(),
+            plain.append.aggregate_type.as_str(),
+            plain.append.aggregate_id.as_str(),
             false,
         );
         let claims = plain
             .released
             .iter()
             .chain(plain.taken)
-            .map(|claim| (claim.scope.clone(), claim.key.clone(), true));
-        std::iter::once(aggregate).chain(claims).collect::<Vec<_>>()
+            .map(|claim| (claim.scope.as_str(), claim.key.as_str(), true));
+        std::iter::once(aggregate).chain(claims).collect()
     };
     let mut touched = std::collections::HashMap::<_, usize>::new();
     let keyed: Vec<Vec<_>> = footprints

@@ -521,14 +521,10 @@ where
         let events = self.append.events.len() as i64;
         let snapshot_due = (self.unchanged.version + events) / SNAPSHOT_EVERY
             > self.unchanged.version / SNAPSHOT_EVERY;
-        if self.idempotency.is_some() || events == 0 || snapshot_due || self.state.is_none() {
+        if self.idempotency.is_some() || snapshot_due || self.state.is_none() {
             return None;
         }
-        Some(PlainAppend {
-            append: &self.append,
-            released: &self.released,
-            taken: &self.taken,
-        })
+        self.footprint()
     }
 
     fn wrote_plain(&mut self, committed: Committed) -> Result<(), group::Rejected> {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use commandcenter_event_store::{AppendSignal, EventStore, NewEvent};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{assert_problem, assert_store_consistent, assert_stored_at, spawn_app};
 
 #[tokio::test]
 async fn conflicting_writes_yield_one_winner_per_version() {
@@ -288,20 +288,7 @@ async fn racing_creates_and_renames_keep_one_owner_per_title() {
 
     // Every answer is in the store, at its version and position.
     for (id, version, position) in &answered {
-        let (tx_text, global_position): (String, i64) = sqlx::query_as(
-            "SELECT tx_id::text, global_position FROM events \
-              WHERE aggregate_type = 'technology' AND aggregate_id = $1 AND sequence = $2",
-        )
-        .bind(id)
-        .bind(version)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap_or_else(|err| panic!("{id} v{version} answered but not stored: {err}"));
-        assert_eq!(
-            *position,
-            Position::new(tx_text.parse().unwrap(), global_position),
-            "{id} v{version}"
-        );
+        assert_stored_at(&app.pool, id, *version, *position).await;
     }
     // The oracle: each technology's latest title, folded from its events in order.
     let events: Vec<(String, Value)> = sqlx::query_as(
@@ -345,13 +332,5 @@ async fn racing_creates_and_renames_keep_one_owner_per_title() {
         claims, owners,
         "the claims are the fold's titles and owners"
     );
-    let gaps: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT sequence, row_number() OVER \
-             (PARTITION BY aggregate_type, aggregate_id ORDER BY sequence) AS n FROM events) s \
-          WHERE sequence <> n",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(gaps, 0, "sequences without gaps");
+    assert_store_consistent(&app.pool).await;
 }

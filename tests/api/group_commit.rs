@@ -16,7 +16,7 @@ use commandcenter_domain::technology::{
     Technology, TechnologyChanges, TechnologyCommand, TechnologyError, TechnologyFields,
 };
 use commandcenter_domain::values::ProjectId;
-use commandcenter_event_store::{audit, AppendSignal, EventStore, Position};
+use commandcenter_event_store::{AppendSignal, EventStore, Position};
 use commandcenter_executor::{
     apply, clock, execute, Answer, Applied, CommandError, Execution, IdempotentRequest,
     RequestMeta, SavedReply,
@@ -27,7 +27,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{assert_store_consistent, assert_stored_at, spawn_app, TestApp};
 
 fn meta() -> RequestMeta {
     RequestMeta {
@@ -246,24 +246,6 @@ fn tx_of(committed_position: Position) -> u64 {
     committed_position.tx_id
 }
 
-/// Every aggregate's stored events: sequences 1..n with no gap, and the whole hash chain
-/// intact.
-async fn assert_store_consistent(pool: &PgPool) {
-    let gaps: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT sequence, row_number() OVER \
-             (PARTITION BY aggregate_type, aggregate_id ORDER BY sequence) AS n FROM events) s \
-          WHERE sequence <> n",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    assert_eq!(gaps, 0, "sequences without gaps");
-    let report = audit::verify(pool, &audit::VerifyScope::default(), None, None)
-        .await
-        .unwrap();
-    assert_eq!(report.broken_count, 0, "hash chain intact");
-}
-
 #[tokio::test]
 async fn a_batch_whose_middle_commands_fail_commits_the_others() {
     let app = spawn_app().await;
@@ -401,20 +383,13 @@ fn rename(title: &TechnologyFields) -> TechnologyCommand {
 /// the answered version and position, in the batch's transaction.
 async fn assert_answers_stored(pool: &PgPool, answers: &[(&str, &Applied<Technology>)]) {
     for (id, applied) in answers {
-        let (tx_text, global_position): (String, i64) = sqlx::query_as(
-            "SELECT tx_id::text, global_position FROM events \
-              WHERE aggregate_type = 'technology' AND aggregate_id = $1 AND sequence = $2",
+        assert_stored_at(
+            pool,
+            id,
+            applied.committed.version,
+            applied.committed.position,
         )
-        .bind(id)
-        .bind(applied.committed.version)
-        .fetch_one(pool)
-        .await
-        .unwrap_or_else(|err| panic!("{id} v{}: {err}", applied.committed.version));
-        let stored = Position::new(tx_text.parse().unwrap(), global_position);
-        assert_eq!(
-            applied.committed.position, stored,
-            "{id}'s answered position"
-        );
+        .await;
         let later: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM events WHERE aggregate_type = 'technology' \
                AND aggregate_id = $1 AND sequence > $2",

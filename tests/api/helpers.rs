@@ -553,3 +553,49 @@ pub async fn wait_until_no_transaction_is_open(pool: &PgPool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Every aggregate's stored events: sequences 1..n with no gap, and the whole hash chain
+/// intact.
+pub async fn assert_store_consistent(pool: &PgPool) {
+    let gaps: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT sequence, row_number() OVER \
+             (PARTITION BY aggregate_type, aggregate_id ORDER BY sequence) AS n FROM events) s \
+          WHERE sequence <> n",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(gaps, 0, "sequences without gaps");
+    let report = commandcenter_event_store::audit::verify(
+        pool,
+        &commandcenter_event_store::audit::VerifyScope::default(),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.broken_count, 0, "hash chain intact");
+}
+
+/// The technology `id`'s event at `version` is stored, at `position`.
+pub async fn assert_stored_at(
+    pool: &PgPool,
+    id: &str,
+    version: i64,
+    position: commandcenter_event_store::Position,
+) {
+    let (tx_text, global_position): (String, i64) = sqlx::query_as(
+        "SELECT tx_id::text, global_position FROM events \
+          WHERE aggregate_type = 'technology' AND aggregate_id = $1 AND sequence = $2",
+    )
+    .bind(id)
+    .bind(version)
+    .fetch_one(pool)
+    .await
+    .unwrap_or_else(|err| panic!("{id} v{version} answered but not stored: {err}"));
+    assert_eq!(
+        position,
+        commandcenter_event_store::Position::new(tx_text.parse().unwrap(), global_position),
+        "{id} v{version}'s answered position"
+    );
+}
