@@ -24,6 +24,7 @@ mod history;
 mod leadership;
 pub mod pause;
 mod position;
+mod recent;
 mod signal;
 mod store;
 mod stored_event;
@@ -41,6 +42,7 @@ pub use group::{
 pub use history::{read_history, read_history_after};
 pub use leadership::{lock_key, pause as pause_or_shutdown, run_while_leader, Leadership};
 pub use position::{Position, PositionParseError, POSITION_PATTERN};
+pub use recent::{RECENT_BYTES, RECENT_IDLE};
 pub use signal::AppendSignal;
 pub use store::{
     connect, connect_replica, AggregateEvents, Committed, EventStore, Loaded, NewEvent,

@@ -17,6 +17,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
 use crate::error::violated_constraint;
 use crate::group::{GroupCommit, Member};
+use crate::recent::Recent;
 use crate::{AppendSignal, Claim, Position, StoreError};
 
 /// Opens a pool whose sessions end any transaction left idle for more than
@@ -125,6 +126,7 @@ pub struct EventStore {
     signal: AppendSignal,
     upcasters: std::sync::Arc<Vec<Box<dyn EventUpcaster>>>,
     group: GroupCommit,
+    recent: Recent,
 }
 
 /// Events between two snapshots of an aggregate written by commands.
@@ -144,6 +146,7 @@ impl EventStore {
             signal,
             upcasters: std::sync::Arc::new(commandcenter_domain::upcasters()),
             group: GroupCommit::default(),
+            recent: Recent::default(),
         }
     }
 
@@ -191,6 +194,24 @@ impl EventStore {
     /// events after it.
     pub async fn load<A: Aggregate>(&self, id: &str) -> Result<Loaded<A>, StoreError> {
         self.load_upto(id, None).await
+    }
+
+    /// Aggregate `id` of type `A` as this process last committed or loaded it, if it
+    /// remembers it: true at its version, but possibly behind the store (`recent.rs`
+    /// says when a caller may trust it).
+    pub fn recent<A: Aggregate + Clone + 'static>(&self, id: &str) -> Option<Loaded<A>> {
+        self.recent.get(id)
+    }
+
+    /// Remembers `loaded` as aggregate `id`'s state at its version (a committed or
+    /// loaded state, never one decided but not yet committed).
+    pub fn remember<A: Aggregate + Clone + 'static>(&self, id: &str, loaded: Loaded<A>) {
+        self.recent.put(id, loaded);
+    }
+
+    /// Forgets what this process remembers of aggregate `id`.
+    pub fn forget<A: Aggregate>(&self, id: &str) {
+        self.recent.forget::<A>(id);
     }
 
     /// Aggregate `id` as it was after event `upto` (all events when `None`), from the

@@ -238,9 +238,19 @@ where
     }
     let mut attempt = 1;
     loop {
-        // A create's first attempt decides without reading the store.
-        let fresh = attempt == 1 && execution.if_match.is_none() && A::creates(&execution.command);
-        match try_once(store, metrics, execution, respond, fresh).await {
+        // A first attempt without `If-Match` decides a create without reading the store,
+        // and any other command on the state this process remembers, if it does.
+        let start = match (attempt, execution.if_match) {
+            (1, None) if A::creates(&execution.command) => Start::New,
+            (1, None) => Start::Recent,
+            _ => Start::Store,
+        };
+        let result = try_once(store, metrics, execution, respond, start).await;
+        if result.is_err() {
+            // Whatever it remembers may be what lost the race.
+            store.forget::<A>(&execution.aggregate_id);
+        }
+        match result {
             Ok(reply) => return Ok(reply),
             Err(Failure::Refused(err)) => return Err(err),
             Err(Failure::Conflict) if execution.if_match.is_none() && attempt < MAX_ATTEMPTS => {
@@ -249,7 +259,7 @@ where
                     aggregate_id = execution.aggregate_id,
                     "retrying after a concurrent write"
                 );
-                if !fresh {
+                if start != Start::New {
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 3)).await;
                 }
                 attempt += 1;
@@ -279,51 +289,100 @@ enum Decided<A: Aggregate, R> {
 /// Where a queued command's outcome arrives once its batch ended.
 type Queued<A, R> = oneshot::Receiver<Result<Written<A, R>, Failure>>;
 
-/// Decides `execution` against the aggregate's current state: loaded from the store, or,
-/// for a create on its first attempt (`fresh`), the empty state — an aggregate that
-/// cannot exist yet need not be read; if it does exist, the events' primary key refuses
-/// the append and the retry loads it.
+/// The state a command is decided on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// The empty state, for a create on its first attempt: an aggregate that cannot
+    /// exist yet need not be read; if it does exist, the events' primary key refuses the
+    /// append and the retry loads it.
+    New,
+    /// The state this process last committed or loaded, if it remembers one, else the
+    /// store's. It may be behind the store (another process wrote since): a decision
+    /// that appends events is safe on it (the append's version check refuses a stale
+    /// one, and the retry reads the store), any other one (a refusal, a no-op) is taken
+    /// again on the store's state.
+    Recent,
+    /// The store's current state.
+    Store,
+}
+
+/// Decides `execution` against the aggregate's state as `start` says.
 async fn decide<A, R: Answer>(
     store: &EventStore,
+    metrics: &Metrics,
     execution: &Execution<A>,
     respond: &Arc<impl Fn(&Outcome<A>) -> Result<R, CommandError> + Send + Sync + 'static>,
-    fresh: bool,
+    start: Start,
 ) -> Result<Decided<A, R>, Failure>
 where
-    A: WriteModel,
+    A: WriteModel + 'static,
     A::Command: Clone,
     CommandError: From<A::Error>,
 {
     let id = execution.aggregate_id.as_str();
-    let loaded = if fresh {
-        Loaded {
-            aggregate: A::default(),
-            version: 0,
-            position: None,
-        }
-    } else {
-        store.load::<A>(id).await?
-    };
-    if let Some(expected) = execution.if_match {
-        if expected != loaded.version {
-            return Err(CommandError::PreconditionFailed {
-                expected,
-                actual: loaded.version,
+    let mut start = start;
+    let (unchanged, claims_before, state, events) = loop {
+        let recent = match start {
+            Start::Recent => store.recent::<A>(id),
+            Start::New | Start::Store => None,
+        };
+        let (loaded, source) = match (start, recent) {
+            (_, Some(recent)) => (recent, "recent"),
+            (Start::New, None) => (
+                Loaded {
+                    aggregate: A::default(),
+                    version: 0,
+                    position: None,
+                },
+                "new",
+            ),
+            (Start::Recent | Start::Store, None) => {
+                let loaded = store.load::<A>(id).await?;
+                store.remember(
+                    id,
+                    Loaded {
+                        aggregate: loaded.aggregate.clone(),
+                        version: loaded.version,
+                        position: loaded.position,
+                    },
+                );
+                (loaded, "store")
             }
-            .into());
+        };
+        let Loaded {
+            aggregate: mut state,
+            version,
+            position,
+        } = loaded;
+        if let Some(expected) = execution.if_match {
+            if expected != version {
+                return Err(CommandError::PreconditionFailed {
+                    expected,
+                    actual: version,
+                }
+                .into());
+            }
         }
-    }
-    let claims_before = loaded.aggregate.claims();
-    let mut state = loaded.aggregate;
-    let sink = EventSink::default();
-    state
-        .handle(execution.command.clone(), &(), &sink)
-        .await
-        .map_err(CommandError::from)?;
-    let events = sink.collect().await;
-    let unchanged = Committed {
-        version: loaded.version,
-        position: loaded.position.unwrap_or(Position::ZERO),
+        let claims_before = state.claims();
+        let sink = EventSink::default();
+        let handled = state.handle(execution.command.clone(), &(), &sink).await;
+        let events = sink.collect().await;
+        // Only an append checks the version a decision was taken on.
+        let trusted = source != "recent" || (handled.is_ok() && !events.is_empty());
+        metrics
+            .command_states
+            .with_label_values(&[A::TYPE, if trusted { source } else { "recent_rechecked" }])
+            .inc();
+        if !trusted {
+            start = Start::Store;
+            continue;
+        }
+        handled.map_err(CommandError::from)?;
+        let unchanged = Committed {
+            version,
+            position: position.unwrap_or(Position::ZERO),
+        };
+        break (unchanged, claims_before, state, events);
     };
     if events.is_empty() && execution.idempotency.is_none() {
         return Ok(Decided::Answered(respond(&Outcome {
@@ -378,6 +437,8 @@ struct Written<A: Aggregate, R> {
     reply: R,
     state: A,
     events: Vec<A::Event>,
+    /// Version and position after the command.
+    committed: Committed,
 }
 
 /// One decided command, handed to the committer: what it writes, and where its outcome
@@ -466,6 +527,7 @@ where
             reply,
             state: outcome.state,
             events: std::mem::take(&mut self.events),
+            committed,
         })
     }
 }
@@ -541,6 +603,7 @@ where
                     reply,
                     state: outcome.state,
                     events: std::mem::take(&mut self.events),
+                    committed,
                 }));
                 Ok(())
             }
@@ -592,7 +655,7 @@ async fn try_once<A, R>(
     metrics: &Metrics,
     execution: &Execution<A>,
     respond: &Arc<impl Fn(&Outcome<A>) -> Result<R, CommandError> + Send + Sync + 'static>,
-    fresh: bool,
+    start: Start,
 ) -> Result<R, Failure>
 where
     A: WriteModel + 'static,
@@ -600,7 +663,7 @@ where
     CommandError: From<A::Error>,
     R: Answer + Send + 'static,
 {
-    let (member, answer) = match decide(store, execution, respond, fresh).await? {
+    let (member, answer) = match decide(store, metrics, execution, respond, start).await? {
         Decided::Answered(reply) => return Ok(reply),
         Decided::Write(member, answer) => (member, answer),
     };
@@ -619,6 +682,17 @@ where
             .inc();
     }
     written.state.observe(&written.events, metrics);
+    if !written.events.is_empty() {
+        // Committed: the next command on it may be decided without reading the store.
+        store.remember(
+            &execution.aggregate_id,
+            Loaded {
+                aggregate: written.state,
+                version: written.committed.version,
+                position: Some(written.committed.position),
+            },
+        );
+    }
     Ok(written.reply)
 }
 

@@ -31,6 +31,10 @@ pub struct Metrics {
     pub events_appended: IntCounterVec,
     /// `append_duration_seconds`: one command's transaction, begin to commit.
     pub append_duration: Histogram,
+    /// `command_states_total{aggregate,source}`: the state each command was decided on
+    /// (`new`, `recent`, `store`, or `recent_rechecked` when a remembered state's
+    /// decision was taken again on the store's).
+    pub command_states: IntCounterVec,
     /// `relay_published_total`.
     pub relay_published: IntCounter,
     /// `relay_lag_events`.
@@ -147,6 +151,16 @@ impl Metrics {
                     "append_duration_seconds",
                     "A command's write transaction, begin to commit"
                 ))
+            ),
+            command_states: register!(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "command_states_total",
+                        "The state each command was decided on: new, recent (this process's own), store, recent_rechecked"
+                    ),
+                    &["aggregate", "source"]
+                )
             ),
             relay_published: register!(
                 r,

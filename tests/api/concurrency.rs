@@ -334,3 +334,140 @@ async fn racing_creates_and_renames_keep_one_owner_per_title() {
     );
     assert_store_consistent(&app.pool).await;
 }
+
+/// The service decides a command on the state it last committed or loaded, when it
+/// remembers one, instead of reading the store. Another process (a second store on the
+/// same database, as a worker or a second instance is) writes behind its back: each
+/// answer must still be what the store's state gives, checked against a fold of the
+/// store.
+#[tokio::test]
+async fn a_state_the_service_remembers_never_hides_what_another_process_wrote() {
+    use commandcenter_domain::job::{Job, JobCommand};
+    use commandcenter_domain::technology::{Technology, TechnologyChanges, TechnologyCommand};
+    use commandcenter_executor::{apply, clock, RequestMeta};
+
+    let app = spawn_app().await;
+    let other = EventStore::new(app.pool.clone(), AppendSignal::local());
+    let metrics = commandcenter_metrics::Metrics::new();
+    let meta = || RequestMeta {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        correlation_id: "another process".into(),
+        causation_id: None,
+        actor: "test".into(),
+    };
+    let created = app.create_technology("Remembered").await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/technologies/{id}");
+    let other_writes = |notes: &'static str| {
+        let command = TechnologyCommand::UpdateTechnology {
+            changes: Box::new(TechnologyChanges {
+                notes: Some(Some(notes.to_string())),
+                ..Default::default()
+            }),
+            status: None,
+            at: clock::now(),
+        };
+        apply::<Technology>(&other, &metrics, &id, command, meta())
+    };
+    let patch = |if_match: Option<i64>, notes: &'static str| {
+        let mut request = app
+            .client
+            .patch(app.url(&path))
+            .json(&json!({ "notes": notes }));
+        if let Some(version) = if_match {
+            request = request.header("if-match", format!("\"{version}\""));
+        }
+        request.send()
+    };
+    // The store's own fold of the technology: version and notes.
+    let folded = || async {
+        let state = other.replay::<Technology>(&id, None).await.unwrap();
+        let json = serde_json::to_value(&state.aggregate).unwrap();
+        (state.version, json.to_string())
+    };
+
+    // Remembered at version 1; the other process writes version 2. A change decided on
+    // version 1 loses at the append and is taken again on the store's state.
+    other_writes("other").await.unwrap();
+    let response = patch(None, "mine").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (body["version"].as_i64(), body["notes"].as_str()),
+        (Some(3), Some("mine"))
+    );
+
+    // Remembered at version 3 with these notes, the same request changes nothing; on the
+    // store's version 4 it changes the notes back, and is written.
+    other_writes("other again").await.unwrap();
+    let response = patch(None, "mine").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        (body["version"].as_i64(), body["notes"].as_str()),
+        (Some(5), Some("mine"))
+    );
+    let (version, state) = folded().await;
+    assert_eq!(version, 5);
+    assert!(state.contains("\"mine\""), "{state}");
+
+    // If-Match is compared with the store's version, not a remembered one.
+    other_writes("third").await.unwrap();
+    let response = patch(Some(6), "matched").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["version"].as_i64(), Some(7));
+    other_writes("fourth").await.unwrap();
+    let response = patch(Some(7), "stale").await.unwrap();
+    let problem = assert_problem(response, 412, "If-Match").await;
+    assert_eq!(problem["current_version"], 8);
+    assert_eq!(folded().await.0, 8);
+
+    // A refusal decided on a remembered state is taken again on the store's: the service
+    // remembers its job pending and not dispatched, which refuses to start; the other
+    // process dispatched it.
+    let job = app.create_job().await;
+    let job_id = job["id"].as_str().unwrap();
+    let dispatch = JobCommand::DispatchJob {
+        delay_seconds: 0,
+        at: clock::now(),
+    };
+    apply::<Job>(&other, &metrics, job_id, dispatch, meta())
+        .await
+        .unwrap();
+    let response = app
+        .patch(
+            &format!("/api/v1/jobs/{job_id}"),
+            &json!({ "status": "running" }),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"].as_str(), Some("running"));
+    assert_eq!(
+        other.replay::<Job>(job_id, None).await.unwrap().version,
+        3,
+        "created, dispatched (elsewhere), started"
+    );
+
+    // The remembered states were used (else this test shows nothing): the two decisions
+    // they could not make alone were taken again on the store's.
+    let recent = crate::observability::sample(
+        &app,
+        "command_states_total{aggregate=\"technology\",source=\"recent\"}",
+    )
+    .await;
+    let rechecked = crate::observability::sample(
+        &app,
+        "command_states_total{aggregate=\"technology\",source=\"recent_rechecked\"}",
+    )
+    .await
+        + crate::observability::sample(
+            &app,
+            "command_states_total{aggregate=\"job\",source=\"recent_rechecked\"}",
+        )
+        .await;
+    assert!(recent >= 1.0, "decided on a remembered state: {recent}");
+    assert_eq!(rechecked, 2.0, "taken again on the store's state");
+    assert_store_consistent(&app.pool).await;
+}

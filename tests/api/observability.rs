@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::helpers::{nats_url, spawn_app, spawn_app_with, TestApp};
 
 /// The value of the sample `name{labels}` in `/metrics` (0 when absent).
-async fn sample(app: &TestApp, name_and_labels: &str) -> f64 {
+pub(crate) async fn sample(app: &TestApp, name_and_labels: &str) -> f64 {
     let text = app.get("/metrics").await.text().await.unwrap();
     text.lines()
         .find_map(|line| {
