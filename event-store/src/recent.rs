@@ -5,9 +5,14 @@
 //! process (a worker, a second instance, the lease sweeper) may have appended since.
 //! What makes that safe is the append, not the cache: events decided on a stale state
 //! are refused by the events' primary key (a lost race, retried from the store). So a
-//! caller may trust a remembered state only for a decision that appends events; one that
-//! appends nothing, or refuses, or compares a client's `If-Match`, must read the store
-//! (the executor does, `commandcenter_executor`).
+//! caller may trust a remembered state only for a decision that appends events, and only
+//! once they are appended: one that appends nothing, or refuses, or compares a client's
+//! `If-Match`, and an append refused before its version was compared (a title another
+//! aggregate holds), must be taken again on the store's state (the executor does,
+//! `commandcenter_executor`).
+//!
+//! The bound is on the states' JSON, per store (`serve` has two: the API's and its
+//! worker's); the states in memory take somewhat more.
 
 use std::any::Any;
 use std::io;

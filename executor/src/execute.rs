@@ -246,8 +246,8 @@ where
             _ => Start::Store,
         };
         let result = try_once(store, metrics, execution, respond, start).await;
-        if result.is_err() {
-            // Whatever it remembers may be what lost the race.
+        if result.as_ref().is_err_and(may_be_stale) {
+            // What it remembers may be what lost the race.
             store.forget::<A>(&execution.aggregate_id);
         }
         match result {
@@ -277,6 +277,19 @@ where
                 };
             }
         }
+    }
+}
+
+/// Whether a command that failed so may have been decided on a remembered state the
+/// store has passed, or left one uncertain (a batch that did not commit, or whose commit
+/// went unanswered). A refusal by the aggregate was decided on the store's state, which
+/// is remembered; a command refused for load (503) was not written at all.
+fn may_be_stale(failure: &Failure) -> bool {
+    match failure {
+        Failure::Conflict | Failure::IdempotencyRace => true,
+        Failure::Refused(CommandError::Store(StoreError::Busy { .. })) => false,
+        Failure::Refused(CommandError::Store(_)) => true,
+        Failure::Refused(_) => false,
     }
 }
 
@@ -321,7 +334,7 @@ where
 {
     let id = execution.aggregate_id.as_str();
     let mut start = start;
-    let (unchanged, claims_before, state, events) = loop {
+    let (unchanged, claims_before, state, events, remembered) = loop {
         let recent = match start {
             Start::Recent => store.recent::<A>(id),
             Start::New | Start::Store => None,
@@ -382,7 +395,7 @@ where
             version,
             position: position.unwrap_or(Position::ZERO),
         };
-        break (unchanged, claims_before, state, events);
+        break (unchanged, claims_before, state, events, source == "recent");
     };
     if events.is_empty() && execution.idempotency.is_none() {
         return Ok(Decided::Answered(respond(&Outcome {
@@ -417,6 +430,7 @@ where
             metadata: metadata(execution, state.project_id()),
         },
         unchanged,
+        remembered,
         events,
         released,
         taken,
@@ -448,6 +462,8 @@ struct Member<A: Aggregate, R> {
     append: AggregateEvents,
     /// Version and position before the command (its answer when it appends nothing).
     unchanged: Committed,
+    /// Decided on the state this process remembers, which the store may have passed.
+    remembered: bool,
     events: Vec<A::Event>,
     released: Vec<Claim>,
     taken: Vec<Claim>,
@@ -494,6 +510,11 @@ where
                     committed
                 }
                 Err(StoreError::Conflict { .. }) => return Err(Failure::Conflict),
+                // Decided on a remembered state: a title held by another aggregate, or
+                // events not where that state has them (the store lost what it had
+                // acknowledged), may mean the store's state is another one; it must
+                // answer, so this is a lost race, retried on it.
+                Err(err) if self.remembered && stale_sign(&err) => return Err(Failure::Conflict),
                 Err(err) => return Err(err.into()),
             }
         };
@@ -631,6 +652,17 @@ where
             sequence: committed.version,
             position: committed.position,
         })
+    }
+}
+
+/// Whether an append refused with `err` may have been decided on a state the store has
+/// passed: a claim held by another aggregate (the aggregate may have released its own, or
+/// been deleted), or an event without its predecessor (`23000`, the hash trigger).
+fn stale_sign(err: &StoreError) -> bool {
+    match err {
+        StoreError::ClaimTaken { .. } => true,
+        StoreError::Database(sqlx::Error::Database(db)) => db.code().as_deref() == Some("23000"),
+        _ => false,
     }
 }
 

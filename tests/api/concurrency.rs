@@ -423,6 +423,24 @@ async fn a_state_the_service_remembers_never_hides_what_another_process_wrote() 
     assert_eq!(problem["current_version"], 8);
     assert_eq!(folded().await.0, 8);
 
+    // A title held by another technology refuses the append without its version being
+    // compared: decided on a remembered state, that refusal is taken again on the store's,
+    // where the technology is gone (404, not 409).
+    let doomed = app.create_technology("Remembered A").await;
+    let doomed_id = doomed["id"].as_str().unwrap();
+    let delete = TechnologyCommand::DeleteTechnology { at: clock::now() };
+    apply::<Technology>(&other, &metrics, doomed_id, delete, meta())
+        .await
+        .unwrap();
+    app.create_technology("Remembered B").await;
+    let response = app
+        .patch(
+            &format!("/api/v1/technologies/{doomed_id}"),
+            &json!({ "title": "Remembered B" }),
+        )
+        .await;
+    assert_problem(response, 404, "").await;
+
     // A refusal decided on a remembered state is taken again on the store's: the service
     // remembers its job pending and not dispatched, which refuses to start; the other
     // process dispatched it.
