@@ -160,20 +160,24 @@ async fn page(
         let first = rows.first().ok_or_else(|| ApiError::internal("page query returned no row"))?;
         let total: i64 = first.try_get("total")?;
         let position = read_position(first)?;
-        let mut jobs: Vec<String> = Vec::with_capacity(rows.len());
-        let mut last_key = None;
+        // The documents are borrowed from the rows (not copied out of them), and only the
+        // last row's key is read.
+        let mut jobs = Vec::with_capacity(rows.len());
+        let mut last = None;
         let mut more = false;
         for row in &rows {
-            let Some(job) = row.try_get::<Option<String>, _>("row")? else { continue };
+            let Some(job) = row.try_get::<Option<&str>, _>("row")? else { continue };
             if jobs.len() as i64 == limit {
                 more = true;
                 break;
             }
             jobs.push(document(job, row.try_get::<Option<bool>, _>("unstored")?)?);
-            last_key = Some((row.try_get::<String, _>("created_position")?, row.try_get::<String, _>("id")?));
+            last = Some(row);
         }
-        let next_cursor = match (more, last_key) {
-            (true, Some((value, id))) => Some(Cursor { sort: SORT.into(), value, id }.encode()),
+        let next_cursor = match (more, last) {
+            (true, Some(row)) => Some(
+                Cursor { sort: SORT.into(), value: row.try_get("created_position")?, id: row.try_get("id")? }.encode(),
+            ),
             _ => None,
         };
         // Unpaged, `limit` is the number of jobs answered (as the previous API said).

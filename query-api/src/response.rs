@@ -2,6 +2,7 @@
 //! request on one chosen pool (after waiting for `X-CC-Min-Position`), and served from
 //! the cache when a valid entry exists.
 
+use std::borrow::Cow;
 use std::future::Future;
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -85,12 +86,14 @@ impl IntoJsonBytes for Value {
 /// (`unstored`: a row the projector has not stored a document for yet, as jsonb text) is
 /// written out compactly with keys in order first, so it reads exactly as a stored one
 /// would.
-pub(crate) fn document(text: String, unstored: Option<bool>) -> Result<String, ApiError> {
+pub(crate) fn document(text: &str, unstored: Option<bool>) -> Result<Cow<'_, str>, ApiError> {
     if unstored == Some(true) {
-        let value: Value = serde_json::from_str(&text).map_err(ApiError::internal)?;
-        serde_json::to_string(&value).map_err(ApiError::internal)
+        let value: Value = serde_json::from_str(text).map_err(ApiError::internal)?;
+        serde_json::to_string(&value)
+            .map(Cow::Owned)
+            .map_err(ApiError::internal)
     } else {
-        Ok(text)
+        Ok(Cow::Borrowed(text))
     }
 }
 
@@ -113,7 +116,7 @@ impl serde::Serialize for DocumentSlot {
 pub(crate) fn with_documents(
     body: &str,
     field: &str,
-    documents: &[String],
+    documents: &[impl AsRef<str>],
 ) -> Result<String, ApiError> {
     let head = format!("{{\"{field}\":[");
     let Some(rest) = body
@@ -124,19 +127,23 @@ pub(crate) fn with_documents(
             "a page's JSON does not start with an empty {field:?}"
         )));
     };
-    if documents.iter().any(String::is_empty) {
+    if documents.iter().any(|d| d.as_ref().is_empty()) {
         return Err(ApiError::internal(format!(
             "a document of a page's {field:?} is empty"
         )));
     }
-    let size = body.len() + documents.iter().map(|d| d.len() + 1).sum::<usize>();
+    let size = body.len()
+        + documents
+            .iter()
+            .map(|d| d.as_ref().len() + 1)
+            .sum::<usize>();
     let mut out = String::with_capacity(size);
     out.push_str(&head);
     for (n, document) in documents.iter().enumerate() {
         if n > 0 {
             out.push(',');
         }
-        out.push_str(document);
+        out.push_str(document.as_ref());
     }
     out.push_str(rest);
     Ok(out)
@@ -214,7 +221,7 @@ mod tests {
             r#"{"items":[{"a":1},{"b":"\u00e9"}],"total":2}"#
         );
         assert_eq!(
-            with_documents(&body, "items", &[]).unwrap(),
+            with_documents(&body, "items", &[] as &[&str]).unwrap(),
             r#"{"items":[],"total":2}"#
         );
         assert!(

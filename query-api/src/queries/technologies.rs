@@ -329,21 +329,24 @@ impl TechnologyPage<'_> {
                 .max(SEARCH_EXACT_TOTAL + 1);
         }
         let mut items: Vec<String> = Vec::with_capacity(rows.len());
-        let mut keys: Vec<(String, String)> = Vec::with_capacity(rows.len());
+        let mut shown = Vec::with_capacity(rows.len());
         for row in &rows {
-            let Some(item) = row.try_get::<Option<String>, _>("row")? else {
+            let Some(item) = row.try_get::<Option<&str>, _>("row")? else {
                 continue;
             };
-            let item = document(item, row.try_get::<Option<bool>, _>("unstored")?)?;
-            keys.push((row.try_get("sort_text")?, row.try_get("id")?));
-            items.push(item);
+            items.push(document(item, row.try_get::<Option<bool>, _>("unstored")?)?.into_owned());
+            shown.push(row);
         }
         // One row more than the page was fetched: its presence means there is a next page,
-        // which continues after the last row shown.
-        let next = (items.len() as i64 > self.limit).then(|| {
-            items.truncate(self.limit as usize);
-            keys.swap_remove(self.limit as usize - 1)
-        });
+        // which continues after the last row shown (whose key alone is read).
+        let next = match shown.get(self.limit as usize) {
+            Some(_) => {
+                items.truncate(self.limit as usize);
+                let last = shown[self.limit as usize - 1];
+                Some((last.try_get("sort_text")?, last.try_get("id")?))
+            }
+            None => None,
+        };
         Ok(FoundPage {
             items,
             total,
