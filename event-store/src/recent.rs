@@ -16,7 +16,7 @@
 
 use std::any::Any;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cqrs_es::Aggregate;
@@ -40,28 +40,29 @@ struct Entry {
     state: Arc<dyn Any + Send + Sync>,
 }
 
-/// The remembered states of one store, by aggregate type and id.
-#[derive(Clone)]
-pub(crate) struct Recent {
-    cache: Cache<(&'static str, String), Entry>,
-}
+type States = Cache<(&'static str, String), Entry>;
 
-impl Default for Recent {
-    fn default() -> Self {
-        Self {
-            cache: Cache::builder()
-                .max_capacity(RECENT_BYTES)
-                .weigher(|_, entry: &Entry| entry.weight)
-                .time_to_idle(RECENT_IDLE)
-                .build(),
-        }
-    }
+/// The remembered states of one store, by aggregate type and id; built on first use (a
+/// store that runs no command, such as a time-travel read's, builds none).
+#[derive(Clone, Default)]
+pub(crate) struct Recent {
+    cache: Arc<OnceLock<States>>,
 }
 
 impl Recent {
+    fn cache(&self) -> &States {
+        self.cache.get_or_init(|| {
+            Cache::builder()
+                .max_capacity(RECENT_BYTES)
+                .weigher(|_, entry: &Entry| entry.weight)
+                .time_to_idle(RECENT_IDLE)
+                .build()
+        })
+    }
+
     /// `A`'s remembered state `id`, if any.
     pub(crate) fn get<A: Aggregate + Clone + 'static>(&self, id: &str) -> Option<Loaded<A>> {
-        let entry = self.cache.get(&(A::TYPE, id.to_string()))?;
+        let entry = self.cache.get()?.get(&(A::TYPE, id.to_string()))?;
         let aggregate = entry.state.downcast_ref::<A>()?.clone();
         Some(Loaded {
             aggregate,
@@ -80,7 +81,7 @@ impl Recent {
             weight,
             state: Arc::new(loaded.aggregate),
         };
-        self.cache
+        self.cache()
             .entry((A::TYPE, id.to_string()))
             .and_compute_with(|held| match held {
                 Some(held) if held.value().version >= entry.version => Op::Nop,
@@ -90,7 +91,9 @@ impl Recent {
 
     /// Forgets `A`'s state `id` (a command on it lost a race or failed).
     pub(crate) fn forget<A: Aggregate>(&self, id: &str) {
-        self.cache.invalidate(&(A::TYPE, id.to_string()));
+        if let Some(cache) = self.cache.get() {
+            cache.invalidate(&(A::TYPE, id.to_string()));
+        }
     }
 }
 
@@ -108,7 +111,7 @@ fn json_size(value: &impl serde::Serialize) -> u32 {
     }
     let mut count = Count(0);
     // A state that cannot be written as JSON could not be snapshotted either; weigh it
-    // as the cache's whole budget so it is not kept.
+    // as more than the whole budget, so it is not kept.
     match serde_json::to_writer(&mut count, value) {
         Ok(()) => u32::try_from(count.0).unwrap_or(u32::MAX),
         Err(_) => u32::MAX,

@@ -63,7 +63,7 @@ pub fn connect_replica(
 pub const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// An aggregate rebuilt from its events.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Loaded<A> {
     /// The state after every stored event.
     pub aggregate: A,

@@ -1,5 +1,6 @@
-//! Runs one command against one aggregate: load (a create skips it), decide, and commit
-//! the events together with uniqueness claims and the idempotency record.
+//! Runs one command against one aggregate: load (a create skips it, and so may a command
+//! on a state this process remembers: [`Start::Recent`]), decide, and commit the events
+//! together with uniqueness claims and the idempotency record.
 //!
 //! This is `cqrs-es`'s `CqrsFramework::execute` made transactional: the aggregate's
 //! `handle` decides exactly as there, but the append, the claims and the saved response
@@ -259,7 +260,10 @@ where
                     aggregate_id = execution.aggregate_id,
                     "retrying after a concurrent write"
                 );
-                if start != Start::New {
+                // After a create's lost race (an id taken) or a first attempt on a
+                // remembered state (most often one the store had passed), the retry reads
+                // the store at once: that is not contention.
+                if start == Start::Store {
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 3)).await;
                 }
                 attempt += 1;
@@ -309,14 +313,37 @@ enum Start {
     /// exist yet need not be read; if it does exist, the events' primary key refuses the
     /// append and the retry loads it.
     New,
-    /// The state this process last committed or loaded, if it remembers one, else the
+    /// The latest state this process committed or loaded, if it remembers one, else the
     /// store's. It may be behind the store (another process wrote since): a decision
     /// that appends events is safe on it (the append's version check refuses a stale
     /// one, and the retry reads the store), any other one (a refusal, a no-op) is taken
-    /// again on the store's state.
+    /// again on the store's state, and so is an append refused before its version was
+    /// compared (`stale_sign`). Never used with `If-Match`, which is compared with the
+    /// store's version.
     Recent,
     /// The store's current state.
     Store,
+}
+
+/// Where the state a command was decided on came from (`command_states_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    New,
+    Recent,
+    Store,
+    /// A remembered state's decision, taken again on the store's.
+    RecentRechecked,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Recent => "recent",
+            Self::Store => "store",
+            Self::RecentRechecked => "recent_rechecked",
+        }
+    }
 }
 
 /// Decides `execution` against the aggregate's state as `start` says.
@@ -325,7 +352,7 @@ async fn decide<A, R: Answer>(
     metrics: &Metrics,
     execution: &Execution<A>,
     respond: &Arc<impl Fn(&Outcome<A>) -> Result<R, CommandError> + Send + Sync + 'static>,
-    start: Start,
+    mut start: Start,
 ) -> Result<Decided<A, R>, Failure>
 where
     A: WriteModel + 'static,
@@ -333,33 +360,29 @@ where
     CommandError: From<A::Error>,
 {
     let id = execution.aggregate_id.as_str();
-    let mut start = start;
     let (unchanged, claims_before, state, events, remembered) = loop {
         let recent = match start {
             Start::Recent => store.recent::<A>(id),
             Start::New | Start::Store => None,
         };
         let (loaded, source) = match (start, recent) {
-            (_, Some(recent)) => (recent, "recent"),
+            (_, Some(recent)) => (recent, Source::Recent),
             (Start::New, None) => (
                 Loaded {
                     aggregate: A::default(),
                     version: 0,
                     position: None,
                 },
-                "new",
+                Source::New,
             ),
             (Start::Recent | Start::Store, None) => {
                 let loaded = store.load::<A>(id).await?;
-                store.remember(
-                    id,
-                    Loaded {
-                        aggregate: loaded.aggregate.clone(),
-                        version: loaded.version,
-                        position: loaded.position,
-                    },
-                );
-                (loaded, "store")
+                // An aggregate that does not exist is not remembered (unknown ids would
+                // fill the memory).
+                if loaded.version > 0 {
+                    store.remember(id, loaded.clone());
+                }
+                (loaded, Source::Store)
             }
         };
         let Loaded {
@@ -381,10 +404,15 @@ where
         let handled = state.handle(execution.command.clone(), &(), &sink).await;
         let events = sink.collect().await;
         // Only an append checks the version a decision was taken on.
-        let trusted = source != "recent" || (handled.is_ok() && !events.is_empty());
+        let trusted = source != Source::Recent || (handled.is_ok() && !events.is_empty());
+        let counted = if trusted {
+            source
+        } else {
+            Source::RecentRechecked
+        };
         metrics
             .command_states
-            .with_label_values(&[A::TYPE, if trusted { source } else { "recent_rechecked" }])
+            .with_label_values(&[A::TYPE, counted.as_str()])
             .inc();
         if !trusted {
             start = Start::Store;
@@ -395,7 +423,13 @@ where
             version,
             position: position.unwrap_or(Position::ZERO),
         };
-        break (unchanged, claims_before, state, events, source == "recent");
+        break (
+            unchanged,
+            claims_before,
+            state,
+            events,
+            source == Source::Recent,
+        );
     };
     if events.is_empty() && execution.idempotency.is_none() {
         return Ok(Decided::Answered(respond(&Outcome {

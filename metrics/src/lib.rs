@@ -31,9 +31,10 @@ pub struct Metrics {
     pub events_appended: IntCounterVec,
     /// `append_duration_seconds`: one command's transaction, begin to commit.
     pub append_duration: Histogram,
-    /// `command_states_total{aggregate,source}`: the state each command was decided on
-    /// (`new`, `recent`, `store`, or `recent_rechecked` when a remembered state's
-    /// decision was taken again on the store's).
+    /// `command_states_total{aggregate,source}`: the states commands were decided on, one
+    /// per decision (`new`, `recent`, `store`; `recent_rechecked` when a remembered
+    /// state's decision was taken again, which then also counts as `store`; each retry
+    /// counts again).
     pub command_states: IntCounterVec,
     /// `relay_published_total`.
     pub relay_published: IntCounter,
@@ -157,7 +158,7 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "command_states_total",
-                        "The state each command was decided on: new, recent (this process's own), store, recent_rechecked"
+                        "The states commands were decided on, per decision: new, recent (this process's own), store, recent_rechecked"
                     ),
                     &["aggregate", "source"]
                 )
@@ -369,6 +370,7 @@ impl Metrics {
             "http_requests_total",
             "http_request_duration_seconds",
             "commands_total",
+            "command_states_total",
             "events_appended_total",
             "projection_checkpoint_position",
             "projection_lag_events",

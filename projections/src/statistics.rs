@@ -12,13 +12,13 @@
 //! [`STALE_BASE`] rows).
 //!
 //! It never blocks the projection: it runs on its own task and connection, checks at most
-//! once per [`MIN_INTERVAL`] and waits [`ANALYZE_SHARE`] times as long as its last
-//! analyses took before it checks again (an `ANALYZE` of a 50,000-row view takes about
-//! 0.37 s, and a write load kept it analyzing every 2 s: 14 % of the database's time),
-//! analyzes one table at a time in the whole process, and does nothing at all while no
-//! batch is applied. Backends publish their table counters up to
-//! [`STATS_SETTLE`] after a transaction ends, so one more check follows the last batch by
-//! that long: the tail of a load is not missed.
+//! once per [`MIN_INTERVAL`] and, after analyzing, waits [`ANALYZE_SHARE`] times as long
+//! as its `ANALYZE` statements took (at most [`MAX_INTERVAL`]) before it checks again (an
+//! `ANALYZE` of a 50,000-row view takes about 0.37 s, and a write load kept it analyzing
+//! every 2 s: 14 % of the database's time), analyzes one table at a time in the whole
+//! process, and does nothing at all while no batch is applied. Backends publish their
+//! table counters up to [`STATS_SETTLE`] after a transaction ends, so one more check
+//! follows the last batch by that long: the tail of a load is not missed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,9 +34,12 @@ pub const STALE_FRACTION: f64 = 0.1;
 pub const STALE_BASE: f64 = 500.0;
 /// Least time between two checks of one read model.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(2);
-/// After analyzing, a keeper waits at least this many times as long as the analyses
-/// took, so analyzing takes at most about 1/21 of its time however fast the view grows.
+/// After analyzing, a keeper waits at least this many times as long as its `ANALYZE`
+/// statements took, so analyzing takes at most about 1/21 of its time however fast the
+/// view grows ...
 pub const ANALYZE_SHARE: u32 = 20;
+/// ... but never longer than this.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(60);
 /// How long after the last batch the final check runs (backends publish their table
 /// counters at most every second when idle, and within 10 s in any case).
 pub const STATS_SETTLE: Duration = Duration::from_secs(11);
@@ -71,12 +74,8 @@ impl StatsKeeper {
                 () = self.applied.notified() => settle_check = true,
                 () = tokio::time::sleep(STATS_SETTLE), if settle_check => settle_check = false,
             }
-            let started = std::time::Instant::now();
             let pause = match analyze_stale(&pool, view, tables).await {
-                Ok(analyzed) if !analyzed.is_empty() => {
-                    MIN_INTERVAL.max(started.elapsed() * ANALYZE_SHARE)
-                }
-                Ok(_) => MIN_INTERVAL,
+                Ok(analyzed) => (analyzed.took * ANALYZE_SHARE).clamp(MIN_INTERVAL, MAX_INTERVAL),
                 Err(err) => {
                     tracing::warn!(%err, projection = view, "cannot refresh the read model's statistics; will retry");
                     MIN_INTERVAL
@@ -108,13 +107,21 @@ pub(crate) async fn is_stale(pool: &PgPool, table: &str) -> Result<bool, sqlx::E
     Ok(fresh != Some(true))
 }
 
+/// What [`analyze_stale`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Analyzed {
+    /// The tables analyzed.
+    pub(crate) tables: Vec<String>,
+    /// How long their `ANALYZE` statements took (not the wait for another one's turn).
+    pub(crate) took: Duration,
+}
+
 /// Analyzes each of `tables` changed by more than its threshold since its last analysis.
-/// Returns the tables analyzed.
 pub(crate) async fn analyze_stale(
     pool: &PgPool,
     view: &str,
     tables: &[&str],
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<Analyzed, sqlx::Error> {
     let names: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
     let stale: Vec<(String, i64, f64)> = sqlx::query_as(
         "SELECT s.relname::text, s.n_mod_since_analyze, greatest(c.reltuples, 0)::float8 \
@@ -127,7 +134,7 @@ pub(crate) async fn analyze_stale(
     .bind(STALE_BASE)
     .fetch_all(pool)
     .await?;
-    let mut analyzed = Vec::with_capacity(stale.len());
+    let mut analyzed = Analyzed::default();
     for (table, changed, rows) in stale {
         let _one = ANALYZING.lock().await;
         let started = std::time::Instant::now();
@@ -143,7 +150,8 @@ pub(crate) async fn analyze_stale(
             ms = started.elapsed().as_millis() as u64,
             "read model analyzed"
         );
-        analyzed.push(table);
+        analyzed.took += started.elapsed();
+        analyzed.tables.push(table);
     }
     Ok(analyzed)
 }
