@@ -22,7 +22,7 @@ use crate::consistency::{pool_for, MinPosition};
 use crate::cursor::Cursor;
 use crate::params::Params;
 use crate::response::{
-    bytes_response, cached_or, document, json_response, position_columns, read_position,
+    bytes_response, cached_or, json_response, page_documents, position_columns, read_position,
     with_documents, DocumentSlot, RawJson,
 };
 use crate::QueryState;
@@ -160,25 +160,12 @@ async fn page(
         let first = rows.first().ok_or_else(|| ApiError::internal("page query returned no row"))?;
         let total: i64 = first.try_get("total")?;
         let position = read_position(first)?;
-        // The documents are borrowed from the rows (not copied out of them), and only the
-        // last row's key is read.
-        let mut jobs = Vec::with_capacity(rows.len());
-        let mut last = None;
-        let mut more = false;
-        for row in &rows {
-            let Some(job) = row.try_get::<Option<&str>, _>("row")? else { continue };
-            if jobs.len() as i64 == limit {
-                more = true;
-                break;
-            }
-            jobs.push(document(job, row.try_get::<Option<bool>, _>("unstored")?)?);
-            last = Some(row);
-        }
-        let next_cursor = match (more, last) {
-            (true, Some(row)) => Some(
+        let (jobs, last_shown) = page_documents(&rows, limit as usize)?;
+        let next_cursor = match last_shown {
+            Some(row) => Some(
                 Cursor { sort: SORT.into(), value: row.try_get("created_position")?, id: row.try_get("id")? }.encode(),
             ),
-            _ => None,
+            None => None,
         };
         // Unpaged, `limit` is the number of jobs answered (as the previous API said).
         let limit = if unpaged { jobs.len() as i64 } else { limit };

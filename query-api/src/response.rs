@@ -86,7 +86,7 @@ impl IntoJsonBytes for Value {
 /// (`unstored`: a row the projector has not stored a document for yet, as jsonb text) is
 /// written out compactly with keys in order first, so it reads exactly as a stored one
 /// would.
-pub(crate) fn document(text: &str, unstored: Option<bool>) -> Result<Cow<'_, str>, ApiError> {
+fn document(text: &str, unstored: Option<bool>) -> Result<Cow<'_, str>, ApiError> {
     if unstored == Some(true) {
         let value: Value = serde_json::from_str(text).map_err(ApiError::internal)?;
         serde_json::to_string(&value)
@@ -95,6 +95,29 @@ pub(crate) fn document(text: &str, unstored: Option<bool>) -> Result<Cow<'_, str
     } else {
         Ok(Cow::Borrowed(text))
     }
+}
+
+/// The documents of a page's `rows`, fetched with one row more than the page shows
+/// (`limit` + 1), borrowed from the rows ([`document`]; a row without one, the empty
+/// page's single row, is skipped), and, when that extra row came, the last row shown:
+/// the next page starts after it, and only its key need be read.
+pub(crate) fn page_documents(
+    rows: &[PgRow],
+    limit: usize,
+) -> Result<(Vec<Cow<'_, str>>, Option<&PgRow>), ApiError> {
+    let mut documents = Vec::with_capacity(rows.len().min(limit));
+    let mut last = None;
+    for row in rows {
+        let Some(text) = row.try_get::<Option<&str>, _>("row")? else {
+            continue;
+        };
+        if documents.len() == limit {
+            return Ok((documents, last));
+        }
+        documents.push(document(text, row.try_get::<Option<bool>, _>("unstored")?)?);
+        last = Some(row);
+    }
+    Ok((documents, None))
 }
 
 /// A page's list of documents as the page serializes: empty, for [`with_documents`] to

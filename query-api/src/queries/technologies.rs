@@ -16,6 +16,8 @@
 //! (`share_to_estimate_with`); otherwise the planner's. Counting every match of a common
 //! word cost 18 pages' worth of work per request.
 
+use std::borrow::Cow;
+
 use commandcenter_api_error::ApiError;
 use commandcenter_domain::technology::{
     CostTier, MaturityLevel, TechnologyDomain, TechnologyStatus,
@@ -28,7 +30,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use crate::bounded::{fetch_all, push_limit, ExpensiveReads, Plan, EXPENSIVE_SKIP};
 use crate::cursor::Cursor;
 use crate::params::Params;
-use crate::response::{document, position_columns, read_position};
+use crate::response::{page_documents, position_columns, read_position};
 use crate::search_words::SearchPlan;
 
 /// A search counts its matches exactly up to this many; past it, its total is an estimate.
@@ -328,27 +330,13 @@ impl TechnologyPage<'_> {
                 .await?
                 .max(SEARCH_EXACT_TOTAL + 1);
         }
-        let mut items: Vec<String> = Vec::with_capacity(rows.len());
-        let mut shown = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let Some(item) = row.try_get::<Option<&str>, _>("row")? else {
-                continue;
-            };
-            items.push(document(item, row.try_get::<Option<bool>, _>("unstored")?)?.into_owned());
-            shown.push(row);
-        }
-        // One row more than the page was fetched: its presence means there is a next page,
-        // which continues after the last row shown (whose key alone is read).
-        let next = match shown.get(self.limit as usize) {
-            Some(_) => {
-                items.truncate(self.limit as usize);
-                let last = shown[self.limit as usize - 1];
-                Some((last.try_get("sort_text")?, last.try_get("id")?))
-            }
+        let (items, last_shown) = page_documents(&rows, self.limit as usize)?;
+        let next = match last_shown {
+            Some(row) => Some((row.try_get("sort_text")?, row.try_get("id")?)),
             None => None,
         };
         Ok(FoundPage {
-            items,
+            items: items.into_iter().map(Cow::into_owned).collect(),
             total,
             total_is_estimate,
             position,
