@@ -23,7 +23,7 @@ use crate::cursor::Cursor;
 use crate::params::Params;
 use crate::response::{
     bytes_response, cached_or, json_response, page_documents, position_columns, read_position,
-    with_documents, DocumentSlot, RawJson,
+    row_document, with_documents, DocumentSlot, RawJson,
 };
 use crate::QueryState;
 
@@ -243,15 +243,19 @@ async fn job_row(
     .await?;
     let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
     position_columns(&mut qb, "job_view");
-    qb.push(", (SELECT coalesce(j.doc, (to_jsonb(j) - 'doc')::text) FROM job_view j WHERE j.id = ")
-        .push_bind(id.to_string())
-        .push(") AS row");
+    qb.push(
+        ", job.row, job.unstored FROM (SELECT 1) one LEFT JOIN \
+         (SELECT coalesce(j.doc, (to_jsonb(j) - 'doc')::text) AS row, j.doc IS NULL AS unstored \
+            FROM job_view j WHERE j.id = ",
+    )
+    .push_bind(id.to_string())
+    .push(") job ON true");
     let row = state
         .pools
         .checked(&pool, qb.build().fetch_one(&pool.pool).await)?;
     let position = read_position(&row)?;
-    let job: Option<String> = row.try_get("row")?;
-    Ok((job.ok_or(ApiError::NotFound("job"))?, position, pool))
+    let job = row_document(&row)?.ok_or(ApiError::NotFound("job"))?;
+    Ok((job.into_owned(), position, pool))
 }
 
 /// `GET /api/v1/jobs/{id}`; with `as_of`, `as_of_position` or `as_of_version`, the job

@@ -108,16 +108,29 @@ pub(crate) fn page_documents(
     let mut documents = Vec::with_capacity(rows.len().min(limit));
     let mut last = None;
     for row in rows {
-        let Some(text) = row.try_get::<Option<&str>, _>("row")? else {
+        let Some(text) = row_document(row)? else {
             continue;
         };
         if documents.len() == limit {
             return Ok((documents, last));
         }
-        documents.push(document(text, row.try_get::<Option<bool>, _>("unstored")?)?);
+        documents.push(text);
         last = Some(row);
     }
     Ok((documents, None))
+}
+
+/// The document of a read model's row fetched as `row` (its stored document, or the row
+/// as jsonb text) and `unstored` (true for the latter), as [`document`] serves it; `None`
+/// when `row` is NULL (no such row).
+pub(crate) fn row_document(row: &PgRow) -> Result<Option<Cow<'_, str>>, ApiError> {
+    match row.try_get::<Option<&str>, _>("row")? {
+        Some(text) => Ok(Some(document(
+            text,
+            row.try_get::<Option<bool>, _>("unstored")?,
+        )?)),
+        None => Ok(None),
+    }
 }
 
 /// A page's list of documents as the page serializes: empty, for [`with_documents`] to

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use commandcenter_api_error::ApiError;
 use commandcenter_event_store::Position;
 use serde::Serialize;
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{Postgres, QueryBuilder};
 
 use crate::cache::CacheKey;
 use crate::consistency::MinPosition;
@@ -19,8 +19,8 @@ use crate::error::bad_parameter;
 use crate::params::Params;
 use crate::queries::technologies::{Filters, SortKey, TechnologyPage};
 use crate::response::{
-    bytes_response, cached_or, position_columns, read_position, with_documents, DocumentSlot,
-    RawJson,
+    bytes_response, cached_or, position_columns, read_position, row_document, with_documents,
+    DocumentSlot, RawJson,
 };
 use crate::time_travel::AsOf;
 use crate::QueryState;
@@ -157,16 +157,24 @@ pub async fn get_technology(
     .await?;
     let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
     position_columns(&mut qb, "technology_view");
-    qb.push(", (SELECT coalesce(t.doc, (to_jsonb(t) - 'search' - 'search_text' - 'doc')::text) FROM technology_view t WHERE t.id = ")
-        .push_bind(id)
-        .push(") AS row");
+    qb.push(
+        ", tech.row, tech.unstored FROM (SELECT 1) one LEFT JOIN \
+         (SELECT coalesce(t.doc, (to_jsonb(t) - 'search' - 'search_text' - 'doc')::text) AS row, \
+                 t.doc IS NULL AS unstored \
+            FROM technology_view t WHERE t.id = ",
+    )
+    .push_bind(id)
+    .push(") tech ON true");
     let row = state
         .pools
         .checked(&pool, qb.build().fetch_one(&pool.pool).await)?;
     let position = read_position(&row)?;
-    let item: Option<String> = row.try_get("row")?;
-    let item = item.ok_or(ApiError::NotFound("technology"))?;
-    Ok(bytes_response(Bytes::from(item), position, &pool.name))
+    let item = row_document(&row)?.ok_or(ApiError::NotFound("technology"))?;
+    Ok(bytes_response(
+        Bytes::from(item.into_owned()),
+        position,
+        &pool.name,
+    ))
 }
 
 #[cfg(test)]

@@ -1340,6 +1340,13 @@ async fn stored_documents_are_the_rows_as_served_byte_for_byte() {
         200,
         "rows without a document are still served"
     );
+    // A detail served from the row reads exactly as the document later stored for it,
+    // as a page's does.
+    let details = [format!("/api/v1/technologies/{id}"), job_path.clone()];
+    let mut unstored = Vec::new();
+    for path in &details {
+        unstored.push(app.get(path).await.text().await.unwrap());
+    }
     documents::render_missing(&app.pool, "technology_view")
         .await
         .unwrap();
@@ -1347,4 +1354,11 @@ async fn stored_documents_are_the_rows_as_served_byte_for_byte() {
         .await
         .unwrap();
     check("after rendering older rows").await;
+    for (path, served) in details.iter().zip(unstored) {
+        assert_eq!(
+            served,
+            app.get(path).await.text().await.unwrap(),
+            "{path} without its document"
+        );
+    }
 }
