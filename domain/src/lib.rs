@@ -17,4 +17,4 @@ pub mod upcasting;
 pub mod values;
 
 pub use error::ValidationError;
-pub use upcasting::{decode_payload, upcast_payload, upcasters, STATE_SCHEMA};
+pub use upcasting::{decode_payload, decode_payload_text, upcast_payload, upcasters, STATE_SCHEMA};

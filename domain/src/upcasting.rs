@@ -57,6 +57,22 @@ pub fn decode_payload<E: serde::de::DeserializeOwned>(
     }
 }
 
+/// [`decode_payload`] of a payload given as its JSON text: a current one is read straight
+/// into `E` (no [`Value`] is built, what a rebuild's millions of events would pay for
+/// twice, building and dropping it); an older one is parsed and upcast as by
+/// [`decode_payload`].
+pub fn decode_payload_text<E: serde::de::DeserializeOwned>(
+    event_type: &str,
+    event_version: &str,
+    payload: &str,
+) -> Result<E, serde_json::Error> {
+    if needs_upcast(event_type, event_version) {
+        decode_payload(event_type, event_version, &serde_json::from_str(payload)?)
+    } else {
+        serde_json::from_str(payload)
+    }
+}
+
 /// `payload` of an event stored as `event_type` `event_version`, upcast to the current
 /// version.
 pub fn upcast_payload(event_type: &str, event_version: &str, payload: Value) -> Value {
@@ -125,6 +141,47 @@ mod tests {
         );
         let event: TechnologyEvent = serde_json::from_value(upcast).unwrap();
         assert!(matches!(event, TechnologyEvent::TechnologyUpdated { .. }));
+    }
+
+    #[test]
+    fn a_payload_decodes_alike_from_its_text_and_from_its_value() {
+        use crate::job::JobEvent;
+        let technology = [
+            // 1.0, upcast: the tags string becomes a list either way.
+            (
+                "1.0",
+                json!({"TechnologyUpdated": {"changes": {"tags": " dsp, audio ,,"}, "at": "2026-11-01T12:00:00Z"}}),
+            ),
+            // Current: a null (cleared) field, an absent one, escapes, a float.
+            (
+                "1.1",
+                json!({"TechnologyUpdated": {"changes": {"tags": ["a"], "description": null,
+                    "notes": "quote \" back\\slash \u{e9} \n", "latency_ms": 1.25},
+                    "at": "2026-11-01T12:00:00.123456Z"}}),
+            ),
+        ];
+        for (version, stored) in technology {
+            let from_value: TechnologyEvent =
+                decode_payload("TechnologyUpdated", version, &stored).unwrap();
+            let from_text: TechnologyEvent =
+                decode_payload_text("TechnologyUpdated", version, &stored.to_string()).unwrap();
+            assert_eq!(from_text, from_value, "{version}: {stored}");
+        }
+        let job = json!({"JobCompleted": {"result": {"n": [1, -2.5, null, {"z": "\u{1F600}"}]},
+            "at": "2026-11-01T12:00:00Z"}});
+        let from_value: JobEvent = decode_payload("JobCompleted", "1.0", &job).unwrap();
+        let from_text: JobEvent = decode_payload_text(
+            "JobCompleted",
+            "1.0",
+            &serde_json::to_string_pretty(&job).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(from_text, from_value);
+        assert!(
+            decode_payload_text::<JobEvent>("JobCompleted", "1.0", "{\"JobCompleted\": 1}")
+                .is_err()
+        );
+        assert!(decode_payload_text::<TechnologyEvent>("TechnologyUpdated", "1.0", "{").is_err());
     }
 
     #[test]

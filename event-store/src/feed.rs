@@ -17,8 +17,8 @@ use sqlx::{PgPool, Postgres, Row};
 use tokio::time::Instant;
 
 use crate::store::position_from_row;
-use crate::stored_event::STORED_EVENT_COLUMNS;
-use crate::{AppendSignal, Position, StoreError, StoredEvent};
+use crate::stored_event::{COMPACT_EVENT_COLUMNS, STORED_EVENT_COLUMNS};
+use crate::{AppendSignal, CompactEvent, Position, StoreError, StoredEvent};
 
 /// How often a waiting reader re-reads when no wake-up arrives.
 pub const FALLBACK_POLL: Duration = Duration::from_millis(100);
@@ -110,16 +110,17 @@ pub async fn read_feed_of(
 /// Up to `limit` events of `aggregate_type` after `after` up to and including `upto`, in
 /// feed order (gap-safe, as [`read_feed`]): [`read_feed_of`] for a reader that needs
 /// nothing past `upto`. Its index range ends there, where an unbounded read with nothing
-/// left of the type walks every later event of other types.
+/// left of the type walks every later event of other types. The events come as
+/// [`CompactEvent`]s: the reader (a rebuild) folds them into read models.
 pub async fn read_feed_of_upto(
     pool: &PgPool,
     aggregate_type: &str,
     after: Position,
     upto: Position,
     limit: i64,
-) -> Result<Vec<StoredEvent>, StoreError> {
+) -> Result<Vec<CompactEvent>, StoreError> {
     let sql = format!(
-        "SELECT {STORED_EVENT_COLUMNS} FROM events \
+        "SELECT {COMPACT_EVENT_COLUMNS} FROM events \
           WHERE {IN_RANGE} \
             AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
           ORDER BY tx_id, global_position \
@@ -129,7 +130,7 @@ pub async fn read_feed_of_upto(
         .bind(limit)
         .fetch_all(pool)
         .await?;
-    Ok(StoredEvent::from_rows(&rows)?)
+    Ok(CompactEvent::from_rows(&rows)?)
 }
 
 /// Every event of `aggregate_type` after `after` up to and including `upto`, in feed

@@ -48,7 +48,7 @@ pub use store::{
     connect, connect_replica, AggregateEvents, Committed, EventStore, Loaded, NewEvent,
     PlainAppend, REPLICA_ACQUIRE_TIMEOUT, SNAPSHOT_EVERY,
 };
-pub use stored_event::StoredEvent;
+pub use stored_event::{CompactEvent, StoredEvent};
 
 /// The migrations of the event store and the read models, embedded in the binary.
 /// Migrations applied by a later release and unknown to this one are let be

@@ -67,3 +67,54 @@ impl StoredEvent {
         })
     }
 }
+
+/// The columns [`CompactEvent::from_row`] reads. The correlation id is taken only when it
+/// is a string, as [`StoredEvent`] readers take `metadata["correlation_id"]`.
+pub(crate) const COMPACT_EVENT_COLUMNS: &str =
+    "aggregate_id, sequence, event_type, event_version, \
+     payload::text AS payload_text, \
+     CASE WHEN jsonb_typeof(metadata -> 'correlation_id') = 'string' \
+          THEN metadata ->> 'correlation_id' END AS correlation_id, \
+     tx_id::text AS tx_text, global_position";
+
+/// A stored event as a read model folds it, for reads of millions of events (a
+/// rebuild's): its payload as JSON text, to be decoded straight into the domain's event,
+/// and of its metadata only the correlation id. Building a [`StoredEvent`]'s two JSON
+/// trees, its hex hash and its aggregate type, then dropping them, took about half of a
+/// rebuild process's time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactEvent {
+    /// Aggregate id.
+    pub aggregate_id: String,
+    /// The aggregate's version after this event (1-based).
+    pub sequence: i64,
+    /// Event type name.
+    pub event_type: String,
+    /// Payload schema version.
+    pub event_version: String,
+    /// The event, as PostgreSQL prints its `jsonb`.
+    pub payload: String,
+    /// `metadata.correlation_id`, when it is a string.
+    pub correlation_id: Option<String>,
+    /// Position in the global order.
+    pub position: Position,
+}
+
+impl CompactEvent {
+    /// Decodes rows selected with [`COMPACT_EVENT_COLUMNS`].
+    pub(crate) fn from_rows(rows: &[PgRow]) -> Result<Vec<Self>, sqlx::Error> {
+        rows.iter().map(Self::from_row).collect()
+    }
+
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload: row.try_get("payload_text")?,
+            correlation_id: row.try_get("correlation_id")?,
+            position: position_from_row(row)?,
+        })
+    }
+}

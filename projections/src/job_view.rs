@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 
 use commandcenter_domain::job::{Job, JobRecord};
-use commandcenter_event_store::{Position, StoredEvent};
+use commandcenter_event_store::Position;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
 use crate::documents::Served;
-use crate::read_model::{fold, write_rows, Folded, Upserts};
+use crate::read_model::{fold, write_rows, FoldEvent, Folded, Upserts};
 use crate::{Change, ProjectionError, ReadModel};
 
 /// The job read model.
@@ -166,10 +166,10 @@ impl ReadModel for JobView {
     const AGGREGATE_TYPE: &'static str = "job";
     const TABLES: &'static [&'static str] = &["job_view", "job_counts", "job_failures_by_hour"];
 
-    async fn apply(
+    async fn apply<E: FoldEvent>(
         &self,
         conn: &mut PgConnection,
-        events: &[StoredEvent],
+        events: &[E],
     ) -> Result<Vec<Change>, ProjectionError> {
         // The extra column kept per row: `created_position`, the position of the job's
         // first event.
@@ -187,7 +187,7 @@ impl ReadModel for JobView {
                     })?;
                 Ok((Job::Live(Box::new(record)), created_position))
             },
-            |first| first.position,
+            |first| first,
         )
         .await?;
 

@@ -41,7 +41,7 @@ pub use error::ProjectionError;
 pub use job_view::JobView;
 pub use notify::{view_subject, Change};
 pub use projector::{Projector, ProjectorConfig};
-pub use read_model::{apply_lock_name, ReadModel};
+pub use read_model::{apply_lock_name, FoldEvent, ReadModel};
 pub use rebuild::{rebuild, RebuildReport};
 pub use status::{replication, status, LagStatus, ReplicaStatus, StatusReport};
 pub use technology_view::TechnologyView;

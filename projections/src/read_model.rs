@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use commandcenter_event_store::{read_aggregate_between, Position, StoredEvent};
+use commandcenter_event_store::{read_aggregate_between, CompactEvent, Position, StoredEvent};
 use cqrs_es::Aggregate;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::PgConnection;
 
@@ -32,11 +33,74 @@ pub trait ReadModel: Send + Sync + 'static {
     /// before) inside the caller's transaction. Table names are unqualified, so a
     /// rebuild can point them at its shadow tables with `search_path`. Returns the
     /// changed rows, to be announced after the commit.
-    fn apply(
+    fn apply<E: FoldEvent>(
         &self,
         conn: &mut PgConnection,
-        events: &[StoredEvent],
+        events: &[E],
     ) -> impl Future<Output = Result<Vec<Change>, ProjectionError>> + Send;
+}
+
+/// What folding an event into a read model reads of it: a [`StoredEvent`] (the live
+/// projector's, from NATS or the store) or a [`CompactEvent`] (a rebuild's).
+pub trait FoldEvent: Sync {
+    /// Aggregate id.
+    fn aggregate_id(&self) -> &str;
+    /// The aggregate's version after this event.
+    fn sequence(&self) -> i64;
+    /// Position in the global order.
+    fn position(&self) -> Position;
+    /// `metadata.correlation_id`, when it is a string.
+    fn correlation_id(&self) -> Option<&str>;
+    /// The event decoded in its current form (upcast when stored older).
+    fn decode<P: DeserializeOwned>(&self) -> Result<P, serde_json::Error>;
+    /// `event_type`, for messages.
+    fn event_type(&self) -> &str;
+}
+
+impl FoldEvent for StoredEvent {
+    fn aggregate_id(&self) -> &str {
+        &self.aggregate_id
+    }
+    fn sequence(&self) -> i64 {
+        self.sequence
+    }
+    fn position(&self) -> Position {
+        self.position
+    }
+    fn correlation_id(&self) -> Option<&str> {
+        self.metadata["correlation_id"].as_str()
+    }
+    fn decode<P: DeserializeOwned>(&self) -> Result<P, serde_json::Error> {
+        commandcenter_domain::decode_payload(&self.event_type, &self.event_version, &self.payload)
+    }
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
+}
+
+impl FoldEvent for CompactEvent {
+    fn aggregate_id(&self) -> &str {
+        &self.aggregate_id
+    }
+    fn sequence(&self) -> i64 {
+        self.sequence
+    }
+    fn position(&self) -> Position {
+        self.position
+    }
+    fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
+    fn decode<P: DeserializeOwned>(&self) -> Result<P, serde_json::Error> {
+        commandcenter_domain::decode_payload_text(
+            &self.event_type,
+            &self.event_version,
+            &self.payload,
+        )
+    }
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
 }
 
 /// The advisory lock every apply transaction of read model `name` takes.
@@ -134,18 +198,18 @@ pub(crate) struct Folded<A, E> {
 /// some of the aggregate's events, which are read from the event store (the source of
 /// truth) and applied first, and the gap is recorded in `projection_gaps` for `view`. If
 /// the store cannot fill it either, the batch fails with [`ProjectionError::Gap`].
-pub(crate) async fn fold<A, E>(
+pub(crate) async fn fold<A, E, Ev: FoldEvent>(
     conn: &mut PgConnection,
     view: &str,
     select: &str,
-    events: &[StoredEvent],
+    events: &[Ev],
     load: impl Fn(&str, Value) -> Result<(A, E), ProjectionError>,
-    new: impl Fn(&StoredEvent) -> E,
+    new: impl Fn(Position) -> E,
 ) -> Result<HashMap<String, Folded<A, E>>, ProjectionError>
 where
     A: Aggregate + Clone,
 {
-    let mut ids: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+    let mut ids: Vec<&str> = events.iter().map(FoldEvent::aggregate_id).collect();
     ids.sort_unstable();
     ids.dedup();
     let stored: Vec<(String, Value)> = sqlx::query_as(select)
@@ -172,25 +236,21 @@ where
     }
     let mut gaps = Vec::new();
     for event in events {
+        let (id, sequence) = (event.aggregate_id(), event.sequence());
         let current = folded
-            .get(&event.aggregate_id)
+            .get(id)
             .map_or(0, |entry: &Folded<A, E>| entry.version);
-        if event.sequence <= current {
+        if sequence <= current {
             continue;
         }
-        if event.sequence > current + 1 {
-            let missing =
-                read_aggregate_between(conn, A::TYPE, &event.aggregate_id, current, event.sequence)
-                    .await?;
+        if sequence > current + 1 {
+            let missing = read_aggregate_between(conn, A::TYPE, id, current, sequence).await?;
             let detail = format!(
-                "{} {}: version {} followed by event {} (position {})",
+                "{} {id}: version {current} followed by event {sequence} (position {})",
                 A::TYPE,
-                event.aggregate_id,
-                current,
-                event.sequence,
-                event.position
+                event.position()
             );
-            if missing.len() as i64 != event.sequence - current - 1 {
+            if missing.len() as i64 != sequence - current - 1 {
                 return Err(ProjectionError::Gap {
                     view: view.to_string(),
                     detail: format!(
@@ -216,42 +276,36 @@ where
 /// Applies one event to its aggregate's entry (created with `new` if absent).
 fn fold_one<A, E>(
     folded: &mut HashMap<String, Folded<A, E>>,
-    event: &StoredEvent,
-    new: &impl Fn(&StoredEvent) -> E,
+    event: &impl FoldEvent,
+    new: &impl Fn(Position) -> E,
 ) -> Result<(), ProjectionError>
 where
     A: Aggregate + Clone,
 {
-    let payload: A::Event = commandcenter_domain::decode_payload(
-        &event.event_type,
-        &event.event_version,
-        &event.payload,
-    )
-    .map_err(|source| ProjectionError::Decode {
+    let payload: A::Event = event.decode().map_err(|source| ProjectionError::Decode {
         what: format!(
-            "event {} of {} {}",
-            event.sequence,
+            "event {} ({}) of {} {}",
+            event.sequence(),
+            event.event_type(),
             A::TYPE,
-            event.aggregate_id
+            event.aggregate_id()
         ),
         source,
     })?;
     let entry = folded
-        .entry(event.aggregate_id.clone())
+        .entry(event.aggregate_id().to_string())
         .or_insert_with(|| Folded {
             before: A::default(),
             state: A::default(),
-            extra: new(event),
+            extra: new(event.position()),
             version: 0,
             position: Position::ZERO,
             correlation_id: None,
         });
     entry.state.apply(payload);
-    entry.version = event.sequence;
-    entry.position = event.position;
-    entry.correlation_id = event.metadata["correlation_id"]
-        .as_str()
-        .map(str::to_string);
+    entry.version = event.sequence();
+    entry.position = event.position();
+    entry.correlation_id = event.correlation_id().map(str::to_string);
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use commandcenter_event_store::{
-    last_committed_of, lock_key, read_feed_of_upto, read_range, Position, StoredEvent,
+    last_committed_of, lock_key, read_feed_of_upto, read_range, CompactEvent, Position,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -183,8 +183,8 @@ const PARTS: usize = 2;
 /// of an aggregate's events go to one part, in their order. The parts' aggregates are
 /// disjoint, so they can be applied by concurrent transactions (the read models take
 /// their shared count rows in key order, which keeps those from deadlocking).
-fn split_by_aggregate(events: Vec<StoredEvent>, parts: usize) -> Vec<Vec<StoredEvent>> {
-    let mut split: Vec<Vec<StoredEvent>> = (0..parts)
+fn split_by_aggregate(events: Vec<CompactEvent>, parts: usize) -> Vec<Vec<CompactEvent>> {
+    let mut split: Vec<Vec<CompactEvent>> = (0..parts)
         .map(|_| Vec::with_capacity(events.len() / parts + 1))
         .collect();
     for event in events {
@@ -201,7 +201,7 @@ fn split_by_aggregate(events: Vec<StoredEvent>, parts: usize) -> Vec<Vec<StoredE
 async fn apply_to_shadow<M: ReadModel>(
     pool: &PgPool,
     model: &M,
-    events: &[StoredEvent],
+    events: &[CompactEvent],
 ) -> Result<(), ProjectionError> {
     let mut tx = pool.begin().await?;
     use_shadow::<M>(&mut tx).await?;
@@ -484,24 +484,19 @@ async fn rebuild_locked<M: ReadModel + Clone>(
 
 #[cfg(test)]
 mod tests {
-    use commandcenter_event_store::{Position, StoredEvent};
-    use serde_json::json;
+    use commandcenter_event_store::{CompactEvent, Position};
 
     use super::split_by_aggregate;
 
-    fn event(aggregate_id: &str, sequence: i64, at: i64) -> StoredEvent {
-        StoredEvent {
-            aggregate_type: "job".into(),
+    fn event(aggregate_id: &str, sequence: i64, at: i64) -> CompactEvent {
+        CompactEvent {
             aggregate_id: aggregate_id.into(),
             sequence,
             event_type: "JobCreated".into(),
             event_version: "1".into(),
-            payload: json!({}),
-            metadata: json!({}),
+            payload: "{}".into(),
+            correlation_id: None,
             position: Position::new(1, at),
-            global_position: at,
-            recorded_at: chrono::Utc::now(),
-            hash: String::new(),
         }
     }
 
@@ -518,7 +513,7 @@ mod tests {
         assert_eq!(parts.len(), 2, "40 aggregates fill both parts");
         assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), events.len());
         for id in &ids {
-            let holding: Vec<&Vec<StoredEvent>> = parts
+            let holding: Vec<&Vec<CompactEvent>> = parts
                 .iter()
                 .filter(|part| part.iter().any(|e| &e.aggregate_id == id))
                 .collect();

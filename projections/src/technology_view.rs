@@ -10,12 +10,12 @@
 use std::collections::BTreeMap;
 
 use commandcenter_domain::technology::{Technology, TechnologyRecord};
-use commandcenter_event_store::{Position, StoredEvent};
+use commandcenter_event_store::Position;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
 use crate::documents::Served;
-use crate::read_model::{fold, write_rows, Upserts};
+use crate::read_model::{fold, write_rows, FoldEvent, Upserts};
 use crate::{Change, ProjectionError, ReadModel};
 
 /// The technology read model.
@@ -152,10 +152,10 @@ impl ReadModel for TechnologyView {
              EXECUTE FUNCTION cc_technology_search_delete()",
     ];
 
-    async fn apply(
+    async fn apply<E: FoldEvent>(
         &self,
         conn: &mut PgConnection,
-        events: &[StoredEvent],
+        events: &[E],
     ) -> Result<Vec<Change>, ProjectionError> {
         let entries = fold(
             conn,
