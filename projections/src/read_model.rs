@@ -164,11 +164,17 @@ pub(crate) async fn write_rows(
             .execute(&mut *conn)
             .await?;
     }
+    delete_rows(conn, delete, deletes).await
+}
+
+/// Deletes a batch's deleted rows with `delete`, which takes their ids as `$1`.
+pub(crate) async fn delete_rows(
+    conn: &mut PgConnection,
+    delete: &str,
+    deletes: &[String],
+) -> Result<(), sqlx::Error> {
     if !deletes.is_empty() {
-        sqlx::query(delete)
-            .bind(deletes)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(delete).bind(deletes).execute(conn).await?;
     }
     Ok(())
 }

@@ -1222,7 +1222,50 @@ async fn stored_documents_are_the_rows_as_served_byte_for_byte() {
         &json!({"status": "completed", "result": {"text": tricky, "n": [1, 2.5, 3.0, null]}}),
     )
     .await;
+    // More jobs, for the other columns' values and nulls: one left pending (never
+    // dispatched), one failed with an error and a traceback, one completed with a null
+    // result, one cancelled while pending.
+    let mut more = Vec::new();
+    // The one that fails has one attempt: with more it would be retried (pending again).
+    for max_attempts in [3, 1, 2, 4] {
+        let created = app
+            .post(
+                "/api/v1/jobs",
+                &json!({"project_id": 1, "job_type": "noop", "tags": [], "max_attempts": max_attempts}),
+            )
+            .await;
+        assert_eq!(created.status(), 201);
+        let created: Value = created.json().await.unwrap();
+        more.push(format!("/api/v1/jobs/{}", created["id"].as_str().unwrap()));
+    }
+    for path in &more[1..3] {
+        let dispatched = app.post(&format!("{path}/dispatch"), &json!({})).await;
+        assert!(dispatched.status().is_success(), "{path}");
+        let running = app.patch(path, &json!({"status": "running"})).await;
+        assert!(running.status().is_success(), "{path}");
+    }
+    for (path, body) in [
+        (
+            &more[1],
+            json!({"status": "failed", "error": "boom \"é\" ✗", "traceback": tricky}),
+        ),
+        (&more[2], json!({"status": "completed", "result": null})),
+    ] {
+        let ended = app.patch(path, &body).await;
+        assert!(ended.status().is_success(), "{path}");
+    }
+    let cancelled = app.post(&format!("{}/cancel", more[3]), &json!({})).await;
+    assert!(cancelled.status().is_success());
     app.wait_caught_up().await;
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM job_view ORDER BY created_position")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        statuses,
+        ["completed", "pending", "failed", "completed", "cancelled"]
+    );
 
     // The oracle: how the queries rendered a row per request before.
     let check = |when: &'static str| {
