@@ -67,7 +67,8 @@ pub fn decode_payload_text<E: serde::de::DeserializeOwned>(
     payload: &str,
 ) -> Result<E, serde_json::Error> {
     if needs_upcast(event_type, event_version) {
-        decode_payload(event_type, event_version, &serde_json::from_str(payload)?)
+        let stored: Value = serde_json::from_str(payload)?;
+        serde_json::from_value(upcast_payload(event_type, event_version, stored))
     } else {
         serde_json::from_str(payload)
     }

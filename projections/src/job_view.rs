@@ -34,7 +34,8 @@ impl JobView {
 /// `technology_view`'s) had it parse and sort every row's keys and convert every field
 /// from text: 16.6 % of all the CPU of a `job_view` rebuild. Only `parameters`, `result`
 /// and `tags` travel as `jsonb`; `tags` becomes the column's `text[]` here, as the
-/// recordset made it of the row's JSON list. Integers that are `integer` columns travel as
+/// recordset made it of the row's JSON list (in its order: the function scan returns the
+/// elements in array order, and `ARRAY(…)` keeps the order of its subquery's rows). Integers that are `integer` columns travel as
 /// `bigint`, so that one out of range fails as it did, in the cast.
 const UPSERT: &str = "\
 INSERT INTO job_view (id, project_id, job_type, status, progress, current_step, parameters, \
@@ -246,7 +247,7 @@ fn contribution(record: &JobRecord) -> (CountKey, Option<i64>) {
 }
 
 /// The hour a failed job failed in, for `job_failures_by_hour`.
-fn failure_hour(record: &JobRecord) -> Option<chrono::DateTime<chrono::Utc>> {
+fn failure_hour(record: &JobRecord) -> Option<DateTime<Utc>> {
     use chrono::DurationRound;
     if record.status != commandcenter_domain::job::JobStatus::Failed {
         return None;
@@ -330,7 +331,7 @@ impl ReadModel for JobView {
         // In key order, so that concurrent transactions (a rebuild applies a batch in parts)
         // take the shared count rows in the same order and cannot deadlock.
         let mut deltas: BTreeMap<CountKey, Delta> = BTreeMap::new();
-        let mut failures: BTreeMap<(i64, chrono::DateTime<chrono::Utc>), i64> = BTreeMap::new();
+        let mut failures: BTreeMap<(i64, DateTime<Utc>), i64> = BTreeMap::new();
         let mut changes = Vec::with_capacity(entries.len());
         for (id, entry) in &entries {
             if entry.version == 0 {

@@ -1224,10 +1224,10 @@ async fn stored_documents_are_the_rows_as_served_byte_for_byte() {
     .await;
     // More jobs, for the other columns' values and nulls: one left pending (never
     // dispatched), one failed with an error and a traceback, one completed with a null
-    // result, one cancelled while pending.
+    // result, one cancelled while pending, one asked to cancel while running.
     let mut more = Vec::new();
     // The one that fails has one attempt: with more it would be retried (pending again).
-    for max_attempts in [3, 1, 2, 4] {
+    for max_attempts in [3, 1, 2, 4, 5] {
         let created = app
             .post(
                 "/api/v1/jobs",
@@ -1238,7 +1238,7 @@ async fn stored_documents_are_the_rows_as_served_byte_for_byte() {
         let created: Value = created.json().await.unwrap();
         more.push(format!("/api/v1/jobs/{}", created["id"].as_str().unwrap()));
     }
-    for path in &more[1..3] {
+    for path in [&more[1], &more[2], &more[4]] {
         let dispatched = app.post(&format!("{path}/dispatch"), &json!({})).await;
         assert!(dispatched.status().is_success(), "{path}");
         let running = app.patch(path, &json!({"status": "running"})).await;
@@ -1254,17 +1254,27 @@ async fn stored_documents_are_the_rows_as_served_byte_for_byte() {
         let ended = app.patch(path, &body).await;
         assert!(ended.status().is_success(), "{path}");
     }
-    let cancelled = app.post(&format!("{}/cancel", more[3]), &json!({})).await;
-    assert!(cancelled.status().is_success());
+    for path in [&more[3], &more[4]] {
+        let cancelled = app.post(&format!("{path}/cancel"), &json!({})).await;
+        assert!(cancelled.status().is_success(), "{path}");
+    }
     app.wait_caught_up().await;
-    let statuses: Vec<String> =
-        sqlx::query_scalar("SELECT status FROM job_view ORDER BY created_position")
+    let states: Vec<(String, bool)> =
+        sqlx::query_as("SELECT status, cancel_requested FROM job_view ORDER BY created_position")
             .fetch_all(&app.pool)
             .await
             .unwrap();
+    let states: Vec<(&str, bool)> = states.iter().map(|(s, c)| (s.as_str(), *c)).collect();
     assert_eq!(
-        statuses,
-        ["completed", "pending", "failed", "completed", "cancelled"]
+        states,
+        [
+            ("completed", false),
+            ("pending", false),
+            ("failed", false),
+            ("completed", false),
+            ("cancelled", false),
+            ("running", true)
+        ]
     );
 
     // The oracle: how the queries rendered a row per request before.
