@@ -35,8 +35,9 @@ impl JobView {
 /// from text: 16.6 % of all the CPU of a `job_view` rebuild. Only `parameters`, `result`
 /// and `tags` travel as `jsonb`; `tags` becomes the column's `text[]` here, as the
 /// recordset made it of the row's JSON list (in its order: the function scan returns the
-/// elements in array order, and `ARRAY(…)` keeps the order of its subquery's rows). Integers that are `integer` columns travel as
-/// `bigint`, so that one out of range fails as it did, in the cast.
+/// elements in array order, and `ARRAY(…)` keeps the order of its subquery's rows).
+/// Integers that are `integer` columns travel as `bigint`, so that one out of range fails
+/// as it did, in the cast.
 const UPSERT: &str = "\
 INSERT INTO job_view (id, project_id, job_type, status, progress, current_step, parameters, \
     result, error, traceback, tags, created_by, attempts, max_attempts, scheduled_for, \

@@ -41,6 +41,29 @@ fn ids(events: &[Value]) -> Vec<&str> {
         .collect()
 }
 
+/// What `read` returns once it holds `len` events (within 30 s). The feed is gap-safe
+/// across the server: a transaction still open in another test's database holds it back
+/// for a while.
+async fn read_until_len<T, F, Fut>(len: usize, read: F) -> Vec<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Vec<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = read().await;
+        if events.len() == len {
+            return events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} events, {len} expected",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until `n` sessions of this database wait on a lock.
 pub async fn wait_for_lock_waiters(pool: &PgPool, n: i64) {
     for _ in 0..500 {
@@ -310,23 +333,12 @@ async fn the_type_filtered_range_reads_are_planned_on_the_range_alone() {
         .unwrap();
     assert_eq!(read.len(), 2000);
     drop(conn);
-    // The feed is gap-safe across the server: a transaction still open in another test's
-    // database holds it back, so it is read until it shows the events.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let page = loop {
-        let page = read_feed_of(&generic, "technology", Position::ZERO, 100)
+    let page = read_until_len(100, || async {
+        read_feed_of(&generic, "technology", Position::ZERO, 100)
             .await
-            .unwrap();
-        if page.len() == 100 {
-            break page;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} events",
-            page.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+            .unwrap()
+    })
+    .await;
     // Bounded: nothing past `upto`, even with room left in the limit.
     let upto = page[9].position;
     let bounded = read_feed_of_upto(&generic, "technology", Position::ZERO, upto, 100)
@@ -471,22 +483,12 @@ async fn a_compact_feed_read_gives_what_the_stored_events_give() {
         .unwrap();
     drop(conn);
     assert_eq!(full.len(), 10);
-    // Gap-safe: another test's open transaction holds the feed back for a while.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let compact = loop {
-        let compact = read_feed_of_upto(&app.pool, "technology", Position::ZERO, upto, 100)
+    let compact = read_until_len(full.len(), || async {
+        read_feed_of_upto(&app.pool, "technology", Position::ZERO, upto, 100)
             .await
-            .unwrap();
-        if compact.len() == full.len() {
-            break compact;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} events",
-            compact.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+            .unwrap()
+    })
+    .await;
     assert_compact(&compact, &full);
     let correlations: Vec<Option<&str>> = compact
         .iter()
