@@ -3,17 +3,22 @@
 //! as it is instead of rendering rows per request.
 //!
 //! A document is what the query API answered before it was stored: the row as
-//! PostgreSQL writes it (`to_jsonb(row)` without `search` and `search_text`), read into JSON and written
-//! out compactly with keys in sorted order (serde_json's map). [`Served::render`] produces the
-//! same text from the row JSON the projector writes: the view's columns only (absent ones
-//! as `null`), and numbers as they come back from PostgreSQL (see `Float8ReadBack` and
-//! `JsonbReadBack`).
+//! PostgreSQL writes it (`to_jsonb(row)` without `search` and `search_text`), read into
+//! JSON and written out compactly with keys in sorted order (serde_json's map). A
+//! [`Document`] produces the same text straight from the folded record: the view's
+//! columns only (absent ones as `null`), each value written by its own `Serialize` with
+//! numbers as they come back from PostgreSQL (see [`ReadBack`]), without building the
+//! row as a `serde_json::Value` first (which was a quarter of a rebuild's own CPU).
 //! Rows written before documents were stored are rendered by [`render_missing`] the old
 //! way, and so are rows an older release's projector rewrote without one (a trigger of
 //! migration 0015 forgets a document its row outgrew); until then the queries render
 //! them per request (`coalesce`).
 
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use std::io;
+use std::ops::Range;
+
+use serde::ser::{self, Impossible, Serialize, SerializeMap, SerializeStruct, Serializer};
+use serde_json::ser::{CompactFormatter, Formatter};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -25,6 +30,8 @@ use crate::ProjectionError;
 pub struct Served<'a> {
     /// Byte order, as serde_json's map kept the keys when a row was read back.
     columns: Vec<&'a str>,
+    /// Each column's key as the document writes it (`"name":`), in the same order.
+    keys: Vec<String>,
     floats: &'a [&'a str],
 }
 
@@ -34,104 +41,281 @@ impl<'a> Served<'a> {
         let mut columns = columns.to_vec();
         columns.sort_unstable();
         columns.dedup();
-        Self { columns, floats }
+        let keys = columns
+            .iter()
+            .map(|column| format!("{}:", Value::from(*column)))
+            .collect();
+        Self {
+            columns,
+            keys,
+            floats,
+        }
     }
 
-    /// The document of a row whose JSON (as bound to the upsert) is `row`: the served
-    /// columns only (absent ones as `null`), numbers as they read back; the row is read
-    /// in place, never copied.
-    pub fn render(&self, row: &Value) -> String {
-        // JSON values under string keys always serialize.
-        serde_json::to_string(&Document { row, served: self }).unwrap_or_default()
+    /// Starts the document of one row.
+    pub fn document(&self) -> Document<'_> {
+        Document {
+            served: self,
+            text: Vec::with_capacity(1024),
+            fields: vec![None; self.columns.len()],
+        }
     }
 }
 
-/// A row's document as it serializes (see [`Served::render`]).
-struct Document<'a> {
-    row: &'a Value,
-    served: &'a Served<'a>,
+/// A row's document being put together: its served columns taken from the fields of a
+/// record ([`Document::fields`]) or given one by one ([`Document::set`]); the last value
+/// given a column wins, a column given none is `null`, and a field that is not a served
+/// column is left out.
+pub struct Document<'s> {
+    served: &'s Served<'s>,
+    /// The values' JSON text, one after another.
+    text: Vec<u8>,
+    /// Where each served column's value is in `text`, in column order.
+    fields: Vec<Option<Range<usize>>>,
 }
 
-impl Serialize for Document<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let columns = &self.served.columns;
-        let mut map = serializer.serialize_map(Some(columns.len()))?;
-        for column in columns {
-            let value = self.row.get(*column).unwrap_or(&Value::Null);
-            if self.served.floats.contains(column) {
-                map.serialize_entry(column, &Float8ReadBack(value))?;
-            } else {
-                map.serialize_entry(column, &JsonbReadBack(value))?;
+impl Document<'_> {
+    /// Takes the served columns among the fields of `record`, a struct (flattened fields
+    /// included) or a map with string keys such as a row's JSON object.
+    pub fn fields<T: Serialize + ?Sized>(&mut self, record: &T) -> Result<(), serde_json::Error> {
+        record.serialize(Fields(self))
+    }
+
+    /// Sets `column` (if it is served) to `value`.
+    pub fn set<T: Serialize + ?Sized>(
+        &mut self,
+        column: &str,
+        value: &T,
+    ) -> Result<(), serde_json::Error> {
+        let Ok(index) = self.served.columns.binary_search(&column) else {
+            return Ok(());
+        };
+        let start = self.text.len();
+        let formatter = ReadBack {
+            float8: self.served.floats.contains(&column),
+        };
+        value.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut self.text,
+            formatter,
+        ))?;
+        self.fields[index] = Some(start..self.text.len());
+        Ok(())
+    }
+
+    /// The document's text.
+    pub fn finish(self) -> Result<String, serde_json::Error> {
+        let mut out = Vec::with_capacity(self.text.len() + 32 * self.fields.len());
+        out.push(b'{');
+        for (i, (key, field)) in self.served.keys.iter().zip(&self.fields).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(key.as_bytes());
+            match field {
+                Some(range) => out.extend_from_slice(&self.text[range.clone()]),
+                None => out.extend_from_slice(b"null"),
             }
         }
-        map.end()
+        out.push(b'}');
+        // serde_json writes UTF-8, and so does `Value`'s `Display` of the keys.
+        String::from_utf8(out).map_err(ser::Error::custom)
     }
 }
 
-/// An integral float as an integer when it fits one.
-fn integral(f: f64) -> Option<Value> {
-    if f.fract() != 0.0 {
-        return None;
-    }
-    if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
-        Some(Value::from(f as u64))
-    } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
-        Some(Value::from(f as i64))
-    } else {
-        None
-    }
-}
-
-/// A `double precision` column as it reads back: PostgreSQL writes the float's shortest
-/// form and jsonb reads it as a decimal, so a float without a fraction comes back as an
+/// Numbers as they read back from PostgreSQL, the rest as serde_json writes it compactly.
+///
+/// A `double precision` column (`float8`): PostgreSQL writes the float's shortest form
+/// and jsonb reads it as a decimal, so a float without a fraction comes back as an
 /// integer (`3.0` as `3`, `1e15` as `1000000000000000`).
-struct Float8ReadBack<'a>(&'a Value);
-
-impl Serialize for Float8ReadBack<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Value::Number(n) if n.is_f64() => match n.as_f64().and_then(integral) {
-                Some(integer) => integer.serialize(serializer),
-                None => n.serialize(serializer),
-            },
-            other => other.serialize(serializer),
-        }
-    }
-}
-
-/// A value inside a `jsonb` column as it reads back: jsonb keeps a number's decimal text,
+///
+/// Anything else, notably inside a `jsonb` column: jsonb keeps a number's decimal text,
 /// so a float comes back as written (`2.0` stays `2.0`) except where it was written with
 /// an exponent and is an integer that fits one (`1e19` comes back as
 /// `10000000000000000000`), and a negative zero loses its sign.
-struct JsonbReadBack<'a>(&'a Value);
+#[derive(Clone, Copy)]
+struct ReadBack {
+    float8: bool,
+}
 
-impl Serialize for JsonbReadBack<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Value::Number(n) if n.is_f64() => match n.as_f64() {
-                Some(0.0) => 0.0_f64.serialize(serializer),
-                Some(f) if n.to_string().contains('e') => match integral(f) {
-                    Some(integer) => integer.serialize(serializer),
-                    None => n.serialize(serializer),
-                },
-                _ => n.serialize(serializer),
-            },
-            Value::Array(items) => {
-                let mut seq = serializer.serialize_seq(Some(items.len()))?;
-                for item in items {
-                    seq.serialize_element(&JsonbReadBack(item))?;
-                }
-                seq.end()
+impl Formatter for ReadBack {
+    fn write_f32<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f32) -> io::Result<()> {
+        // As a `Value` holds it.
+        self.write_f64(writer, f64::from(value))
+    }
+
+    fn write_f64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
+        if self.float8 {
+            if write_integral(writer, value)? {
+                return Ok(());
             }
-            Value::Object(fields) => {
-                let mut map = serializer.serialize_map(Some(fields.len()))?;
-                for (key, value) in fields {
-                    map.serialize_entry(key, &JsonbReadBack(value))?;
-                }
-                map.end()
-            }
-            other => other.serialize(serializer),
+            return CompactFormatter.write_f64(writer, value);
         }
+        if value == 0.0 {
+            return CompactFormatter.write_f64(writer, 0.0);
+        }
+        // The shortest form, as serde_json writes it (at most 24 bytes).
+        let mut shortest = io::Cursor::new([0u8; 32]);
+        CompactFormatter.write_f64(&mut shortest, value)?;
+        let written = usize::try_from(shortest.position()).unwrap_or(0);
+        let text = &shortest.get_ref()[..written];
+        if text.contains(&b'e') && write_integral(writer, value)? {
+            return Ok(());
+        }
+        writer.write_all(text)
+    }
+}
+
+/// Writes an integral float as an integer when it fits one; false (nothing written) when
+/// it has a fraction or does not fit.
+fn write_integral<W: ?Sized + io::Write>(writer: &mut W, f: f64) -> io::Result<bool> {
+    if f.fract() != 0.0 {
+        return Ok(false);
+    }
+    if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+        CompactFormatter.write_u64(writer, f as u64)?;
+    } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+        CompactFormatter.write_i64(writer, f as i64)?;
+    } else {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+fn not_a_record() -> serde_json::Error {
+    ser::Error::custom("a document is made of a struct's or a map's fields")
+}
+
+/// Serializes a record into a [`Document`], field by field.
+struct Fields<'d, 's>(&'d mut Document<'s>);
+
+/// The methods of a value that is not a struct or a map: an error.
+macro_rules! not_a_record {
+    ($($method:ident($($arg:ty),*) -> $ok:ty;)*) => {
+        $(fn $method(self, $(_: $arg),*) -> Result<$ok, serde_json::Error> {
+            Err(not_a_record())
+        })*
+    };
+}
+
+impl<'d, 's> Serializer for Fields<'d, 's> {
+    type Ok = ();
+    type Error = serde_json::Error;
+    type SerializeSeq = Impossible<(), serde_json::Error>;
+    type SerializeTuple = Impossible<(), serde_json::Error>;
+    type SerializeTupleStruct = Impossible<(), serde_json::Error>;
+    type SerializeTupleVariant = Impossible<(), serde_json::Error>;
+    type SerializeMap = FieldsMap<'d, 's>;
+    type SerializeStruct = Self;
+    type SerializeStructVariant = Impossible<(), serde_json::Error>;
+
+    not_a_record! {
+        serialize_bool(bool) -> ();
+        serialize_i8(i8) -> ();
+        serialize_i16(i16) -> ();
+        serialize_i32(i32) -> ();
+        serialize_i64(i64) -> ();
+        serialize_u8(u8) -> ();
+        serialize_u16(u16) -> ();
+        serialize_u32(u32) -> ();
+        serialize_u64(u64) -> ();
+        serialize_f32(f32) -> ();
+        serialize_f64(f64) -> ();
+        serialize_char(char) -> ();
+        serialize_str(&str) -> ();
+        serialize_bytes(&[u8]) -> ();
+        serialize_none() -> ();
+        serialize_unit() -> ();
+        serialize_unit_struct(&'static str) -> ();
+        serialize_unit_variant(&'static str, u32, &'static str) -> ();
+        serialize_seq(Option<usize>) -> Self::SerializeSeq;
+        serialize_tuple(usize) -> Self::SerializeTuple;
+        serialize_tuple_struct(&'static str, usize) -> Self::SerializeTupleStruct;
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Self::SerializeTupleVariant;
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Self::SerializeStructVariant;
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), serde_json::Error> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), serde_json::Error> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), serde_json::Error> {
+        Err(not_a_record())
+    }
+
+    fn serialize_map(self, _: Option<usize>) -> Result<FieldsMap<'d, 's>, serde_json::Error> {
+        Ok(FieldsMap {
+            document: self.0,
+            key: None,
+        })
+    }
+
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, serde_json::Error> {
+        Ok(self)
+    }
+}
+
+impl SerializeStruct for Fields<'_, '_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), serde_json::Error> {
+        self.0.set(key, value)
+    }
+
+    fn end(self) -> Result<(), serde_json::Error> {
+        Ok(())
+    }
+}
+
+/// A record serialized as a map (a JSON object, or a struct with flattened fields).
+struct FieldsMap<'d, 's> {
+    document: &'d mut Document<'s>,
+    /// The key whose value comes next.
+    key: Option<String>,
+}
+
+impl SerializeMap for FieldsMap<'_, '_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), serde_json::Error> {
+        match serde_json::to_value(key)? {
+            Value::String(key) => {
+                self.key = Some(key);
+                Ok(())
+            }
+            _ => Err(ser::Error::custom("a document's keys are strings")),
+        }
+    }
+
+    fn serialize_value<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+    ) -> Result<(), serde_json::Error> {
+        let key = self.key.take().ok_or_else(not_a_record)?;
+        self.document.set(&key, value)
+    }
+
+    fn end(self) -> Result<(), serde_json::Error> {
+        Ok(())
     }
 }
 
@@ -193,7 +377,8 @@ pub async fn render_missing(pool: &PgPool, view: &str) -> Result<u64, Projection
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde::Serialize;
+    use serde_json::{json, Map, Value};
 
     use super::Served;
 
@@ -205,9 +390,77 @@ mod tests {
             "c": "\"é\"",
             "not_a_column": 1,
         });
+        let served = Served::new(&["c", "j", "f", "g", "missing"], &["f", "g"]);
+        let mut document = served.document();
+        document.fields(&row).unwrap();
         assert_eq!(
-            Served::new(&["c", "j", "f", "g", "missing"], &["f", "g"]).render(&row),
+            document.finish().unwrap(),
             r#"{"c":"\"é\"","f":100,"g":2.5,"j":[1.5,2.0,0.0,{"x":1.5e-7,"y":1e+300,"z":10000000000000000000}],"missing":null}"#
         );
+    }
+
+    #[derive(Serialize)]
+    struct Flattened {
+        b_float: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        e_skipped: Option<u32>,
+    }
+
+    #[derive(Serialize)]
+    struct Record {
+        z_text: String,
+        #[serde(flatten)]
+        flattened: Flattened,
+        c_json: Map<String, Value>,
+        a_list: Vec<&'static str>,
+        d_time: Option<f32>,
+        not_served: bool,
+    }
+
+    /// A record gives the document its JSON object gives (which is how rows were
+    /// rendered before: through a `Value`), flattened and skipped fields included; the
+    /// columns set afterwards win.
+    #[test]
+    fn a_record_gives_the_document_of_its_json() {
+        let served = Served::new(
+            &[
+                "z_text",
+                "b_float",
+                "e_skipped",
+                "c_json",
+                "a_list",
+                "d_time",
+                "extra",
+            ],
+            &["b_float", "d_time"],
+        );
+        let json = json!({"k\"é": [1e19, -0.0, 2.0, 1e-7, {"b": 1, "a": 1e300}], "a": null});
+        for b_float in [3.0, 0.1, -0.0, 1e15, 1e300, -5e18, f64::NAN] {
+            let record = Record {
+                z_text: "quote \" \\ \u{2028} 😀".into(),
+                flattened: Flattened {
+                    b_float,
+                    e_skipped: None,
+                },
+                c_json: json.as_object().cloned().unwrap(),
+                a_list: vec!["x", "\"y\""],
+                d_time: Some(2.5),
+                not_served: true,
+            };
+            let direct = render(&served, &record);
+            let through_value = render(&served, &serde_json::to_value(&record).unwrap());
+            assert_eq!(direct, through_value, "{b_float}");
+            assert!(direct.contains(r#""e_skipped":null"#), "{direct}");
+            assert!(!direct.contains("not_served"), "{direct}");
+            assert!(direct.contains(r#""z_text":"last""#), "{direct}");
+        }
+    }
+
+    fn render<T: Serialize>(served: &Served, fields: &T) -> String {
+        let mut document = served.document();
+        document.fields(fields).unwrap();
+        document.set("extra", &1.0_f64).unwrap();
+        document.set("z_text", "last").unwrap();
+        document.finish().unwrap()
     }
 }

@@ -19,6 +19,14 @@ pub enum ProjectionError {
         /// Why it failed.
         source: serde_json::Error,
     },
+    /// A row's document does not serialize.
+    #[error("cannot render the document of {what}: {source}")]
+    Render {
+        /// Whose document.
+        what: String,
+        /// Why it failed.
+        source: serde_json::Error,
+    },
     /// NATS failed.
     #[error("NATS: {0}")]
     Nats(#[source] async_nats::Error),

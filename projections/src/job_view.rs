@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use commandcenter_domain::job::{Job, JobRecord};
 use commandcenter_domain::values::Tags;
 use commandcenter_event_store::Position;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sqlx::types::Json;
 use sqlx::PgConnection;
 
@@ -275,18 +275,27 @@ impl Delta {
     }
 }
 
-/// The row JSON of a job: the record's fields plus the derived and positional columns.
-fn row(record: &JobRecord, entry: &Folded<Job, Position>) -> Result<Value, ProjectionError> {
-    let mut row = serde_json::to_value(record).map_err(|source| ProjectionError::Decode {
+/// The document of a job's row: the record's fields plus the derived and positional
+/// columns.
+fn document(
+    served: &Served,
+    record: &JobRecord,
+    entry: &Folded<Job, Position>,
+) -> Result<String, ProjectionError> {
+    let render = || {
+        let mut document = served.document();
+        document.fields(record)?;
+        document.set("duration_seconds", &record.duration_seconds())?;
+        document.set("is_terminal", &record.status.is_terminal())?;
+        document.set("version", &entry.version)?;
+        document.set("position", &entry.position)?;
+        document.set("created_position", &entry.extra)?;
+        document.finish()
+    };
+    render().map_err(|source| ProjectionError::Render {
         what: format!("job {}", record.id),
         source,
-    })?;
-    row["duration_seconds"] = json!(record.duration_seconds());
-    row["is_terminal"] = json!(record.status.is_terminal());
-    row["version"] = json!(entry.version);
-    row["position"] = json!(entry.position);
-    row["created_position"] = json!(entry.extra);
-    Ok(row)
+    })
 }
 
 fn position_field(value: &Value, field: &str) -> Position {
@@ -353,10 +362,9 @@ impl ReadModel for JobView {
                     if let Some(hour) = failure_hour(record) {
                         *failures.entry((record.project_id.get(), hour)).or_default() += 1;
                     }
-                    let value = row(record, entry)?;
-                    // Stored with the document it serves; announced without it.
-                    rows.push(record, entry, served.render(&value));
-                    Some(value)
+                    let document = document(&served, record, entry)?;
+                    rows.push(record, entry, document.clone());
+                    Some(document)
                 }
                 Job::Deleted(_) | Job::NotCreated => {
                     deletes.push(id.clone());

@@ -5,8 +5,8 @@
 //! misses one can read the row, whose `position` says how fresh it is.
 
 use commandcenter_event_store::Position;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{ser, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 /// One changed read-model row.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -23,8 +23,21 @@ pub struct Change {
     pub correlation_id: Option<String>,
     /// True when the row was removed.
     pub deleted: bool,
-    /// The new row (absent when deleted).
-    pub row: Option<Value>,
+    /// The new row (absent when deleted): the document it serves, announced as the JSON
+    /// it is, so that a push carries what a read of the row returns.
+    #[serde(serialize_with = "document")]
+    pub row: Option<String>,
+}
+
+/// Writes a row's document as the JSON it holds.
+fn document<S: Serializer>(row: &Option<String>, serializer: S) -> Result<S::Ok, S::Error> {
+    match row {
+        Some(text) => {
+            let raw: &RawValue = serde_json::from_str(text).map_err(ser::Error::custom)?;
+            serializer.serialize_some(raw)
+        }
+        None => serializer.serialize_none(),
+    }
 }
 
 /// The subject a change of `view` row `id` in `project_id` is announced on.

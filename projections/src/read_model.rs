@@ -10,7 +10,6 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use crate::documents::Served;
 use crate::{Change, ProjectionError};
 
 /// A read model kept by a projector.
@@ -121,9 +120,10 @@ pub(crate) async fn begin_applying(
     Ok(tx)
 }
 
-/// A batch's new rows for its upsert: their JSON, as one array (`$1`), and the document
-/// each serves, in the same order (`$2`, a `text[]`: a document never travels inside
-/// the JSON, where it would be escaped here and parsed again by the database).
+/// A batch's new rows for its upsert: their documents, as one JSON array the columns are
+/// read from (`$1`), and again as the text each row stores, in the same order (`$2`, a
+/// `text[]`: a stored document never travels inside the JSON, where it would be escaped
+/// here and parsed again by the database).
 #[derive(Default)]
 pub(crate) struct Upserts {
     json: String,
@@ -131,18 +131,13 @@ pub(crate) struct Upserts {
 }
 
 impl Upserts {
-    /// Adds a row (its JSON as the read model binds it) and the document it serves,
-    /// rendered here from the row.
-    pub(crate) fn push(&mut self, row: &Value, served: &Served) -> Result<(), ProjectionError> {
-        let json = serde_json::to_string(row).map_err(|source| ProjectionError::Decode {
-            what: "a read model row".into(),
-            source,
-        })?;
+    /// Adds a row's document, which is also the row's JSON the upsert reads the columns
+    /// from (`jsonb_populate_recordset`, which leaves out keys that are not columns).
+    pub(crate) fn push(&mut self, document: String) {
         self.json
             .push(if self.documents.is_empty() { '[' } else { ',' });
-        self.json.push_str(&json);
-        self.documents.push(served.render(row));
-        Ok(())
+        self.json.push_str(&document);
+        self.documents.push(document);
     }
 }
 

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 
 use commandcenter_domain::technology::{Technology, TechnologyRecord};
 use commandcenter_event_store::Position;
-use serde_json::{json, Value};
 use sqlx::PgConnection;
 
 use crate::documents::Served;
@@ -119,19 +118,25 @@ fn count_key(record: &TechnologyRecord) -> CountKey {
     )
 }
 
-/// The row JSON of a live technology: the record's fields plus version and position.
-fn row(
+/// The document of a live technology's row: the record's fields plus version and
+/// position. It is also the row's JSON the upsert reads its columns from.
+fn document(
+    served: &Served,
     record: &TechnologyRecord,
     version: i64,
     position: Position,
-) -> Result<Value, ProjectionError> {
-    let mut row = serde_json::to_value(record).map_err(|source| ProjectionError::Decode {
+) -> Result<String, ProjectionError> {
+    let render = || {
+        let mut document = served.document();
+        document.fields(record)?;
+        document.set("version", &version)?;
+        document.set("position", &position)?;
+        document.finish()
+    };
+    render().map_err(|source| ProjectionError::Render {
         what: format!("technology {}", record.id),
         source,
-    })?;
-    row["version"] = json!(version);
-    row["position"] = json!(position);
-    Ok(row)
+    })
 }
 
 impl ReadModel for TechnologyView {
@@ -192,10 +197,9 @@ impl ReadModel for TechnologyView {
             let change_row = match &entry.state {
                 Technology::Live(record) => {
                     *deltas.entry(count_key(record)).or_default() += 1;
-                    let value = row(record, entry.version, entry.position)?;
-                    // Stored with the document it serves; announced without it.
-                    upserts.push(&value, &served)?;
-                    Some(value)
+                    let document = document(&served, record, entry.version, entry.position)?;
+                    upserts.push(document.clone());
+                    Some(document)
                 }
                 Technology::Deleted(_) | Technology::NotCreated => {
                     deletes.push(id.clone());

@@ -107,22 +107,42 @@ async fn commands_reach_the_views_counts_and_change_announcements() {
     while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(5), changes.next()).await
     {
         let change: Value = serde_json::from_slice(&message.payload).unwrap();
-        announced.push((message.subject.to_string(), change));
+        let text = String::from_utf8(message.payload.to_vec()).unwrap();
+        announced.push((message.subject.to_string(), change, text));
         // The two read models announce independently: wait for both changes.
-        let seen = |position: &Value| announced.iter().any(|(_, c)| c["position"] == *position);
+        let seen = |position: &Value| announced.iter().any(|(_, c, _)| c["position"] == *position);
         if seen(&done["position"]) && seen(&updated["position"]) {
             break;
         }
     }
     let tech_change = announced
         .iter()
-        .find(|(_, c)| c["position"] == updated["position"])
+        .find(|(_, c, _)| c["position"] == updated["position"])
         .expect("the technology update was announced");
     assert_eq!(
         tech_change.0,
         format!("{}.views.technology_view.1.{id}", app.core_prefix().await)
     );
     assert_eq!(tech_change.1["row"]["status"], "research");
+    // A change carries the row's stored document as it is: what a read of the row returns.
+    let job_change = announced
+        .iter()
+        .find(|(_, c, _)| c["position"] == done["position"])
+        .expect("the job's completion was announced");
+    for ((_, _, text), view, id) in [
+        (tech_change, "technology_view", id),
+        (job_change, "job_view", job["id"].as_str().unwrap()),
+    ] {
+        let doc: String = sqlx::query_scalar(&format!("SELECT doc FROM {view} WHERE id = $1"))
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert!(
+            text.contains(&format!("\"row\":{doc}")),
+            "{view}: announced {text}, stored {doc}"
+        );
+    }
 }
 
 #[tokio::test]
