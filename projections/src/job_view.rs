@@ -111,8 +111,8 @@ struct JobRows<'a> {
 
 impl<'a> JobRows<'a> {
     /// Adds the row of `record` (folded into `entry`) and the document it serves. Each
-    /// column holds what `jsonb_populate_recordset` made of the row's JSON ([`row`]): a
-    /// JSON `null` result is SQL `NULL`, as a missing one.
+    /// column holds what `jsonb_populate_recordset` made of the row's JSON when rows went
+    /// that way: a JSON `null` result is SQL `NULL`, as a missing one.
     fn push(&mut self, record: &'a JobRecord, entry: &Folded<Job, Position>, doc: String) {
         self.id.push(&record.id);
         self.project_id.push(record.project_id.get());
