@@ -462,13 +462,13 @@ impl EventStore {
         let released_keys: Vec<&str> = released.iter().map(|c| c.key.as_str()).collect();
         let taken_scopes: Vec<&str> = taken.iter().map(|c| c.scope.as_str()).collect();
         let taken_keys: Vec<&str> = taken.iter().map(|c| c.key.as_str()).collect();
+        let statement = if released.is_empty() {
+            sqlx::query(APPEND_TAKING)
+        } else {
+            sqlx::query(APPEND_CLAIMING).persistent(false)
+        };
         let result = columns
-            .bind(
-                sqlx::query(APPEND_CLAIMING),
-                aggregate_type,
-                aggregate_id,
-                metadata,
-            )
+            .bind(statement, aggregate_type, aggregate_id, metadata)
             .bind(&released_scopes)
             .bind(&released_keys)
             .bind(&taken_scopes)
@@ -583,8 +583,13 @@ pub(crate) async fn append_claiming_together(
         released.push(plain.released, &plain.append.aggregate_id);
         taken.push(plain.taken, &plain.append.aggregate_id);
     }
+    let statement = if released.scopes.is_empty() {
+        sqlx::query(APPEND_TAKING_TOGETHER)
+    } else {
+        sqlx::query(APPEND_TOGETHER).persistent(false)
+    };
     let rows = events
-        .bind(sqlx::query(APPEND_TOGETHER))
+        .bind(statement)
         .bind(&released.scopes)
         .bind(&released.keys)
         .bind(&released.owners)
@@ -756,35 +761,50 @@ const APPEND: &str = "INSERT INTO events \
 /// taken, so it writes nothing when one is held by another aggregate. The outer query
 /// always returns one row: the claims taken, and the events (if any).
 ///
-/// The release names both key columns with `= ANY` (implied by the join, so the same
-/// rows), which gives even a generic plan a cheap path through the primary key: prepared
-/// while `unique_claims` was small and unanalyzed, the statement otherwise kept a plan
-/// that read the whole table on every command (a hash join against the unnested pairs),
-/// measured at a third of the write path's database time over a few thousand claims,
-/// growing with the table.
-const APPEND_CLAIMING: &str = "WITH released AS ( \
-                 DELETE FROM unique_claims u \
-                  USING UNNEST($8::text[], $9::text[]) AS r(scope, key) \
-                  WHERE u.scope = ANY($8::text[]) AND u.key = ANY($9::text[]) \
-                    AND u.scope = r.scope AND u.key = r.key AND u.owner_id = $2), \
-             taken AS ( \
-                 INSERT INTO unique_claims (scope, key, owner_id) \
-                 SELECT t.scope, t.key, $2 FROM UNNEST($10::text[], $11::text[]) AS t(scope, key) \
-                 ON CONFLICT (scope, key) DO UPDATE SET owner_id = EXCLUDED.owner_id \
-                     WHERE unique_claims.owner_id = EXCLUDED.owner_id \
-                 RETURNING scope, key), \
-             appended AS ( \
-                 INSERT INTO events \
-                     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                 SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, $7 \
-                   FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
-                        WITH ORDINALITY AS e(sequence, event_type, event_version, payload, n) \
-                  WHERE (SELECT count(*) FROM taken) = cardinality($10::text[]) \
-                  ORDER BY e.n \
-                 RETURNING sequence, tx_id, global_position) \
-             SELECT (SELECT array_agg(scope || chr(31) || key) FROM taken) AS taken, \
-                    a.sequence, a.tx_id::text AS tx_text, a.global_position \
-               FROM (SELECT 1) one LEFT JOIN appended a ON true";
+/// Sent only when a claim is released, and planned for its values each time
+/// (`persistent(false)`): a plan cached on a connection is made once, and one made while
+/// `unique_claims` had no page yet (a fresh store, before autovacuum analyzed it) read the
+/// whole table on every execution, releasing or not, though the release names both key
+/// columns with `= ANY` (measured on the write benchmark: 2,146 such scans over 40,776
+/// creates, `HeapTupleSatisfiesVisibility` the database's first function, a cost growing
+/// with the table). Appends that release nothing (creates) send [`APPEND_TAKING`].
+const APPEND_CLAIMING: &str = concat!(
+    "WITH released AS ( \
+         DELETE FROM unique_claims u \
+          USING UNNEST($8::text[], $9::text[]) AS r(scope, key) \
+          WHERE u.scope = ANY($8::text[]) AND u.key = ANY($9::text[]) \
+            AND u.scope = r.scope AND u.key = r.key AND u.owner_id = $2), ",
+    take_and_append!()
+);
+
+/// [`APPEND_CLAIMING`] without a release (`$8`/`$9` are bound and not read): the claims'
+/// primary key is its only way to `unique_claims`, whatever plan is cached.
+const APPEND_TAKING: &str = concat!("WITH ", take_and_append!());
+
+/// The take and the append of [`APPEND_CLAIMING`] and [`APPEND_TAKING`].
+macro_rules! take_and_append {
+    () => {
+        "taken AS ( \
+             INSERT INTO unique_claims (scope, key, owner_id) \
+             SELECT t.scope, t.key, $2 FROM UNNEST($10::text[], $11::text[]) AS t(scope, key) \
+             ON CONFLICT (scope, key) DO UPDATE SET owner_id = EXCLUDED.owner_id \
+                 WHERE unique_claims.owner_id = EXCLUDED.owner_id \
+             RETURNING scope, key), \
+         appended AS ( \
+             INSERT INTO events \
+                 (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, $7 \
+               FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::jsonb[]) \
+                    WITH ORDINALITY AS e(sequence, event_type, event_version, payload, n) \
+              WHERE (SELECT count(*) FROM taken) = cardinality($10::text[]) \
+              ORDER BY e.n \
+             RETURNING sequence, tx_id, global_position) \
+         SELECT (SELECT array_agg(scope || chr(31) || key) FROM taken) AS taken, \
+                a.sequence, a.tx_id::text AS tx_text, a.global_position \
+           FROM (SELECT 1) one LEFT JOIN appended a ON true"
+    };
+}
+use take_and_append;
 
 /// [`APPEND_CLAIMING`] for several aggregates at once ([`append_claiming_together`]):
 /// `$1`–`$7` every event's aggregate type and id, sequence, type, version, payload and
@@ -793,36 +813,50 @@ const APPEND_CLAIMING: &str = "WITH released AS ( \
 /// only when every claim was taken; the query returns one row per event, each saying so,
 /// or a single row without an event when a claim was held. Sent only for aggregates that
 /// share no claim ([`disjoint`]): the order in which PostgreSQL runs the release and the
-/// take is not specified.
-const APPEND_TOGETHER: &str = "WITH released AS ( \
-                 DELETE FROM unique_claims u \
-                  USING UNNEST($8::text[], $9::text[], $10::text[]) AS r(scope, key, owner_id) \
-                  WHERE u.scope = ANY($8::text[]) AND u.key = ANY($9::text[]) \
-                    AND u.scope = r.scope AND u.key = r.key AND u.owner_id = r.owner_id), \
-             taken AS ( \
-                 INSERT INTO unique_claims (scope, key, owner_id) \
-                 SELECT t.scope, t.key, t.owner_id \
-                   FROM UNNEST($11::text[], $12::text[], $13::text[]) AS t(scope, key, owner_id) \
-                 ON CONFLICT (scope, key) DO UPDATE SET owner_id = EXCLUDED.owner_id \
-                     WHERE unique_claims.owner_id = EXCLUDED.owner_id \
-                 RETURNING scope), \
-             all_taken AS ( \
-                 SELECT count(*) = cardinality($11::text[]) AS all_taken FROM taken), \
-             appended AS ( \
-                 INSERT INTO events \
-                     (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                 SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, \
-                        e.payload, e.metadata \
-                   FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
-                               $6::jsonb[], $7::jsonb[]) \
-                        WITH ORDINALITY AS e(aggregate_type, aggregate_id, sequence, event_type, \
-                                             event_version, payload, metadata, n) \
-                  WHERE (SELECT all_taken FROM all_taken) \
-                  ORDER BY e.n \
-                 RETURNING aggregate_type, aggregate_id, sequence, tx_id, global_position) \
-             SELECT t.all_taken, a.aggregate_type, a.aggregate_id, a.sequence, \
-                    a.tx_id::text AS tx_text, a.global_position \
-               FROM all_taken t LEFT JOIN appended a ON true";
+/// take is not specified. Like [`APPEND_CLAIMING`], sent only when a claim is released
+/// and then planned each time; [`APPEND_TAKING_TOGETHER`] otherwise.
+const APPEND_TOGETHER: &str = concat!(
+    "WITH released AS ( \
+         DELETE FROM unique_claims u \
+          USING UNNEST($8::text[], $9::text[], $10::text[]) AS r(scope, key, owner_id) \
+          WHERE u.scope = ANY($8::text[]) AND u.key = ANY($9::text[]) \
+            AND u.scope = r.scope AND u.key = r.key AND u.owner_id = r.owner_id), ",
+    take_and_append_together!()
+);
+
+/// [`APPEND_TOGETHER`] without a release (`$8`–`$10` are bound and not read).
+const APPEND_TAKING_TOGETHER: &str = concat!("WITH ", take_and_append_together!());
+
+/// The take and the append of [`APPEND_TOGETHER`] and [`APPEND_TAKING_TOGETHER`].
+macro_rules! take_and_append_together {
+    () => {
+        "taken AS ( \
+             INSERT INTO unique_claims (scope, key, owner_id) \
+             SELECT t.scope, t.key, t.owner_id \
+               FROM UNNEST($11::text[], $12::text[], $13::text[]) AS t(scope, key, owner_id) \
+             ON CONFLICT (scope, key) DO UPDATE SET owner_id = EXCLUDED.owner_id \
+                 WHERE unique_claims.owner_id = EXCLUDED.owner_id \
+             RETURNING scope), \
+         all_taken AS ( \
+             SELECT count(*) = cardinality($11::text[]) AS all_taken FROM taken), \
+         appended AS ( \
+             INSERT INTO events \
+                 (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, \
+                    e.payload, e.metadata \
+               FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], \
+                           $6::jsonb[], $7::jsonb[]) \
+                    WITH ORDINALITY AS e(aggregate_type, aggregate_id, sequence, event_type, \
+                                         event_version, payload, metadata, n) \
+              WHERE (SELECT all_taken FROM all_taken) \
+              ORDER BY e.n \
+             RETURNING aggregate_type, aggregate_id, sequence, tx_id, global_position) \
+         SELECT t.all_taken, a.aggregate_type, a.aggregate_id, a.sequence, \
+                a.tx_id::text AS tx_text, a.global_position \
+           FROM all_taken t LEFT JOIN appended a ON true"
+    };
+}
+use take_and_append_together;
 
 /// An append's events as the arrays its `INSERT` unnests.
 struct Columns<'a> {
