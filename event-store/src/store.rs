@@ -765,9 +765,9 @@ const APPEND: &str = "INSERT INTO events \
 /// (`persistent(false)`): a plan cached on a connection is made once, and one made while
 /// `unique_claims` had no page yet (a fresh store, before autovacuum analyzed it) read the
 /// whole table on every execution, releasing or not, though the release names both key
-/// columns with `= ANY` (measured on the write benchmark: 2,146 such scans over 40,776
-/// creates, `HeapTupleSatisfiesVisibility` the database's first function, a cost growing
-/// with the table). Appends that release nothing (creates) send [`APPEND_TAKING`].
+/// columns with `= ANY` (measured in one 18 s run of the write benchmark: 2,146 such
+/// scans over 40,776 creates, `HeapTupleSatisfiesVisibility` the database's first
+/// function, a cost growing with the table). Appends that release nothing (creates) send [`APPEND_TAKING`].
 const APPEND_CLAIMING: &str = concat!(
     "WITH released AS ( \
          DELETE FROM unique_claims u \
