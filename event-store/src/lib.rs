@@ -46,7 +46,7 @@ pub use recent::{RECENT_BYTES, RECENT_IDLE};
 pub use signal::AppendSignal;
 pub use store::{
     connect, connect_replica, AggregateEvents, Committed, EventStore, Loaded, NewEvent,
-    PlainAppend, REPLICA_ACQUIRE_TIMEOUT, SNAPSHOT_EVERY,
+    PlainAppend, CHECK_IDLE_SESSION_AFTER, REPLICA_ACQUIRE_TIMEOUT, SNAPSHOT_EVERY,
 };
 pub use stored_event::{CompactEvent, StoredEvent};
 

@@ -607,6 +607,66 @@ async fn postgres_restarts_under_load_lose_nothing() {
     app.stop().await;
 }
 
+/// Sessions the database ended while they sat in the service's pool (a restart, an
+/// administrator's `pg_terminate_backend`, a proxy's idle cut) are found before they are
+/// handed out: the pool checks a session idle for longer than
+/// `CHECK_IDLE_SESSION_AFTER` (and only then, not before every use), so no request after
+/// the cut meets a dead one; the relay and projectors carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_the_database_ended_are_not_handed_out() {
+    let app = spawn_app().await;
+    // Fill the pool with sessions: writes and reads side by side.
+    let mut opened = tokio::task::JoinSet::new();
+    for n in 0..32 {
+        let client = app.client.clone();
+        let url = app.url("/api/v1/technologies?project_id=1&limit=5");
+        let app_url = app.url("/api/v1/technologies");
+        opened.spawn(async move {
+            let created = client
+                .post(&app_url)
+                .json(&json!({"title": format!("before the cut {n}"), "project_id": 1}))
+                .send()
+                .await
+                .expect("create sent");
+            assert_eq!(created.status().as_u16(), 201, "{:?}", created.text().await);
+            let listed = client.get(&url).send().await.expect("list sent");
+            assert_eq!(listed.status().as_u16(), 200);
+        });
+    }
+    while let Some(done) = opened.join_next().await {
+        done.expect("request task");
+    }
+    // The test's own pool does not name itself "commandcenter", so it survives the cut.
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+          WHERE datname = current_database() AND application_name = 'commandcenter'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("sessions ended");
+    assert!(ended >= 4, "only {ended} service sessions to end");
+    tokio::time::sleep(
+        commandcenter_event_store::CHECK_IDLE_SESSION_AFTER + Duration::from_millis(200),
+    )
+    .await;
+    // One request at a time, so each takes the pool's next idle session: every one of
+    // them, dead or not, is met in turn.
+    for n in 0..24 {
+        let created = app
+            .post(
+                "/api/v1/technologies",
+                &json!({"title": format!("after the cut {n}"), "project_id": 1}),
+            )
+            .await;
+        assert_eq!(created.status().as_u16(), 201, "{:?}", created.text().await);
+        let listed = app.get("/api/v1/technologies?project_id=1&limit=5").await;
+        assert_eq!(listed.status().as_u16(), 200, "{:?}", listed.text().await);
+    }
+    app.wait_caught_up().await;
+    assert_eq!(assert_views_equal_the_store(&app).await, 56);
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nats_killed_and_a_stream_that_lost_its_tail_lose_nothing() {
     let mut nats = PrivateNats::start().await;
