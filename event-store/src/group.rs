@@ -294,43 +294,34 @@ async fn run(
     together: Arc<Together>,
 ) {
     loop {
-        let mut batch = {
+        let (mut batch, acquired) = {
             let mut queue = queue.lock().await;
             let Some(first) = queue.recv().await else {
                 return;
             };
-            fill(&mut queue, first)
+            // Taken while the queue is held, so that a committer going on from its last
+            // batch (below) finds it held and hands its session back instead of keeping
+            // it from this one.
+            let acquired = pool.acquire().await;
+            (fill(&mut queue, first), acquired)
         };
         waiting.fetch_sub(batch.len(), Ordering::SeqCst);
-        let mut conn = match pool.acquire().await {
+        let mut conn = match acquired {
             Ok(conn) => conn,
             Err(err) => {
                 settle_all(batch, err);
                 continue;
             }
         };
+        // A session kept under a steady load bypasses the pool's lifetime and idle limits,
+        // which sqlx applies only when a session is lent or comes back.
         loop {
-            // A panic past the writes (a member answering) must not end the committer.
-            let ended = AssertUnwindSafe(commit_batch(
-                conn,
-                &pool,
-                &signal,
-                batch,
-                outcome_wait,
-                &together,
-            ))
-            .catch_unwind()
-            .await;
-            conn = match ended {
-                Ok(Some(conn)) => conn,
-                Ok(None) => break,
-                Err(_) => {
-                    tracing::error!(
-                        "a command batch panicked while settling; the committer goes on"
-                    );
-                    break;
-                }
+            let Some(kept) =
+                write_batch(conn, &pool, &signal, batch, outcome_wait, &together).await
+            else {
+                break;
             };
+            conn = kept;
             // Another committer waiting at the queue takes what comes next.
             let Ok(mut queued) = queue.try_lock() else {
                 break;
@@ -342,6 +333,72 @@ async fn run(
             waiting.fetch_sub(batch.len(), Ordering::SeqCst);
         }
     }
+}
+
+/// [`commit_batch`], going on with the batch on another session while the one it has fails
+/// at BEGIN: the pool lends a session used in the last
+/// [`CHECK_IDLE_SESSION_AFTER`](crate::CHECK_IDLE_SESSION_AFTER) unchecked, and one the
+/// database ended meanwhile fails there, before anything is written. Each such session is
+/// discarded, so the batch needs at most one more attempt than the pool has sessions.
+/// Returns the session to write the next batch on, if the batch left it clean.
+async fn write_batch(
+    mut conn: PoolConnection<Postgres>,
+    pool: &PgPool,
+    signal: &AppendSignal,
+    mut batch: Vec<Box<dyn Member>>,
+    outcome_wait: Duration,
+    together: &Together,
+) -> Option<PoolConnection<Postgres>> {
+    let mut attempts = pool.options().get_max_connections() + 1;
+    loop {
+        // A panic past the writes (a member answering) must not end the committer.
+        let ended = AssertUnwindSafe(commit_batch(
+            conn,
+            pool,
+            signal,
+            batch,
+            outcome_wait,
+            together,
+        ))
+        .catch_unwind()
+        .await;
+        match ended {
+            Ok(Ended::Kept(conn)) => return Some(conn),
+            Ok(Ended::Spent) => return None,
+            Ok(Ended::NotBegun(members, err)) => {
+                attempts -= 1;
+                if attempts == 0 {
+                    settle_all(members, err);
+                    return None;
+                }
+                tracing::debug!(%err, "a session failed at BEGIN; the batch goes on another");
+                conn = match pool.acquire().await {
+                    Ok(conn) => conn,
+                    Err(err) => {
+                        settle_all(members, err);
+                        return None;
+                    }
+                };
+                batch = members;
+            }
+            Err(_) => {
+                tracing::error!("a command batch panicked while settling; the committer goes on");
+                return None;
+            }
+        }
+    }
+}
+
+/// How a batch ended, for its session.
+enum Ended {
+    /// Out of its transaction, every statement answered: the session can write the next
+    /// batch.
+    Kept(PoolConnection<Postgres>),
+    /// BEGIN failed: nothing was written and no member answered; the session was dropped.
+    NotBegun(Vec<Box<dyn Member>>, sqlx::Error),
+    /// Anything else: every member answered, the session went back to the pool (which
+    /// checks it).
+    Spent,
 }
 
 /// A batch: `first`, then whatever else is queued now, up to [`MAX_BATCH`].
@@ -365,9 +422,6 @@ fn fill(
 /// every member. This is the whole of a batch; the committer task only decides which
 /// members go together. A COMMIT that fails to answer is read back for up to
 /// `outcome_wait`. Adds to `stats` what became of the shared statement.
-///
-/// Returns the session when the batch ended cleanly (out of its transaction, every
-/// statement answered), so that it can write the next one.
 async fn commit_batch(
     mut conn: PoolConnection<Postgres>,
     pool: &PgPool,
@@ -375,7 +429,7 @@ async fn commit_batch(
     mut members: Vec<Box<dyn Member>>,
     outcome_wait: Duration,
     stats: &Together,
-) -> Option<PoolConnection<Postgres>> {
+) -> Ended {
     let alone = members.len() == 1;
     let started = std::time::Instant::now();
     let mut kept = Vec::with_capacity(members.len());
@@ -387,10 +441,7 @@ async fn commit_batch(
     };
     let mut tx = match conn.begin().await {
         Ok(tx) => tx,
-        Err(err) => {
-            settle_all(members, err);
-            return None;
-        }
+        Err(err) => return Ended::NotBegun(members, err),
     };
     // A member waiting on another transaction's lock (a claim, a key, an aggregate's next
     // sequence) holds up its whole batch: it gives up after the batch's lock timeout, a
@@ -406,7 +457,7 @@ async fn commit_batch(
     if let Some(setup) = setup {
         if let Err(err) = sqlx::Executor::execute(&mut *tx, setup).await {
             settle_all(members, err);
-            return None;
+            return Ended::Spent;
         }
     }
     if !plain.is_empty() {
@@ -414,7 +465,7 @@ async fn commit_batch(
             Ok(appended) => kept.extend(appended),
             Err(err) => {
                 settle_all(members, err);
-                return None;
+                return Ended::Spent;
             }
         }
     }
@@ -431,7 +482,7 @@ async fn commit_batch(
                 kept.push(member);
                 let rest = members.map(|(_, member)| member);
                 settle_all(kept.into_iter().chain(failed).chain(rest), err);
-                return None;
+                return Ended::Spent;
             }
         }
         let written = AssertUnwindSafe(member.write(&mut tx)).catch_unwind().await;
@@ -446,7 +497,7 @@ async fn commit_batch(
             let rest = members.map(|(_, member)| member);
             let all = kept.into_iter().chain(failed).chain([member]).chain(rest);
             settle_all(all, sqlx::Error::WorkerCrashed);
-            return None;
+            return Ended::Spent;
         };
         match written {
             Ok(()) => kept.push(member),
@@ -456,10 +507,10 @@ async fn commit_batch(
                 let rolled_back = tx.rollback().await;
                 member.settle(Ok(()));
                 return match rolled_back {
-                    Ok(()) => Some(conn),
+                    Ok(()) => Ended::Kept(conn),
                     Err(err) => {
                         tracing::debug!(%err, "rollback after a refused command");
-                        None
+                        Ended::Spent
                     }
                 };
             }
@@ -472,7 +523,7 @@ async fn commit_batch(
                 {
                     let rest = members.map(|(_, member)| member);
                     settle_all(kept.into_iter().chain(failed).chain(rest), err);
-                    return None;
+                    return Ended::Spent;
                 }
             }
         }
@@ -487,12 +538,12 @@ async fn commit_batch(
         tx.commit().await
     };
     let session = match committed {
-        Ok(()) => Some(conn),
+        Ok(()) => Ended::Kept(conn),
         Err(err) => {
             if kept.is_empty() {
                 // A failed ROLLBACK: nothing was to commit.
                 settle_all(failed, err);
-                return None;
+                return Ended::Spent;
             }
             // The session is given up before the outcome is read on others (the pool may
             // have no other to lend).
@@ -507,7 +558,7 @@ async fn commit_batch(
                 }
                 Outcome::Aborted => {
                     settle_all(kept.into_iter().chain(failed), err);
-                    return None;
+                    return Ended::Spent;
                 }
                 Outcome::Unknown => {
                     tracing::error!(
@@ -521,10 +572,10 @@ async fn commit_batch(
                         err,
                         StoreError::CommitUnknown,
                     );
-                    return None;
+                    return Ended::Spent;
                 }
             }
-            None
+            Ended::Spent
         }
     };
     if !kept.is_empty() {

@@ -49,11 +49,11 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         .max_connections(max_connections)
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
+            // A session that fails its check is refused quietly (closed, another lent): an
+            // error here would log a warning for every pooled session after a restart.
             Box::pin(async move {
-                if meta.idle_for > CHECK_IDLE_SESSION_AFTER {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
+                Ok(meta.idle_for <= CHECK_IDLE_SESSION_AFTER
+                    || sqlx::Connection::ping(conn).await.is_ok())
             })
         })
 }

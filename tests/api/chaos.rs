@@ -608,62 +608,84 @@ async fn postgres_restarts_under_load_lose_nothing() {
 }
 
 /// Sessions the database ended while they sat in the service's pool (a restart, an
-/// administrator's `pg_terminate_backend`, a proxy's idle cut) are found before they are
-/// handed out: the pool checks a session idle for longer than
-/// `CHECK_IDLE_SESSION_AFTER` (and only then, not before every use), so no request after
-/// the cut meets a dead one; the relay and projectors carry on.
+/// administrator's `pg_terminate_backend`, a proxy's idle cut). The pool checks a session
+/// idle for longer than `CHECK_IDLE_SESSION_AFTER`, and only then (not before every use),
+/// so requests after that meet none; a batch of commands that meets one used more
+/// recently fails at BEGIN, before writing anything, and goes on another session. The
+/// relay's and projectors' sessions, leadership locks included, are ended too: they step
+/// down, take over again and catch up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessions_the_database_ended_are_not_handed_out() {
     let app = spawn_app().await;
+    let service = &app;
+    // The test's own pool does not name itself "commandcenter", so it survives the cuts.
+    let cut = move || async move {
+        let ended: i64 = sqlx::query_scalar(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+              WHERE datname = current_database() AND application_name LIKE 'commandcenter%'",
+        )
+        .fetch_one(&service.pool)
+        .await
+        .expect("sessions ended");
+        assert!(ended >= 4, "only {ended} service sessions to end");
+    };
+    let create = move |title: String| async move {
+        let created = service
+            .post(
+                "/api/v1/technologies",
+                &json!({"title": title, "project_id": 1}),
+            )
+            .await;
+        assert_eq!(created.status().as_u16(), 201, "{:?}", created.text().await);
+    };
     // Fill the pool with sessions: writes and reads side by side.
-    let mut opened = tokio::task::JoinSet::new();
-    for n in 0..32 {
-        let client = app.client.clone();
-        let url = app.url("/api/v1/technologies?project_id=1&limit=5");
-        let app_url = app.url("/api/v1/technologies");
-        opened.spawn(async move {
-            let created = client
-                .post(&app_url)
-                .json(&json!({"title": format!("before the cut {n}"), "project_id": 1}))
-                .send()
-                .await
-                .expect("create sent");
-            assert_eq!(created.status().as_u16(), 201, "{:?}", created.text().await);
-            let listed = client.get(&url).send().await.expect("list sent");
-            assert_eq!(listed.status().as_u16(), 200);
-        });
-    }
+    let fill = move |round: &'static str| {
+        let mut opened = tokio::task::JoinSet::new();
+        for n in 0..32 {
+            let client = service.client.clone();
+            let list = service.url("/api/v1/technologies?project_id=1&limit=5");
+            let post = service.url("/api/v1/technologies");
+            opened.spawn(async move {
+                let created = client
+                    .post(&post)
+                    .json(&json!({"title": format!("{round} {n}"), "project_id": 1}))
+                    .send()
+                    .await
+                    .expect("create sent");
+                assert_eq!(created.status().as_u16(), 201, "{:?}", created.text().await);
+                let listed = client.get(&list).send().await.expect("list sent");
+                assert_eq!(listed.status().as_u16(), 200);
+            });
+        }
+        opened
+    };
+    let mut opened = fill("before the first cut");
     while let Some(done) = opened.join_next().await {
         done.expect("request task");
     }
-    // The test's own pool does not name itself "commandcenter", so it survives the cut.
-    let ended: i64 = sqlx::query_scalar(
-        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
-          WHERE datname = current_database() AND application_name = 'commandcenter'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .expect("sessions ended");
-    assert!(ended >= 4, "only {ended} service sessions to end");
+    // At once: commands meet sessions used a moment ago, lent unchecked.
+    cut().await;
+    for n in 0..16 {
+        create(format!("right after the cut {n}")).await;
+    }
+    let mut opened = fill("before the second cut");
+    while let Some(done) = opened.join_next().await {
+        done.expect("request task");
+    }
+    cut().await;
     tokio::time::sleep(
         commandcenter_event_store::CHECK_IDLE_SESSION_AFTER + Duration::from_millis(200),
     )
     .await;
-    // One request at a time, so each takes the pool's next idle session: every one of
-    // them, dead or not, is met in turn.
+    // One request at a time, so each takes the pool's next idle session: reads too meet
+    // none of the ended ones.
     for n in 0..24 {
-        let created = app
-            .post(
-                "/api/v1/technologies",
-                &json!({"title": format!("after the cut {n}"), "project_id": 1}),
-            )
-            .await;
-        assert_eq!(created.status().as_u16(), 201, "{:?}", created.text().await);
+        create(format!("after the cut {n}")).await;
         let listed = app.get("/api/v1/technologies?project_id=1&limit=5").await;
         assert_eq!(listed.status().as_u16(), 200, "{:?}", listed.text().await);
     }
     app.wait_caught_up().await;
-    assert_eq!(assert_views_equal_the_store(&app).await, 56);
+    assert_eq!(assert_views_equal_the_store(&app).await, 104);
     app.stop().await;
 }
 
